@@ -1,0 +1,1 @@
+"""LLM-serving observability exporter: GPU (NVML), host (psutil) and normalized engine metrics."""

@@ -1,0 +1,1 @@
+"""Collectors: one file per source, each a prometheus_client custom collector."""

@@ -1,0 +1,1 @@
+"""Normalized engine metrics: one adapter per engine."""

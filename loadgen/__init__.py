@@ -1,0 +1,1 @@
+"""Load generator for OpenAI-compatible servers, with live client-side histograms."""

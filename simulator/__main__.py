@@ -1,0 +1,10 @@
+import sys
+
+
+def main() -> int:
+    print("simulator: not built yet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
