@@ -1,9 +1,61 @@
+"""`python -m exporter` / `llmobs-exporter`: read the configuration, start the collectors, serve HTTP."""
+
+from __future__ import annotations
+
+import logging
+import signal
 import sys
+import threading
+from collections.abc import Sequence
+
+from exporter.config import ConfigError, load_config
+from exporter.registry import build_exporter, exporter_version
+from exporter.server import ExporterServer, make_app
+from exporter.web_config import load_web_config
+
+log = logging.getLogger("exporter")
 
 
-def main() -> int:
-    print("exporter: not built yet", file=sys.stderr)
-    return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+        web_config = load_web_config(config.web_config_file)
+    except ConfigError as exc:
+        print(f"llmobs-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    host, port = config.listen_host_port
+    exporter = build_exporter(config)
+    try:
+        server = ExporterServer(make_app(exporter, web_config), host, port, web_config.ssl_context)
+    except OSError as exc:
+        exporter.close()
+        print(
+            f"llmobs-exporter: cannot listen on {config.listen_address}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    log.info(
+        "llmobs-exporter %s serving %s://%s:%d/metrics (collectors: %s)",
+        exporter_version(),
+        server.scheme,
+        host,
+        server.port,
+        ", ".join(exporter.collectors) or "none",
+    )
+    stop.wait()
+    log.info("shutting down")
+    server.close()
+    exporter.close()
+    return 0
 
 
 if __name__ == "__main__":
