@@ -1,0 +1,510 @@
+"""A continuous-batching engine modelled on vLLM's V1 scheduler, advancing in real time.
+
+One asyncio task runs the step loop: schedule a batch (running requests first, then waiting ones
+while there is room in the token budget, the sequence cap and the KV cache), "execute" it by
+sleeping for the step's modelled cost, then emit one token per request whose computed tokens caught
+up. KV memory is counted in blocks; full prompt blocks are content-hashed so a repeated prefix is a
+cache hit, and freed cached blocks stay reusable until evicted (LRU). When a running request needs a
+block and none is free, the most recently admitted running request is preempted: its blocks are
+freed and it goes back to the front of the queue to be recomputed, as in vLLM. Per-step work is
+O(batch size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import math
+import random
+import time
+import zlib
+from array import array
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from simulator.faults import Faults
+from simulator.profile import Profile
+from simulator.stats import EngineStats
+
+
+class AdmissionError(Exception):
+    """A request the engine will not take; `status` is the HTTP status vLLM answers with."""
+
+    def __init__(self, message: str, status: int, error_type: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """One request inside the engine. The HTTP side reads output_len and finish_reason."""
+
+    request_id: str
+    prompt_len: int
+    block_hashes: list[int]  # chained hashes of the full prompt blocks
+    max_tokens: int
+    max_tokens_param: int | None
+    stop_at: int | None  # natural answer length; None with ignore_eos
+    min_tokens: int
+    seed: int
+    arrival: float
+    status: Status = Status.WAITING
+    num_computed: int = 0
+    output_len: int = 0
+    cached_refs: list[int] = field(default_factory=list)  # hashes of the leading blocks it holds
+    plain_blocks: int = 0
+    num_cached_tokens: int = -1
+    num_preemptions: int = 0
+    scheduled_ts: float = 0.0
+    first_token_ts: float = 0.0
+    last_token_ts: float = 0.0
+    finish_reason: str | None = None
+    abort_requested: bool = False
+    waiter: asyncio.Future | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_len + self.output_len
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.cached_refs) + self.plain_blocks
+
+    async def wait(self) -> None:
+        """Until the engine has produced another token or finished this request."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class BlockPool:
+    """KV blocks as counts: plain free blocks, plus content-hashed blocks with reference counts.
+    A hashed block nobody references is still free (it counts as free for usage, like in vLLM)
+    but keeps its content until it is evicted, oldest first."""
+
+    def __init__(self, num_blocks: int) -> None:
+        self.num_blocks = num_blocks
+        self.free_plain = num_blocks
+        self.refs: dict[int, int] = {}
+        self.evictable: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def num_free(self) -> int:
+        return self.free_plain + len(self.evictable)
+
+    @property
+    def usage(self) -> float:
+        return 1.0 - self.num_free / self.num_blocks
+
+    def cached_prefix(self, hashes: list[int], limit: int) -> list[int]:
+        hits: list[int] = []
+        for block_hash in hashes[:limit]:
+            if block_hash not in self.refs:
+                break
+            hits.append(block_hash)
+        return hits
+
+    def acquire(self, block_hash: int) -> None:
+        count = self.refs[block_hash]
+        if count == 0:
+            del self.evictable[block_hash]
+        self.refs[block_hash] = count + 1
+
+    def allocate(self, count: int) -> bool:
+        if count > self.num_free:
+            return False
+        from_plain = min(count, self.free_plain)
+        self.free_plain -= from_plain
+        for _ in range(count - from_plain):
+            evicted, _ = self.evictable.popitem(last=False)
+            del self.refs[evicted]
+        return True
+
+    def promote(self, block_hash: int) -> None:
+        """A plain block of a request now holds this content: share it, or make it the cached copy."""
+        if block_hash in self.refs:
+            self.acquire(block_hash)
+            self.free_plain += 1  # our duplicate plain block is not needed
+        else:
+            self.refs[block_hash] = 1
+
+    def release(self, seq: Sequence) -> None:
+        # Tail blocks first, so a chain is evicted from its end and its prefix lives longest.
+        for block_hash in reversed(seq.cached_refs):
+            count = self.refs[block_hash] - 1
+            self.refs[block_hash] = count
+            if count == 0:
+                self.evictable[block_hash] = None
+        self.free_plain += seq.plain_blocks
+        seq.cached_refs = []
+        seq.plain_blocks = 0
+
+
+@dataclass(slots=True)
+class StepTiming:
+    """Ground truth about the step loop keeping time, for tests and benchmarks."""
+
+    steps: int = 0
+    lag_total: float = 0.0
+    lag_max: float = 0.0
+    recent_lags: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    def record(self, lag: float) -> None:
+        self.steps += 1
+        self.lag_total += lag
+        self.lag_max = max(self.lag_max, lag)
+        self.recent_lags.append(lag)
+
+    def as_dict(self) -> dict[str, float]:
+        recent = sorted(self.recent_lags)
+        return {
+            "steps": self.steps,
+            "lag_mean_seconds": self.lag_total / self.steps if self.steps else 0.0,
+            "lag_max_seconds": self.lag_max,
+            "lag_p99_recent_seconds": recent[int(len(recent) * 0.99)] if recent else 0.0,
+        }
+
+
+class Engine:
+    def __init__(self, profile: Profile, faults: Faults | None = None, seed: int = 0) -> None:
+        self.profile = profile
+        self.faults = faults or Faults()
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.block_size = profile.cache.block_size
+        self.prefix_caching = profile.cache.enable_prefix_caching
+        self.timing = StepTiming()
+        self.restarts = 0
+        self._task: asyncio.Task | None = None
+        self._work = asyncio.Event()
+        self._pending_aborts: list[Sequence] = []
+        self.down_until = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.pool = BlockPool(self.profile.cache.num_gpu_blocks)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.stats = EngineStats(max_model_len=self.profile.max_model_len)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="engine-steps")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def is_down(self) -> bool:
+        return time.monotonic() < self.down_until
+
+    def restart(self, down_seconds: float) -> None:
+        """Crash and come back: in-flight requests fail, counters start again from zero."""
+        for seq in [*self.running, *self.waiting]:
+            seq.status = Status.FINISHED
+            seq.finish_reason = "error"
+            seq.wake()
+        self._pending_aborts.clear()
+        self._reset()
+        self.restarts += 1
+        self.down_until = time.monotonic() + down_seconds
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        max_tokens: int | None,
+        ignore_eos: bool = False,
+        min_tokens: int = 0,
+    ) -> Sequence:
+        if self.is_down:
+            raise AdmissionError("The engine is restarting.", 503, "ServiceUnavailableError")
+        prompt_len = len(prompt_ids)
+        limit = self.profile.max_model_len
+        if prompt_len == 0:
+            raise AdmissionError("The prompt is empty.", 400, "BadRequestError")
+        if max_tokens is not None and max_tokens < 1:
+            raise AdmissionError("max_tokens must be at least 1.", 400, "BadRequestError")
+        if prompt_len + (max_tokens or 1) > limit:
+            raise AdmissionError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + (max_tokens or 0)} tokens ({prompt_len} in the messages, "
+                f"{max_tokens or 0} in the completion). "
+                "Please reduce the length of the messages or completion.",
+                400,
+                "BadRequestError",
+            )
+        cap = self.profile.scheduler.max_num_queued_reqs
+        if cap and len(self.waiting) >= cap:
+            self.stats.admission_rejections["max_num_queued_reqs"] += 1
+            raise AdmissionError(
+                "The server is overloaded: too many queued requests.", 503, "ServiceUnavailable"
+            )
+        seed = zlib.crc32(array("I", prompt_ids).tobytes(), self.seed)
+        output = self.profile.output
+        natural = random.Random(seed).randint(output.min_tokens, output.max_tokens)
+        seq = Sequence(
+            request_id=request_id,
+            prompt_len=prompt_len,
+            block_hashes=self._block_hashes(prompt_ids) if self.prefix_caching else [],
+            max_tokens=max_tokens or limit - prompt_len,
+            max_tokens_param=max_tokens,
+            stop_at=None if ignore_eos else natural,
+            min_tokens=min_tokens,
+            seed=seed,
+            arrival=time.monotonic(),
+        )
+        self.waiting.append(seq)
+        self._work.set()
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        """The client went away; the request leaves the engine at the next step boundary."""
+        if seq.status is not Status.FINISHED and not seq.abort_requested:
+            seq.abort_requested = True
+            self._pending_aborts.append(seq)
+            self._work.set()
+
+    def _block_hashes(self, prompt_ids: list[int]) -> list[int]:
+        hashes, parent, size = [], 0, self.block_size
+        for start in range(0, len(prompt_ids) - size + 1, size):
+            parent = hash((parent, *prompt_ids[start : start + size]))
+            hashes.append(parent)
+        return hashes
+
+    # -- the step loop ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        clock = time.monotonic
+        while True:
+            if not self.running and not self.waiting and not self._pending_aborts:
+                self._work.clear()
+                await self._work.wait()
+            self._process_aborts()
+            started = clock()
+            batch, tokens = self._schedule(started)
+            if not batch:
+                # Nothing fits (every waiting request needs more KV than exists after aborts):
+                # wait for the next change instead of spinning.
+                self._work.clear()
+                await self._work.wait()
+                continue
+            target = started + self._step_seconds(batch, tokens)
+            await asyncio.sleep(max(0.0, target - clock()))
+            finished_at = clock()
+            self.timing.record(finished_at - target)
+            self._complete(batch, finished_at)
+
+    def _step_seconds(self, batch: list[tuple[Sequence, int]], tokens: int) -> float:
+        timing = self.profile.timing
+        decode_seqs = prefill_tokens = context_tokens = 0
+        for seq, count in batch:
+            if count == 1 and seq.output_len:
+                decode_seqs += 1
+                context_tokens += seq.num_computed
+            else:
+                prefill_tokens += count
+        seconds = (
+            timing.step_base_seconds
+            + timing.decode_per_seq_seconds * decode_seqs
+            + timing.prefill_per_token_seconds * prefill_tokens
+            + timing.context_per_token_seconds * context_tokens
+        ) * timing.time_scale
+        faults = self.faults
+        spike_chance = 1 - math.exp(-faults.spike_per_minute / 60 * seconds)
+        if faults.spike_seconds and self.rng.random() < spike_chance:
+            seconds += faults.spike_seconds
+        return seconds
+
+    def _process_aborts(self) -> None:
+        if not self._pending_aborts:
+            return
+        aborted = {id(seq) for seq in self._pending_aborts}
+        self.running = [seq for seq in self.running if id(seq) not in aborted]
+        if any(seq.status is Status.WAITING for seq in self._pending_aborts):
+            self.waiting = deque(seq for seq in self.waiting if id(seq) not in aborted)
+        now = time.monotonic()
+        for seq in self._pending_aborts:
+            if seq.status is not Status.FINISHED:
+                self.pool.release(seq)
+                self._finish(seq, "abort", now)
+        self._pending_aborts.clear()
+
+    def _schedule(self, now: float) -> tuple[list[tuple[Sequence, int]], int]:
+        """Pick this step's batch, as vLLM's V1 scheduler does with FCFS policy."""
+        budget = self.profile.scheduler.max_num_batched_tokens
+        batch: list[tuple[Sequence, int]] = []
+        preempted = False
+        index = 0
+        while index < len(self.running) and budget > 0:
+            seq = self.running[index]
+            count = min(seq.total_tokens - seq.num_computed, budget)
+            needed = self._blocks_for(seq.num_computed + count) - seq.num_blocks
+            while needed > 0 and not self.pool.allocate(needed):
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    break
+            else:
+                if needed > 0:
+                    seq.plain_blocks += needed
+                batch.append((seq, count))
+                budget -= count
+                index += 1
+                continue
+            break  # seq itself was preempted: it was the last one
+        if not preempted:
+            budget = self._admit(now, budget, batch)
+        return batch, self.profile.scheduler.max_num_batched_tokens - budget
+
+    def _admit(self, now: float, budget: int, batch: list[tuple[Sequence, int]]) -> int:
+        max_seqs = self.profile.scheduler.max_num_seqs
+        while self.waiting and budget > 0 and len(self.running) < max_seqs:
+            seq = self.waiting[0]
+            total = seq.total_tokens
+            hits = self.pool.cached_prefix(seq.block_hashes, (total - 1) // self.block_size)
+            hit_tokens = len(hits) * self.block_size
+            count = min(total - hit_tokens, budget)
+            needed = self._blocks_for(hit_tokens + count) - len(hits)
+            reclaimable = sum(1 for block_hash in hits if self.pool.refs[block_hash] == 0)
+            if needed > self.pool.num_free - reclaimable:
+                break
+            for block_hash in hits:
+                self.pool.acquire(block_hash)
+            self.pool.allocate(needed)
+            seq.cached_refs = hits
+            seq.plain_blocks = needed
+            seq.num_computed = hit_tokens
+            if seq.num_cached_tokens < 0:
+                seq.num_cached_tokens = hit_tokens
+                seq.scheduled_ts = now
+            if self.prefix_caching:
+                self.stats.prefix_cache_queries += total
+                self.stats.prefix_cache_hits += hit_tokens
+            self.waiting.popleft()
+            seq.status = Status.RUNNING
+            self.running.append(seq)
+            batch.append((seq, count))
+            budget -= count
+        return budget
+
+    def _blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.pool.release(seq)
+        seq.num_computed = 0
+        seq.num_preemptions += 1
+        seq.status = Status.WAITING
+        self.stats.preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def _complete(self, batch: list[tuple[Sequence, int]], now: float) -> None:
+        stats = self.stats
+        stats.iteration_tokens.observe(sum(count for _, count in batch))
+        finished = False
+        for seq, count in batch:
+            if seq.status is not Status.RUNNING or seq.abort_requested:
+                continue  # preempted later in this step's scheduling, or aborted meanwhile
+            seq.num_computed += count
+            self._cache_full_blocks(seq)
+            if seq.num_computed < seq.total_tokens:
+                continue  # a prefill chunk; no token yet
+            if seq.output_len == 0:
+                self._first_token(seq, now)
+            else:
+                stats.itl.observe(now - seq.last_token_ts)
+            seq.output_len += 1
+            seq.last_token_ts = now
+            stats.generation_tokens += 1
+            reason = self._finish_reason(seq)
+            if reason is not None:
+                self.pool.release(seq)
+                self._finish(seq, reason, now)
+                finished = True
+            else:
+                seq.wake()
+        if finished:
+            self.running = [seq for seq in self.running if seq.status is Status.RUNNING]
+
+    def _cache_full_blocks(self, seq: Sequence) -> None:
+        full = min(seq.num_computed // self.block_size, len(seq.block_hashes))
+        while len(seq.cached_refs) < full:
+            self.pool.promote(seq.block_hashes[len(seq.cached_refs)])
+            seq.cached_refs.append(seq.block_hashes[len(seq.cached_refs)])
+            seq.plain_blocks -= 1
+
+    def _first_token(self, seq: Sequence, now: float) -> None:
+        stats = self.stats
+        cached = max(seq.num_cached_tokens, 0)
+        stats.prompt_tokens += seq.prompt_len
+        stats.prompt_tokens_cache_hit += cached
+        stats.prompt_tokens_computed += seq.prompt_len - cached
+        stats.ttft.observe(now - seq.arrival)
+        stats.histograms["request_params_n"].observe(1)
+        seq.first_token_ts = now
+
+    def _finish_reason(self, seq: Sequence) -> str | None:
+        if seq.output_len >= seq.max_tokens or seq.total_tokens >= self.profile.max_model_len:
+            return "length"
+        if seq.stop_at is not None and seq.output_len >= max(seq.stop_at, seq.min_tokens):
+            return "stop"
+        return None
+
+    def _finish(self, seq: Sequence, reason: str, now: float) -> None:
+        """Record a finished request the way vLLM's IterationStats.update_from_finished_request does."""
+        seq.status = Status.FINISHED
+        seq.finish_reason = reason
+        scheduled = seq.scheduled_ts or now
+        first = seq.first_token_ts or now
+        last = seq.last_token_ts or now
+        histograms = self.stats.histograms
+        self.stats.request_success[reason] += 1
+        histograms["e2e_request_latency_seconds"].observe(now - seq.arrival)
+        histograms["request_queue_time_seconds"].observe(scheduled - seq.arrival)
+        histograms["request_prefill_time_seconds"].observe(first - scheduled)
+        histograms["request_inference_time_seconds"].observe(last - scheduled)
+        histograms["request_decode_time_seconds"].observe(last - first)
+        histograms["request_num_preemptions"].observe(seq.num_preemptions)
+        histograms["request_prefill_kv_computed_tokens"].observe(
+            seq.prompt_len - max(seq.num_cached_tokens, 0)
+        )
+        histograms["request_prompt_tokens"].observe(seq.prompt_len)
+        histograms["request_generation_tokens"].observe(seq.output_len)
+        histograms["request_max_num_generation_tokens"].observe(seq.output_len)
+        decode_tokens = seq.output_len - 1
+        histograms["request_time_per_output_token_seconds"].observe(
+            (last - first) / decode_tokens if decode_tokens > 0 else 0.0
+        )
+        if seq.max_tokens_param:
+            histograms["request_params_max_tokens"].observe(seq.max_tokens_param)
+        seq.wake()
+
+    # -- views ------------------------------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)

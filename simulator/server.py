@@ -1,0 +1,513 @@
+"""The HTTP face of the simulator: vLLM's OpenAI-compatible API, /health, /metrics, faults.
+
+Responses follow vLLM 0.33's shapes: SSE chunks of one token each (`data: {...}\\n\\n`), the role
+chunk with the first token, finish_reason on the last token's chunk, an optional usage chunk with
+empty choices, then `data: [DONE]`. Errors are `{"error": {"message", "type", "param", "code"}}`.
+When the client falls behind, several one-token events go out in one write, never merged events.
+
+Simulator-only endpoints live under /_simulator/ (stats, restart) and are not part of vLLM's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from simulator import text
+from simulator.engine import AdmissionError, Engine, Sequence
+from simulator.faults import Faults
+from simulator.metrics import build_registry, render
+
+VERSION = "0.33.0+llmobs.simulator"
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+log = logging.getLogger("simulator")
+
+
+class RequestError(Exception):
+    def __init__(
+        self, message: str, status: int = 400, error_type: str = "BadRequestError", param=None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.param = param
+
+
+class InjectedDrop(Exception):
+    """Raised on purpose to make the server close a connection mid-response."""
+
+
+class _HideInjectedDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedDrop))
+
+
+def error_response(message: str, status: int, error_type: str, param: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status)
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    kind: str  # "chat" or "completion"
+    prompt_ids: list[int]
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    continuous_usage: bool
+    ignore_eos: bool
+    min_tokens: int
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What goes wrong with one request, decided when it arrives."""
+
+    stall_at: int | None = None
+    drop_at: int | None = None
+
+
+class Simulator:
+    def __init__(self, engine: Engine, model: str, faults: Faults, seed: int = 0) -> None:
+        self.engine = engine
+        self.model = model
+        self.faults = faults
+        self.rng = random.Random(seed ^ 0xFA17)
+        self.registry = build_registry(engine, model)
+        self.in_flight = 0
+        self.created = int(time.time())
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def parse(self, kind: str, body: Any) -> ParsedRequest:
+        if not isinstance(body, dict):
+            raise RequestError("The request body must be a JSON object.")
+        model = body.get("model")
+        if model is not None and model != self.model:
+            raise RequestError(f"The model `{model}` does not exist.", 404, "NotFoundError", "model")
+        if kind == "chat":
+            prompt_ids = text.chat_token_ids(_messages(body.get("messages")))
+        else:
+            prompt_ids = _prompt_ids(body.get("prompt"))
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+            raise RequestError("max_tokens must be a positive integer.", param="max_tokens")
+        n = body.get("n", 1)
+        if n not in (1, None):
+            raise RequestError("The simulator supports n=1 only.", param="n")
+        stream = _flag(body, "stream")
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict):
+            raise RequestError("stream_options must be an object.", param="stream_options")
+        if options and not stream:
+            raise RequestError(
+                "Stream options can only be defined when `stream=True`.", param="stream_options"
+            )
+        min_tokens = body.get("min_tokens", 0)
+        if type(min_tokens) is not int or min_tokens < 0:
+            raise RequestError("min_tokens must be a non-negative integer.", param="min_tokens")
+        return ParsedRequest(
+            kind=kind,
+            prompt_ids=prompt_ids,
+            max_tokens=max_tokens,
+            stream=stream,
+            include_usage=bool(options.get("include_usage")),
+            continuous_usage=bool(options.get("continuous_usage_stats")),
+            ignore_eos=_flag(body, "ignore_eos"),
+            min_tokens=min_tokens,
+        )
+
+    def injected_error(self) -> int | None:
+        roll = self.rng.random()
+        for status, rate in self.faults.error_rates.items():
+            if roll < rate:
+                return status
+            roll -= rate
+        return None
+
+    def fault_plan(self, seq: Sequence) -> FaultPlan:
+        faults = self.faults
+        expected = max(2, min(seq.max_tokens, seq.stop_at or seq.max_tokens))
+        stall = faults.stall_probability and self.rng.random() < faults.stall_probability
+        drop = faults.drop_probability and self.rng.random() < faults.drop_probability
+        return FaultPlan(
+            stall_at=expected // 2 if stall else None,
+            drop_at=expected // 2 if drop else None,
+        )
+
+
+def _flag(body: dict, key: str) -> bool:
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(f"{key} must be a boolean.", param=key)
+    return value
+
+
+def _messages(raw: Any) -> list[tuple[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise RequestError("messages must be a non-empty list.", param="messages")
+    messages = []
+    for message in raw:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestError("Each message must be an object with a string `role`.", param="messages")
+        content = message.get("content")
+        if content is None:
+            content = ""
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                if (
+                    not isinstance(part, dict)
+                    or part.get("type") != "text"
+                    or not isinstance(part.get("text"), str)
+                ):
+                    raise RequestError("The simulator accepts text content parts only.", param="messages")
+                parts.append(part["text"])
+            content = "\n".join(parts)
+        elif not isinstance(content, str):
+            raise RequestError("Message content must be a string or a list of parts.", param="messages")
+        messages.append((message["role"], content))
+    return messages
+
+
+def _prompt_ids(prompt: Any) -> list[int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return text.token_ids(prompt)
+    if isinstance(prompt, list) and prompt and all(type(token) is int and token >= 0 for token in prompt):
+        return list(prompt)
+    raise RequestError(
+        "prompt must be a string or a list of token ids (one prompt per request).", param="prompt"
+    )
+
+
+class CompletionResponse(Response):
+    """An ASGI response that follows one request through the engine, streamed or not."""
+
+    def __init__(self, sim: Simulator, request: ParsedRequest, seq: Sequence, plan: FaultPlan) -> None:
+        self.background = None
+        self.status_code = 200
+        self.sim = sim
+        self.request = request
+        self.seq = seq
+        self.plan = plan
+        self.chat = request.kind == "chat"
+        self.response_id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
+        self.created = int(time.time())
+        self._object = "chat.completion.chunk" if self.chat else "text_completion"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        self.sim.in_flight += 1
+        try:
+            if self.request.stream:
+                await self._stream(send)
+            else:
+                await self._whole(send)
+        finally:
+            self.sim.in_flight -= 1
+            watcher.cancel()
+
+    async def _watch_disconnect(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sim.engine.abort(self.seq)
+
+    async def _whole(self, send: Any) -> None:
+        seq = self.seq
+        while seq.finish_reason is None:
+            await seq.wait()
+        if seq.finish_reason == "abort":
+            return  # the client is gone
+        if seq.finish_reason == "error" or self.plan.drop_at is not None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            raise InjectedDrop("engine crashed" if seq.finish_reason == "error" else "drop fault")
+        body = self._whole_body()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _whole_body(self) -> bytes:
+        seq = self.seq
+        content = text.generated_text(seq.seed, 0, seq.output_len)
+        if self.chat:
+            message = {
+                "role": "assistant",
+                "content": content,
+                "refusal": None,
+                "tool_calls": [],
+                "reasoning_content": None,
+            }
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": seq.finish_reason,
+                "stop_reason": None,
+            }
+            kind = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": content,
+                "logprobs": None,
+                "finish_reason": seq.finish_reason,
+                "stop_reason": None,
+                "prompt_logprobs": None,
+            }
+            kind = "text_completion"
+        return json.dumps(
+            {
+                "id": self.response_id,
+                "object": kind,
+                "created": self.created,
+                "model": self.sim.model,
+                "choices": [choice],
+                "usage": self._usage(seq.output_len),
+            }
+        ).encode()
+
+    def _usage(self, completion_tokens: int) -> dict[str, int | None]:
+        prompt = self.seq.prompt_len
+        return {
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_details": None,
+        }
+
+    async def _stream(self, send: Any) -> None:
+        seq, plan = self.seq, self.plan
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        head, tail = self._chunk_template()
+        words = text.WORD_PIECES
+        sent = 0
+        while True:
+            produced = seq.output_len
+            if produced == sent and seq.finish_reason is None:
+                await seq.wait()
+                continue
+            if seq.finish_reason == "abort":
+                return
+            if seq.finish_reason == "error":
+                raise InjectedDrop("engine crashed")
+            limit = produced
+            for fault_at in (plan.stall_at, plan.drop_at):
+                if fault_at is not None and sent < fault_at:
+                    limit = min(limit, fault_at)
+            done = seq.finish_reason is not None and limit == produced
+            parts = []
+            if sent == 0 and self.chat and limit > 0:
+                parts.append(self._role_chunk())
+            last_plain = limit - 1 if done else limit
+            if self.request.continuous_usage:
+                for position in range(sent, last_plain):
+                    parts.append(self._usage_chunk(position, seq.seed, None))
+            else:
+                for position in range(sent, last_plain):
+                    parts.append(head + words[text.word_index(seq.seed, position)] + tail)
+            if done:
+                parts.append(self._final_chunks(limit - 1))
+            sent = limit
+            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": not done})
+            if done:
+                return
+            if plan.drop_at is not None and sent >= plan.drop_at:
+                raise InjectedDrop("drop fault")
+            if plan.stall_at is not None and sent >= plan.stall_at:
+                plan = FaultPlan(stall_at=None, drop_at=plan.drop_at)
+                await asyncio.sleep(self.sim.faults.stall_seconds)
+
+    def _chunk_template(self) -> tuple[bytes, bytes]:
+        start = (
+            f'data: {{"id":"{self.response_id}","object":"{self._object}",'
+            f'"created":{self.created},"model":{json.dumps(self.sim.model)},"choices":[{{"index":0,'
+        )
+        if self.chat:
+            return (
+                start + '"delta":{"content":"'
+            ).encode(), b'"},"logprobs":null,"finish_reason":null}]}\n\n'
+        return (
+            start + '"text":"'
+        ).encode(), b'","logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+
+    def _event(self, choices: list, usage: dict | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.response_id,
+            "object": self._object,
+            "created": self.created,
+            "model": self.sim.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def _role_chunk(self) -> bytes:
+        usage = self._usage(0) if self.request.continuous_usage else None
+        delta = {"role": "assistant", "content": ""}
+        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], usage)
+
+    def _choice(self, position: int, seed: int, finish_reason: str | None) -> dict:
+        word = " " + text.WORDS[text.word_index(seed, position)]
+        if self.chat:
+            return {
+                "index": 0,
+                "delta": {"content": word},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+                "stop_reason": None,
+            }
+        return {
+            "index": 0,
+            "text": word,
+            "logprobs": None,
+            "finish_reason": finish_reason,
+            "stop_reason": None,
+        }
+
+    def _usage_chunk(self, position: int, seed: int, finish_reason: str | None) -> bytes:
+        return self._event([self._choice(position, seed, finish_reason)], self._usage(position + 1))
+
+    def _final_chunks(self, position: int) -> bytes:
+        seq = self.seq
+        usage = self._usage(position + 1) if self.request.continuous_usage else None
+        parts = [self._event([self._choice(position, seq.seed, seq.finish_reason)], usage)]
+        if self.request.include_usage:
+            parts.append(self._event([], self._usage(seq.output_len)))
+        parts.append(b"data: [DONE]\n\n")
+        return b"".join(parts)
+
+
+def create_app(sim: Simulator) -> FastAPI:
+    engine = sim.engine
+    logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        restarter = None
+        if sim.faults.restart_every_seconds:
+            restarter = asyncio.create_task(_restart_periodically(sim))
+        yield
+        if restarter is not None:
+            restarter.cancel()
+        await engine.stop()
+
+    app = FastAPI(
+        title="llmobs vLLM simulator", version=VERSION, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return error_response(str(exc), exc.status, exc.error_type, exc.param)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=503 if engine.is_down else 200)
+
+    @app.get("/version")
+    async def version() -> dict:
+        return {"version": VERSION}
+
+    @app.get("/load")
+    async def load() -> dict:
+        return {"server_load": sim.in_flight}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if engine.is_down:
+            return Response("engine restarting\n", status_code=503, media_type="text/plain")
+        return Response(render(sim.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        card = {
+            "id": sim.model,
+            "object": "model",
+            "created": sim.created,
+            "owned_by": "vllm",
+            "root": sim.model,
+            "parent": None,
+            "max_model_len": engine.profile.max_model_len,
+        }
+        return {"object": "list", "data": [card]}
+
+    async def complete(kind: str, request: Request) -> Any:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise RequestError("The request body is not valid JSON.") from None
+        parsed = sim.parse(kind, body)
+        status = sim.injected_error()
+        if status is not None:
+            return error_response(f"Injected fault: HTTP {status}.", status, "InjectedFault")
+        try:
+            seq = engine.add(
+                uuid.uuid4().hex, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.min_tokens
+            )
+        except AdmissionError as exc:
+            return error_response(str(exc), exc.status, exc.error_type)
+        return CompletionResponse(sim, parsed, seq, sim.fault_plan(seq))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await complete("chat", request)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await complete("completion", request)
+
+    @app.get("/_simulator/stats")
+    async def stats() -> dict:
+        return {
+            "profile": engine.profile.name,
+            "model": sim.model,
+            "running": engine.num_running,
+            "waiting": engine.num_waiting,
+            "kv_cache_usage": engine.pool.usage,
+            "restarts": engine.restarts,
+            "step_timing": engine.timing.as_dict(),
+        }
+
+    @app.post("/_simulator/restart")
+    async def restart(down_seconds: float = 2.0) -> dict:
+        if not 0 < down_seconds <= 600:
+            raise RequestError("down_seconds must be in (0, 600].", param="down_seconds")
+        engine.restart(down_seconds)
+        return {"restarts": engine.restarts, "down_seconds": down_seconds}
+
+    return app
+
+
+async def _restart_periodically(sim: Simulator) -> None:
+    faults = sim.faults
+    while True:
+        await asyncio.sleep(faults.restart_every_seconds)
+        log.warning("fault: engine restart (down %.1fs)", faults.restart_down_seconds)
+        sim.engine.restart(faults.restart_down_seconds)
