@@ -1,10 +1,8 @@
+"""`python -m loadgen` / `llmobs-loadgen`: see loadgen/README.md or `--help`."""
+
 import sys
 
-
-def main() -> int:
-    print("loadgen: not built yet", file=sys.stderr)
-    return 2
-
+from loadgen.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,200 @@
+"""Command line: `llmobs-loadgen run ...` (one run, report at the end) and `llmobs-loadgen serve`
+(control API + /metrics, runs started over HTTP). README.md has examples."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from loadgen.api import HttpServer, RunManager, create_app
+from loadgen.client import ClientError
+from loadgen.metrics import LoadgenCollector
+from loadgen.report import render
+from loadgen.runner import Run, show_progress
+from loadgen.scenario import Scenario, ScenarioError
+from loadgen.workloads import WorkloadError
+
+log = logging.getLogger("loadgen")
+
+EXAMPLES = """examples:
+  llmobs-loadgen run --url http://127.0.0.1:8000 --concurrency 1,10,50 --step-duration 20s --output-len 50
+  llmobs-loadgen run --url http://127.0.0.1:8000 --rate 5 --arrival gamma --burstiness 0.5 --requests 500
+  llmobs-loadgen run --url http://127.0.0.1:8000 --sweep --concurrency 1,2,4,8,16,32,64 \\
+      --step-duration 60s --slo 'ttft<=2s' --slo 'user_tps>=10'
+  llmobs-loadgen run --url http://127.0.0.1:8000 --concurrency 50 --soak --output-jsonl requests.jsonl
+  llmobs-loadgen run --scenario scenario.yaml --output-json report.json
+  llmobs-loadgen serve --listen-address 0.0.0.0:9841
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmobs-loadgen",
+        description="Load generator for OpenAI-compatible LLM servers, with live client-side histograms.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="run one scenario and print the report", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None,
+    )  # fmt: skip
+    _run_flags(run)
+    serve = commands.add_parser(
+        "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
+    )
+    serve.add_argument("--listen-address", default="0.0.0.0:9841", help="HOST:PORT (default 0.0.0.0:9841)")
+    return parser
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    target = p.add_argument_group("target")
+    target.add_argument("--scenario", metavar="FILE", help="YAML scenario; flags given here override it")
+    target.add_argument("--url", help="server base URL, e.g. http://127.0.0.1:8000 (a trailing /v1 is fine)")
+    target.add_argument("--model", help="model name (default: the first id from /v1/models)")
+    target.add_argument("--endpoint", choices=("chat", "completions"), help="API (default chat)")
+    target.add_argument(
+        "--stream", action=argparse.BooleanOptionalAction, help="stream with SSE (default on)"
+    )
+    target.add_argument(
+        "--api-key-env", metavar="VAR", help="read the API key from this environment variable"
+    )
+    target.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")
+    target.add_argument(
+        "--extra-body", metavar="JSON", type=_json_object,
+        help='fields merged into every request body, e.g. \'{"ignore_eos": true}\'',
+    )  # fmt: skip
+    target.add_argument("--connect-timeout", metavar="DUR", help="TCP connect timeout (default 10s)")
+    target.add_argument(
+        "--read-timeout", metavar="DUR", help="longest silence inside a response (default 120s)"
+    )
+    target.add_argument("--request-timeout", metavar="DUR", help="whole request (default 900s)")
+
+    shape = p.add_argument_group("load shape")
+    shape.add_argument("--concurrency", metavar="N[,N...]", help="closed loop users; a list makes steps")
+    shape.add_argument("--rate", metavar="R[,R...]", help="open loop requests/s; a list makes steps")
+    shape.add_argument(
+        "--arrival", choices=("constant", "poisson", "gamma"), help="open loop arrivals (poisson)"
+    )
+    shape.add_argument("--burstiness", type=float, help="gamma shape: 1 = Poisson, <1 burstier (default 1)")
+    shape.add_argument(
+        "--max-concurrency", type=int, metavar="N", help="cap on in-flight requests (open loop)"
+    )
+    shape.add_argument("--ramp-to", type=float, metavar="X", help="ramp the concurrency/rate linearly to X")
+    shape.add_argument("--step-duration", "--duration", dest="step_duration", metavar="DUR",
+                       help="length of each step/phase: 500ms, 20s, 5m, 2h, inf (default 60s)")  # fmt: skip
+    shape.add_argument("--requests", type=int, metavar="N", help="requests per step (ends the step early)")
+    shape.add_argument("--soak", action="store_true", default=None, help="run until stopped (or --duration)")
+    shape.add_argument("--sweep", action="store_true", default=None,
+                       help="find capacity: step through the levels until the SLOs fail")  # fmt: skip
+    shape.add_argument(
+        "--slo",
+        action="append",
+        metavar="SLO",
+        help="ttft<=2s, ttfo<=, tpot<=100ms, itl<=, e2e<=30s, user_tps>=10, error_ratio<=0.01",
+    )
+    shape.add_argument("--slo-percentile", type=float, metavar="P", help="percentile SLOs are judged at (95)")
+    shape.add_argument("--grace", metavar="DUR", help="on stop, time in-flight requests get (default 10s)")
+
+    work = p.add_argument_group("workload")
+    work.add_argument(
+        "--input-len", metavar="DIST", help="prompt tokens: N, uniform:A:B, normal:M:S, hist:L=W,..."
+    )
+    work.add_argument("--output-len", metavar="DIST", help="max_tokens, same forms (default 128)")
+    work.add_argument("--dataset", metavar="KIND:PATH", help="sharegpt:FILE.json or jsonl:FILE.jsonl")
+    work.add_argument("--prefix-groups", type=int, metavar="N", help="shared-prefix groups (prefix caching)")
+    work.add_argument("--prefix-len", type=int, metavar="TOKENS", help="length of each shared prefix")
+    work.add_argument("--turns", type=int, metavar="N", help="turns per conversation (multi-turn)")
+    work.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or its dir) or tiktoken:NAME")
+    work.add_argument("--seed", type=int, help="random seed (default 0)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--name", help="scenario name (metric label; default 'default')")
+    out.add_argument("--run-id", help="run id (metric label; default random)")
+    out.add_argument("--output-json", metavar="FILE", help="write the full report as JSON")
+    out.add_argument("--output-jsonl", metavar="FILE", help="write one JSON line per request, as they finish")
+    out.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve /metrics and /runs here during the run (default 0.0.0.0:9841; 'none' = off)",
+    )
+    out.add_argument("--progress", choices=("auto", "tty", "plain", "none"), help="live progress (auto)")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args.listen_address))
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level", "scenario")}
+        file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
+        scenario = Scenario.build(file_values, flags)
+        return asyncio.run(_run(scenario))
+    except (ScenarioError, WorkloadError, ClientError) as exc:
+        print(f"llmobs-loadgen: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _run(scenario: Scenario) -> int:
+    collector = LoadgenCollector()
+    run = Run(scenario, collector)
+    server = None
+    if scenario.metrics_address and scenario.metrics_address.lower() != "none":
+        manager = RunManager(collector)
+        manager.adopt(run)
+        server = HttpServer(create_app(collector, manager), scenario.metrics_address)
+        server.start()
+        log.info("serving /metrics and /runs on port %d", server.port)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, run.stop)
+    progress = asyncio.create_task(show_progress(run, scenario.progress))
+    try:
+        report = await run.execute()
+    finally:
+        progress.cancel()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if server is not None:
+            await server.close()
+    print(render(report))
+    return 130 if run.stopping else 0
+
+
+async def _serve(address: str) -> int:
+    collector = LoadgenCollector()
+    manager = RunManager(collector)
+    server = HttpServer(create_app(collector, manager), address)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    server.start()
+    log.info("control API and /metrics on port %d", server.port)
+    await done.wait()
+    log.info("shutting down: stopping active runs")
+    await manager.stop_all()
+    await server.close()
+    return 0

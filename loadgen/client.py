@@ -1,0 +1,281 @@
+"""The HTTP side: one shared httpx client, one request in, one filled RequestRecord out.
+
+Never raises for anything the server or the network does; every failure ends up as a labelled
+outcome on the record (see timing.OUTCOMES). Only cancellation propagates, after being recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter_ns
+
+import httpx
+
+from loadgen.sse import SSEError, SSEParser
+from loadgen.timing import RequestRecord
+
+log = logging.getLogger("loadgen.client")
+
+ERROR_BODY_BYTES = 2048
+_loads = json.loads
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    read_s: float = 120.0  # longest silence between two chunks of one response
+    request_s: float = 900.0  # whole request, first byte sent to last byte received
+
+
+class ClientError(RuntimeError):
+    """A setup-time failure (model discovery) with a message meant for people."""
+
+
+class LoadClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        timeouts: Timeouts,
+        max_connections: int,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        headers = {"content-type": "application/json", "user-agent": "llmobs-loadgen"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self.timeouts = timeouts
+        self._count_tokens = count_tokens
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            timeout=httpx.Timeout(
+                connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=None
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get_json(self, path: str) -> object:
+        response = await self._http.get(path, timeout=self.timeouts.connect_s + 10)
+        response.raise_for_status()
+        return response.json()
+
+    async def discover_model(self) -> str:
+        """The first model id the server lists under /v1/models."""
+        try:
+            body = await self.get_json("/v1/models")
+            return str(body["data"][0]["id"])  # type: ignore[index]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ClientError(
+                f"could not discover the model from /v1/models ({exc!r}); pass --model"
+            ) from exc
+
+    async def execute(
+        self, path: str, body: bytes, record: RequestRecord, capture_text: bool = False
+    ) -> None:
+        """Send one request and fill `record`. Retries once, only when a reused keep-alive connection
+        turns out to be closed before any response byte arrived (servers that drop idle connections)."""
+        if capture_text:
+            record.text = []
+        headers = {"x-request-id": record.request_id}
+        record.sent_ns = perf_counter_ns()
+        try:
+            async with asyncio.timeout(self.timeouts.request_s):
+                while True:
+                    started = False
+                    try:
+                        async with self._http.stream("POST", path, content=body, headers=headers) as response:
+                            started = True
+                            await self._consume(response, record)
+                        return
+                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                        if started:
+                            record.fail("stream_broken", _describe(exc))
+                            return
+                        if record.retries >= 1:
+                            record.fail("connect", _describe(exc))
+                            return
+                        record.retries += 1
+        except TimeoutError:
+            record.fail("timeout", f"no complete response within {self.timeouts.request_s:g}s")
+        except httpx.ConnectTimeout as exc:
+            record.fail("connect", _describe(exc))
+        except httpx.TimeoutException as exc:
+            record.fail("timeout", _describe(exc))
+        except (httpx.ConnectError, httpx.NetworkError) as exc:
+            record.fail("connect", _describe(exc))
+        except (httpx.DecodingError, SSEError) as exc:
+            record.fail("malformed", _describe(exc))
+        except asyncio.CancelledError:
+            record.fail("cancelled", "cancelled by stop")
+            raise
+        except Exception as exc:  # a client bug must not kill a soak; it is counted and logged instead
+            log.warning("unexpected error in request %s", record.request_id, exc_info=True)
+            record.fail("malformed", _describe(exc))
+        finally:
+            record.end_ns = perf_counter_ns()
+            self._settle_tokens(record)
+
+    async def _consume(self, response: httpx.Response, record: RequestRecord) -> None:
+        status = response.status_code
+        record.http_status = status
+        if not 200 <= status < 300:
+            text = await _read_some(response)
+            outcome = "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx"
+            record.fail(outcome if status >= 400 else "malformed", f"HTTP {status}: {text}")
+            return
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            await self._consume_stream(response, record)
+        else:
+            await self._consume_body(response, record)
+
+    async def _consume_stream(self, response: httpx.Response, record: RequestRecord) -> None:
+        parser = SSEParser()
+        feed = parser.feed
+        done = False
+        chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
+        async for chunk in chunks:
+            now = perf_counter_ns()
+            for event, data in feed(chunk):
+                if done:
+                    continue
+                if data == b"[DONE]":
+                    done = True
+                elif not self._event(event, data, now, record):
+                    return
+        for event, data in parser.finish():
+            if not done and data != b"[DONE]" and not self._event(event, data, perf_counter_ns(), record):
+                return
+            done = done or data == b"[DONE]"
+        if not done and record.finish_reason is None:
+            record.fail("stream_broken", "stream ended without [DONE] or a finish_reason")
+
+    def _event(self, event: bytes, data: bytes, now: int, record: RequestRecord) -> bool:
+        """Account one SSE event; False when the request has failed and reading should stop."""
+        try:
+            obj = _loads(data)
+        except UnicodeDecodeError:
+            record.invalid_utf8 += 1
+            try:
+                obj = _loads(data.decode("utf-8", "replace"))
+            except ValueError:
+                record.fail("malformed", f"event is not JSON: {data[:120]!r}")
+                return False
+        except ValueError:
+            record.fail("malformed", f"event is not JSON: {data[:120]!r}")
+            return False
+        if type(obj) is not dict:
+            record.fail("malformed", f"event is not a JSON object: {data[:120]!r}")
+            return False
+        if event == b"error" or ("error" in obj and not obj.get("choices")):
+            record.fail("stream_broken", f"error event: {str(obj.get('error', obj))[:200]}")
+            return False
+        try:
+            choices = obj.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta is not None:
+                    content = delta.get("content") or delta.get("tool_calls")
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                else:
+                    content = choice.get("text")
+                    reasoning = None
+                if content or reasoning:
+                    record.token_times.append(now)
+                    if content:
+                        record.content_events += 1
+                        if not record.first_output_ns:
+                            record.first_output_ns = now
+                        if record.text is not None and isinstance(content, str):
+                            record.text.append(content)
+                    if reasoning:
+                        record.reasoning_events += 1
+                finish = choice.get("finish_reason")
+                if finish:
+                    record.finish_reason = str(finish)
+            usage = obj.get("usage")
+            if usage:
+                _take_usage(usage, record)
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
+            record.fail("malformed", f"unexpected event shape ({exc!r}): {data[:120]!r}")
+            return False
+        return True
+
+    async def _consume_body(self, response: httpx.Response, record: RequestRecord) -> None:
+        """A non-streamed JSON response (or a server that ignored stream=true)."""
+        raw = await response.aread()
+        try:
+            obj = json.loads(raw.decode("utf-8", "replace"))
+            choice = obj["choices"][0]
+            message = choice.get("message")
+            text = message.get("content") if message is not None else choice.get("text")
+            reasoning = message.get("reasoning_content") or message.get("reasoning") if message else None
+            record.finish_reason = choice.get("finish_reason")
+            if obj.get("usage"):
+                _take_usage(obj["usage"], record)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            record.fail("malformed", f"response is not an OpenAI completion ({exc!r}): {raw[:120]!r}")
+            return
+        if record.stream:  # the whole answer arrived at once: one token event, at the end
+            record.token_times.append(perf_counter_ns())
+            record.first_output_ns = record.token_times[0]
+        if record.text is not None and isinstance(text, str):
+            record.text.append(text)
+        if record.token_source != "usage":
+            if self._count_tokens is not None:
+                record.output_tokens = self._count_tokens((text or "") + (reasoning or ""))
+                record.token_source = "tokenizer"
+            else:
+                record.token_source = "none"
+
+    @staticmethod
+    def _settle_tokens(record: RequestRecord) -> None:
+        if record.token_source == "usage":
+            if not record.reasoning_tokens:
+                record.reasoning_tokens = record.reasoning_events
+        elif record.token_source == "counted":
+            record.output_tokens = record.content_events + record.reasoning_events
+            record.reasoning_tokens = record.reasoning_events
+
+
+def _take_usage(usage: dict, record: RequestRecord) -> None:
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if isinstance(prompt, int):
+        record.prompt_tokens = prompt
+    if isinstance(completion, int):
+        record.output_tokens = completion
+        record.token_source = "usage"
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+        record.reasoning_tokens = details["reasoning_tokens"]
+
+
+async def _read_some(response: httpx.Response) -> str:
+    data = b""
+    try:
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if len(data) >= ERROR_BODY_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return data[:ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

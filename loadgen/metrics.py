@@ -1,0 +1,178 @@
+"""Live client-side metrics on /metrics (names: docs/metrics.md, "Load generator").
+
+Counters and histograms are plain integers and lists updated from the event loop; the collector
+reads them from the same loop (the /metrics route is async), so every scrape is one consistent
+snapshot without locks. Histogram buckets are vLLM's, so client and server histograms line up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from loadgen.timing import OUTCOMES, RequestRecord
+
+# vLLM's bucket boundaries (vllm/v1/metrics/loggers.py; reference/stacks.md 3.2)
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+E2E_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+
+LABELS = ("scenario", "run_id")
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, int]]:
+        cumulative, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return cumulative
+
+
+class RunMetrics:
+    """The live series of one run."""
+
+    def __init__(self, scenario: str, run_id: str, model: str, endpoint_kind: str, shape: str) -> None:
+        self.labels = (scenario, run_id)
+        self.info = {"model": model, "endpoint_kind": endpoint_kind, "shape": shape}
+        self.ttft = Histogram(TTFT_BUCKETS)
+        self.ttfo = Histogram(TTFT_BUCKETS)
+        self.dispatch = Histogram(TTFT_BUCKETS)
+        self.tpot = Histogram(ITL_BUCKETS)
+        self.itl = Histogram(ITL_BUCKETS)
+        self.e2e = Histogram(E2E_BUCKETS)
+        self.sent = 0
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.reasoning_tokens = 0
+        self.in_flight = 0
+        self.target_concurrency: float | None = None
+        self.target_rate: float | None = None
+        self.phase = "starting"
+
+    def on_sent(self) -> None:
+        self.sent += 1
+        self.in_flight += 1
+
+    def on_done(self, record: RequestRecord) -> None:
+        self.in_flight -= 1
+        self.outcomes[record.outcome] += 1
+        self.dispatch.observe(record.dispatch_s)
+        if record.prompt_tokens:
+            self.prompt_tokens += record.prompt_tokens
+        self.output_tokens += record.output_tokens
+        self.reasoning_tokens += record.reasoning_tokens
+        if not record.ok:
+            return
+        self.e2e.observe(record.e2e_s)
+        ttft = record.ttft_s
+        if ttft is None:
+            return
+        self.ttft.observe(ttft)
+        ttfo = record.ttfo_s
+        if ttfo is not None:
+            self.ttfo.observe(ttfo)
+        tpot = record.tpot_s
+        if tpot is not None:
+            self.tpot.observe(tpot)
+        times = record.token_times
+        observe = self.itl.observe
+        for i in range(1, len(times)):
+            observe((times[i] - times[i - 1]) * 1e-9)
+
+
+_HISTOGRAMS = (
+    ("loadgen_time_to_first_token_seconds", "ttft", "Client-side time to the first token of any kind."),
+    ("loadgen_time_to_first_output_token_seconds", "ttfo", "Client-side time to the first content token."),
+    ("loadgen_time_per_output_token_seconds", "tpot", "Per request: (E2E - TTFT) / (output tokens - 1)."),
+    ("loadgen_inter_token_latency_seconds", "itl", "Gaps between consecutive token events."),
+    ("loadgen_e2e_request_latency_seconds", "e2e", "Client-side end-to-end request latency."),
+    ("loadgen_dispatch_delay_seconds", "dispatch", "Time from a request's scheduled start to its send."),
+)
+
+
+class LoadgenCollector(Collector):
+    """prometheus_client collector over the last `keep` runs (bounded label cardinality)."""
+
+    def __init__(self, keep: int = 5) -> None:
+        self.keep = keep
+        self._runs: OrderedDict[tuple[str, str], RunMetrics] = OrderedDict()
+
+    def add(self, run: RunMetrics) -> None:
+        self._runs[run.labels] = run
+        while len(self._runs) > self.keep:
+            self._runs.popitem(last=False)
+
+    def collect(self) -> Iterator:
+        runs = list(self._runs.values())
+        for name, attribute, documentation in _HISTOGRAMS:
+            family = HistogramMetricFamily(name, documentation, labels=LABELS)
+            for run in runs:
+                histogram: Histogram = getattr(run, attribute)
+                family.add_metric(list(run.labels), histogram.buckets(), histogram.total)
+            yield family
+        sent = CounterMetricFamily("loadgen_requests_sent", "Requests sent.", labels=LABELS)
+        finished = CounterMetricFamily(
+            "loadgen_requests", "Requests finished, by outcome.", labels=(*LABELS, "outcome")
+        )
+        tokens = {
+            name: CounterMetricFamily(name, documentation, labels=LABELS)
+            for name, documentation in (
+                ("loadgen_prompt_tokens", "Prompt tokens (server usage) of finished requests."),
+                ("loadgen_output_tokens", "Output tokens of finished requests (usage, else counted)."),
+                ("loadgen_reasoning_tokens", "Reasoning tokens of finished requests."),
+            )
+        }
+        in_flight = GaugeMetricFamily(
+            "loadgen_requests_in_flight", "Requests sent, not finished.", labels=LABELS
+        )
+        concurrency = GaugeMetricFamily(
+            "loadgen_target_concurrency", "Target concurrency of the current phase.", labels=LABELS
+        )
+        rate = GaugeMetricFamily(
+            "loadgen_target_request_rate", "Target request rate (req/s) of the current phase.", labels=LABELS
+        )
+        phase = GaugeMetricFamily("loadgen_phase_info", "The current phase.", labels=(*LABELS, "phase"))
+        info = GaugeMetricFamily(
+            "loadgen_run_info", "The run's identity.", labels=(*LABELS, "model", "endpoint_kind", "shape")
+        )
+        for run in runs:
+            labels = list(run.labels)
+            sent.add_metric(labels, run.sent)
+            for outcome, count in run.outcomes.items():
+                finished.add_metric([*labels, outcome], count)
+            tokens["loadgen_prompt_tokens"].add_metric(labels, run.prompt_tokens)
+            tokens["loadgen_output_tokens"].add_metric(labels, run.output_tokens)
+            tokens["loadgen_reasoning_tokens"].add_metric(labels, run.reasoning_tokens)
+            in_flight.add_metric(labels, run.in_flight)
+            if run.target_concurrency is not None:
+                concurrency.add_metric(labels, run.target_concurrency)
+            if run.target_rate is not None:
+                rate.add_metric(labels, run.target_rate)
+            phase.add_metric([*labels, run.phase], 1)
+            info.add_metric([*labels, run.info["model"], run.info["endpoint_kind"], run.info["shape"]], 1)
+        yield from (sent, finished, *tokens.values(), in_flight, concurrency, rate, phase, info)

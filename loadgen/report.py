@@ -1,0 +1,180 @@
+"""The report: one JSON document with every figure and the exact configuration, and a console
+rendering in the style of `vllm bench serve` (mean, median, p90, p95, p99, max per metric)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from loadgen.timing import OUTCOMES
+
+if TYPE_CHECKING:
+    from loadgen.runner import Run
+    from loadgen.scenario import Scenario
+
+DEFINITIONS = {
+    "ttft": "first token event of any kind (content or reasoning) - request sent",
+    "ttfo": "first content (non-reasoning) token event - request sent",
+    "tpot": "(e2e - ttft) / (output_tokens - 1), per request, output_tokens > 1",
+    "itl": "gaps between consecutive token events, pooled over requests",
+    "e2e": "end of the response ([DONE] or end of body) - request sent",
+    "dispatch": "request sent - request scheduled (open loop: planned arrival; closed loop: user free)",
+    "e2e_from_schedule": "e2e + dispatch (latency free of coordinated omission)",
+    "user_tps": "1 / tpot: output tokens per second seen by one user after the first token",
+    "percentiles": "nearest rank from a log-bucket sketch, within 0.1% of the exact value",
+    "throughput": "succeeded requests (tokens) / phase duration (first send to last response)",
+    "goodput": "succeeded requests meeting every per-request SLO / phase duration",
+}
+
+_ROWS = (
+    ("ttft", "Time to First Token", "ms"),
+    ("ttfo", "Time to First Output Token", "ms"),
+    ("tpot", "Time per Output Token (excl. 1st)", "ms"),
+    ("itl", "Inter-token Latency", "ms"),
+    ("e2e", "End-to-end Latency", "ms"),
+    ("dispatch", "Dispatch Delay", "ms"),
+    ("e2e_from_schedule", "E2E incl. Dispatch Delay", "ms"),
+    ("user_tps", "Output tok/s per User", "tok/s"),
+)
+
+
+def build(run: Run) -> dict:
+    phases = [stats.summary(run.percentile) for stats in run.stats]
+    totals: dict[str, Any] = {"sent": 0, "by_outcome": dict.fromkeys(OUTCOMES, 0)}
+    for stats in run.stats:
+        totals["sent"] += stats.sent
+        for outcome, count in stats.outcomes.items():
+            totals["by_outcome"][outcome] += count
+    totals["finished"] = sum(totals["by_outcome"].values())
+    report = {
+        "run_id": run.run_id,
+        "scenario": run.scenario.name,
+        "model": run.model,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at)),
+        "state": run.state,
+        "stopped_early": run.stopping,
+        "workload": run._workload.describe() if run._workload is not None else None,
+        "config": run.scenario.redacted(),
+        "definitions": DEFINITIONS,
+        "phases": phases,
+        "totals": totals,
+    }
+    if run.scenario.sweep:
+        report["sweep"] = sweep_result(run)
+    return report
+
+
+def sweep_result(run: Run) -> dict:
+    """The highest level meeting every SLO, and one sentence that says so with the figures."""
+    phases = {phase.name: phase for phase in run.phases}
+    passed = [s for s in run.stats if s.slos_met(run.percentile)]
+    failed = [s for s in run.stats if not s.slos_met(run.percentile)]
+    best = passed[-1] if passed else None
+    first_fail = failed[0] if failed else None
+    unit = "concurrent users" if run.phases[0].closed else "requests/s"
+
+    def figures(stats) -> str:
+        return ", ".join(
+            _slo_figure(slo, stats.slo_value(slo, run.percentile), run.percentile) for slo in run.slos
+        )
+
+    if best is None:
+        sentence = (
+            f"No level tested meets the SLOs; at the lowest, {phases[run.stats[0].name].level:g} {unit}: "
+        )
+        sentence += figures(run.stats[0]) + "." if run.stats else ""
+    else:
+        sentence = f"Capacity: {phases[best.name].level:g} {unit} meets every SLO ({figures(best)})"
+        if first_fail is not None:
+            sentence += f"; {phases[first_fail.name].level:g} does not ({figures(first_fail)})."
+        else:
+            sentence += "; no higher level was tested, so the real capacity may be higher."
+    return {
+        "capacity": phases[best.name].level if best else None,
+        "unit": unit,
+        "first_failing": phases[first_fail.name].level if first_fail else None,
+        "sentence": sentence,
+    }
+
+
+def _slo_figure(slo, value: float | None, percentile: float) -> str:
+    if value is None:
+        return f"{slo.metric}: no data"
+    if slo.metric == "error_ratio":
+        return f"error ratio {value:.2%} (limit {slo.threshold:.2%})"
+    if slo.metric == "user_tps":
+        return f"p{100 - percentile:g} per-user {value:.1f} tok/s (>= {slo.threshold:g})"
+    return f"p{percentile:g} {slo.metric.upper()} {_seconds(value)} (<= {_seconds(slo.threshold)})"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
+
+
+def write(report: dict, scenario: Scenario) -> None:
+    if scenario.output_json:
+        with open(scenario.output_json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, default=str)
+            handle.write("\n")
+
+
+def _fmt(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.2f}"
+
+
+def render(report: dict) -> str:
+    """Console text: one block per phase, then the sweep verdict."""
+    out = []
+    width = 78
+    for phase in report["phases"]:
+        requests, throughput, tokens = phase["requests"], phase["throughput"], phase["tokens"]
+        out.append(f" {phase['phase']} ".center(width, "="))
+        lines = [
+            ("Model", report["model"]),
+            ("Requests sent / succeeded / failed", f"{requests['sent']} / {requests['succeeded']} / "
+                                                   f"{requests['failed']}"),
+            ("Benchmark duration (s)", _fmt(phase["duration_s"])),
+            ("Total input tokens", tokens["prompt"]),
+            ("Total generated tokens", tokens["output"]),
+            ("  of which reasoning", tokens["reasoning"]),
+            ("Output token count source", _sources(tokens["output_source"])),
+            ("Request throughput (req/s)", _fmt(throughput["requests_per_s"])),
+            ("Output token throughput (tok/s)", _fmt(throughput["output_tokens_per_s"])),
+            ("Total token throughput (tok/s)", _fmt(throughput["total_tokens_per_s"])),
+        ]  # fmt: skip
+        if phase["slo"]["objectives"]:
+            lines.append(("Request goodput (req/s)", _fmt(throughput["goodput_requests_per_s"])))
+            lines.append(("SLOs (" + ", ".join(phase["slo"]["objectives"]) + ")",
+                          "met" if phase["slo"]["met"] else "NOT met"))  # fmt: skip
+        errors = {k: v for k, v in requests["by_outcome"].items() if k != "success" and v}
+        lines.append(("Errors by class", ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"))
+        if tokens["invalid_utf8_events"]:
+            lines.append(("Events with invalid UTF-8 (replaced)", tokens["invalid_utf8_events"]))
+        out += [f"{label + ':':<44}{value}" for label, value in lines]
+        out.append(f"{'':<40}{'mean':>8}{'median':>8}{'p90':>8}{'p95':>8}{'p99':>8}{'max':>8}")
+        for key, title, unit in _ROWS:
+            summary = phase["latency_s"][key]
+            if not summary["count"]:
+                continue
+            scale = 1000.0 if unit == "ms" else 1.0
+            cells = "".join(
+                f"{_fmt(summary[k], scale):>8}" for k in ("mean", "median", "p90", "p95", "p99", "max")
+            )
+            out.append(f"{title + ' (' + unit + ')':<40}{cells}")
+        for message, count in list(phase["errors"].items())[:5]:
+            out.append(f"  {count} x {message}")
+    out.append("=" * width)
+    if "sweep" in report:
+        out.append(report["sweep"]["sentence"])
+    return "\n".join(out)
+
+
+def _sources(sources: dict[str, int]) -> str:
+    total = sum(sources.values())
+    if not total:
+        return "-"
+    names = {"usage": "server usage", "counted": "counted token events", "tokenizer": "client tokenizer"}
+    return ", ".join(
+        f"{names.get(k, k)} {v / total:.0%}" for k, v in sorted(sources.items(), key=lambda i: -i[1])
+    )

@@ -1,0 +1,379 @@
+"""Runs a scenario: phases in order, requests dispatched by the phase's shape, every result
+accounted in the phase's stats, the live metrics and (optionally) the per-request JSONL file.
+
+A phase ends when its duration or request budget is used up; requests still in flight then finish
+and count for that phase (the phase's duration runs to its last response), so each phase is a
+benchmark of its own. stop() ends issuing at once, gives in-flight requests `grace` seconds, then
+cancels them (counted as `cancelled`); the report is still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import IO
+
+from loadgen import report as reports
+from loadgen.client import ClientError, LoadClient, Timeouts
+from loadgen.metrics import LoadgenCollector, RunMetrics
+from loadgen.scenario import Scenario, ScenarioError
+from loadgen.schedules import Phase, arrival_offsets
+from loadgen.stats import PhaseStats
+from loadgen.timing import RequestRecord
+from loadgen.workloads import (
+    WORDS,
+    LengthDist,
+    Synthetic,
+    TextMaker,
+    Tokenizer,
+    WorkItem,
+    WorkloadError,
+    load_jsonl,
+    load_sharegpt,
+)
+
+log = logging.getLogger("loadgen")
+
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+
+
+def base_url(url: str) -> str:
+    """Accept http://host:port, .../v1 or .../v1/: requests go to {base}/v1/..."""
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+class Run:
+    def __init__(self, scenario: Scenario, collector: LoadgenCollector | None = None) -> None:
+        self.scenario = scenario
+        self.run_id = scenario.resolved_run_id()
+        self.phases: tuple[Phase, ...] = scenario.phases()
+        self.slos = scenario.slos()
+        self.percentile = float(scenario.slo_percentile)
+        self.connect_s, self.read_s, self.request_s, self.grace_s = scenario.timeouts()
+        self.collector = collector
+        self.state = "pending"
+        self.error: str | None = None
+        self.model: str | None = scenario.model
+        self.stats: list[PhaseStats] = []
+        self.current: PhaseStats | None = None
+        self.report: dict | None = None
+        self.started_at = time.time()
+        self.metrics = RunMetrics(scenario.name, self.run_id, scenario.model or "", scenario.endpoint, "")
+        self._stop = asyncio.Event()
+        self._in_flight: set[asyncio.Task] = set()
+        self._issuer: asyncio.Task | None = None
+        self._seq = 0
+        self._jsonl: IO[str] | None = None
+        self._workload: Synthetic | object | None = None
+        self._client: LoadClient | None = None
+        self._rng = random.Random(scenario.seed)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop issuing; in-flight requests get the grace period, then are cancelled."""
+        if not self._stop.is_set():
+            log.info("stopping: no new requests; in-flight ones get %gs", self.grace_s)
+            self._stop.set()
+            if self.state == "running":
+                self.state = "stopping"
+            if self._issuer is not None:
+                self._issuer.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def execute(self) -> dict:
+        self.state = "running"
+        try:
+            await self._setup()
+            for phase in self.phases:
+                if self.stopping:
+                    break
+                stats = await self._run_phase(phase)
+                self.stats.append(stats)
+                if self.scenario.sweep and not stats.slos_met(self.percentile):
+                    log.info("sweep: %s misses the SLOs; stopping here", phase.name)
+                    break
+            self.state = "finished"
+        except (ScenarioError, WorkloadError, ClientError) as exc:
+            self.state, self.error = "failed", str(exc)
+            raise
+        finally:
+            self.metrics.phase = "done"
+            self.metrics.target_concurrency = self.metrics.target_rate = None
+            await self._teardown()
+        self.report = reports.build(self)
+        reports.write(self.report, self.scenario)
+        return self.report
+
+    async def _setup(self) -> None:
+        scenario = self.scenario
+        tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
+        text = TextMaker(tokenizer)
+        self._client = LoadClient(
+            base_url(scenario.url),
+            scenario.api_key(),
+            Timeouts(self.connect_s, self.read_s, self.request_s),
+            max_connections=self._max_connections(),
+            count_tokens=tokenizer.count if tokenizer else None,
+        )
+        if not self.model:
+            self.model = await self._client.discover_model()
+        output_len = LengthDist.parse(scenario.output_len) if scenario.output_len not in (None, "") else None
+        if scenario.dataset:
+            kind, _, path = scenario.dataset.partition(":")
+            if kind == "sharegpt":
+                self._workload = load_sharegpt(path, self._rng, output_len, text, scenario.turns)
+            else:
+                self._workload = load_jsonl(path, self._rng, output_len)
+        else:
+            self._workload = Synthetic(
+                LengthDist.parse(scenario.input_len), output_len, text, self._rng,
+                scenario.prefix_groups, scenario.prefix_len, scenario.turns,
+            )  # fmt: skip
+            if tokenizer is None:
+                await self._calibrate(text)
+        self.metrics = RunMetrics(scenario.name, self.run_id, self.model, scenario.endpoint, scenario.shape())
+        if self.collector is not None:
+            self.collector.add(self.metrics)
+        if scenario.output_jsonl:
+            self._jsonl = open(scenario.output_jsonl, "w", encoding="utf-8")  # noqa: SIM115 (closed in teardown)
+
+    def _max_connections(self) -> int:
+        peak = 1
+        for phase in self.phases:
+            if phase.closed:
+                peak = max(peak, math.ceil(phase.peak()))
+            else:
+                peak = max(peak, phase.max_concurrency or 1000)
+        return peak
+
+    async def _teardown(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+    async def _calibrate(self, text: TextMaker) -> None:
+        """Tokens per word of our synthetic text, from the server's prompt-token counts of two probes."""
+        counts = []
+        for words in (16, 216):
+            prompt = " ".join(self._rng.choices(WORDS, k=words))
+            record = RequestRecord(f"{self.run_id}-calibrate-{words}", "calibrate", perf_counter_ns(), False)
+            body = self._body(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
+            await self._client.execute(PATHS[self.scenario.endpoint], body, record)  # type: ignore[union-attr]
+            if not record.ok:
+                raise ClientError(f"the server does not answer a probe request: {record.error}")
+            counts.append(record.prompt_tokens)
+        if None in counts or counts[1] <= counts[0]:
+            log.warning("server sent no usage: prompt lengths assume 1 token per word")
+            return
+        text.tokens_per_word = (counts[1] - counts[0]) / 200
+        text.length_source = f"calibrated from server usage ({text.tokens_per_word:.3f} tokens/word)"
+
+    def _body(self, item: WorkItem, stream: bool | None = None, messages: list | None = None) -> bytes:
+        stream = self.scenario.stream if stream is None else stream
+        body: dict = {"model": self.model, "stream": stream}
+        if self.scenario.endpoint == "chat":
+            body["messages"] = messages if messages is not None else list(item.messages)
+        else:
+            body["prompt"] = item.prompt_text()
+        if item.max_tokens:
+            body["max_tokens"] = item.max_tokens
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.scenario.extra_body)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    # -- phases --------------------------------------------------------------------------------
+
+    async def _run_phase(self, phase: Phase) -> PhaseStats:
+        stats = PhaseStats(phase.name, self.slos)
+        self.current = stats
+        self.metrics.phase = phase.name
+        self.metrics.target_concurrency = phase.level if phase.closed else None
+        self.metrics.target_rate = None if phase.closed else phase.level
+        log.info("phase %s: starting", phase.name)
+        stats.start_ns = stats.end_ns = perf_counter_ns()
+        deadline = stats.start_ns + (
+            int(phase.duration_s * 1e9) if math.isfinite(phase.duration_s) else 2**62
+        )
+        issue = self._issue_closed if phase.closed else self._issue_open
+        self._issuer = asyncio.create_task(issue(phase, stats, deadline))
+        await asyncio.wait([self._issuer])
+        self._issuer = None
+        await self._drain()
+        log.info(
+            "phase %s: %d sent, %d succeeded, %d failed in %.1fs",
+            phase.name, stats.sent, stats.outcomes["success"], stats.failed, stats.duration_s,
+        )  # fmt: skip
+        return stats
+
+    async def _drain(self) -> None:
+        """Wait for in-flight requests; after stop(), only for the grace period, then cancel them."""
+        while self._in_flight:
+            pending = set(self._in_flight)
+            stop_wait = asyncio.create_task(self._stop.wait())
+            await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if self.stopping:
+                await asyncio.wait(set(self._in_flight), timeout=self.grace_s) if self._in_flight else None
+                for task in list(self._in_flight):
+                    task.cancel()
+                if self._in_flight:
+                    await asyncio.wait(set(self._in_flight))
+                return
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def _issue_closed(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
+        budget = _Budget(phase.max_requests)
+        workers = 0
+        start = stats.start_ns
+
+        async def user(index: int) -> None:
+            while not self.stopping and budget.take():
+                now = perf_counter_ns()
+                if now >= deadline or index >= phase.target_at((now - start) * 1e-9):
+                    budget.give_back()
+                    return
+                await self._session(self._workload.next(), now, stats)  # type: ignore[union-attr]
+
+        while not self.stopping:
+            now = perf_counter_ns()
+            target = max(1, math.floor(phase.target_at((now - start) * 1e-9)))
+            self.metrics.target_concurrency = phase.target_at((now - start) * 1e-9)
+            while workers < target:
+                self._spawn(user(workers))
+                workers += 1
+            if phase.ramp_to is None or now >= deadline or budget.exhausted:
+                return
+            await asyncio.sleep(min(0.05, (deadline - now) * 1e-9))
+
+    async def _issue_open(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
+        slots = asyncio.Semaphore(phase.max_concurrency) if phase.max_concurrency else None
+        start = stats.start_ns
+        for issued, offset in enumerate(arrival_offsets(phase, self._rng)):
+            due = start + int(offset * 1e9)
+            if due >= deadline or (phase.max_requests is not None and issued >= phase.max_requests):
+                return
+            delay = (due - perf_counter_ns()) * 1e-9
+            await asyncio.sleep(delay if delay > 0 else 0)
+            if phase.ramp_to is not None:
+                self.metrics.target_rate = phase.target_at(offset)
+            self._spawn(self._arrival(self._workload.next(), due, stats, slots))  # type: ignore[union-attr]
+
+    async def _arrival(
+        self, item: WorkItem, due: int, stats: PhaseStats, slots: asyncio.Semaphore | None
+    ) -> None:
+        if slots is None:
+            await self._session(item, due, stats)
+            return
+        async with slots:
+            await self._session(item, due, stats)
+
+    async def _session(self, item: WorkItem, scheduled: int, stats: PhaseStats) -> None:
+        """One request, or one multi-turn conversation (each turn a request, replies fed back)."""
+        record = await self._request(self._body(item), scheduled, stats, capture=bool(item.followups))
+        messages = list(item.messages)
+        for turn in item.followups:
+            if not record.ok or self.stopping:
+                return
+            messages += [
+                {"role": "assistant", "content": "".join(record.text or ())},
+                {"role": "user", "content": turn},
+            ]
+            record = await self._request(
+                self._body(item, messages=list(messages)), perf_counter_ns(), stats, capture=True
+            )
+
+    async def _request(self, body: bytes, scheduled: int, stats: PhaseStats, capture: bool) -> RequestRecord:
+        self._seq += 1
+        record = RequestRecord(f"{self.run_id}-{self._seq}", stats.name, scheduled, self.scenario.stream)
+        self.metrics.on_sent()
+        stats.sent += 1
+        try:
+            await self._client.execute(PATHS[self.scenario.endpoint], body, record, capture)  # type: ignore[union-attr]
+        finally:
+            self.metrics.on_done(record)
+            stats.add(record)
+            if self._jsonl is not None:
+                self._jsonl.write(json.dumps(record.as_json(), separators=(",", ":")) + "\n")
+        return record
+
+    # -- progress --------------------------------------------------------------------------------
+
+    def progress_line(self) -> str:
+        stats = self.current
+        if stats is None:
+            return f"run {self.run_id}: {self.state}"
+        elapsed = (perf_counter_ns() - stats.start_ns) * 1e-9
+        ttft = stats.dist["ttft"].percentile(50)
+        ok = stats.outcomes["success"]
+        return (
+            f"{stats.name} | {elapsed:6.1f}s | sent {stats.sent} ok {ok} failed {stats.failed} "
+            f"| in flight {self.metrics.in_flight} | {ok / elapsed if elapsed > 0 else 0:.1f} req/s "
+            f"{stats.output_tokens / elapsed if elapsed > 0 else 0:.0f} tok/s"
+            + (f" | TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "")
+        )
+
+
+class _Budget:
+    """A phase's request budget shared by its users (None = unlimited)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    def give_back(self) -> None:
+        if self.left is not None:
+            self.left += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+
+async def show_progress(
+    run: Run, mode: str, stream: IO[str] = sys.stderr, interval: float | None = None
+) -> None:
+    """A live line for people at a terminal, plain log lines otherwise (every 10 s)."""
+    if mode == "none":
+        return
+    tty = mode == "tty" or (mode == "auto" and stream.isatty())
+    interval = interval or (0.5 if tty else 10.0)
+    write: Callable[[str], object] = stream.write
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            line = run.progress_line()
+            write(f"\r\x1b[2K{line}" if tty else f"{time.strftime('%H:%M:%S')} {line}\n")
+            stream.flush()
+    except asyncio.CancelledError:
+        if tty:
+            write("\n")
+        raise

@@ -1,0 +1,84 @@
+"""Server-sent events, parsed from raw bytes as they arrive.
+
+Works on bytes so that a multi-byte UTF-8 character split across network chunks is reassembled
+before anything is decoded, and so that nothing is decoded that is never looked at.
+"""
+
+from __future__ import annotations
+
+MAX_LINE_BYTES = 32 * 1024 * 1024
+
+
+class SSEError(ValueError):
+    """The byte stream is not a usable event stream (for example one line larger than the cap)."""
+
+
+class SSEParser:
+    """Feed raw chunks; get back complete events as (event_type, data) byte pairs.
+
+    Follows the WHATWG event-stream rules that matter here: lines end in LF or CRLF, a blank line
+    dispatches the event, lines starting with ':' are comments, several data lines are joined with
+    LF, one space after the colon is dropped. llama.cpp's `error: {...}` lines become events of
+    type b"error".
+    """
+
+    __slots__ = ("_data", "_event", "_partial", "_partial_len")
+
+    def __init__(self) -> None:
+        self._partial: list[bytes] = []  # pieces of a line not yet ended (kept as a list: no O(n^2) joins)
+        self._partial_len = 0
+        self._data: list[bytes] = []
+        self._event = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        if b"\n" not in chunk:
+            self._partial.append(chunk)
+            self._partial_len += len(chunk)
+            if self._partial_len > MAX_LINE_BYTES:
+                raise SSEError(f"event-stream line longer than {MAX_LINE_BYTES} bytes")
+            return []
+        if self._partial:
+            self._partial.append(chunk)
+            chunk = b"".join(self._partial)
+            self._partial = []
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._partial.append(tail)
+        self._partial_len = len(tail)
+        events: list[tuple[bytes, bytes]] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def finish(self) -> list[tuple[bytes, bytes]]:
+        """The stream ended: flush a last event that had no blank line after it."""
+        events: list[tuple[bytes, bytes]] = []
+        if self._partial:
+            self._line(b"".join(self._partial), events)
+            self._partial = []
+            self._partial_len = 0
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[tuple[bytes, bytes]]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                events.append((self._event, b"\n".join(self._data)))
+                self._data = []
+            self._event = b""
+            return
+        if line[0] == 58:  # b":" comment / keep-alive
+            return
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value)
+        elif field == b"event":
+            self._event = value
+        elif field == b"error":
+            self._event = b"error"
+            self._data.append(value)

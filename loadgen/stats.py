@@ -1,0 +1,213 @@
+"""Streaming aggregation for the report: bounded memory however long the run.
+
+A Distribution keeps exact count, sum, min and max, and a log-bucketed sketch (bucket width 0.2 %)
+for percentiles, so a percentile is within 0.1 % of the exact value and memory is bounded by the
+range of values (a few thousand buckets), never by the number of requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from loadgen.timing import OUTCOMES, RequestRecord
+
+_GAMMA = 1.002
+_LOG_GAMMA = math.log(_GAMMA)
+_FLOOR = 1e-9  # values at or below this (0 included) share one bucket
+PERCENTILES = (50, 90, 95, 99)
+MAX_ERROR_MESSAGES = 20
+
+
+class Distribution:
+    __slots__ = ("_buckets", "count", "max", "min", "total")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+        self.total = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        key = math.floor(math.log(value) / _LOG_GAMMA) if value > _FLOOR else -(10**9)
+        self._buckets[key] = self._buckets.get(key, 0) + 1
+
+    def percentile(self, p: float) -> float | None:
+        """The value at rank ceil(p/100 * count) (nearest rank), from the sketch."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.count))
+        seen = 0
+        for key in sorted(self._buckets):
+            seen += self._buckets[key]
+            if seen >= rank:
+                if key == -(10**9):
+                    return max(self.min, 0.0)
+                middle = 2 * _GAMMA ** (key + 1) / (1 + _GAMMA)  # relative error <= (gamma-1)/(gamma+1)
+                return min(max(middle, self.min), self.max)
+        return self.max
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def summary(self) -> dict:
+        out = {"count": self.count, "mean": self.mean, "min": None, "max": None}
+        if self.count:
+            out["min"], out["max"] = self.min, self.max
+        out["median"] = self.percentile(50)
+        for p in PERCENTILES[1:]:
+            out[f"p{p}"] = self.percentile(p)
+        return out
+
+
+@dataclass(frozen=True)
+class Slo:
+    """One service-level objective, e.g. `ttft<=2s` or `user_tps>=10`."""
+
+    metric: str  # ttft, ttfo, tpot, itl, e2e, dispatch, user_tps, error_ratio
+    op: str  # "<=" or ">="
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.threshold:g}"
+
+    def met_by(self, value: float | None) -> bool:
+        if value is None:
+            return self.metric != "user_tps"  # a 1-token answer has no TPOT; it cannot break a TPOT SLO
+        return value <= self.threshold if self.op == "<=" else value >= self.threshold
+
+
+LATENCY_METRICS = ("ttft", "ttfo", "tpot", "itl", "e2e", "dispatch", "e2e_from_schedule", "user_tps")
+
+
+class PhaseStats:
+    """Every figure of one phase (one step, one sweep level, or the whole run)."""
+
+    def __init__(self, name: str, slos: tuple[Slo, ...]) -> None:
+        self.name = name
+        self.slos = slos
+        self.dist = {metric: Distribution() for metric in LATENCY_METRICS}
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.sent = 0
+        self.good = 0
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.reasoning_tokens = 0
+        self.token_sources: dict[str, int] = {}
+        self.invalid_utf8_events = 0
+        self.retries = 0
+        self.errors: dict[str, int] = {}
+        self.start_ns = 0
+        self.end_ns = 0
+
+    def add(self, record: RequestRecord) -> None:
+        self.outcomes[record.outcome] += 1
+        self.invalid_utf8_events += record.invalid_utf8
+        self.retries += record.retries
+        if record.end_ns > self.end_ns:
+            self.end_ns = record.end_ns
+        self.dist["dispatch"].add(record.dispatch_s)
+        if not record.ok:
+            key = f"{record.outcome}: {record.error}"[:200]
+            if key in self.errors or len(self.errors) < MAX_ERROR_MESSAGES:
+                self.errors[key] = self.errors.get(key, 0) + 1
+            return
+        self.prompt_tokens += record.prompt_tokens or 0
+        self.output_tokens += record.output_tokens
+        self.reasoning_tokens += record.reasoning_tokens
+        self.token_sources[record.token_source] = self.token_sources.get(record.token_source, 0) + 1
+        e2e = record.e2e_s
+        values = {"e2e": e2e, "e2e_from_schedule": e2e + record.dispatch_s, "ttft": record.ttft_s}
+        values["ttfo"] = record.ttfo_s
+        tpot = record.tpot_s
+        values["tpot"] = tpot
+        values["user_tps"] = 1.0 / tpot if tpot else None
+        for metric, value in values.items():
+            if value is not None:
+                self.dist[metric].add(value)
+        itl = self.dist["itl"]
+        times = record.token_times
+        max_gap = None
+        for i in range(1, len(times)):
+            gap = (times[i] - times[i - 1]) * 1e-9
+            itl.add(gap)
+            if max_gap is None or gap > max_gap:
+                max_gap = gap
+        values["itl"] = max_gap
+        values["dispatch"] = record.dispatch_s
+        if all(slo.met_by(values.get(slo.metric)) for slo in self.slos if slo.metric != "error_ratio"):
+            self.good += 1
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def failed(self) -> int:
+        return self.finished - self.outcomes["success"]
+
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.end_ns - self.start_ns) * 1e-9
+
+    def slo_value(self, slo: Slo, percentile: float) -> float | None:
+        """The phase's figure an SLO is judged on: the error ratio, or the metric's percentile
+        (for `>=` objectives the mirrored low percentile, e.g. p5 of per-user tokens/s for p95)."""
+        if slo.metric == "error_ratio":
+            return self.failed / self.finished if self.finished else None
+        p = percentile if slo.op == "<=" else 100 - percentile
+        return self.dist[slo.metric].percentile(p)
+
+    def slos_met(self, percentile: float) -> bool:
+        if not self.outcomes["success"]:
+            return False
+        return all(
+            (value := self.slo_value(slo, percentile)) is not None and slo.met_by(value) for slo in self.slos
+        )
+
+    def summary(self, percentile: float) -> dict:
+        duration = self.duration_s
+        per_s = (lambda n: n / duration) if duration > 0 else (lambda n: None)
+        succeeded = self.outcomes["success"]
+        return {
+            "phase": self.name,
+            "duration_s": duration,
+            "requests": {
+                "sent": self.sent,
+                "finished": self.finished,
+                "succeeded": succeeded,
+                "failed": self.failed,
+                "by_outcome": dict(self.outcomes),
+                "retried_connections": self.retries,
+            },
+            "throughput": {
+                "requests_per_s": per_s(succeeded),
+                "output_tokens_per_s": per_s(self.output_tokens),
+                "total_tokens_per_s": per_s(self.output_tokens + self.prompt_tokens),
+                "goodput_requests_per_s": per_s(self.good) if self.slos else None,
+            },
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "output": self.output_tokens,
+                "reasoning": self.reasoning_tokens,
+                "output_source": dict(self.token_sources),
+                "invalid_utf8_events": self.invalid_utf8_events,
+            },
+            "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},
+            "slo": {
+                "percentile": percentile,
+                "objectives": [str(slo) for slo in self.slos],
+                "values": {str(slo): self.slo_value(slo, percentile) for slo in self.slos},
+                "met": self.slos_met(percentile) if self.slos else None,
+                "good_requests": self.good,
+            },
+            "errors": dict(sorted(self.errors.items(), key=lambda item: -item[1])),
+        }

@@ -1,0 +1,146 @@
+"""One request's timeline and the latency figures derived from it.
+
+All instants are `time.perf_counter_ns()` readings (CLOCK_MONOTONIC on Linux, the same clock as
+`time.monotonic_ns()` in every process on the host, which is what lets tests compare them with a
+server's own send times). Definitions (README.md has the full text):
+
+- dispatch delay = sent - scheduled (closed loop: the worker was free; open loop: the planned arrival)
+- TTFT = first token event of any kind (content or reasoning) - sent
+- TTFO = first content token event - sent
+- E2E  = end of the response (`[DONE]` or the end of the body) - sent
+- TPOT = (E2E - TTFT) / (output_tokens - 1), only when output_tokens > 1
+- ITL  = gaps between consecutive token events, pooled over requests
+"""
+
+from __future__ import annotations
+
+OUTCOMES = (
+    "success",
+    "connect",
+    "timeout",
+    "http_429",
+    "http_4xx",
+    "http_5xx",
+    "stream_broken",
+    "malformed",
+    "cancelled",
+)
+
+NS = 1e-9
+
+
+class RequestRecord:
+    """Everything measured about one request. Plain slots: one of these per request, no churn."""
+
+    __slots__ = (
+        "content_events",
+        "end_ns",
+        "error",
+        "finish_reason",
+        "first_output_ns",
+        "http_status",
+        "invalid_utf8",
+        "outcome",
+        "output_tokens",
+        "phase",
+        "prompt_tokens",
+        "reasoning_events",
+        "reasoning_tokens",
+        "request_id",
+        "retries",
+        "scheduled_ns",
+        "sent_ns",
+        "stream",
+        "text",
+        "token_source",
+        "token_times",
+    )
+
+    def __init__(self, request_id: str, phase: str, scheduled_ns: int, stream: bool) -> None:
+        self.request_id = request_id
+        self.phase = phase
+        self.scheduled_ns = scheduled_ns
+        self.sent_ns = 0
+        self.end_ns = 0
+        self.first_output_ns = 0
+        self.token_times: list[int] = []
+        self.stream = stream
+        self.outcome = "success"
+        self.http_status = 0
+        self.error = ""
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.output_tokens = 0
+        self.reasoning_tokens = 0
+        self.token_source = "counted"
+        self.content_events = 0
+        self.reasoning_events = 0
+        self.invalid_utf8 = 0
+        self.retries = 0
+        self.text: list[str] | None = None
+
+    def fail(self, outcome: str, error: str) -> None:
+        self.outcome = outcome
+        self.error = error[:300]
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "success"
+
+    @property
+    def dispatch_s(self) -> float:
+        return max(0, self.sent_ns - self.scheduled_ns) * NS
+
+    @property
+    def e2e_s(self) -> float:
+        return (self.end_ns - self.sent_ns) * NS
+
+    @property
+    def ttft_s(self) -> float | None:
+        if not self.stream or not self.token_times:
+            return None
+        return (self.token_times[0] - self.sent_ns) * NS
+
+    @property
+    def ttfo_s(self) -> float | None:
+        if not self.stream or not self.first_output_ns:
+            return None
+        return (self.first_output_ns - self.sent_ns) * NS
+
+    @property
+    def tpot_s(self) -> float | None:
+        ttft = self.ttft_s
+        if ttft is None or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - ttft) / (self.output_tokens - 1)
+
+    def itl_s(self) -> list[float]:
+        times = self.token_times
+        return [(times[i] - times[i - 1]) * NS for i in range(1, len(times))] if self.stream else []
+
+    def as_json(self) -> dict:
+        """The per-request JSONL record (times in seconds; absolute instants in ns, same clock)."""
+        return {
+            "request_id": self.request_id,
+            "phase": self.phase,
+            "outcome": self.outcome,
+            "http_status": self.http_status,
+            "error": self.error or None,
+            "scheduled_ns": self.scheduled_ns,
+            "sent_ns": self.sent_ns,
+            "end_ns": self.end_ns,
+            "dispatch_delay_s": self.dispatch_s,
+            "ttft_s": self.ttft_s,
+            "ttfo_s": self.ttfo_s,
+            "tpot_s": self.tpot_s,
+            "e2e_s": self.e2e_s if self.end_ns else None,
+            "itl_s": self.itl_s(),
+            "token_events": len(self.token_times),
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "token_source": self.token_source,
+            "finish_reason": self.finish_reason,
+            "invalid_utf8_events": self.invalid_utf8,
+            "retries": self.retries,
+        }

@@ -1,0 +1,310 @@
+"""What to send: synthetic prompts of given token lengths, ShareGPT files, JSONL prompt files.
+
+Everything is drawn from one `random.Random(seed)`, so a seed reproduces the same requests in the
+same order. Lengths are counted in tokens with a tokenizer when one is given (`tokenizers` or
+`tiktoken`, both optional); without one, synthetic text is made of common words whose
+tokens-per-word ratio is calibrated from the server's `usage` at start (see runner.calibrate).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Short common words: one token each in the BPE vocabularies of most chat models (with the leading space).
+_WORD_TEXT = (
+    "the of and to in is you that it he was for on are as with his they at be this have from or one "
+    "had by word but not what all were we when your can said there use an each which she do how "
+    "their if will up other about out many then them these so some her would make like him into time "
+    "has look two more write go see number no way could people my than first water been call who oil "
+    "its now find long down day did get come made may part over new sound take only little work know "
+    "place year live me back give most very after thing our just name good sentence man think say "
+    "great where help through much before line right too mean old any same tell boy follow came want "
+    "show also around form three small set put end does another well large must big even such "
+    "because turn here why ask went men read need land different home us move try kind hand picture "
+    "again change off play spell air away animal house point page letter mother answer found study "
+    "still learn should world high every near add food between own below country plant last school "
+    "father keep tree never start city earth eye light thought head under story saw left few while "
+    "along might close something seem next hard open example begin life always those both paper "
+    "together"
+)
+WORDS = tuple(_WORD_TEXT.split())
+
+
+class WorkloadError(ValueError):
+    """A dataset or length specification that cannot be used, with a message for people."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    messages: tuple[dict, ...]  # the first turn, as chat messages
+    max_tokens: int | None
+    followups: tuple[str, ...] = ()  # further user turns of a multi-turn conversation
+
+    def prompt_text(self) -> str:
+        """The prompt for /v1/completions."""
+        if len(self.messages) == 1:
+            return str(self.messages[0].get("content", ""))
+        return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages)
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    """`256`, `uniform:128:512`, `normal:256:64`, or `hist:128=0.5,512=0.3,2048=0.2`."""
+
+    kind: str
+    params: tuple[float, ...]
+    weights: tuple[float, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | int) -> LengthDist:
+        spec = str(text).strip()
+        try:
+            if spec.replace("fixed:", "", 1).isdigit():
+                return cls._checked("fixed", (float(spec.replace("fixed:", "", 1)),))
+            kind, _, rest = spec.partition(":")
+            if kind in ("uniform", "normal"):
+                low, high = (float(x) for x in rest.split(":"))
+                return cls._checked(kind, (low, high))
+            if kind == "hist":
+                pairs = [item.split("=") for item in rest.split(",")]
+                return cls._checked(
+                    "hist", tuple(float(v) for v, _ in pairs), tuple(float(w) for _, w in pairs)
+                )
+        except ValueError:
+            pass
+        raise WorkloadError(
+            f"bad length {spec!r}: use N, uniform:MIN:MAX, normal:MEAN:STD or hist:LEN=WEIGHT,LEN=WEIGHT"
+        )
+
+    @classmethod
+    def _checked(cls, kind: str, params: tuple[float, ...], weights: tuple[float, ...] = ()) -> LengthDist:
+        if kind == "uniform" and not 1 <= params[0] <= params[1]:
+            raise ValueError
+        if kind == "normal" and (params[0] < 1 or params[1] < 0):
+            raise ValueError
+        if kind in ("fixed", "hist") and (min(params) < 1 or (weights and min(weights) < 0) or
+                                          (kind == "hist" and sum(weights) <= 0)):  # fmt: skip
+            raise ValueError
+        return cls(kind, params, weights)
+
+    def sample(self, rng: random.Random) -> int:
+        if self.kind == "fixed":
+            return int(self.params[0])
+        if self.kind == "uniform":
+            return rng.randint(int(self.params[0]), int(self.params[1]))
+        if self.kind == "normal":
+            return max(1, round(rng.gauss(self.params[0], self.params[1])))
+        return int(rng.choices(self.params, weights=self.weights)[0])
+
+    def mean(self) -> float:
+        if self.kind == "fixed":
+            return self.params[0]
+        if self.kind in ("uniform",):
+            return sum(self.params) / 2
+        if self.kind == "normal":
+            return self.params[0]
+        return sum(v * w for v, w in zip(self.params, self.weights, strict=True)) / sum(self.weights)
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.params[0]:g}"
+        if self.kind == "hist":
+            return "hist:" + ",".join(f"{v:g}={w:g}" for v, w in zip(self.params, self.weights, strict=True))
+        return f"{self.kind}:{self.params[0]:g}:{self.params[1]:g}"
+
+
+class Tokenizer:
+    """A token counter/trimmer over `tokenizers` (a tokenizer.json) or `tiktoken` (`tiktoken:NAME`)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        if spec.startswith("tiktoken:"):
+            try:
+                import tiktoken
+            except ImportError as exc:
+                raise WorkloadError("tokenizer tiktoken:... needs `pip install llmobs[tokenizers]`") from exc
+            encoding = tiktoken.get_encoding(spec.split(":", 1)[1])
+            self.encode: Callable[[str], list[int]] = encoding.encode_ordinary
+            self.decode: Callable[[list[int]], str] = encoding.decode
+            return
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError as exc:
+            raise WorkloadError("--tokenizer needs `pip install llmobs[tokenizers]`") from exc
+        path = Path(spec)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise WorkloadError(f"tokenizer file not found: {path}")
+        hf = HFTokenizer.from_file(str(path))
+        self.encode = lambda text: hf.encode(text, add_special_tokens=False).ids
+        self.decode = hf.decode
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+
+class TextMaker:
+    """Random text of a given number of tokens."""
+
+    def __init__(self, tokenizer: Tokenizer | None) -> None:
+        self.tokenizer = tokenizer
+        self.tokens_per_word = 1.0
+        self.length_source = "tokenizer" if tokenizer else "assumed 1 token per word"
+
+    def make(self, tokens: int, rng: random.Random) -> str:
+        if self.tokenizer is None:
+            words = max(1, round(tokens / self.tokens_per_word))
+            return " ".join(rng.choices(WORDS, k=words))
+        text = " ".join(rng.choices(WORDS, k=tokens + 8))
+        ids = self.tokenizer.encode(text)
+        while len(ids) < tokens:
+            text += " " + " ".join(rng.choices(WORDS, k=tokens - len(ids) + 8))
+            ids = self.tokenizer.encode(text)
+        return self.tokenizer.decode(ids[:tokens])
+
+    def count(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.count(text)
+        return max(1, round(len(text.split()) * self.tokens_per_word))
+
+
+@dataclass
+class Synthetic:
+    input_len: LengthDist
+    output_len: LengthDist | None
+    text: TextMaker
+    rng: random.Random
+    prefix_groups: int = 0
+    prefix_len: int = 0
+    turns: int = 1
+    _prefixes: list[str] = field(default_factory=list)
+    _index: int = 0
+
+    def next(self) -> WorkItem:
+        prompt = self.text.make(self.input_len.sample(self.rng), self.rng)
+        if self.prefix_groups and self.prefix_len:
+            if not self._prefixes:  # drawn lazily so that calibration applies to them too
+                prefix_rng = random.Random(self.rng.random())
+                self._prefixes = [
+                    self.text.make(self.prefix_len, prefix_rng) for _ in range(self.prefix_groups)
+                ]
+            prompt = self._prefixes[self._index % self.prefix_groups] + "\n\n" + prompt
+        self._index += 1
+        max_tokens = self.output_len.sample(self.rng) if self.output_len else None
+        followups = tuple(
+            self.text.make(self.input_len.sample(self.rng), self.rng) for _ in range(self.turns - 1)
+        )
+        return WorkItem(({"role": "user", "content": prompt},), max_tokens, followups)
+
+    def describe(self) -> dict:
+        return {
+            "kind": "synthetic",
+            "input_len": str(self.input_len),
+            "output_len": str(self.output_len) if self.output_len else None,
+            "length_source": self.text.length_source,
+            "tokens_per_word": self.text.tokens_per_word,
+            "prefix_groups": self.prefix_groups,
+            "prefix_len": self.prefix_len,
+            "turns": self.turns,
+        }
+
+
+@dataclass
+class FileWorkload:
+    """Items loaded from a file, shuffled once with the seed, then served in a cycle."""
+
+    kind: str
+    path: str
+    items: list[WorkItem]
+    rng: random.Random
+    _index: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.items:
+            raise WorkloadError(f"{self.path}: no usable prompts")
+        self.rng.shuffle(self.items)
+
+    def next(self) -> WorkItem:
+        item = self.items[self._index % len(self.items)]
+        self._index += 1
+        return item
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "prompts": len(self.items)}
+
+
+HUMAN_ROLES = {"human", "user"}
+MODEL_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
+
+
+def load_sharegpt(
+    path: str, rng: random.Random, output_len: LengthDist | None, text: TextMaker, turns: int
+) -> FileWorkload:
+    """ShareGPT JSON: a list of {"conversations": [{"from": "human"|"gpt", "value": ...}, ...]}.
+
+    The first human turn is the prompt; its answer's length (in tokens) is max_tokens unless
+    --output-len is given; with turns > 1 the next human turns follow.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WorkloadError(f"{path}: cannot read ShareGPT JSON ({exc})") from exc
+    if not isinstance(data, list):
+        raise WorkloadError(f"{path}: ShareGPT JSON must be a list of conversations")
+    items = []
+    for entry in data:
+        turns_list = (
+            entry.get("conversations") or entry.get("conversation") if isinstance(entry, dict) else None
+        )
+        if not isinstance(turns_list, list):
+            continue
+        humans = [t.get("value") for t in turns_list if isinstance(t, dict) and t.get("from") in HUMAN_ROLES]
+        answers = [t.get("value") for t in turns_list if isinstance(t, dict) and t.get("from") in MODEL_ROLES]
+        humans = [h for h in humans if isinstance(h, str) and h]
+        if not humans:
+            continue
+        if output_len is not None:
+            max_tokens = output_len.sample(rng)
+        elif answers and isinstance(answers[0], str) and answers[0]:
+            max_tokens = text.count(answers[0])
+        else:
+            continue
+        items.append(WorkItem(({"role": "user", "content": humans[0]},), max_tokens, tuple(humans[1:turns])))
+    return FileWorkload("sharegpt", path, items, rng)
+
+
+def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> FileWorkload:
+    """JSONL: one object per line with "prompt" (text) or "messages" (chat messages), and
+    optionally "max_tokens" (or "output_len")."""
+    items = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise WorkloadError(f"{path}: cannot read ({exc})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise WorkloadError(f"{path}:{number}: not JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise WorkloadError(f"{path}:{number}: each line must be a JSON object")
+        if isinstance(obj.get("messages"), list) and all(isinstance(m, dict) for m in obj["messages"]):
+            messages = tuple(obj["messages"])
+        elif isinstance(obj.get("prompt"), str):
+            messages = ({"role": "user", "content": obj["prompt"]},)
+        else:
+            raise WorkloadError(f'{path}:{number}: needs "prompt" (string) or "messages" (list of objects)')
+        max_tokens = obj.get("max_tokens", obj.get("output_len"))
+        if output_len is not None:
+            max_tokens = output_len.sample(rng)
+        elif max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise WorkloadError(f"{path}:{number}: max_tokens must be a positive integer")
+        items.append(WorkItem(messages, max_tokens))
+    return FileWorkload("jsonl", path, items, rng)

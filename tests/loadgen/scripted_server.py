@@ -1,0 +1,233 @@
+"""A scripted OpenAI-compatible SSE server whose timing is known exactly.
+
+Raw asyncio (stdlib only), run as its own process: `python tests/loadgen/scripted_server.py --port N`.
+For every request it records, on the host's monotonic clock (time.perf_counter_ns, the same clock
+as in every other process on Linux), when the request was read and when each token event was
+handed to the kernel, keyed by the client's `x-request-id` header. GET /records returns them,
+GET /stats returns counters (requests, events, tokens), POST /reset clears both.
+
+Behaviour per request comes from server flags (defaults) and the request body's `mock` object:
+  ttft_ms, itl_ms       delays before the first and between token events
+  reasoning             reasoning_content events before the content (counted in max_tokens)
+  status                answer with this HTTP status and a JSON error body
+  slow_headers_ms       wait this long before sending the response headers
+  die_after             close the connection abruptly after this many token events
+  malformed_after       send a non-JSON data event after this many token events
+  error_after           send an `error` event after this many token events
+  invalid_utf8          put an invalid UTF-8 byte into every token (raw, inside the JSON string)
+  huge_bytes            one token event carrying this many bytes of content
+  split                 write every event in two pieces (split inside a UTF-8 character)
+  no_done               end the stream without [DONE] and without a finish_reason
+  no_usage              never send usage
+  close_after           close the keep-alive connection right after the response (no notice)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+
+now_ns = time.perf_counter_ns
+
+
+class State:
+    def __init__(self, defaults: dict, keep_records: bool) -> None:
+        self.defaults = defaults
+        self.keep_records = keep_records
+        self.records: list[dict] = []
+        self.requests = 0
+        self.events = 0
+        self.tokens = 0
+        self.connections = 0
+
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+def _event(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict, bytes] | None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = await reader.readexactly(length) if length else b""
+    return method, path, headers, body
+
+
+def _response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+    reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
+        status, "Status"
+    )
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    state.connections += 1
+    try:
+        while True:
+            try:
+                request = await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                return
+            received = now_ns()
+            method, path, headers, body = request
+            if path.startswith("/v1/models"):
+                writer.write(_response(200, b'{"object":"list","data":[{"id":"scripted","object":"model"}]}'))
+            elif path == "/records":
+                writer.write(_response(200, json.dumps(state.records).encode()))
+            elif path == "/stats":
+                stats = {k: getattr(state, k) for k in ("requests", "events", "tokens", "connections")}
+                writer.write(_response(200, json.dumps(stats).encode()))
+            elif path == "/reset" and method == "POST":
+                state.records.clear()
+                state.requests = state.events = state.tokens = 0
+                writer.write(_response(200, b"{}"))
+            elif path in ("/v1/chat/completions", "/v1/completions"):
+                if not await _complete(state, writer, path, headers, body, received):
+                    return
+            else:
+                writer.write(_response(404, b'{"error":"not found"}'))
+            await writer.drain()
+    except ConnectionError:
+        return
+    finally:
+        writer.close()
+
+
+async def _complete(state, writer, path, headers, body, received) -> bool:
+    """Serve one completion; False when the connection was closed on purpose."""
+    request = json.loads(body)
+    mock = {**state.defaults, **(request.get("mock") or {})}
+    chat = path.endswith("chat/completions")
+    stream = bool(request.get("stream"))
+    tokens = int(request.get("max_tokens") or mock.get("tokens", 16))
+    reasoning = int(mock.get("reasoning", 0))
+    include_usage = bool((request.get("stream_options") or {}).get("include_usage")) and not mock.get(
+        "no_usage"
+    )
+    record = {"id": headers.get("x-request-id"), "received_ns": received, "event_ns": [], "tokens": 0}
+    state.requests += 1
+    if state.keep_records:
+        state.records.append(record)
+    if mock.get("slow_headers_ms"):
+        await asyncio.sleep(mock["slow_headers_ms"] / 1000)
+    if mock.get("status"):
+        status = int(mock["status"])
+        writer.write(_response(status, json.dumps({"error": {"message": f"scripted {status}"}}).encode()))
+        return True
+    prompt_tokens = len(json.dumps(request.get("messages") or request.get("prompt")).split())
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": tokens,
+        "total_tokens": prompt_tokens + tokens,
+    }
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": min(reasoning, tokens)}
+    if not stream:
+        text = "".join(f"tok{i} " for i in range(tokens))
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": "length"}
+        if not chat:
+            choice = {"index": 0, "text": text, "finish_reason": "length"}
+        await asyncio.sleep(mock.get("ttft_ms", 0) / 1000 + tokens * mock.get("itl_ms", 0) / 1000)
+        obj = {"id": record["id"], "object": "chat.completion", "choices": [choice]}
+        if not mock.get("no_usage"):
+            obj["usage"] = usage
+        writer.write(_response(200, json.dumps(obj).encode()))
+        record["tokens"] = tokens
+        state.tokens += tokens
+        return True
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    if chat:
+        writer.write(_chunk(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})))
+    await asyncio.sleep(mock.get("ttft_ms", 0) / 1000)
+    split = bool(mock.get("split"))
+    for i in range(tokens):
+        if i:
+            itl = mock.get("itl_ms", 0)
+            await asyncio.sleep(itl / 1000) if itl else None
+        if mock.get("die_after") is not None and i >= int(mock["die_after"]):
+            writer.transport.abort()
+            return False
+        if mock.get("malformed_after") is not None and i == int(mock["malformed_after"]):
+            writer.write(_chunk(b"data: {not json\n\n"))
+        if mock.get("error_after") is not None and i == int(mock["error_after"]):
+            writer.write(_chunk(b'data: {"error":{"message":"scripted failure","code":500}}\n\n'))
+        text = f"tok{i} "
+        if mock.get("huge_bytes") and i == 0:
+            text = "x" * int(mock["huge_bytes"])
+        field = "reasoning_content" if i < reasoning else "content"
+        finish = "length" if i == tokens - 1 and not mock.get("no_done") else None
+        if chat:
+            obj = {"choices": [{"index": 0, "delta": {field: text}, "finish_reason": finish}]}
+        else:
+            obj = {"choices": [{"index": 0, "text": text, "finish_reason": finish}]}
+        payload = _event(obj)
+        if mock.get("invalid_utf8"):
+            payload = payload.replace(b"tok", b"t\xffok", 1)
+        if split:
+            payload = payload.replace(b"tok", "tök".encode(), 1)
+            cut = payload.index("ö".encode()) + 1  # inside the two-byte character
+            writer.write(_chunk(payload[:cut]))
+            await asyncio.sleep(0.002)  # so the two pieces reach the client in separate reads
+            writer.write(_chunk(payload[cut:]))
+        else:
+            writer.write(_chunk(payload))
+        record["event_ns"].append(now_ns())
+        record["tokens"] += 1
+        state.events += 1
+        state.tokens += 1
+    if include_usage:
+        writer.write(_chunk(_event({"choices": [], "usage": usage})))
+    if not mock.get("no_done"):
+        writer.write(_chunk(b"data: [DONE]\n\n"))
+    writer.write(b"0\r\n\r\n")
+    record["done_ns"] = now_ns()
+    if mock.get("close_after"):
+        await writer.drain()
+        writer.transport.abort()
+        return False
+    return True
+
+
+async def serve(host: str, port: int, defaults: dict, keep_records: bool) -> None:
+    state = State(defaults, keep_records)
+    server = await asyncio.start_server(lambda r, w: handle(state, r, w), host, port, backlog=4096)
+    print(f"listening on {host}:{port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttft-ms", type=float, default=0.0)
+    parser.add_argument("--itl-ms", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=16, help="tokens when the request has no max_tokens")
+    parser.add_argument("--no-records", action="store_true", help="keep counters only (benchmarks)")
+    args = parser.parse_args()
+    defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens": args.tokens}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.host, args.port, defaults, not args.no_records))
+
+
+if __name__ == "__main__":
+    main()
