@@ -1,0 +1,182 @@
+"""The one small interface every engine adapter implements, and the table-driven helpers most of them share.
+
+An adapter is three steps:
+- `scrape(fetch)`: the HTTP reads it needs (usually its metrics path, sometimes a JSON status page);
+- `detect(exposition)`: does this payload come from this engine (by its metric-name prefix)?
+- `normalize(scraped, model)`: the engine's names onto the `llm_*` schema.
+
+Most engines are described by a `Table`: for each normalized family the engine's wire names in order of
+preference (first one present wins, which is how renamed metrics fall back), plus a function that maps
+an engine series' labels onto `model` / `engine_index` (or drops the series, e.g. non-zero TP ranks).
+Series that map onto the same labels are summed (counters, request counts; histograms with equal bounds)
+or, for ratios, the largest is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from exporter.engines.parse import Exposition, HistogramValue, parse
+from exporter.engines.schema import FAMILIES, Histogram, Normalized, finish_reason, raw_reason_label
+
+LabelMap = Callable[[Mapping[str, str]], dict[str, str] | None]
+RATIO_FAMILIES = {"llm_kv_cache_usage_ratio"}
+
+
+class ScrapeError(Exception):
+    """A failed scrape, with `kind` one of schema.ERROR_KINDS; the message never holds secrets."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class Fetch(Protocol):
+    """HTTP reads against one target, with its timeout and auth applied; raises ScrapeError."""
+
+    async def metrics(self, default_path: str) -> str:
+        """The exposition text: at the target URL's own path when it has one, else at default_path."""
+        ...
+
+    async def text(self, path: str) -> str: ...
+
+    async def json(self, path: str) -> Any: ...
+
+
+@dataclass
+class Scraped:
+    exposition: Exposition | None = None
+    documents: dict[str, Any] = field(default_factory=dict)  # JSON status pages by path
+
+
+@dataclass(frozen=True)
+class Table:
+    """Wire names per normalized family, in order of preference, and a histogram unit scale."""
+
+    names: Mapping[str, Sequence[str]]
+    labels: LabelMap
+    histogram_divisor: Mapping[str, float] = field(default_factory=dict)  # family -> e.g. 1000 for ms
+
+
+class Engine:
+    kind: ClassVar[str]
+    metrics_path: ClassVar[str] = "/metrics"
+    prefixes: ClassVar[tuple[str, ...]] = ()  # wire-name prefixes that identify this engine
+    # Pass-through keeps names that start with one of these (after `:` -> `_`); others get `<kind>_` in front.
+    passthrough_prefixes: ClassVar[tuple[str, ...] | None] = None
+
+    async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
+        """Read what normalize() needs; `exposition` is the metrics payload when discovery already read it."""
+        if exposition is None:
+            exposition = parse(await fetch.metrics(self.metrics_path))
+        return Scraped(exposition=exposition)
+
+    def detect(self, exposition: Exposition) -> bool:
+        return detection_score(exposition, self.prefixes) > 0
+
+    def passthrough_name(self, wire_name: str) -> str:
+        name = re.sub(r"[^a-zA-Z0-9_]", "_", wire_name)
+        keep = self.passthrough_prefixes if self.passthrough_prefixes is not None else self.prefixes
+        keep = tuple(re.sub(r"[^a-zA-Z0-9_]", "_", p) for p in keep)
+        return name if keep and name.startswith(keep) else f"{self.kind}_{name}"
+
+    def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
+        raise NotImplementedError
+
+
+def detection_score(exposition: Exposition, prefixes: Sequence[str]) -> int:
+    return sum(1 for name in exposition.families if name.startswith(tuple(prefixes)))
+
+
+def first_present(exposition: Exposition, names: Sequence[str], histogram: bool) -> str | None:
+    for name in names:
+        if exposition.has(f"{name}_count" if histogram else name):
+            return name
+    return None
+
+
+def apply_table(exposition: Exposition, table: Table, out: Normalized) -> None:
+    for family, names in table.names.items():
+        histogram = FAMILIES[family].type == "histogram"
+        name = first_present(exposition, names, histogram)
+        if name is None:
+            continue  # the engine lacks the concept: absent, never zero
+        if histogram:
+            divisor = table.histogram_divisor.get(family, 1.0)
+            for labels, value in merge_histograms(exposition.histograms(name), table.labels):
+                out.add_histogram(in_seconds(family, labels, value, divisor))
+        else:
+            combine = max if family in RATIO_FAMILIES else sum
+            for labels, values in group(exposition.samples(name), table.labels).items():
+                out.add(family, combine(values), dict(labels))
+
+
+def group(samples, label_map: LabelMap) -> dict[tuple[tuple[str, str], ...], list[float]]:
+    grouped: dict[tuple[tuple[str, str], ...], list[float]] = {}
+    for sample in samples:
+        labels = label_map(sample.labels)
+        if labels is not None:
+            grouped.setdefault(tuple(sorted(labels.items())), []).append(sample.value)
+    return grouped
+
+
+def merge_histograms(values: Sequence[HistogramValue], label_map: LabelMap):
+    """Sum histograms that map onto the same labels; ones whose bounds differ from the first are dropped."""
+    merged: dict[tuple[tuple[str, str], ...], HistogramValue] = {}
+    for value in values:
+        labels = label_map(value.labels)
+        if labels is None:
+            continue
+        key = tuple(sorted(labels.items()))
+        known = merged.get(key)
+        if known is None:
+            merged[key] = value
+        elif [b for b, _ in known.buckets] == [b for b, _ in value.buckets]:
+            buckets = tuple(
+                (b, c1 + c2) for (b, c1), (_, c2) in zip(known.buckets, value.buckets, strict=True)
+            )
+            merged[key] = HistogramValue(
+                known.labels, buckets, known.sum + value.sum, known.count + value.count
+            )
+    return [(dict(key), value) for key, value in merged.items()]
+
+
+def in_seconds(family: str, labels: Mapping[str, str], value: HistogramValue, divisor: float) -> Histogram:
+    """The histogram under a normalized name, bounds and sum divided into seconds (1000 for ms)."""
+    buckets = tuple((bound / divisor, count) for bound, count in value.buckets)
+    return Histogram(family, dict(labels), buckets, value.sum / divisor, value.count)
+
+
+def add_finished(
+    exposition: Exposition, name: str, reason_label: str, label_map: LabelMap, out: Normalized
+) -> None:
+    """`llm_requests_finished_total{reason, raw_reason}` from a counter labelled with the engine's reason."""
+    for sample in exposition.samples(name):
+        labels = label_map(sample.labels)
+        if labels is None:
+            continue
+        raw = sample.labels.get(reason_label, "")
+        reason = {"reason": finish_reason(raw), "raw_reason": raw_reason_label(raw)}
+        out.add("llm_requests_finished_total", sample.value, {**labels, **reason})
+
+
+def add_info(out: Normalized, models: Sequence[str], version: str | None = None) -> None:
+    for model in sorted(set(models)):
+        labels = {"model": model} if model else {}
+        if version:
+            labels["version"] = version
+        out.add("llm_engine_info", 1, labels)
+
+
+def models_seen(out: Normalized) -> list[str]:
+    return [p.labels["model"] for p in out.points if "model" in p.labels] + [
+        h.labels["model"] for h in out.histograms if "model" in h.labels
+    ]
+
+
+def model_labels(model: str | None) -> dict[str, str]:
+    return {"model": model} if model else {}

@@ -1,0 +1,190 @@
+"""EnginesCollector: scrape every configured engine target on each exporter scrape, publish `llm_*`.
+
+All targets are fetched concurrently on one background event loop, each under its own deadline, so a
+slow or dead target costs at most its own timeout and touches only its own `llm_target_*` series.
+collect() builds every family from that one round of results: target health, normalized engine
+series, the GPU join, and (with --engine-passthrough) the engines' own families renamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any
+
+import httpx
+from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter.config import Config
+from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse
+from exporter.engines.schema import FAMILIES, TARGET_FAMILIES, Spec
+from exporter.engines.scraper import TargetResult, TargetScraper
+
+log = logging.getLogger("exporter.engines")
+MAX_MODELS_PER_TARGET = 64
+_CREATED = "_created"
+
+
+class EnginesCollector:
+    def __init__(self, config: Config, gpu_processes: Callable[[], Sequence[GpuProcessLike]] = list) -> None:
+        self._scrapers = [TargetScraper(target) for target in config.targets]
+        self._passthrough = config.engine_passthrough
+        self._join = GpuJoin(gpu_processes)
+        self._loop = _LoopThread()
+        # Concurrent exporter scrapes take turns: each round updates the per-target counters once.
+        self._lock = threading.Lock()
+        self._round_limit = max((t.timeout_seconds for t in config.targets), default=1.0) + 5.0
+
+    def describe(self) -> Iterator[Metric]:
+        for name, spec in {**TARGET_FAMILIES, **FAMILIES}.items():
+            yield _family(name, spec)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            results = self._loop.run(self._scrape_all(), timeout=self._round_limit)
+        uses = self._join.join((r.name, r.url) for r in results)
+        yield from build_families(results, uses, self._passthrough)
+
+    def close(self) -> None:
+        self._loop.close()
+
+    async def _scrape_all(self) -> list[TargetResult]:
+        # A fresh client per round: no keep-alive connection outlives an engine restart.
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) as client:
+            return list(await asyncio.gather(*(s.scrape(client) for s in self._scrapers)))
+
+
+def build_families(
+    results: Sequence[TargetResult], uses: Iterable[GpuUse], passthrough: bool
+) -> list[Metric]:
+    families: dict[str, Metric] = {}
+
+    def family(name: str) -> Metric:
+        if name not in families:
+            families[name] = _family(name, {**TARGET_FAMILIES, **FAMILIES}[name])
+        return families[name]
+
+    kinds = {r.name: r.engine_kind for r in results}
+    for result in results:
+        base = {"target": result.name, "engine_kind": result.engine_kind}
+        family("llm_target_up").add_sample("llm_target_up", base, float(result.up))
+        family("llm_target_scrape_duration_seconds").add_sample(
+            "llm_target_scrape_duration_seconds", base, result.duration_seconds
+        )
+        if result.last_success_timestamp is not None:
+            family("llm_target_last_success_timestamp_seconds").add_sample(
+                "llm_target_last_success_timestamp_seconds", base, result.last_success_timestamp
+            )
+        for kind, count in result.errors.items():
+            family("llm_target_errors_total").add_sample(
+                "llm_target_errors_total", {**base, "kind": kind}, count
+            )
+        if result.normalized is not None:
+            _add_normalized(result, base, family)
+    for use in uses:
+        labels = {
+            "target": use.target,
+            "engine_kind": kinds.get(use.target, ""),
+            "gpu": use.gpu,
+            "uuid": use.uuid,
+        }
+        family("llm_engine_gpu_info").add_sample("llm_engine_gpu_info", labels, 1.0)
+        if use.memory_bytes is not None:
+            family("llm_engine_gpu_memory_used_bytes").add_sample(
+                "llm_engine_gpu_memory_used_bytes", labels, float(use.memory_bytes)
+            )
+    ordered = list(families.values())
+    if passthrough:
+        ordered.extend(passthrough_families(results))
+    return ordered
+
+
+def _add_normalized(result: TargetResult, base: dict[str, str], family: Callable[[str], Metric]) -> None:
+    normalized = result.normalized
+    assert normalized is not None
+    allowed = _bounded_models(normalized.points, normalized.histograms, result.name)
+    for point in normalized.points:
+        if point.labels.get("model", "") in allowed:
+            family(point.family).add_sample(point.family, {**point.labels, **base}, point.value)
+    for histogram in normalized.histograms:
+        if histogram.labels.get("model", "") not in allowed:
+            continue
+        labels = {**histogram.labels, **base}
+        metric = family(histogram.family)
+        for bound, count in histogram.buckets:
+            metric.add_sample(f"{histogram.family}_bucket", {**labels, "le": floatToGoString(bound)}, count)
+        metric.add_sample(f"{histogram.family}_count", labels, histogram.count)
+        metric.add_sample(f"{histogram.family}_sum", labels, histogram.sum)
+
+
+def _bounded_models(points, histograms, target: str) -> set[str]:
+    models = sorted(
+        {p.labels.get("model", "") for p in points} | {h.labels.get("model", "") for h in histograms}
+    )
+    if len(models) > MAX_MODELS_PER_TARGET:
+        log.warning("engine target %s reports %d models; publishing the first %d", target, len(models),
+                    MAX_MODELS_PER_TARGET)  # fmt: skip
+    return set(models[:MAX_MODELS_PER_TARGET])
+
+
+def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
+    """The engines' own families, renamed to [a-zA-Z0-9_] and labelled with `target`; `_created` dropped."""
+    merged: dict[str, Metric] = {}
+    for result in results:
+        if result.exposition is None or result.engine is None:
+            continue
+        for wire_family in result.exposition.families.values():
+            if wire_family.name.endswith(_CREATED) or not wire_family.samples:
+                continue
+            name = result.engine.passthrough_name(wire_family.name)
+            metric_type = _passthrough_type(wire_family.type, name)
+            family_name = name[: -len("_total")] if metric_type == "counter" else name
+            metric = merged.get(family_name)
+            if metric is None:
+                metric = merged[family_name] = Metric(
+                    family_name, wire_family.help or wire_family.name, metric_type
+                )
+            elif metric.type != metric_type:
+                continue  # two targets disagree on the type: the first one keeps the name
+            for sample in wire_family.samples:
+                if sample.name.endswith(_CREATED):
+                    continue
+                labels = {("exported_target" if k == "target" else k): v for k, v in sample.labels.items()}
+                labels["target"] = result.name
+                metric.add_sample(result.engine.passthrough_name(sample.name), labels, sample.value)
+    return list(merged.values())
+
+
+def _passthrough_type(wire_type: str, name: str) -> str:
+    if wire_type == "counter":
+        # Counters without _total on the wire (TGI, Triton) would be renamed by the writer: keep them untyped.
+        return "counter" if name.endswith("_total") else "unknown"
+    return wire_type if wire_type in ("gauge", "histogram", "summary") else "unknown"
+
+
+def _family(name: str, spec: Spec) -> Metric:
+    if spec.type == "counter":
+        return Metric(name[: -len("_total")], spec.help, "counter")
+    return Metric(name, spec.help, spec.type)
+
+
+class _LoopThread:
+    """One asyncio loop on a daemon thread; collect() may be called from any thread, even an event loop's."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engines-scrape", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()

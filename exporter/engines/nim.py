@@ -1,0 +1,29 @@
+"""NVIDIA NIM for LLMs: vLLM-derived names without the `vllm:` prefix, served on `/v1/metrics`.
+
+NIMs built on a vLLM backend may pass `vllm:*` names through instead; both spellings are read.
+"""
+
+from __future__ import annotations
+
+from exporter.engines.parse import Exposition
+from exporter.engines.vllm import Vllm
+
+BARE_MARKERS = ("num_requests_running", "gpu_cache_usage_perc")
+
+
+class Nim(Vllm):
+    kind = "nim"
+    metrics_path = "/v1/metrics"
+    prefixes = ()
+    prefix = ""
+
+    def name_prefix(self, exposition: Exposition) -> str:
+        return "" if exposition.has("num_requests_running") else "vllm:"
+
+    def detect(self, exposition: Exposition) -> bool:
+        return has_bare_vllm_names(exposition) or exposition.has("vllm:num_requests_running")
+
+
+def has_bare_vllm_names(exposition: Exposition) -> bool:
+    """vLLM-derived names without a prefix: how NIM's own exposition looks."""
+    return all(exposition.has(name) for name in BARE_MARKERS)

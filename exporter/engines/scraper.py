@@ -1,0 +1,200 @@
+"""Scraping one target: HTTP with its timeout and auth, engine discovery, and the up/error bookkeeping.
+
+A target's whole scrape (every request it needs, discovery included) runs under one deadline,
+`timeout_seconds`. Whatever goes wrong becomes one counted error of a known kind for that target only:
+connect, timeout, http_status, auth (401/403 or its auth variable unset), parse (HTML, garbage, a
+truncated or oversized payload, malformed JSON), unknown_engine (no known names, or not the kind it
+was configured as). The scrape never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from exporter.config import TargetConfig
+from exporter.engines.base import Engine, ScrapeError
+from exporter.engines.detect import ENGINES, discover, engine_for_payload
+from exporter.engines.parse import Exposition, ParseError
+from exporter.engines.schema import ERROR_KINDS, Normalized
+
+log = logging.getLogger("exporter.engines")
+MAX_BODY_BYTES = 32 * 1024 * 1024
+UNKNOWN_KIND = "unknown"
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One scrape of one target, as the collector publishes it."""
+
+    name: str
+    url: str
+    engine_kind: str
+    up: bool
+    duration_seconds: float
+    last_success_timestamp: float | None
+    errors: dict[str, int]
+    normalized: Normalized | None = None
+    exposition: Exposition | None = None
+    engine: Engine | None = None
+    error: str = ""
+
+
+class HttpFetch:
+    """GETs against one target's origin; the target URL's own path, if any, is its metrics path."""
+
+    def __init__(self, client: httpx.AsyncClient, target: TargetConfig, headers: dict[str, str]) -> None:
+        parts = urlsplit(target.url)
+        self.origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        if ":" in (parts.hostname or ""):
+            self.origin = f"{parts.scheme}://[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        path = parts.path.rstrip("/")
+        self.explicit_path = path + (f"?{parts.query}" if parts.query else "") if path else None
+        self.client, self.target, self.headers = client, target, headers
+
+    async def metrics(self, default_path: str) -> str:
+        return await self.text(self.explicit_path or default_path)
+
+    async def text(self, path: str) -> str:
+        body = await self._get(path)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+    async def json(self, path: str) -> Any:
+        body = await self._get(path)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ScrapeError("parse", f"{path}: not JSON") from None
+
+    async def _get(self, path: str) -> bytes:
+        url = self.origin + path
+        try:
+            async with self.client.stream("GET", url, headers=self.headers) as response:
+                if response.status_code in (401, 403):
+                    raise ScrapeError("auth", f"{path}: HTTP {response.status_code}", response.status_code)
+                if not 200 <= response.status_code < 300:
+                    raise ScrapeError(
+                        "http_status", f"{path}: HTTP {response.status_code}", response.status_code
+                    )
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise ScrapeError("parse", f"{path}: payload larger than {MAX_BODY_BYTES} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TimeoutException:
+            raise ScrapeError("timeout", f"{path}: timed out") from None
+        except httpx.HTTPError as exc:  # refused, reset, closed mid-body (truncated), protocol errors
+            raise ScrapeError("connect", f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class TargetScraper:
+    """Scrapes one configured target and remembers what it learned: the engine kind, errors, last success."""
+
+    target: TargetConfig
+    clock: Any = time.time
+    engine: Engine | None = None
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    last_success: float | None = None
+    _was_up: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.target.kind:
+            self.engine = ENGINES[self.target.kind]
+
+    async def scrape(self, client: httpx.AsyncClient) -> TargetResult:
+        started = time.perf_counter()
+        normalized = exposition = None
+        error_kind, message = "", ""
+        try:
+            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.target.timeout_seconds)
+        except TimeoutError:
+            error_kind, message = "timeout", f"no complete answer within {self.target.timeout_seconds}s"
+        except ScrapeError as exc:
+            error_kind, message = exc.kind, str(exc)
+        except ParseError as exc:
+            error_kind, message = "parse", str(exc)
+        except Exception as exc:  # an adapter tripped over a payload shape nobody foresaw
+            log.exception("engine target %s: unexpected failure", self.target.name)
+            error_kind, message = "parse", f"{type(exc).__name__}: {exc}"
+        duration = time.perf_counter() - started
+        up = not error_kind
+        if up:
+            self.last_success = self.clock()
+        else:
+            self.errors[error_kind] += 1
+        self._log_transition(up, error_kind, message)
+        return TargetResult(
+            name=self.target.name,
+            url=self.target.url,
+            engine_kind=self.engine.kind if self.engine else UNKNOWN_KIND,
+            up=up,
+            duration_seconds=duration,
+            last_success_timestamp=self.last_success,
+            errors=dict(self.errors),
+            normalized=normalized,
+            exposition=exposition,
+            engine=self.engine,
+            error=f"{error_kind}: {message}" if error_kind else "",
+        )
+
+    async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:
+        fetch = HttpFetch(client, self.target, self._headers())
+        if self.target.kind:
+            engine = ENGINES[self.target.kind]
+            scraped = await engine.scrape(fetch)
+            if scraped.exposition is not None and not engine.detect(scraped.exposition):
+                raise ScrapeError("unknown_engine", f"payload carries no {engine.kind} metric names")
+        elif self.engine is None:
+            engine, scraped = await discover(fetch, explicit_path=fetch.explicit_path is not None)
+        else:
+            engine, scraped = await self._scrape_known(fetch, self.engine)
+        self.engine = engine
+        return engine.normalize(scraped, self.target.model), scraped.exposition
+
+    async def _scrape_known(self, fetch: HttpFetch, engine: Engine):
+        """Scrape as the kind found before; if the answer says the engine changed, discover again."""
+        try:
+            scraped = await engine.scrape(fetch)
+        except ScrapeError as exc:
+            if exc.status != 404:
+                raise
+            return await discover(fetch, explicit_path=fetch.explicit_path is not None)
+        if scraped.exposition is not None and not engine.detect(scraped.exposition):
+            other = engine_for_payload(scraped.exposition)
+            if other is None:
+                raise ScrapeError("unknown_engine", f"payload no longer carries {engine.kind} metric names")
+            log.info(
+                "engine target %s: kind changed from %s to %s", self.target.name, engine.kind, other.kind
+            )
+            return other, await other.scrape(fetch, scraped.exposition)
+        return engine, scraped
+
+    def _headers(self) -> dict[str, str]:
+        variable = self.target.auth_header_env
+        if not variable:
+            return {}
+        value = os.environ.get(variable)
+        if not value:
+            raise ScrapeError("auth", f"${variable} (its Authorization header) is not set")
+        return {"Authorization": value}
+
+    def _log_transition(self, up: bool, error_kind: str, message: str) -> None:
+        if up and self._was_up is False:
+            log.info("engine target %s is up again", self.target.name)
+        elif not up and self._was_up is not False:
+            log.warning("engine target %s is down: %s: %s", self.target.name, error_kind, message)
+        self._was_up = up

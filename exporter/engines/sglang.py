@@ -1,0 +1,93 @@
+"""SGLang 0.5.x (`--enable-metrics`).
+
+Labels: `model_name` -> `model`, `dp_rank` -> `engine_index`. Scheduler gauges are published per
+tp/pp/moe-ep rank when every rank reports; the rank-0 series is kept instead of summing copies.
+With priority scheduling, only the total (`priority=""`) is read. Preemptions are SGLang's
+retractions. Prefix-cache queries/hits come from `sglang:prefill_effective_tokens_total{mode}`
+(hits = the `*_hit` modes), else from the cached/prompt token counters. SGLang counts finished
+requests without reasons, so only aborts appear in `llm_requests_finished_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter.engines.base import Engine, Scraped, Table, add_info, apply_table, group, models_seen
+from exporter.engines.parse import Exposition
+from exporter.engines.schema import Normalized
+
+RANK_LABELS = ("tp_rank", "pp_rank", "moe_ep_rank", "attn_cp_rank", "cp_rank")
+
+NAMES: dict[str, tuple[str, ...]] = {
+    "llm_requests_running": ("sglang:num_running_reqs",),
+    "llm_requests_waiting": ("sglang:num_queue_reqs",),
+    "llm_kv_cache_usage_ratio": ("sglang:token_usage",),
+    "llm_kv_cache_capacity_tokens": ("sglang:max_total_num_tokens",),
+    "llm_prompt_tokens_total": ("sglang:prompt_tokens_total",),
+    "llm_generation_tokens_total": ("sglang:generation_tokens_total",),
+    "llm_time_to_first_token_seconds": ("sglang:time_to_first_token_seconds",),
+    "llm_inter_token_latency_seconds": (
+        "sglang:inter_token_latency_seconds",
+        "sglang:time_per_output_token_seconds",
+    ),
+    "llm_time_per_output_token_seconds": ("sglang:request_time_per_output_token_seconds",),
+    "llm_e2e_request_latency_seconds": ("sglang:e2e_request_latency_seconds",),
+    "llm_request_queue_time_seconds": ("sglang:queue_time_seconds",),
+    "llm_preemptions_total": ("sglang:num_retracted_requests_total",),
+}
+
+
+class Sglang(Engine):
+    kind = "sglang"
+    prefixes = ("sglang:",)
+
+    def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
+        exposition = scraped.exposition
+        assert exposition is not None
+        out = Normalized()
+
+        def labels(engine_labels: Mapping[str, str]) -> dict[str, str] | None:
+            if any(engine_labels.get(rank, "0") != "0" for rank in RANK_LABELS):
+                return None
+            if engine_labels.get("priority", "") != "":
+                return None
+            result = {"model": engine_labels.get("model_name") or model or ""}
+            if "dp_rank" in engine_labels:
+                result["engine_index"] = engine_labels["dp_rank"]
+            return {k: v for k, v in result.items() if v}
+
+        apply_table(exposition, Table(NAMES, labels), out)
+        self._cached_tokens(exposition, labels, out)
+        self._prefix_cache(exposition, labels, out)
+        for key, values in group(exposition.samples("sglang:num_aborted_requests_total"), labels).items():
+            reason = {"reason": "abort", "raw_reason": "num_aborted_requests"}
+            out.add("llm_requests_finished_total", sum(values), {**dict(key), **reason})
+        add_info(out, models_seen(out) or ([model] if model else []))
+        return out
+
+    @staticmethod
+    def _cached_tokens(exposition: Exposition, labels, out: Normalized) -> None:
+        samples = exposition.samples("sglang:cached_tokens_total")
+        if any(s.labels.get("cache_source") == "total" for s in samples):
+            samples = [s for s in samples if s.labels.get("cache_source") == "total"]
+        for key, values in group(samples, labels).items():
+            out.add("llm_prompt_tokens_cached_total", sum(values), dict(key))
+
+    @staticmethod
+    def _prefix_cache(exposition: Exposition, labels, out: Normalized) -> None:
+        effective = exposition.samples("sglang:prefill_effective_tokens_total")
+        if effective:
+            hits = [s for s in effective if s.labels.get("mode", "").endswith("_hit")]
+            queries_source, hits_source = effective, hits
+        else:
+            queries_source = exposition.samples("sglang:prompt_tokens_total")
+            hits_source = exposition.samples("sglang:cached_tokens_total")
+            if not (queries_source and hits_source):
+                return
+            if any(s.labels.get("cache_source") == "total" for s in hits_source):
+                hits_source = [s for s in hits_source if s.labels.get("cache_source") == "total"]
+        hits_by_key = group(hits_source, labels)
+        for key, values in group(queries_source, labels).items():
+            # A query group without hit series yet has had zero hits: the engine has the concept.
+            out.add("llm_prefix_cache_queries_total", sum(values), dict(key))
+            out.add("llm_prefix_cache_hits_total", sum(hits_by_key.get(key, [])), dict(key))

@@ -1,0 +1,89 @@
+"""vLLM (V1 engine, 0.33 names, with fallbacks for names renamed since 0.10).
+
+Labels: `model_name` -> `model`, `engine` (data-parallel rank) -> `engine_index`. KV capacity comes from
+`vllm:cache_config_info` (`kv_cache_size_tokens`, else `num_gpu_blocks` x `block_size`), which carries
+`engine` but no `model_name`. `vllm:request_num_preemptions` is a per-request histogram and is never used
+as the preemption counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter.engines.base import Engine, Scraped, Table, add_finished, add_info, apply_table, models_seen
+from exporter.engines.parse import Exposition
+from exporter.engines.schema import Normalized
+
+# normalized family -> vLLM names without the prefix, preferred first (older names after newer ones)
+NAMES: dict[str, tuple[str, ...]] = {
+    "llm_requests_running": ("num_requests_running",),
+    "llm_requests_waiting": ("num_requests_waiting",),
+    "llm_kv_cache_usage_ratio": ("kv_cache_usage_perc", "gpu_cache_usage_perc"),
+    "llm_prompt_tokens_total": ("prompt_tokens_total",),
+    "llm_prompt_tokens_cached_total": ("prompt_tokens_cached_total",),
+    "llm_generation_tokens_total": ("generation_tokens_total",),
+    "llm_time_to_first_token_seconds": ("time_to_first_token_seconds",),
+    "llm_inter_token_latency_seconds": ("inter_token_latency_seconds", "time_per_output_token_seconds"),
+    "llm_time_per_output_token_seconds": ("request_time_per_output_token_seconds",),
+    "llm_e2e_request_latency_seconds": ("e2e_request_latency_seconds",),
+    "llm_request_queue_time_seconds": ("request_queue_time_seconds",),
+    "llm_preemptions_total": ("num_preemptions_total",),
+    "llm_prefix_cache_queries_total": ("prefix_cache_queries_total", "gpu_prefix_cache_queries_total"),
+    "llm_prefix_cache_hits_total": ("prefix_cache_hits_total", "gpu_prefix_cache_hits_total"),
+}
+
+
+class Vllm(Engine):
+    kind = "vllm"
+    prefixes = ("vllm:",)
+    prefix = "vllm:"
+
+    def name_prefix(self, exposition: Exposition) -> str:
+        return self.prefix
+
+    def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
+        exposition = scraped.exposition
+        assert exposition is not None
+        prefix = self.name_prefix(exposition)
+        out = Normalized()
+
+        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
+            result = {"model": engine_labels.get("model_name") or model or ""}
+            if "engine" in engine_labels:
+                result["engine_index"] = engine_labels["engine"]
+            return {k: v for k, v in result.items() if v}
+
+        names = {family: [prefix + name for name in wire] for family, wire in NAMES.items()}
+        apply_table(exposition, Table(names, labels), out)
+        for reason_label in ("finished_reason", "finish_reason"):  # llm-d-inference-sim: finish_reason
+            add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
+        self._capacity(exposition, prefix, out)
+        add_info(out, models_seen(out) or ([model] if model else []))
+        return out
+
+    def _capacity(self, exposition: Exposition, prefix: str, out: Normalized) -> None:
+        models_by_engine: dict[str | None, set[str]] = {}
+        for point in out.points:
+            if "model" in point.labels:
+                models_by_engine.setdefault(point.labels.get("engine_index"), set()).add(
+                    point.labels["model"]
+                )
+        all_models = set().union(*models_by_engine.values()) if models_by_engine else set()
+        for sample in exposition.samples(f"{prefix}cache_config_info"):
+            tokens = kv_capacity_tokens(sample.labels)
+            if tokens is None:
+                continue
+            engine = sample.labels.get("engine")
+            models = models_by_engine.get(engine, all_models) if engine is not None else all_models
+            for model_name in sorted(models) or [""]:
+                labels = {"model": model_name, "engine_index": engine or ""}
+                out.add("llm_kv_cache_capacity_tokens", tokens, {k: v for k, v in labels.items() if v})
+
+
+def kv_capacity_tokens(config: Mapping[str, str]) -> float | None:
+    try:
+        if config.get("kv_cache_size_tokens", "None") not in ("None", ""):
+            return float(config["kv_cache_size_tokens"])
+        return float(config["num_gpu_blocks"]) * float(config["block_size"])
+    except (KeyError, ValueError):
+        return None  # not sized yet ("None") or an unknown shape: absent, never a guess

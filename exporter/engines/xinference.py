@@ -1,0 +1,48 @@
+"""Xinference 4.x: the worker's metrics exporter port (`--metrics-exporter-port`), not the API port.
+
+Labels: `model_uid` (the name clients request; else `model_name`) -> `model`, `replica_index` ->
+`engine_index`. Xinference's `engine` label names the backend (vllm, llama.cpp, ...), not a rank, and
+is dropped. It has no queue, KV, inter-token, preemption or prefix-cache metrics; request errors are
+the only finish reason it counts. Supervisor-port metrics (cluster inventory) are not engine metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter.engines.base import Engine, Scraped, Table, add_info, apply_table, group, models_seen
+from exporter.engines.schema import Normalized
+
+P = "xinference:"
+NAMES: dict[str, tuple[str, ...]] = {
+    "llm_requests_running": (P + "model_serve_count",),
+    "llm_prompt_tokens_total": (P + "input_tokens_total_counter",),
+    "llm_generation_tokens_total": (P + "output_tokens_total_counter", P + "generate_tokens_total"),
+    "llm_time_to_first_token_seconds": (P + "time_to_first_token_seconds",),
+    "llm_e2e_request_latency_seconds": (P + "model_request_duration_seconds",),
+}
+
+
+class Xinference(Engine):
+    kind = "xinference"
+    prefixes = (P,)
+
+    def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
+        exposition = scraped.exposition
+        assert exposition is not None
+        out = Normalized()
+
+        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
+            result = {
+                "model": engine_labels.get("model_uid") or engine_labels.get("model_name") or model or ""
+            }
+            if "replica_index" in engine_labels:
+                result["engine_index"] = engine_labels["replica_index"]
+            return {k: v for k, v in result.items() if v}
+
+        apply_table(exposition, Table(NAMES, labels), out)
+        for key, values in group(exposition.samples(P + "model_request_errors_total"), labels).items():
+            reason = {"reason": "error", "raw_reason": "model_request_errors"}
+            out.add("llm_requests_finished_total", sum(values), {**dict(key), **reason})
+        add_info(out, models_seen(out) or ([model] if model else []))
+        return out
