@@ -49,11 +49,13 @@ GPM_METRICS = {
     "gpu_dram_bandwidth_utilization_ratio": pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL,
 }
 GPM_MIN_WINDOW_SECONDS = 0.1  # NVML's internal sample refresh; closer samples read 0 or NaN
+NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
 SOURCES = ("energy", "fields", "pcie", "processes", "process_utilization", "gpm")
 
 
 @dataclass
 class Reading:
+    labels: tuple[str, str]  # the device's gpu and uuid
     timestamp: float | None = None  # Unix time of the last success
     samples: list[Sample] = field(default_factory=list)
 
@@ -126,7 +128,7 @@ class NvmlSampler:
         processes: list[GpuProcess] = []
         for device in devices:
             for source, read in self._sources(device):
-                reading = readings.setdefault((device.uuid, source), Reading())
+                reading = readings.setdefault((device.uuid, source), Reading(device.labels))
                 samples = read(device)
                 if samples is None:
                     reading.samples = []
@@ -175,11 +177,9 @@ class NvmlSampler:
     def samples(self) -> list[Sample]:
         result: list[Sample] = []
         for (_uuid, source), reading in list(self._readings.items()):
-            if reading.samples:
-                result += reading.samples
-            if reading.timestamp is not None and reading.samples:
-                labels = reading.samples[0][1][:2]
-                result.append(("gpu_sample_timestamp_seconds", (*labels, source), reading.timestamp))
+            result += reading.samples
+            if reading.timestamp is not None:  # kept after a failure, so the age shows
+                result.append(("gpu_sample_timestamp_seconds", (*reading.labels, source), reading.timestamp))
         return result
 
     def running_processes(self) -> list[GpuProcess]:
@@ -187,14 +187,19 @@ class NvmlSampler:
 
     # --- sources ---------------------------------------------------------------------------------------
 
-    def _call(self, device: Device, source: str, fn: str, *args: Any) -> Any:
-        """Like session.call, but an unsupported call marks the whole source unsupported for this GPU."""
+    def _call(
+        self, device: Device, source: str, fn: str, *args: Any, expected: frozenset[int] = frozenset()
+    ) -> Any:
+        """Like session.call, but raises; unsupported marks the whole source unsupported for this GPU.
+
+        Codes in `expected` are answers rather than failures (NOT_FOUND from process utilization).
+        """
         try:
             return getattr(self.session.nvml, fn)(device.handle, *args)
         except pynvml.NVMLError as exc:
             if exc.value in UNSUPPORTED:
                 self.session.mark_unsupported(device, f"source:{source}")
-            else:
+            elif exc.value not in expected:
                 self.session.record_failure(device, fn, exc)
             raise
 
@@ -299,7 +304,9 @@ class NvmlSampler:
     def _read_process_utilization(self, device: Device) -> list[Sample] | None:
         since = self._last_utilization_us.get(device.uuid, int((self.clock() - 1.0) * 1e6))
         try:
-            found = self._call(device, "process_utilization", "nvmlDeviceGetProcessUtilization", since)
+            found = self._call(
+                device, "process_utilization", "nvmlDeviceGetProcessUtilization", since, expected=NOT_FOUND
+            )
         except pynvml.NVMLError as exc:
             if exc.value != pynvml.NVML_ERROR_NOT_FOUND:
                 return None
