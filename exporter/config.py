@@ -319,17 +319,16 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return raw
 
 
-def _from_flags(namespace: argparse.Namespace) -> dict[str, Any]:
+def _from_flags(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> dict[str, Any]:
+    flag_of = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
     raw: dict[str, Any] = {}
     for key, value in vars(namespace).items():
         if key == "config":
             continue
-        where = f"flag --{key.replace('_', '-')}"
+        where = f"flag {flag_of.get(key, key)}"
         if key == "targets":
-            where = "flag --target"
             value = [(where, parse_target_spec(s, where)) for s in value]
         elif key == "engine_process_patterns":
-            where = "flag --engine-process-pattern"
             value = [(where, s) for s in value]
         raw[key] = (where, value)
     return raw
@@ -375,13 +374,14 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     argparse itself exits with status 2 and a usage message for unknown flags or missing flag values.
     """
     environ = os.environ if environ is None else environ
-    namespace = build_parser().parse_args(argv)
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
     config_file = getattr(namespace, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
     raw: dict[str, tuple[str, Any]] = {}
     if config_file:
         raw.update(_from_file(Path(config_file)))
     raw.update(_from_environment(environ))
-    raw.update(_from_flags(namespace))
+    raw.update(_from_flags(parser, namespace))
     return _validate(raw, environ)
 
 

@@ -41,6 +41,7 @@ BUILTIN_ENGINES: dict[str, str] = {
 # Partitions and virtual devices, as node_exporter's default --collector.diskstats.device-exclude.
 _DISK_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$")
 _PYTHON = re.compile(r"^python[0-9.]*$")
+_PYTHON_OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
 SCAN_INTERVAL_SECONDS = 5.0
 T = TypeVar("T")
 
@@ -52,11 +53,11 @@ def program_names(argv: Sequence[str]) -> list[str]:
     names = [os.path.basename(argv[0])]
     if _PYTHON.match(names[0]):
         args = list(argv[1:])
-        while args and args[0].startswith("-") and args[0] != "-m":
-            args.pop(0)
+        while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
+            args = args[2:] if args[0] in _PYTHON_OPTIONS_WITH_VALUE else args[1:]
         if len(args) >= 2 and args[0] == "-m":
             names.append(args[1])
-        elif args:
+        elif args and args[0] != "-c":
             names.append(os.path.basename(args[0]))
     return names
 
@@ -105,6 +106,8 @@ class HostCollector(Collector):
         self._cpu_lock = threading.Lock()
         self._last_total = psutil.cpu_times()
         self._last_per_core = psutil.cpu_times(percpu=True)
+        self._total_ratio: float | None = None
+        self._core_ratios: dict[int, float] = {}
         self._engines: tuple[EngineTree, ...] = ()
         self._errors: Counter[str] = Counter()
         self._scans = 0
@@ -197,27 +200,29 @@ class HostCollector(Collector):
             self._read("cpu", psutil.cpu_times),
             self._read("cpu", lambda: psutil.cpu_times(True)),
         )
-        with self._cpu_lock:
-            last_total, last_per_core = self._last_total, self._last_per_core
-            if total is not None:
-                self._last_total = total
-            if per_core is not None:
-                self._last_per_core = per_core
         utilization = GaugeMetricFamily(
             "host_cpu_utilization_ratio", "Busy fraction of all cores since the previous scrape."
         )
-        if total is not None and (ratio := _busy_ratio(last_total, total)) is not None:
-            utilization.add_metric([], ratio)
-        yield utilization
         cores = GaugeMetricFamily(
             "host_cpu_core_utilization_ratio",
             "Busy fraction per core since the previous scrape.",
             labels=["cpu"],
         )
-        if per_core is not None and len(per_core) == len(last_per_core):
-            for cpu, (before, after) in enumerate(zip(last_per_core, per_core, strict=True)):
-                if (ratio := _busy_ratio(before, after)) is not None:
-                    cores.add_metric([str(cpu)], ratio)
+        with self._cpu_lock:
+            if total is not None and (ratio := _busy_ratio(self._last_total, total)) is not None:
+                self._last_total, self._total_ratio = total, ratio
+            if per_core is not None and len(per_core) == len(self._last_per_core):
+                window_starts = list(self._last_per_core)
+                for cpu, (before, after) in enumerate(zip(self._last_per_core, per_core, strict=True)):
+                    if (ratio := _busy_ratio(before, after)) is not None:
+                        self._core_ratios[cpu], window_starts[cpu] = ratio, after
+                self._last_per_core = window_starts
+            # Scrapes closer together than the kernel's tick see no CPU time pass: they repeat the last value.
+            if self._total_ratio is not None:
+                utilization.add_metric([], self._total_ratio)
+            for cpu, ratio in sorted(self._core_ratios.items()):
+                cores.add_metric([str(cpu)], ratio)
+        yield utilization
         yield cores
         yield GaugeMetricFamily("host_cpu_count", "Logical cores.", value=psutil.cpu_count() or 0)
         load = self._read("load", psutil.getloadavg)
