@@ -178,5 +178,16 @@ def models_seen(out: Normalized) -> list[str]:
     ]
 
 
+def label_values(exposition: Exposition, label: str, prefixes: Sequence[str]) -> list[str]:
+    """Every value of `label` on the engine's own families (to name models the schema has no series for)."""
+    return [
+        sample.labels[label]
+        for name, family in exposition.families.items()
+        if name.startswith(tuple(prefixes))
+        for sample in family.samples
+        if sample.labels.get(label)
+    ]
+
+
 def model_labels(model: str | None) -> dict[str, str]:
     return {"model": model} if model else {}

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.engines.base import Engine, Scraped, Table, add_finished, add_info, apply_table, models_seen
+from exporter.engines.base import (
+    Engine,
+    Scraped,
+    Table,
+    add_finished,
+    add_info,
+    apply_table,
+    label_values,
+    models_seen,
+)
 from exporter.engines.schema import Normalized
 
 P = "lmdeploy:"
@@ -50,5 +59,9 @@ class LmDeploy(Engine):
             # No hit counter: queries alone would read as a 0 % hit ratio.
             out.points = [p for p in out.points if p.family != "llm_prefix_cache_queries_total"]
         add_finished(exposition, P + "request_success_total", "finished_reason", labels, out)
-        add_info(out, models_seen(out) or ([model] if model else []))
+        add_info(
+            out,
+            models_seen(out) + label_values(exposition, "model_name", self.prefixes)
+            or ([model] if model else []),
+        )
         return out

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.engines.base import Engine, Scraped, Table, add_info, apply_table, group, models_seen
+from exporter.engines.base import (
+    Engine,
+    Scraped,
+    Table,
+    add_info,
+    apply_table,
+    group,
+    label_values,
+    models_seen,
+)
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
 
@@ -62,7 +71,11 @@ class Sglang(Engine):
         for key, values in group(exposition.samples("sglang:num_aborted_requests_total"), labels).items():
             reason = {"reason": "abort", "raw_reason": "num_aborted_requests"}
             out.add("llm_requests_finished_total", sum(values), {**dict(key), **reason})
-        add_info(out, models_seen(out) or ([model] if model else []))
+        add_info(
+            out,
+            models_seen(out) + label_values(exposition, "model_name", self.prefixes)
+            or ([model] if model else []),
+        )
         return out
 
     @staticmethod

@@ -17,6 +17,7 @@ from exporter.engines.base import (
     add_info,
     apply_table,
     group,
+    label_values,
     models_seen,
 )
 from exporter.engines.schema import Normalized
@@ -62,5 +63,9 @@ class TrtllmServe(Engine):
                 out.add("llm_prefix_cache_queries_total", sum(values), dict(key))
                 out.add("llm_prefix_cache_hits_total", sum(cached[key]), dict(key))
         add_finished(exposition, P + "request_success_total", "finished_reason", labels, out)
-        add_info(out, models_seen(out) or ([model] if model else []))
+        add_info(
+            out,
+            models_seen(out) + label_values(exposition, "model_name", self.prefixes)
+            or ([model] if model else []),
+        )
         return out

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.engines.base import Engine, Scraped, Table, add_finished, add_info, apply_table, models_seen
+from exporter.engines.base import (
+    Engine,
+    Scraped,
+    Table,
+    add_finished,
+    add_info,
+    apply_table,
+    label_values,
+    models_seen,
+)
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
 
@@ -58,7 +67,11 @@ class Vllm(Engine):
         for reason_label in ("finished_reason", "finish_reason"):  # llm-d-inference-sim: finish_reason
             add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
         self._capacity(exposition, prefix, out)
-        add_info(out, models_seen(out) or ([model] if model else []))
+        add_info(
+            out,
+            models_seen(out) + label_values(exposition, "model_name", [prefix] if prefix else ["vllm:", ""])
+            or ([model] if model else []),
+        )
         return out
 
     def _capacity(self, exposition: Exposition, prefix: str, out: Normalized) -> None:

@@ -1,0 +1,145 @@
+"""The strict exposition parser on real and constructed engine payloads, and on every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.engines.parse import ParseError, parse
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
+EXPOSITIONS = sorted(p for p in FIXTURES.rglob("*.txt"))
+# Quoted with elided lines (vLLM docs; the reference's 0.33 shape sample): some histograms lack +Inf/_sum,
+# exactly like a payload cut short, so the strict parser must refuse them.
+TRIMMED = {"vllm/docs-v1-model-name-only.txt", "vllm/constructed-0.33-single-engine.txt"}
+
+
+def fixture_id(path: Path) -> str:
+    return str(path.relative_to(FIXTURES))
+
+
+@pytest.mark.parametrize("path", EXPOSITIONS, ids=fixture_id)
+def test_every_fixture_parses_or_is_a_known_trimmed_quote(path: Path) -> None:
+    text = path.read_text()
+    if fixture_id(path) in TRIMMED:
+        with pytest.raises(ParseError, match=r"no \+Inf bucket"):
+            parse(text)
+        return
+    exposition = parse(text)
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert sum(len(s) for s in exposition.by_sample_name.values()) == len(lines)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPOSITIONS if fixture_id(p) not in TRIMMED], ids=fixture_id)
+def test_agrees_with_prometheus_client_on_every_value(path: Path) -> None:
+    """Same samples and values as prometheus_client's parser, modulo its renaming of counters."""
+    ours = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for samples in parse(path.read_text()).by_sample_name.values()
+        for s in samples
+    }
+    theirs = set()
+    for family in text_string_to_metric_families(path.read_text()):
+        for s in family.samples:
+            theirs.add((s.name, tuple(sorted(s.labels.items())), s.value))
+    renamed = {(n, labels, v) for n, labels, v in theirs if (n, labels, v) not in ours}
+    # The only disagreement allowed: prometheus_client appends _total to counters that lack it on the wire.
+    assert all(n.endswith("_total") and (n[: -len("_total")], labels, v) in ours for n, labels, v in renamed)
+    assert len(theirs) == len(ours)
+
+
+def test_prometheus_client_parser_is_not_strict_enough() -> None:
+    """Why parse.py exists: these are accepted (or renamed) by prometheus_client, rejected here."""
+    tgi = "# TYPE tgi_request_count counter\ntgi_request_count 5\n"
+    renamed = [s.name for f in text_string_to_metric_families(tgi) for s in f.samples]
+    assert renamed == ["tgi_request_count_total"]
+    assert parse(tgi).samples("tgi_request_count")[0].value == 5
+    cut = '# TYPE h histogram\nh_bucket{le="1"} 2\nh_count 2\nh_sum 1\n'
+    list(text_string_to_metric_families(cut))  # no complaint
+    with pytest.raises(ParseError, match=r"\+Inf"):
+        parse(cut)
+
+
+def test_colons_counters_without_total_and_le_on_a_gauge() -> None:
+    text = (
+        "# TYPE vllm:prompt_tokens_total counter\n"
+        'vllm:prompt_tokens_total{engine="0",model_name="m"} 12\n'
+        "# TYPE llamacpp:n_tokens_max counter\n"
+        "llamacpp:n_tokens_max 49\n"
+        "# TYPE sglang:per_stage gauge\n"
+        'sglang:per_stage{le="0.5",stage="prefill"} 3\n'
+    )
+    exposition = parse(text)
+    assert exposition.families["vllm:prompt_tokens_total"].type == "counter"
+    assert exposition.samples("llamacpp:n_tokens_max")[0].value == 49
+    assert exposition.families["sglang:per_stage"].type == "gauge"
+    assert exposition.samples("sglang:per_stage")[0].labels == {"le": "0.5", "stage": "prefill"}
+
+
+def test_histogram_samples_in_any_order_and_special_values() -> None:
+    text = (
+        "# TYPE x histogram\n"
+        'x_sum{a="1"} 2.5\n'
+        'x_bucket{a="1",le="+Inf"} 3\n'
+        'x_count{a="1"} 3\n'
+        'x_bucket{a="1",le="0.5"} 1\n'
+        "y NaN\n"
+        "z -Inf 1700000000000\n"
+    )
+    exposition = parse(text)
+    [histogram] = exposition.histograms("x")
+    assert histogram.buckets == ((0.5, 1.0), (math.inf, 3.0))
+    assert histogram.sum == 2.5 and histogram.count == 3 and histogram.labels == {"a": "1"}
+    assert math.isnan(exposition.samples("y")[0].value)
+    assert exposition.samples("z")[0].value == -math.inf
+    assert exposition.families["x"].type == "histogram"
+
+
+def test_label_escapes() -> None:
+    exposition = parse('m{path="C:\\\\x",quote="say \\"hi\\"",nl="a\\nb",} 1\n')
+    assert exposition.samples("m")[0].labels == {"path": "C:\\x", "quote": 'say "hi"', "nl": "a\nb"}
+
+
+def test_json_quoted_exposition_of_some_llama_cpp_builds_is_unwrapped() -> None:
+    inner = "# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 2\n"
+    assert parse(json.dumps(inner)).samples("llamacpp:requests_processing")[0].value == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ("", "empty"),
+        ("<!DOCTYPE html><html><body>Bad Gateway</body></html>\n", "HTML"),
+        ('{"error": "not found"}', "JSON"),
+        ('"just a quoted string without newline', "JSON string"),
+        ("# TYPE a counter\na_total 1", "truncated"),
+        ('# TYPE a counter\na_total{x="1', "truncated"),
+        ('a_total{x="1\n', "unterminated label value"),
+        ("hello world this is not metrics\n", "expected"),
+        ("a 1 2 3\n", "expected"),
+        ('a{1x="y"} 1\n', "bad label name"),
+        ('a{x="1" y="2"} 1\n', "expected , or }"),
+        ('a{x="1",x="2"} 1\n', "given twice"),
+        ("a 1\na 2\n", "duplicate series"),
+        ("a 0x1F\n", "bad value"),
+        ("a 1_000\n", "bad value"),
+        ("# TYPE a sparkline\n", "unknown metric type"),
+        ("# TYPE a gauge\n# TYPE a counter\n", "second TYPE"),
+        ('# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 1\n', "decreasing"),
+        ('# TYPE h histogram\nh_bucket{le="+Inf"} 1\nh_count 1\n', "lacks _count or _sum"),
+        ('# TYPE h histogram\nh_bucket{le="abc"} 1\n', "le="),
+        ("\x00\x01\x02garbage\n", "expected a metric name"),
+    ],
+)
+def test_bad_payloads_are_rejected_with_a_reason(payload: str, message: str) -> None:
+    with pytest.raises(ParseError, match=message):
+        parse(payload)
+
+
+def test_error_names_the_line() -> None:
+    with pytest.raises(ParseError, match=r"line 3: bad value"):
+        parse("a 1\nb 2\nc three\n")
