@@ -1,0 +1,18 @@
+# One image for the three llmobs processes; the compose file picks one with `command`:
+#   llmobs-exporter (GPU host), llmobs-loadgen (anywhere), llmobs-simulator (demo, no GPU).
+FROM python:3.11.13-slim-bookworm
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter exporter
+COPY loadgen loadgen
+COPY simulator simulator
+RUN pip install . && useradd --system --uid 10001 --no-create-home llmobs && rm -rf /src
+
+WORKDIR /
+USER 10001
+# exporter 9840, load generator 9841, simulator 8000
+EXPOSE 9840 9841 8000
+CMD ["llmobs-exporter"]
