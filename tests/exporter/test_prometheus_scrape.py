@@ -1,0 +1,50 @@
+"""A real Prometheus scrapes the real exporter process (no GPU here: NVML unavailable, host served)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import free_port, running
+from tests.support.prometheus import prometheus_server, scrape_config
+
+pytestmark = pytest.mark.real
+
+
+def test_prometheus_scrapes_host_and_exporter_series(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--listen-address",
+        f"127.0.0.1:{port}",
+        "--nvml-retry-seconds",
+        "1",
+    ]
+    log = tmp_path / "exporter.log"
+    with running(argv, f"http://127.0.0.1:{port}/healthz", log):
+        config = scrape_config({"exporter": [f"127.0.0.1:{port}"]})
+        with prometheus_server(tmp_path, config) as prometheus:
+            up = prometheus.wait_for('up{job="exporter"} == 1')
+            assert up[0]["metric"]["instance"] == f"127.0.0.1:{port}"
+            cores = prometheus.wait_for("host_cpu_count")
+            assert float(cores[0]["value"][1]) >= 1
+            assert prometheus.wait_for("host_memory_total_bytes > 0")
+            assert prometheus.wait_for('host_network_receive_bytes_total{interface="lo"}')
+            ratio = prometheus.wait_for("host_cpu_utilization_ratio")
+            assert 0 <= float(ratio[0]["value"][1]) <= 1
+            assert prometheus.wait_for('exporter_collector_success{collector="host"} == 1')
+            assert prometheus.wait_for('exporter_collector_duration_seconds{collector="gpu"} >= 0')
+            assert prometheus.wait_for("exporter_build_info == 1")
+            gpu = prometheus.wait_for("gpu_nvml_available")
+            nvml_here = float(gpu[0]["value"][1])
+            if nvml_here == 0:
+                assert prometheus.query("gpu_up") == []
+            # scrapes keep working: at least three distinct samples of the CPU ratio
+            assert prometheus.wait_for("count_over_time(host_cpu_utilization_ratio[1m]) >= 3")
+    text = log.read_text()
+    if nvml_here == 0:
+        assert text.count("NVML unavailable") == 1, text  # said once, though retried every second
