@@ -1,0 +1,120 @@
+"""A scriptable engine impersonator on loopback (real HTTP) and helpers to read what the collector exports."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.engines.parse import Exposition, parse
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
+
+
+@dataclass
+class Reply:
+    body: bytes | str = b""
+    status: int = 200
+    content_type: str = "text/plain; version=0.0.4"
+    delay: float = 0.0  # seconds before answering
+    truncate: bool = False  # announce the full length, send half, close
+
+
+@dataclass
+class FakeEngine:
+    url: str
+    routes: dict[str, Reply] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def serve(self, path: str, body: bytes | str = b"", **reply) -> None:
+        self.routes[path] = Reply(body, **reply)
+
+    def serve_fixture(self, path: str, relative: str) -> None:
+        self.serve(path, (FIXTURES / relative).read_bytes())
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeEngine]:
+    with _fake_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def fake_engines() -> Iterator[list[FakeEngine]]:
+    """Several independent fake engines, each on its own port."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(_fake_engine()) for _ in range(6)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    engine: FakeEngine
+
+    def do_GET(self) -> None:
+        self.engine.requests.append((self.path, dict(self.headers)))
+        reply = self.engine.routes.get(self.path.split("?")[0], Reply(b"not found\n", status=404))
+        if reply.delay and self.engine.stop.wait(reply.delay):
+            return
+        body = reply.body.encode() if isinstance(reply.body, str) else reply.body
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if reply.truncate:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _fake_engine() -> Iterator[FakeEngine]:
+    handler = type("Handler", (_Handler,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    engine = FakeEngine(f"http://127.0.0.1:{server.server_address[1]}")
+    handler.engine = engine
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield engine
+    finally:
+        engine.stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def scrape(collector) -> Exposition:
+    """One exporter scrape through prometheus_client's real writer, read back with the strict parser."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        return parse(generate_latest(registry).decode())
+    finally:
+        registry.unregister(collector)
+
+
+def value(exposition: Exposition, name: str, **labels: str) -> float | None:
+    samples = exposition.samples(name)
+    matches = [s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matches) <= 1, (name, labels, matches)
+    return matches[0] if matches else None
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)

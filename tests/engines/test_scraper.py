@@ -1,0 +1,298 @@
+"""Failure behaviour over real loopback HTTP: every kind of bad target changes only its own series."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from exporter.config import Config, TargetConfig
+from exporter.engines.collector import EnginesCollector
+from tests.engines.conftest import FIXTURES, FakeEngine, scrape, value
+
+LLAMA_C50 = "llamacpp/h100-qwen3-4b-shape-c50.txt"
+PROPS = {
+    "model_alias": "tiny",
+    "build_info": "b1",
+    "total_slots": 2,
+    "default_generation_settings": {"n_ctx": 512},
+}
+VLLM = (
+    "# TYPE vllm:num_requests_running gauge\n"
+    'vllm:num_requests_running{engine="0",model_name="m"} 2.0\n'
+    "# TYPE vllm:generation_tokens_total counter\n"
+    'vllm:generation_tokens_total{engine="0",model_name="m"} 1000.0\n'
+)
+
+
+def serve_llama(engine: FakeEngine, metrics: str | bytes | None = None) -> None:
+    engine.serve("/metrics", metrics if metrics is not None else (FIXTURES / LLAMA_C50).read_bytes())
+    engine.serve("/props", json.dumps(PROPS), content_type="application/json")
+
+
+def collector_for(*targets: TargetConfig, passthrough: bool = False) -> EnginesCollector:
+    return EnginesCollector(Config(targets=targets, engine_passthrough=passthrough))
+
+
+def test_each_bad_target_fails_alone_with_its_own_error_kind(fake_engines: list[FakeEngine]) -> None:
+    good, html, garbage, truncated, unauthorized, broken = fake_engines
+    serve_llama(good)
+    html.serve("/metrics", "<html><body>502 Bad Gateway</body></html>\n", content_type="text/html")
+    garbage.serve("/metrics", b"\x89PNG\r\n\x1a\n not metrics at all\n")
+    serve_llama(truncated)
+    truncated.routes["/metrics"].truncate = True
+    unauthorized.serve("/metrics", "denied\n", status=401)
+    broken.serve("/metrics", "boom\n", status=500)
+    targets = [
+        TargetConfig("good", good.url),
+        TargetConfig("html", html.url, kind="vllm"),
+        TargetConfig("garbage", garbage.url, kind="llamacpp"),
+        TargetConfig("truncated", truncated.url, kind="llamacpp"),
+        TargetConfig("unauthorized", unauthorized.url, kind="sglang"),
+        TargetConfig("broken", broken.url, kind="tgi"),
+        TargetConfig("refused", "http://127.0.0.1:9", kind="vllm"),
+    ]
+    collector = collector_for(*targets)
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    expected = {
+        "html": "parse",
+        "garbage": "parse",
+        "truncated": "connect",
+        "unauthorized": "auth",
+        "broken": "http_status",
+        "refused": "connect",
+    }
+    assert value(exposition, "llm_target_up", target="good", engine_kind="llamacpp") == 1
+    assert value(exposition, "llm_requests_running", target="good", model="tiny") == 46
+    for name, kind in expected.items():
+        assert value(exposition, "llm_target_up", target=name) == 0, name
+        assert value(exposition, "llm_target_errors_total", target=name, kind=kind) == 1, name
+        others = [s for s in exposition.samples("llm_target_errors_total") if s.labels["target"] == name]
+        assert sum(s.value for s in others) == 1, name
+        assert not [s for s in exposition.samples("llm_requests_running") if s.labels["target"] == name]
+    assert value(exposition, "llm_target_last_success_timestamp_seconds", target="good") is not None
+    assert value(exposition, "llm_target_last_success_timestamp_seconds", target="html") is None
+
+
+def test_a_slow_target_costs_only_its_own_timeout(fake_engines: list[FakeEngine]) -> None:
+    good, slow, *_ = fake_engines
+    serve_llama(good)
+    serve_llama(slow)
+    slow.routes["/metrics"].delay = 60.0
+    collector = collector_for(
+        TargetConfig("good", good.url, timeout_seconds=5.0),
+        TargetConfig("slow", slow.url, kind="llamacpp", timeout_seconds=0.5),
+    )
+    try:
+        started = time.monotonic()
+        exposition = scrape(collector)
+        elapsed = time.monotonic() - started
+    finally:
+        collector.close()
+    assert elapsed < 5.0, "the round waited for the slow target beyond its 0.5 s deadline"
+    assert value(exposition, "llm_target_up", target="good") == 1
+    assert value(exposition, "llm_target_up", target="slow") == 0
+    assert value(exposition, "llm_target_errors_total", target="slow", kind="timeout") == 1
+    duration = value(exposition, "llm_target_scrape_duration_seconds", target="slow")
+    assert duration is not None and 0.5 <= duration < 5.0
+
+
+def test_counter_reset_after_restart_is_passed_through(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("llama", fake_engine.url))
+    try:
+        before = scrape(collector)
+        restarted = (
+            (FIXTURES / LLAMA_C50)
+            .read_text()
+            .replace("tokens_predicted_total 19750", "tokens_predicted_total 7")
+        )
+        serve_llama(fake_engine, restarted)
+        after = scrape(collector)
+    finally:
+        collector.close()
+    assert value(before, "llm_generation_tokens_total", target="llama") == 19750
+    assert value(after, "llm_generation_tokens_total", target="llama") == 7
+    assert value(after, "llm_target_up", target="llama") == 1
+
+
+def test_kind_flip_after_restart_is_followed_when_kind_is_not_configured(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("t", fake_engine.url))
+    try:
+        first = scrape(collector)
+        fake_engine.routes.pop("/props")
+        fake_engine.serve("/metrics", VLLM)
+        second = scrape(collector)
+        serve_llama(fake_engine)
+        third = scrape(collector)
+    finally:
+        collector.close()
+    assert value(first, "llm_target_up", target="t", engine_kind="llamacpp") == 1
+    assert value(second, "llm_target_up", target="t", engine_kind="vllm") == 1
+    assert value(second, "llm_generation_tokens_total", target="t", model="m", engine_index="0") == 1000
+    assert value(third, "llm_target_up", target="t", engine_kind="llamacpp") == 1
+    assert value(third, "llm_requests_running", target="t", engine_kind="llamacpp") == 46
+
+
+def test_configured_kind_that_does_not_match_is_unknown_engine(fake_engine: FakeEngine) -> None:
+    fake_engine.serve("/metrics", VLLM)
+    collector = collector_for(TargetConfig("t", fake_engine.url, kind="sglang"))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="t", engine_kind="sglang") == 0
+    assert value(exposition, "llm_target_errors_total", target="t", kind="unknown_engine") == 1
+
+
+def test_unrecognised_payload_and_llamacpp_without_metrics_flag(fake_engine: FakeEngine) -> None:
+    fake_engine.serve("/metrics", '{"error":{"code":501,"type":"not_supported_error"}}', status=501)
+    collector = collector_for(TargetConfig("t", fake_engine.url))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="t", engine_kind="unknown") == 0
+    assert value(exposition, "llm_target_errors_total", target="t", kind="unknown_engine") == 1
+    probed = [path for path, _ in fake_engine.requests]
+    assert probed == ["/metrics", "/v1/metrics", "/prometheus/metrics", "/api/version"]
+
+
+@pytest.mark.parametrize(
+    ("path", "relative", "kind"),
+    [
+        ("/v1/metrics", "nim/constructed-bare-names.txt", "nim"),
+        ("/prometheus/metrics", "trtllm_serve/constructed-collector-2026.txt", "trtllm_serve"),
+        ("/metrics", "sglang/constructed-0.5.23-dp2-tp2.txt", "sglang"),
+        ("/metrics", "triton_trtllm/readme-00b49475-inflight.txt", "triton_trtllm"),
+    ],
+)
+def test_discovery_on_well_known_paths(fake_engine: FakeEngine, path: str, relative: str, kind: str) -> None:
+    fake_engine.serve_fixture(path, relative)
+    collector = collector_for(TargetConfig("t", fake_engine.url))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="t", engine_kind=kind) == 1
+    assert exposition.samples("llm_engine_info")
+
+
+def test_discovers_ollama_from_its_json_api(fake_engine: FakeEngine) -> None:
+    fake_engine.serve_fixture("/api/ps", "ollama/constructed-api-ps-partial-offload.json")
+    fake_engine.serve_fixture("/api/version", "ollama/constructed-api-version.json")
+    collector = collector_for(TargetConfig("o", fake_engine.url))
+    try:
+        exposition = scrape(collector)
+        fake_engine.serve("/api/ps", '{"models": "not a list"}')
+        broken = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="o", engine_kind="ollama") == 1
+    assert value(exposition, "llm_model_vram_bytes", target="o", model="qwen3:32b") == 20e9
+    assert value(broken, "llm_target_errors_total", target="o", kind="parse") == 1
+
+
+def test_explicit_metrics_path_in_the_url(fake_engine: FakeEngine) -> None:
+    fake_engine.serve_fixture("/custom/metrics", "triton_trtllm/readme-00b49475-inflight.txt")
+    collector = collector_for(TargetConfig("t", f"{fake_engine.url}/custom/metrics"))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="t", engine_kind="triton_trtllm") == 1
+    assert [path for path, _ in fake_engine.requests] == ["/custom/metrics"]
+
+
+def test_auth_header_from_environment_never_logged(
+    fake_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve_llama(fake_engine)
+    secret = "Bearer sk-very-secret-0123"
+    monkeypatch.setenv("ENGINE_AUTH", secret)
+    collector = collector_for(
+        TargetConfig("with", fake_engine.url, kind="llamacpp", auth_header_env="ENGINE_AUTH"),
+        TargetConfig("unset", fake_engine.url, kind="llamacpp", auth_header_env="ENGINE_AUTH_MISSING"),
+    )
+    try:
+        with caplog.at_level(logging.DEBUG):
+            exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="with") == 1
+    assert all(headers.get("Authorization") == secret for _, headers in fake_engine.requests)
+    assert value(exposition, "llm_target_errors_total", target="unset", kind="auth") == 1
+    assert secret not in caplog.text and "sk-very" not in caplog.text
+    assert "ENGINE_AUTH_MISSING" in caplog.text
+
+
+def test_errors_accumulate_and_recovery_sets_last_success(fake_engine: FakeEngine) -> None:
+    fake_engine.serve("/metrics", "boom\n", status=503)
+    collector = collector_for(TargetConfig("t", fake_engine.url, kind="llamacpp"))
+    try:
+        scrape(collector)
+        down = scrape(collector)
+        serve_llama(fake_engine)
+        up = scrape(collector)
+    finally:
+        collector.close()
+    assert value(down, "llm_target_errors_total", target="t", kind="http_status") == 2
+    assert value(up, "llm_target_errors_total", target="t", kind="http_status") == 2
+    assert value(up, "llm_target_up", target="t") == 1
+    assert value(up, "llm_target_last_success_timestamp_seconds", target="t") == pytest.approx(
+        time.time(), abs=30
+    )
+
+
+def test_passthrough_renames_labels_and_merges_targets(fake_engines: list[FakeEngine]) -> None:
+    first, second, tgi, *_ = fake_engines
+    serve_llama(first)
+    serve_llama(second)
+    tgi.serve_fixture("/metrics", "tgi/constructed-full.txt")
+    tgi.serve("/info", '{"model_id": "m"}', content_type="application/json")
+    collector = collector_for(
+        TargetConfig("a", first.url),
+        TargetConfig("b", second.url),
+        TargetConfig("t", tgi.url),
+        passthrough=True,
+    )
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llamacpp_tokens_predicted_total", target="a") == 19750
+    assert value(exposition, "llamacpp_tokens_predicted_total", target="b") == 19750
+    assert exposition.families["llamacpp_tokens_predicted_total"].type == "counter"
+    assert exposition.families["llamacpp_n_tokens_max"].type == "untyped"  # a counter without _total
+    assert value(exposition, "tgi_request_success", target="t") == 42
+    assert value(exposition, "tgi_request_duration_count", target="t") == 42
+    assert exposition.families["tgi_request_duration"].type == "histogram"
+    assert not [name for name in exposition.families if ":" in name]
+
+
+def test_passthrough_is_off_by_default(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("a", fake_engine.url))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert not [name for name in exposition.families if name.startswith("llamacpp")]
+    assert {name.split("_")[0] for name in exposition.families} == {"llm"}
+
+
+def test_describe_lists_the_schema_without_scraping(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("a", fake_engine.url))
+    try:
+        names = {metric.name for metric in collector.describe()}
+    finally:
+        collector.close()
+    assert {"llm_target_up", "llm_prompt_tokens", "llm_time_to_first_token_seconds"} <= names
+    assert fake_engine.requests == []
