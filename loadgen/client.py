@@ -17,6 +17,7 @@ import httpx
 
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
+from loadgen.transport import StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
 
@@ -52,11 +53,7 @@ class LoadClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
+            transport=StackPoolTransport(max_connections),
             timeout=httpx.Timeout(
                 connect=timeouts.connect_s, read=timeouts.read_s, write=timeouts.read_s, pool=None
             ),
@@ -125,7 +122,8 @@ class LoadClient:
             log.warning("unexpected error in request %s", record.request_id, exc_info=True)
             record.fail("malformed", _describe(exc))
         finally:
-            record.end_ns = perf_counter_ns()
+            if not record.end_ns or not record.ok:
+                record.end_ns = perf_counter_ns()
             self._settle_tokens(record)
 
     async def _consume(self, response: httpx.Response, record: RequestRecord) -> None:
@@ -145,9 +143,11 @@ class LoadClient:
         parser = SSEParser()
         feed = parser.feed
         done = False
+        network = response.extensions.get("network_stream")
+        stamped = hasattr(network, "arrival_ns")
         chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
         async for chunk in chunks:
-            now = perf_counter_ns()
+            now = network.arrival_ns if stamped else perf_counter_ns()  # type: ignore[union-attr]
             for event, data in feed(chunk):
                 if done:
                     continue
@@ -155,6 +155,8 @@ class LoadClient:
                     done = True
                 elif not self._event(event, data, now, record):
                     return
+        if stamped:
+            record.end_ns = network.arrival_ns  # type: ignore[union-attr]
         for event, data in parser.finish():
             if not done and data != b"[DONE]" and not self._event(event, data, perf_counter_ns(), record):
                 return
@@ -217,6 +219,8 @@ class LoadClient:
     async def _consume_body(self, response: httpx.Response, record: RequestRecord) -> None:
         """A non-streamed JSON response (or a server that ignored stream=true)."""
         raw = await response.aread()
+        network = response.extensions.get("network_stream")
+        record.end_ns = getattr(network, "arrival_ns", 0) or perf_counter_ns()
         try:
             obj = json.loads(raw.decode("utf-8", "replace"))
             choice = obj["choices"][0]
@@ -230,7 +234,7 @@ class LoadClient:
             record.fail("malformed", f"response is not an OpenAI completion ({exc!r}): {raw[:120]!r}")
             return
         if record.stream:  # the whole answer arrived at once: one token event, at the end
-            record.token_times.append(perf_counter_ns())
+            record.token_times.append(record.end_ns)
             record.first_output_ns = record.token_times[0]
         if record.text is not None and isinstance(text, str):
             record.text.append(text)

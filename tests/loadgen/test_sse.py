@@ -1,0 +1,40 @@
+import pytest
+
+from loadgen.sse import SSEError, SSEParser
+
+
+def feed_all(chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
+    parser = SSEParser()
+    events = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    return events + parser.finish()
+
+
+def test_events_split_anywhere_come_out_whole():
+    stream = b'data: {"a":1}\n\ndata: {"b":"\xc3\xa9"}\n\n: keep-alive\n\ndata: [DONE]\n\n'
+    expected = [(b"", b'{"a":1}'), (b"", b'{"b":"\xc3\xa9"}'), (b"", b"[DONE]")]
+    for size in range(1, len(stream) + 1):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert feed_all(chunks) == expected, size
+
+
+def test_crlf_multiline_event_type_and_llamacpp_error_field():
+    stream = b'event: error\r\ndata: line1\r\ndata: line2\r\n\r\nerror: {"code":500}\n\n'
+    assert feed_all([stream]) == [(b"error", b"line1\nline2"), (b"error", b'{"code":500}')]
+
+
+def test_last_event_without_blank_line_is_flushed_at_the_end():
+    assert feed_all([b"data: a\n\ndata: b"]) == [(b"", b"a"), (b"", b"b")]
+
+
+def test_comments_ids_and_retry_are_ignored():
+    assert feed_all([b": hi\nid: 3\nretry: 10\ndata:x\n\n"]) == [(b"", b"x")]
+
+
+def test_a_line_beyond_the_cap_is_an_error(monkeypatch):
+    monkeypatch.setattr("loadgen.sse.MAX_LINE_BYTES", 1000)
+    parser = SSEParser()
+    parser.feed(b"data: " + b"x" * 600)
+    with pytest.raises(SSEError):
+        parser.feed(b"x" * 600)

@@ -1,0 +1,104 @@
+"""Measured TTFT, ITL and TPOT against the scripted server's own send times (same monotonic clock).
+
+The client's error for an event is (when the client read it) - (when the server wrote it); TTFT's
+error is the first event's, ITL's the difference of consecutive events', TPOT's the last-minus-first
+over (tokens - 1). Scripted sleeps are not the truth: only what the server recorded is.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+NS = 1e-9
+
+
+def errors_against_truth(records: list[dict], truth: dict[str, dict]) -> dict[str, list[float]]:
+    errors: dict[str, list[float]] = {"ttft": [], "itl": [], "tpot": []}
+    for record in records:
+        server = truth[record["request_id"]]
+        sent = record["sent_ns"]
+        sent_at = server["event_ns"]
+        assert record["token_events"] == len(sent_at)
+        client_times = [sent + record["ttft_s"] / NS]
+        for gap in record["itl_s"]:
+            client_times.append(client_times[-1] + gap / NS)
+        errors["ttft"].append(record["ttft_s"] - (sent_at[0] - sent) * NS)
+        for i in range(1, len(sent_at)):
+            errors["itl"].append(record["itl_s"][i - 1] - (sent_at[i] - sent_at[i - 1]) * NS)
+        true_tpot = (server["done_ns"] - sent_at[0]) * NS / (record["output_tokens"] - 1)
+        errors["tpot"].append(record["tpot_s"] - true_tpot)
+    return errors
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(abs(v) for v in values)
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "tokens", "mock"),
+    [
+        (1, 20, {"ttft_ms": 30, "itl_ms": 10}),
+        # 500 streams at once: first tokens after 1 s (all requests are out by then), then one
+        # event per stream every 300 ms, about 1,700 events/s for the client to time.
+        (500, 8, {"ttft_ms": 1000, "itl_ms": 300}),
+    ],
+)
+def test_measured_latency_matches_server_truth_within_1ms(scripted, run_loadgen, concurrency, tokens, mock):
+    result = run_loadgen(
+        url=scripted.url,
+        model="scripted",
+        concurrency=concurrency,
+        requests=concurrency if concurrency > 1 else 20,
+        output_len=tokens,
+        input_len=16,
+        extra_body={"mock": mock},
+        request_timeout="60s",
+    )
+    truth = scripted.records(result.run.run_id)
+    assert result.phase["requests"]["succeeded"] == len(result.records) == len(truth)
+    errors = errors_against_truth(result.records, truth)
+    summary = {
+        name: f"p99 {p99(v) * 1e3:.3f} ms, max {max(map(abs, v)) * 1e3:.3f} ms" for name, v in errors.items()
+    }
+    for name, values in errors.items():
+        assert p99(values) < 1e-3, summary
+    # output tokens: what the client reports is what the server sent, request by request and in total
+    assert all(r["output_tokens"] == truth[r["request_id"]]["tokens"] == tokens for r in result.records)
+    assert result.phase["tokens"]["output"] == sum(t["tokens"] for t in truth.values())
+    print(f"concurrency {concurrency}: {summary}")
+
+
+def test_counted_tokens_without_usage_equal_server_counts(scripted, run_loadgen):
+    result = run_loadgen(
+        url=scripted.url,
+        model="scripted",
+        concurrency=4,
+        requests=12,
+        output_len="uniform:2:30",
+        extra_body={"mock": {"no_usage": True}},
+    )
+    truth = scripted.records(result.run.run_id)
+    assert result.phase["tokens"]["output_source"] == {"counted": 12}
+    assert [r["output_tokens"] for r in result.records] == [
+        truth[r["request_id"]]["tokens"] for r in result.records
+    ]
+
+
+def test_reasoning_tokens_split_ttft_from_ttfo(scripted, run_loadgen):
+    result = run_loadgen(
+        url=scripted.url,
+        model="scripted",
+        concurrency=2,
+        requests=6,
+        output_len=12,
+        extra_body={"mock": {"reasoning": 5, "ttft_ms": 5, "itl_ms": 20}},
+    )
+    truth = scripted.records(result.run.run_id)
+    for record in result.records:
+        events = truth[record["request_id"]]["event_ns"]
+        assert record["reasoning_tokens"] == 5
+        # TTFO is the 6th event (the first content one), about 5 gaps of 20 ms after TTFT
+        true_gap = (events[5] - events[0]) * NS
+        assert abs((record["ttfo_s"] - record["ttft_s"]) - true_gap) < 1e-3
+    assert result.phase["tokens"]["reasoning"] == 30
