@@ -290,7 +290,8 @@ class Run:
             await self._session(item, due, stats)
             return
         async with slots:
-            await self._session(item, due, stats)
+            if not self.stopping:  # arrivals still queued for a slot when a stop came are never sent
+                await self._session(item, due, stats)
 
     async def _session(self, item: WorkItem, scheduled: int, stats: PhaseStats) -> None:
         """One request, or one multi-turn conversation (each turn a request, replies fed back)."""

@@ -1,0 +1,114 @@
+"""Every request is accounted for, whatever the server does: sent = succeeded + failed by class,
+in the report, the per-request records and /metrics alike."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.procs import free_port
+
+REQUESTS = 6
+
+
+def scraped(collector) -> dict[tuple[str, tuple], float]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def assert_accounted(result, expected: dict[str, int]) -> None:
+    requests = result.phase["requests"]
+    outcomes = {k: v for k, v in requests["by_outcome"].items() if v}
+    assert outcomes == expected, result.phase["errors"]
+    assert requests["sent"] == requests["finished"] == sum(expected.values()) == len(result.records)
+    assert sorted(r["outcome"] for r in result.records) == sorted(
+        k for k, v in expected.items() for _ in range(v)
+    )
+    samples = scraped(result.collector)
+    labels = (("run_id", result.run.run_id), ("scenario", "default"))
+    assert samples[("loadgen_requests_sent_total", labels)] == requests["sent"]
+    for outcome, count in requests["by_outcome"].items():
+        assert samples[("loadgen_requests_total", tuple(sorted((*labels, ("outcome", outcome)))))] == count
+    assert samples[("loadgen_requests_in_flight", labels)] == 0
+
+
+CASES = {
+    "die_mid_stream": ({"die_after": 3}, {}, {"stream_broken": REQUESTS}),
+    "http_429": ({"status": 429}, {}, {"http_429": REQUESTS}),
+    "http_500": ({"status": 500}, {}, {"http_5xx": REQUESTS}),
+    "http_503": ({"status": 503}, {}, {"http_5xx": REQUESTS}),
+    "http_404": ({"status": 404}, {}, {"http_4xx": REQUESTS}),
+    "slow_headers_past_read_timeout": (
+        {"slow_headers_ms": 1500},
+        {"read_timeout": "300ms"},
+        {"timeout": REQUESTS},
+    ),
+    "slow_stream_past_request_timeout": (
+        {"itl_ms": 100, "tokens": 20},
+        {"request_timeout": "500ms", "output_len": 20},
+        {"timeout": REQUESTS},
+    ),
+    "malformed_event": ({"malformed_after": 2}, {}, {"malformed": REQUESTS}),
+    "error_event": ({"error_after": 2}, {}, {"stream_broken": REQUESTS}),
+    "no_done_no_finish_reason": ({"no_done": True}, {}, {"stream_broken": REQUESTS}),
+    "invalid_utf8": ({"invalid_utf8": True}, {}, {"success": REQUESTS}),
+    "huge_event": ({"huge_bytes": 5_000_000}, {}, {"success": REQUESTS}),
+    "events_split_inside_utf8": ({"split": True}, {}, {"success": REQUESTS}),
+    "server_closes_keepalive": ({"close_after": True}, {}, {"success": REQUESTS}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fault_is_counted_by_class(scripted, run_loadgen, case):
+    mock, options, expected = CASES[case]
+    result = run_loadgen(
+        url=scripted.url,
+        model="scripted",
+        concurrency=2,
+        requests=REQUESTS,
+        output_len=options.pop("output_len", 8),
+        extra_body={"mock": mock},
+        **options,
+    )
+    assert_accounted(result, expected)
+    tokens = result.phase["tokens"]
+    if case == "invalid_utf8":
+        assert tokens["invalid_utf8_events"] == REQUESTS * 8
+    if expected == {"success": REQUESTS}:
+        truth = scripted.records(result.run.run_id)
+        assert tokens["output"] == sum(t["tokens"] for t in truth.values()) == REQUESTS * 8
+
+
+def test_slow_first_byte_within_limits_is_measured(scripted, run_loadgen):
+    result = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=4, output_len=4,
+        extra_body={"mock": {"slow_headers_ms": 300}},
+    )  # fmt: skip
+    assert_accounted(result, {"success": 4})
+    assert result.phase["latency_s"]["ttft"]["min"] >= 0.3
+
+
+def test_server_down_at_start_counts_connect_failures(run_loadgen):
+    result = run_loadgen(
+        url=f"http://127.0.0.1:{free_port()}",
+        model="m",
+        concurrency=2,
+        requests=REQUESTS,
+        connect_timeout="1s",
+    )
+    assert_accounted(result, {"connect": REQUESTS})
+    assert result.run.state == "finished"
+
+
+def test_keepalive_connections_are_reused(scripted, run_loadgen):
+    before = scripted.stats()["connections"]
+    result = run_loadgen(url=scripted.url, model="scripted", concurrency=3, requests=30, output_len=2)
+    assert_accounted(result, {"success": 30})
+    assert scripted.stats()["connections"] - before <= 4  # 3 users, plus the calibration probes' connection
