@@ -25,6 +25,7 @@ class Reply:
     content_type: str = "text/plain; version=0.0.4"
     delay: float = 0.0  # seconds before answering
     truncate: bool = False  # announce the full length, send half, close
+    trickle: float = 0.0  # seconds between lines: headers at once, then a slow drip
 
 
 @dataclass
@@ -67,6 +68,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if reply.trickle:
+            for line in body.splitlines(keepends=True):
+                if self.engine.stop.wait(reply.trickle):
+                    return
+                self.wfile.write(line)
+                self.wfile.flush()
+            return
         if reply.truncate:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()

@@ -102,6 +102,21 @@ def test_a_slow_target_costs_only_its_own_timeout(fake_engines: list[FakeEngine]
     assert duration is not None and 0.5 <= duration < 5.0
 
 
+def test_a_trickling_target_hits_the_whole_scrape_deadline(fake_engine: FakeEngine) -> None:
+    """httpx's read timeout is per chunk; a body dripping a line every 0.3 s still ends at the deadline."""
+    serve_llama(fake_engine)
+    fake_engine.routes["/metrics"].trickle = 0.3
+    collector = collector_for(TargetConfig("drip", fake_engine.url, kind="llamacpp", timeout_seconds=1.0))
+    try:
+        started = time.monotonic()
+        exposition = scrape(collector)
+        elapsed = time.monotonic() - started
+    finally:
+        collector.close()
+    assert elapsed < 5.0  # the whole body would take 45 lines x 0.3 s
+    assert value(exposition, "llm_target_errors_total", target="drip", kind="timeout") == 1
+
+
 def test_counter_reset_after_restart_is_passed_through(fake_engine: FakeEngine) -> None:
     serve_llama(fake_engine)
     collector = collector_for(TargetConfig("llama", fake_engine.url))
