@@ -157,9 +157,9 @@ def add_finished(
     """`llm_requests_finished_total{reason, raw_reason}` from a counter labelled with the engine's reason."""
     for sample in exposition.samples(name):
         labels = label_map(sample.labels)
-        if labels is None:
+        if labels is None or reason_label not in sample.labels:
             continue
-        raw = sample.labels.get(reason_label, "")
+        raw = sample.labels[reason_label]
         reason = {"reason": finish_reason(raw), "raw_reason": raw_reason_label(raw)}
         out.add("llm_requests_finished_total", sample.value, {**labels, **reason})
 

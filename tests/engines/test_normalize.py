@@ -346,3 +346,56 @@ def test_ollama_malformed_entries_are_parse_errors(ps: dict) -> None:
 )  # fmt: skip
 def test_finish_reason_mapping(raw: str, common: str) -> None:
     assert finish_reason(raw) == common
+
+
+# --- vLLM 0.33 real renders (tools/fixtures/render_vllm.py; present once that helper has committed them) --
+
+VLLM_RENDERS = sorted((FIXTURES / "vllm").glob("v0.33.0-*.txt"))
+
+
+@pytest.mark.parametrize("path", VLLM_RENDERS, ids=lambda p: p.name)
+def test_vllm_033_real_render_every_concept_equals_its_source(path: Path) -> None:
+    exposition = parse(path.read_text())
+    out = ENGINES["vllm"].normalize(Scraped(exposition), None)
+    pairs = {
+        "llm_requests_running": "vllm:num_requests_running",
+        "llm_requests_waiting": "vllm:num_requests_waiting",
+        "llm_kv_cache_usage_ratio": "vllm:kv_cache_usage_perc",
+        "llm_prompt_tokens_total": "vllm:prompt_tokens_total",
+        "llm_prompt_tokens_cached_total": "vllm:prompt_tokens_cached_total",
+        "llm_generation_tokens_total": "vllm:generation_tokens_total",
+        "llm_preemptions_total": "vllm:num_preemptions_total",
+        "llm_prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
+        "llm_prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
+    }
+    engines = sorted({s.labels["engine"] for s in exposition.samples("vllm:num_requests_running")})
+    for engine in engines:
+        for family, wire in pairs.items():
+            [source] = [s for s in exposition.samples(wire) if s.labels["engine"] == engine]
+            assert one(out, family, engine_index=engine, model=source.labels["model_name"]) == source.value
+        for family, wire in [
+            ("llm_time_to_first_token_seconds", "vllm:time_to_first_token_seconds"),
+            ("llm_inter_token_latency_seconds", "vllm:inter_token_latency_seconds"),
+            ("llm_time_per_output_token_seconds", "vllm:request_time_per_output_token_seconds"),
+            ("llm_e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds"),
+            ("llm_request_queue_time_seconds", "vllm:request_queue_time_seconds"),
+        ]:
+            [source] = [h for h in exposition.histograms(wire) if h.labels["engine"] == engine]
+            normalized = histogram(out, family, engine_index=engine)
+            assert (normalized.buckets, normalized.sum, normalized.count) == (
+                source.buckets,
+                source.sum,
+                source.count,
+            )
+        finished = matching(out.points, "llm_requests_finished_total", {"engine_index": engine})
+        success = [
+            s for s in exposition.samples("vllm:request_success_total") if s.labels["engine"] == engine
+        ]
+        assert sorted((p.labels["raw_reason"], p.value) for p in finished) == sorted(
+            (s.labels["finished_reason"], s.value) for s in success
+        )
+        [config] = [s for s in exposition.samples("vllm:cache_config_info") if s.labels["engine"] == engine]
+        capacity = one(out, "llm_kv_cache_capacity_tokens", engine_index=engine)
+        assert capacity == float(config.labels["kv_cache_size_tokens"])
+    # Histograms that are not schema concepts, and _created series, never leak into the schema.
+    assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
