@@ -311,3 +311,24 @@ def test_describe_lists_the_schema_without_scraping(fake_engine: FakeEngine) -> 
         collector.close()
     assert {"llm_target_up", "llm_prompt_tokens", "llm_time_to_first_token_seconds"} <= names
     assert fake_engine.requests == []
+
+
+def test_real_vllm_restart_resets_counters_through_the_exporter(fake_engine: FakeEngine) -> None:
+    """vLLM 0.33 renders: the same server under load, then ~24 s after a restart (new process)."""
+    fake_engine.serve_fixture("/metrics", "vllm/v0.33.0-load.txt")
+    collector = collector_for(TargetConfig("vllm", fake_engine.url))
+    try:
+        before = scrape(collector)
+        fake_engine.serve_fixture("/metrics", "vllm/v0.33.0-restart.txt")
+        after = scrape(collector)
+    finally:
+        collector.close()
+    labels = {"target": "vllm", "engine_kind": "vllm", "model": "Qwen/Qwen3-14B", "engine_index": "0"}
+    for exposition in (before, after):
+        assert value(exposition, "llm_target_up", target="vllm") == 1
+    tokens_before = value(before, "llm_generation_tokens_total", **labels)
+    tokens_after = value(after, "llm_generation_tokens_total", **labels)
+    assert tokens_before is not None and tokens_after is not None and tokens_after < tokens_before
+    assert value(after, "llm_time_to_first_token_seconds_count", **labels) < value(
+        before, "llm_time_to_first_token_seconds_count", **labels
+    )
