@@ -1,0 +1,155 @@
+"""Every dashboard and Grafana-alert query against a real Prometheus scraping a live stack.
+
+Simulator (vLLM-shaped engine) <- exporter (no GPU here: NVML absent) and Prometheus (direct engine
+scrape); load generator -> simulator. Prometheus loads our recording and alert rules. Each query runs
+twice: with the stack idle (no traffic yet), where it must parse and return no NaN or Inf; and under
+load, where every query whose selectors all have data must return data itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+
+import pytest
+
+from tests.stack.dashboards import all_queries, concrete
+from tests.stack.promql import KEYWORDS, RULES_DIR, VLLM_NAMES
+from tests.support.procs import free_port, running
+from tests.support.prometheus import Prometheus, prometheus_server
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+PYTHON = sys.executable
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors of a (variable-free) query, e.g. 'x{a=~".*"}'."""
+    braces: list[str] = []
+
+    def stash(match: re.Match) -> str:
+        braces.append(match.group(0))
+        return f" @{len(braces) - 1}@ "
+
+    text = re.sub(r"\{[^{}]*\}", stash, expr)
+    text = re.sub(r"\[[^\[\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
+    text = re.sub(r"(?<![\w:.@])\d+(\.\d+)?([eE][+-]?\d+)?", " ", text)
+    found = []
+    for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(@(\d+)@)?", text):
+        name, index = match.group(1), match.group(3)
+        if text[match.end() :].lstrip().startswith("(") or name.lower() in KEYWORDS:
+            continue
+        found.append(name + (braces[int(index)] if index else ""))
+    return found
+
+
+def has_data(prometheus: Prometheus, expr: str) -> bool:
+    return bool(prometheus.query(expr))
+
+
+def values(result: list[dict]) -> list[float]:
+    return [float(sample["value"][1]) for sample in result]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("live-stack")
+    sim_port, exporter_port, loadgen_port = free_port(), free_port(), free_port()
+    sim = ["-m", "simulator", "--profile", "tiny", "--host", "127.0.0.1", "--port", str(sim_port)]
+    exporter = [
+        "-m", "exporter", "--listen-address", f"127.0.0.1:{exporter_port}",
+        "--target", f"sim=http://127.0.0.1:{sim_port},kind=vllm",
+        "--engine-process-pattern", "vllm=-m simulator",  # so the engine-process panels have data too
+    ]  # fmt: skip
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "scrape_configs": [
+            {"job_name": "llmobs-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]},
+            {"job_name": "llmobs-loadgen", "static_configs": [{"targets": [f"127.0.0.1:{loadgen_port}"]}]},
+            {
+                "job_name": "engines",
+                "static_configs": [{"targets": [f"127.0.0.1:{sim_port}"], "labels": {"engine_kind": "vllm"}}],
+            },
+        ],
+    }
+    with (
+        running([PYTHON, *sim], f"http://127.0.0.1:{sim_port}/health", tmp / "simulator.log"),
+        running([PYTHON, *exporter], f"http://127.0.0.1:{exporter_port}/metrics", tmp / "exporter.log"),
+        prometheus_server(tmp, config) as prometheus,
+    ):
+        prometheus.wait_for('up{job="llmobs-exporter"} == 1')
+        prometheus.wait_for("count(vllm:num_requests_running) and count(llm_target_up == 1)")
+        time.sleep(4)  # a few idle scrapes, so every rate() has two samples
+        idle = {where: prometheus.query(concrete(expr)) for where, expr in all_queries()}
+        loadgen = [
+            "-m", "loadgen", "run", "--url", f"http://127.0.0.1:{sim_port}", "--concurrency", "6", "--soak",
+            "--output-len", "24", "--name", "live", "--run-id", "live1", "--progress", "none",
+            "--metrics-address", f"127.0.0.1:{loadgen_port}",
+        ]  # fmt: skip
+        with running([PYTHON, *loadgen], f"http://127.0.0.1:{loadgen_port}/metrics", tmp / "loadgen.log"):
+            prometheus.wait_for(
+                "sum(increase(loadgen_requests_total{outcome='success'}[1m])) > 20", timeout=60
+            )
+            prometheus.wait_for(
+                "instance_target_model:llm_time_to_first_token_seconds:p95_rate5m", timeout=30
+            )
+            yield prometheus, idle
+
+
+def test_idle_stack_queries_parse_and_show_no_nan(stack) -> None:
+    _, idle = stack
+    bad = {
+        where: values(result) for where, result in idle.items() if not all(map(math.isfinite, values(result)))
+    }
+    assert bad == {}
+
+
+def test_loaded_stack_answers_every_query_it_has_data_for(stack) -> None:
+    prometheus, _ = stack
+    checked, silent, missing = [], [], []
+    for where, expr in all_queries():
+        query = concrete(expr)
+        result = prometheus.query(query)
+        assert all(map(math.isfinite, values(result))), (where, query, values(result))
+        if all(has_data(prometheus, f"count({selector})") for selector in selectors(query)):
+            checked.append(where)
+            if not result:
+                missing.append((where, query))
+        else:
+            silent.append(where)
+    assert missing == []
+    # Without a GPU, the GPU panels cannot have data; everything engine- and client-side must.
+    assert len(checked) >= 0.6 * (len(checked) + len(silent)), silent
+
+
+def test_the_simulator_serves_every_vllm_name_the_dashboards_read(stack) -> None:
+    prometheus, _ = stack
+    for name, kind in VLLM_NAMES.items():
+        series = name + "_count" if kind == "histogram" else name
+        assert has_data(prometheus, f'count({{__name__="{series}"}})'), name
+
+
+def test_engine_and_client_recording_rules_have_data(stack) -> None:
+    prometheus, _ = stack
+    for rule in [
+        "scenario_run_id:loadgen_time_to_first_token_seconds:p95_rate5m",
+        "scenario_run_id:loadgen_time_to_first_token_seconds_le1:ratio_rate5m",
+        "scenario_run_id:loadgen_requests_failed_per_completed:ratio_rate5m",
+        "instance_target_model:llm_time_to_first_token_seconds:p95_rate5m",
+        "instance_target_model:llm_time_per_output_token_seconds:mean_rate5m",
+        "instance_target_model:llm_generation_tokens:rate5m",
+        "instance_target_model:llm_kv_cache_usage_ratio:max",
+    ]:
+        assert has_data(prometheus, rule), rule
+
+
+def test_selector_extraction() -> None:
+    assert selectors('sum by (le) (rate(a_bucket{x=~".*", le="1.0"}[1m])) / on () (b > 0) and c{y="2"}') == [
+        'a_bucket{x=~".*", le="1.0"}',
+        "b",
+        'c{y="2"}',
+    ]
