@@ -101,6 +101,7 @@ def test_queries_read_only_metrics_we_emit() -> None:
     assert unknown == []
 
 
+@pytest.mark.real
 def test_every_query_parses(tmp_path: Path) -> None:
     """promtool parses each query (variables substituted) as a recording rule: a real PromQL parser."""
     binary = require_binary("promtool", "apt-get install prometheus; `make test` does it as root")

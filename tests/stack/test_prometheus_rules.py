@@ -11,6 +11,8 @@ import yaml
 from tests.stack.promql import ROOT, contract, metric_names, recorded_names, rule_groups
 from tests.support.real import require_binary
 
+pytestmark = pytest.mark.real  # promtool
+
 PROMETHEUS = ROOT / "prometheus"
 TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 
