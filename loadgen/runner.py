@@ -193,7 +193,7 @@ class Run:
         if self.scenario.endpoint == "chat":
             body["messages"] = messages if messages is not None else list(item.messages)
         else:
-            body["prompt"] = item.prompt_text()
+            body["prompt"] = item.prompt_text(messages)
         if item.max_tokens:
             body["max_tokens"] = item.max_tokens
         if stream:

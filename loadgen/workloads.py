@@ -44,11 +44,12 @@ class WorkItem:
     max_tokens: int | None
     followups: tuple[str, ...] = ()  # further user turns of a multi-turn conversation
 
-    def prompt_text(self) -> str:
-        """The prompt for /v1/completions."""
-        if len(self.messages) == 1:
-            return str(self.messages[0].get("content", ""))
-        return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in self.messages)
+    def prompt_text(self, messages: list[dict] | None = None) -> str:
+        """The prompt for /v1/completions: the message, or the conversation as `role: text` lines."""
+        messages = messages if messages is not None else list(self.messages)
+        if len(messages) == 1:
+            return str(messages[0].get("content", ""))
+        return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages)
 
 
 @dataclass(frozen=True)

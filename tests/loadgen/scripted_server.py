@@ -20,6 +20,7 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   no_done               end the stream without [DONE] and without a finish_reason
   no_usage              never send usage
   close_after           close the keep-alive connection right after the response (no notice)
+  ttft_per_in_flight_ms added to ttft_ms per request in flight (a server that slows with load)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class State:
         self.events = 0
         self.tokens = 0
         self.connections = 0
+        self.in_flight = 0
 
 
 def _chunk(payload: bytes) -> bytes:
@@ -119,8 +121,23 @@ async def _complete(state, writer, path, headers, body, received) -> bool:
     include_usage = bool((request.get("stream_options") or {}).get("include_usage")) and not mock.get(
         "no_usage"
     )
+    messages = request.get("messages") or []
     record = {"id": headers.get("x-request-id"), "received_ns": received, "event_ns": [], "tokens": 0}
+    record["assistant"] = [m.get("content") for m in messages if m.get("role") == "assistant"]
     state.requests += 1
+    state.in_flight += 1
+    try:
+        return await _answer(
+            state, writer, request, mock, record, chat, stream, tokens, reasoning, include_usage
+        )
+    finally:
+        state.in_flight -= 1
+
+
+async def _answer(
+    state, writer, request, mock, record, chat, stream, tokens, reasoning, include_usage
+) -> bool:
+    ttft_s = (mock.get("ttft_ms", 0) + mock.get("ttft_per_in_flight_ms", 0) * state.in_flight) / 1000
     if state.keep_records:
         state.records.append(record)
     if mock.get("slow_headers_ms"):
@@ -143,7 +160,7 @@ async def _complete(state, writer, path, headers, body, received) -> bool:
         choice = {"index": 0, "message": message, "finish_reason": "length"}
         if not chat:
             choice = {"index": 0, "text": text, "finish_reason": "length"}
-        await asyncio.sleep(mock.get("ttft_ms", 0) / 1000 + tokens * mock.get("itl_ms", 0) / 1000)
+        await asyncio.sleep(ttft_s + tokens * mock.get("itl_ms", 0) / 1000)
         obj = {"id": record["id"], "object": "chat.completion", "choices": [choice]}
         if not mock.get("no_usage"):
             obj["usage"] = usage
@@ -157,7 +174,7 @@ async def _complete(state, writer, path, headers, body, received) -> bool:
     )
     if chat:
         writer.write(_chunk(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})))
-    await asyncio.sleep(mock.get("ttft_ms", 0) / 1000)
+    await asyncio.sleep(ttft_s)
     split = bool(mock.get("split"))
     for i in range(tokens):
         if i:

@@ -1,0 +1,190 @@
+"""Pure pieces: scenario parsing, length distributions, datasets, arrival schedules, statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+
+import pytest
+
+from loadgen.scenario import Scenario, ScenarioError, parse_duration, parse_slo
+from loadgen.schedules import Phase, arrival_offsets
+from loadgen.stats import Distribution, PhaseStats, Slo
+from loadgen.timing import RequestRecord
+from loadgen.workloads import LengthDist, Synthetic, TextMaker, WorkloadError, load_jsonl, load_sharegpt
+
+
+def test_durations_and_slos():
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("2h") == 7200
+    assert parse_duration(30) == 30
+    assert math.isinf(parse_duration("inf"))
+    assert parse_slo("ttft<=2s") == Slo("ttft", "<=", 2.0)
+    assert parse_slo("tpot <= 100ms") == Slo("tpot", "<=", 0.1)
+    assert parse_slo("user_tps>=10") == Slo("user_tps", ">=", 10.0)
+    for bad in ("ttft>=2s", "user_tps<=3", "latency<=1s", "ttft<=soon"):
+        with pytest.raises(ScenarioError):
+            parse_slo(bad)
+    with pytest.raises(ScenarioError):
+        parse_duration("-1s")
+
+
+def test_flags_override_yaml_and_steps_become_phases(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "url: http://127.0.0.1:8000\nconcurrency: [1, 10]\nstep-duration: 20s\n"
+        "steps:\n  - {concurrency: 5, duration: 3s}\n  - {rate: 2.5}\n"
+    )
+    scenario = Scenario.build(Scenario.load_yaml(str(path)), {"step_duration": "7s", "seed": None})
+    phases = scenario.phases()
+    assert [(p.name, p.concurrency, p.rate, p.duration_s) for p in phases] == [
+        ("step-1 concurrency=5", 5, None, 3.0),
+        ("step-2 rate=2.5", None, 2.5, 7.0),
+    ]
+    plain = Scenario.build(None, {"url": "http://h:1", "concurrency": "1,10,50", "step_duration": "20s"})
+    assert [p.name for p in plain.phases()] == [
+        "step-1 concurrency=1", "step-2 concurrency=10", "step-3 concurrency=50",
+    ]  # fmt: skip
+    assert plain.shape() == "closed-steps"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "--url is required"),
+        ({"url": "http://h:1", "concurrency": 2, "rate": 3}, "not both"),
+        ({"url": "http://h:1", "concurrency": "0"}, "numbers above 0"),
+        ({"url": "http://h:1", "concurrency": "1.5"}, "whole"),
+        ({"url": "http://h:1", "sweep": True}, "needs at least one --slo"),
+        ({"url": "http://h:1", "step_duration": "inf"}, "without an end"),
+        ({"url": "http://h:1", "bogus": 1}, "unknown scenario key"),
+        ({"url": "http://h:1", "dataset": "csv:x"}, "sharegpt:PATH or jsonl:PATH"),
+        ({"url": "http://h:1", "concurrency": "1,2", "ramp_to": 5}, "ramps from one"),
+    ],
+)
+def test_bad_scenarios_have_clear_messages(values, message):
+    with pytest.raises(ScenarioError, match=message):
+        Scenario.build(None, values)
+
+
+def test_api_key_comes_from_env_or_file_and_is_redacted(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-secret")
+    scenario = Scenario.build(None, {"url": "http://h:1", "api_key_env": "MY_KEY"})
+    assert scenario.api_key() == "sk-secret"
+    assert "sk-secret" not in json.dumps(scenario.redacted())
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-file\n")
+    assert Scenario.build(None, {"url": "http://h:1", "api_key_file": str(key_file)}).api_key() == "sk-file"
+    with pytest.raises(ScenarioError, match="not set"):
+        Scenario.build(None, {"url": "http://h:1", "api_key_env": "NOT_SET_ANYWHERE"}).api_key()
+
+
+def test_length_distributions():
+    rng = random.Random(1)
+    assert LengthDist.parse("128").sample(rng) == 128
+    uniform = [LengthDist.parse("uniform:10:20").sample(rng) for _ in range(2000)]
+    assert min(uniform) == 10 and max(uniform) == 20
+    normal = [LengthDist.parse("normal:100:10").sample(rng) for _ in range(4000)]
+    assert abs(statistics.mean(normal) - 100) < 1.5
+    hist = [LengthDist.parse("hist:10=3,1000=1").sample(rng) for _ in range(4000)]
+    assert set(hist) == {10, 1000} and 0.7 < hist.count(10) / 4000 < 0.8
+    for bad in ("0", "uniform:5:1", "normal:x:1", "hist:5", "gauss:1:2"):
+        with pytest.raises(WorkloadError):
+            LengthDist.parse(bad)
+
+
+def test_synthetic_workload_is_deterministic_and_shares_prefixes():
+    def items(seed):
+        workload = Synthetic(
+            LengthDist.parse("uniform:5:50"), LengthDist.parse("20"), TextMaker(None), random.Random(seed),
+            prefix_groups=2, prefix_len=30, turns=2,
+        )  # fmt: skip
+        return [workload.next() for _ in range(6)]
+
+    first, again, other = items(7), items(7), items(8)
+    assert first == again and first != other
+    prompts = [item.messages[0]["content"] for item in first]
+    assert prompts[0].split("\n\n")[0] == prompts[2].split("\n\n")[0] != prompts[1].split("\n\n")[0]
+    assert all(len(item.followups) == 1 and item.max_tokens == 20 for item in first)
+
+
+def test_sharegpt_and_jsonl_loading(tmp_path):
+    sharegpt = tmp_path / "sg.json"
+    sharegpt.write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "hello there"}, {"from": "gpt", "value": "a b c d"}]},
+        {"conversations": [{"from": "gpt", "value": "no human turn"}]},
+        {"id": "broken"},
+    ]))  # fmt: skip
+    workload = load_sharegpt(str(sharegpt), random.Random(0), None, TextMaker(None), turns=1)
+    assert workload.items == [workload.next()] and workload.next().max_tokens == 4
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        '{"prompt": "hi", "max_tokens": 5}\n\n{"messages": [{"role": "user", "content": "x"}]}\n'
+    )
+    assert len(load_jsonl(str(jsonl), random.Random(0), None).items) == 2
+    jsonl.write_text('{"prompt": "hi"}\n{"text": 1}\n')
+    with pytest.raises(WorkloadError, match=r"p.jsonl:2"):
+        load_jsonl(str(jsonl), random.Random(0), None)
+
+
+def test_arrivals_follow_the_rate_and_burstiness():
+    def gaps(arrival, burstiness=1.0):
+        phase = Phase("p", rate=50.0, arrival=arrival, burstiness=burstiness)
+        offsets = arrival_offsets(phase, random.Random(3))
+        times = [next(offsets) for _ in range(20000)]
+        return [b - a for a, b in zip([0.0, *times], times, strict=False)]
+
+    constant = gaps("constant")
+    assert max(constant) - min(constant) < 1e-9 and abs(constant[0] - 0.02) < 1e-12
+    for arrival, burstiness, cv in (("poisson", 1.0, 1.0), ("gamma", 0.25, 2.0), ("gamma", 4.0, 0.5)):
+        values = gaps(arrival, burstiness)
+        assert abs(statistics.mean(values) - 0.02) < 0.001
+        assert abs(statistics.stdev(values) / statistics.mean(values) - cv) < 0.06 * cv
+
+
+def test_ramp_targets():
+    phase = Phase("ramp", concurrency=10, ramp_to=110, duration_s=100)
+    assert phase.target_at(0) == 10 and phase.target_at(50) == 60 and phase.target_at(500) == 110
+
+
+def test_distribution_percentiles_within_0_1_percent_and_bounded():
+    rng = random.Random(5)
+    values = [rng.lognormvariate(-3, 1.5) for _ in range(100_000)]
+    dist = Distribution()
+    for value in values:
+        dist.add(value)
+    ordered = sorted(values)
+    for p in (50, 90, 95, 99):
+        exact = ordered[math.ceil(p / 100 * len(ordered)) - 1]
+        assert abs(dist.percentile(p) - exact) <= 0.001 * exact
+    assert dist.mean == pytest.approx(statistics.fmean(values))
+    assert len(dist._buckets) < 8000  # bounded by the value range, not the count
+
+
+def record(ttft_ms: float, gaps_ms: list[float], tokens: int) -> RequestRecord:
+    r = RequestRecord("r", "p", 0, True)
+    r.sent_ns = 1_000_000
+    t = r.sent_ns + int(ttft_ms * 1e6)
+    r.token_times = [t]
+    for gap in gaps_ms:
+        t += int(gap * 1e6)
+        r.token_times.append(t)
+    r.end_ns = t
+    r.output_tokens = tokens
+    r.first_output_ns = r.token_times[0]
+    return r
+
+
+def test_vllm_docs_example_tpot_versus_itl_and_goodput():
+    # vLLM docs: two 40 ms gaps carrying 5 tokens, E2E 180 ms, TTFT 100 ms -> ITL 40 ms, TPOT 20 ms
+    r = record(100, [40, 40], tokens=5)
+    assert r.e2e_s == pytest.approx(0.18) and r.tpot_s == pytest.approx(0.02)
+    assert r.itl_s() == pytest.approx([0.04, 0.04])
+    stats = PhaseStats("p", (Slo("ttft", "<=", 0.15), Slo("user_tps", ">=", 40)))
+    stats.add(r)  # TTFT 100 ms, 50 tok/s: good
+    stats.add(record(200, [10], tokens=2))  # TTFT too slow
+    assert stats.good == 1
+    assert stats.slo_value(Slo("ttft", "<=", 0.15), 95) == pytest.approx(0.2, rel=1e-3)
+    assert not stats.slos_met(95)
