@@ -40,6 +40,17 @@ COUNTER_HELP = {
     "vllm:prompt_tokens_cached": "Number of cached prompt tokens (local + external).",
     "vllm:generation_tokens": "Number of generation tokens processed.",
 }
+MFU_COUNTERS = {
+    "vllm:estimated_flops_per_gpu": (
+        "Estimated number of floating point operations per GPU (for Model Flops Utilization calculations)."
+    ),
+    "vllm:estimated_read_bytes_per_gpu": (
+        "Estimated number of bytes read from memory per GPU (for Model Flops Utilization calculations)."
+    ),
+    "vllm:estimated_write_bytes_per_gpu": (
+        "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations)."
+    ),
+}
 PROMPT_TOKENS_BY_SOURCE_HELP = "Number of prompt tokens by source."
 PROMPT_TOKENS_CACHED_BY_SOURCE_HELP = (
     "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host "
@@ -90,6 +101,9 @@ class VllmCollector:
         engine = self.engine
         stats = engine.stats
         created = stats.created
+        # Registered by vLLM 0.33 in every deployment; they only move with --enable-mfu-metrics.
+        for name, documentation in MFU_COUNTERS.items():
+            yield self._counter(name, documentation, 0, created)
         yield from self._scheduler_gauges()
         counters = {
             "vllm:prefix_cache_queries": stats.prefix_cache_queries,
@@ -270,6 +284,7 @@ def cache_config_fields(engine: Engine) -> dict[str, str]:
         "kv_cache_memory_bytes": "None",
         "kv_offloading_size": "None",
         "kv_offloading_backend": "native",
+        "_block_size_resolved": "True",  # a private dataclass field, but vLLM's metrics_info() includes it
     }
 
 
@@ -283,10 +298,10 @@ def _bound_label(bound: float) -> str:
 def build_registry(engine: Engine, model_name: str) -> CollectorRegistry:
     """The registry a vLLM API server serves: engine families plus process and Python metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(VllmCollector(engine, model_name))
-    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)  # the default registry's order, which vLLM's /metrics shows
     PlatformCollector(registry=registry, platform=platform)
-    GCCollector(registry=registry)
+    ProcessCollector(registry=registry)
+    registry.register(VllmCollector(engine, model_name))
     return registry
 
 

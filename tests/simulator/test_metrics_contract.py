@@ -10,6 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ML = {"model_name", "engine"}
 # wire name -> (type, label names); counters by their wire name with _total
 EXPECTED = {
+    "vllm:estimated_flops_per_gpu_total": ("counter", ML),
+    "vllm:estimated_read_bytes_per_gpu_total": ("counter", ML),
+    "vllm:estimated_write_bytes_per_gpu_total": ("counter", ML),
     "vllm:num_requests_running": ("gauge", ML),
     "vllm:num_requests_waiting": ("gauge", ML),
     "vllm:num_requests_waiting_by_reason": ("gauge", ML | {"reason"}),
