@@ -45,11 +45,17 @@ class EnginesCollector:
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             results = self._loop.run(self._scrape_all(), timeout=self._round_limit)
-        uses = self._join.join((r.name, r.url) for r in results)
-        yield from build_families(results, uses, self._passthrough)
+        yield from build_families(results, self._gpu_uses(results), self._passthrough)
 
     def close(self) -> None:
         self._loop.close()
+
+    def _gpu_uses(self, results: Sequence[TargetResult]) -> list[GpuUse]:
+        try:
+            return self._join.join((r.name, r.url) for r in results)
+        except Exception:  # a failing GPU side costs the join series only, never the engine series
+            log.exception("engine -> GPU join failed")
+            return []
 
     async def _scrape_all(self) -> list[TargetResult]:
         # A fresh client per round: no keep-alive connection outlives an engine restart.

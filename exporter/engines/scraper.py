@@ -45,7 +45,6 @@ class TargetResult:
     normalized: Normalized | None = None
     exposition: Exposition | None = None
     engine: Engine | None = None
-    error: str = ""
 
 
 class HttpFetch:
@@ -53,9 +52,7 @@ class HttpFetch:
 
     def __init__(self, client: httpx.AsyncClient, target: TargetConfig, headers: dict[str, str]) -> None:
         parts = urlsplit(target.url)
-        self.origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        if ":" in (parts.hostname or ""):
-            self.origin = f"{parts.scheme}://[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never send URL credentials
         path = parts.path.rstrip("/")
         self.explicit_path = path + (f"?{parts.query}" if parts.query else "") if path else None
         self.client, self.target, self.headers = client, target, headers
@@ -128,7 +125,8 @@ class TargetScraper:
         except ParseError as exc:
             error_kind, message = "parse", str(exc)
         except Exception as exc:  # an adapter tripped over a payload shape nobody foresaw
-            log.exception("engine target %s: unexpected failure", self.target.name)
+            if self._was_up is not False:
+                log.exception("engine target %s: unexpected failure", self.target.name)
             error_kind, message = "parse", f"{type(exc).__name__}: {exc}"
         duration = time.perf_counter() - started
         up = not error_kind
@@ -148,7 +146,6 @@ class TargetScraper:
             normalized=normalized,
             exposition=exposition,
             engine=self.engine,
-            error=f"{error_kind}: {message}" if error_kind else "",
         )
 
     async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:

@@ -114,3 +114,17 @@ def test_collector_publishes_the_join_even_while_the_engine_does_not_answer(engi
     assert value(exposition, "llm_engine_gpu_info", **labels) == 1
     assert value(exposition, "llm_engine_gpu_memory_used_bytes", **labels) == 123
     assert value(exposition, "llm_target_errors_total", target="tree", kind="timeout") == 1
+
+
+def test_a_failing_gpu_side_costs_only_the_join(engine_tree: EngineTree) -> None:
+    def broken() -> list[FakeGpuProcess]:
+        raise RuntimeError("NVML went away")
+
+    target = TargetConfig("tree", f"http://127.0.0.1:{engine_tree.port}", kind="vllm", timeout_seconds=0.3)
+    collector = EnginesCollector(Config(targets=(target,)), gpu_processes=broken)
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="tree") == 0
+    assert not exposition.samples("llm_engine_gpu_info")
