@@ -88,6 +88,16 @@ class Engine:
         raise NotImplementedError
 
 
+async def optional_json(fetch: Fetch, path: str) -> Any:
+    """A JSON page some builds lack: None for an error answer or a non-JSON body; down is still down."""
+    try:
+        return await fetch.json(path)
+    except ScrapeError as exc:
+        if exc.kind in ("http_status", "parse"):
+            return None
+        raise
+
+
 def detection_score(exposition: Exposition, prefixes: Sequence[str]) -> int:
     return sum(1 for name in exposition.families if name.startswith(tuple(prefixes)))
 

@@ -5,6 +5,7 @@ NIMs built on a vLLM backend may pass `vllm:*` names through instead; both spell
 
 from __future__ import annotations
 
+from exporter.engines.base import Engine, Fetch, Scraped
 from exporter.engines.parse import Exposition
 from exporter.engines.vllm import Vllm
 
@@ -16,6 +17,9 @@ class Nim(Vllm):
     metrics_path = "/v1/metrics"
     prefixes = ()
     prefix = ""
+
+    async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
+        return await Engine.scrape(self, fetch, exposition)
 
     def name_prefix(self, exposition: Exposition) -> str:
         return "" if exposition.has("num_requests_running") else "vllm:"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from exporter.engines.base import (
     Engine,
+    Fetch,
     Scraped,
     Table,
     add_finished,
@@ -19,6 +20,7 @@ from exporter.engines.base import (
     apply_table,
     label_values,
     models_seen,
+    optional_json,
 )
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
@@ -47,6 +49,13 @@ class Vllm(Engine):
     prefixes = ("vllm:",)
     prefix = "vllm:"
 
+    async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
+        scraped = await super().scrape(fetch, exposition)
+        version = await optional_json(fetch, "/version")  # vLLM's {"version": "0.33.0"}; absent elsewhere
+        if isinstance(version, dict) and isinstance(version.get("version"), str):
+            scraped.documents["/version"] = version
+        return scraped
+
     def name_prefix(self, exposition: Exposition) -> str:
         return self.prefix
 
@@ -67,11 +76,11 @@ class Vllm(Engine):
         for reason_label in ("finished_reason", "finish_reason"):  # llm-d-inference-sim: finish_reason
             add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
         self._capacity(exposition, prefix, out)
-        add_info(
-            out,
-            models_seen(out) + label_values(exposition, "model_name", [prefix] if prefix else ["vllm:", ""])
-            or ([model] if model else []),
+        models = models_seen(out) + label_values(
+            exposition, "model_name", [prefix] if prefix else ["vllm:", ""]
         )
+        version = scraped.documents.get("/version", {}).get("version")
+        add_info(out, models or ([model] if model else []), version)
         return out
 
     def _capacity(self, exposition: Exposition, prefix: str, out: Normalized) -> None:

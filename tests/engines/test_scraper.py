@@ -332,3 +332,19 @@ def test_real_vllm_restart_resets_counters_through_the_exporter(fake_engine: Fak
     assert value(after, "llm_time_to_first_token_seconds_count", **labels) < value(
         before, "llm_time_to_first_token_seconds_count", **labels
     )
+
+
+def test_vllm_version_when_served_and_optional_otherwise(fake_engines: list[FakeEngine]) -> None:
+    with_version, without, *_ = fake_engines
+    for engine in (with_version, without):
+        engine.serve_fixture("/metrics", "vllm/v0.33.0-idle.txt")
+    with_version.serve("/version", '{"version": "0.33.0"}', content_type="application/json")
+    collector = collector_for(TargetConfig("a", with_version.url), TargetConfig("b", without.url))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_engine_info", target="a", model="Qwen/Qwen3-14B", version="0.33.0") == 1
+    assert value(exposition, "llm_target_up", target="b") == 1
+    [info] = [s for s in exposition.samples("llm_engine_info") if s.labels["target"] == "b"]
+    assert "version" not in info.labels
