@@ -264,7 +264,7 @@ def query_variable(name: str, label: str, query: str) -> dict:
         "multi": True,
         "name": name,
         "options": [],
-        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "query": query,
         "refresh": 2,
         "regex": "",
         "sort": 1,

@@ -13,10 +13,11 @@ import re
 import sys
 import time
 
+import httpx
 import pytest
 
 from tests.stack.dashboards import all_queries, concrete
-from tests.stack.promql import KEYWORDS, RULES_DIR, VLLM_NAMES
+from tests.stack.promql import KEYWORDS, RULES_DIR, VLLM_NAMES, rule_groups
 from tests.support.procs import free_port, running
 from tests.support.prometheus import Prometheus, prometheus_server
 
@@ -145,6 +146,15 @@ def test_engine_and_client_recording_rules_have_data(stack) -> None:
         "instance_target_model:llm_kv_cache_usage_ratio:max",
     ]:
         assert has_data(prometheus, rule), rule
+
+
+def test_every_rule_evaluates_without_error(stack) -> None:
+    prometheus, _ = stack
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == sum(len(group["rules"]) for _, group in rule_groups())
+    failing = {(rule["name"], rule.get("lastError")) for rule in rules if rule["health"] != "ok"}
+    assert failing == set()
 
 
 def test_selector_extraction() -> None:
