@@ -36,12 +36,12 @@ class XidWatcher:
             return dict(self._counts)
 
     def ensure_running(self) -> None:
-        """Start (or restart, after NVML was re-initialised) the watcher thread."""
-        if (
-            self._thread is not None
-            and self._thread.is_alive()
-            and self.generation == self.session.generation
-        ):
+        """Start the watcher thread once per NVML session (again after a re-initialisation).
+
+        A thread that ended within its session (nothing to watch, events unsupported) is not restarted
+        before the next session, so GPUs without events cost nothing per sampler pass.
+        """
+        if self._thread is not None and self.generation == self.session.generation:
             return
         self.stop()
         self.generation = self.session.generation

@@ -116,9 +116,7 @@ class NvmlSampler:
 
     def run_once(self) -> None:
         session = self.session
-        if session.reinit_pending:
-            self.xid.stop()  # its event set belongs to the session about to be torn down
-        session.ensure_initialised()
+        session.ensure_initialised(before_reinit=self.xid.stop)  # its event set belongs to the old session
         if session.generation != self._generation:
             self._forget_session()
         if session.available:

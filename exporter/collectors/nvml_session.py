@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -114,11 +115,16 @@ class NvmlSession:
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
-    def ensure_initialised(self, now: float | None = None) -> bool:
-        """Initialise NVML if needed (once per retry period at most); re-acquire lost GPUs. Not on scrapes."""
-        now = time.monotonic() if now is None else now
+    def ensure_initialised(self, before_reinit: Callable[[], None] | None = None) -> bool:
+        """Initialise NVML if needed (once per retry period at most); re-acquire lost GPUs. Not on scrapes.
+
+        before_reinit runs before a live session is torn down (the Xid thread must let go of it first).
+        """
+        now = time.monotonic()
         if (not self.available or self._reinit_needed) and now >= self._next_init:
             self._next_init = now + self.retry_seconds
+            if self.available and before_reinit is not None:
+                before_reinit()
             self._initialise()
         if self.available:
             self._retry_lost(now)
@@ -128,6 +134,7 @@ class NvmlSession:
         with self.lock:
             if self.available or self._reinit_needed:
                 self._shutdown_locked()
+            self._reinit_needed = False  # set again by discovery when it had to skip a GPU
             try:
                 self.nvml.nvmlInit()
                 self.driver_version = text(self.nvml.nvmlSystemGetDriverVersion())
@@ -137,7 +144,6 @@ class NvmlSession:
                 self._init_failed(exc)
                 return
             self.available = True
-            self._reinit_needed = False
             self._lost.clear()
             self.generation += 1
             self._said_unavailable = False
@@ -188,23 +194,35 @@ class NvmlSession:
         nvml = self.nvml
         devices: list[Device] = []
         for i in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            gpu = Device(
-                index=str(i),
-                uuid=text(nvml.nvmlDeviceGetUUID(handle)),
-                handle=handle,
-                name=text(nvml.nvmlDeviceGetName(handle)),
-                pci_bus_id=self._optional(lambda h=handle: text(nvml.nvmlDeviceGetPciInfo(h).busId), ""),
-                mig_mode=self._mig_mode(handle),
-                fan_count=self._optional(lambda h=handle: int(nvml.nvmlDeviceGetNumFans(h)), 0),
-                max_clocks_hz=self._max_clocks(handle),
-                nvlinks=self._nvlinks(handle),
-                gpm_supported=self._gpm_supported(handle),
-            )
-            devices.append(gpu)
-            if gpu.mig_mode == "enabled":
-                devices.extend(self._mig_devices(gpu))
+            try:
+                devices += self._discover_gpu(i)
+            except pynvml.NVMLError as exc:
+                if exc.value in NVML_WIDE:
+                    raise
+                # One GPU that does not answer must not hide the others: skip it, count it, and
+                # discover again at the next retry period.
+                with self._counts_lock:
+                    self._init_errors[error_name(exc)] += 1
+                self._reinit_needed = True
+                log.error("GPU %d does not answer NVML (%s); serving the others, retrying", i, exc)
         return tuple(devices)
+
+    def _discover_gpu(self, i: int) -> list[Device]:
+        nvml = self.nvml
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        gpu = Device(
+            index=str(i),
+            uuid=text(nvml.nvmlDeviceGetUUID(handle)),
+            handle=handle,
+            name=text(nvml.nvmlDeviceGetName(handle)),
+            pci_bus_id=self._optional(lambda: text(nvml.nvmlDeviceGetPciInfo(handle).busId), ""),
+            mig_mode=self._mig_mode(handle),
+            fan_count=self._optional(lambda: int(nvml.nvmlDeviceGetNumFans(handle)), 0),
+            max_clocks_hz=self._max_clocks(handle),
+            nvlinks=self._nvlinks(handle),
+            gpm_supported=self._gpm_supported(handle),
+        )
+        return [gpu, *self._mig_devices(gpu)] if gpu.mig_mode == "enabled" else [gpu]
 
     def _optional(self, read: Any, default: Any) -> Any:
         try:

@@ -352,3 +352,36 @@ def test_gpm_samples_closer_than_100ms_give_no_values() -> None:
     m = samples_of(collector.collect())
     assert m.all("gpu_sm_active_ratio") == []
     assert m.all("gpu_dram_bandwidth_utilization_ratio") == []
+
+
+def test_a_gpu_lost_before_start_does_not_hide_the_others() -> None:
+    gpus = two_gpus()
+    gpus[1].lost = True
+    nvml = FakeNvml(gpus)
+    collector = collector_for(nvml)
+    m = samples_of(collector.collect())
+    assert m.value("gpu_nvml_available") == 1
+    assert m.value("gpu_up", {"gpu": "0"}) == 1
+    assert m.all("gpu_info", {"gpu": "1"}) == []  # not discovered: NVML gave no UUID for it
+    assert collector.error_counts()["nvml_init_gpu_is_lost"] == 1
+
+    gpus[1].lost = False
+    collector.sampler.run_once()  # re-discovers (retry_seconds=0)
+    m = samples_of(collector.collect())
+    assert m.value("gpu_up", {"gpu": "1", "uuid": UUID1}) == 1
+    assert m.value("gpu_up", {"gpu": "0"}) == 1
+    collector.sampler.run_once()
+    assert nvml.init_calls == 2  # complete now: no further re-initialisation
+
+
+def test_gpus_without_xid_events_are_not_re_registered_every_pass() -> None:
+    gpus = two_gpus(unsupported={"nvmlDeviceRegisterEvents"})
+    nvml = FakeNvml(gpus)
+    collector = collector_for(nvml)
+    try:
+        for _ in range(3):
+            collector.sampler.run_once()
+        time.sleep(0.2)
+    finally:
+        collector.close()
+    assert [name for _, name in nvml.calls].count("nvmlEventSetCreate") == 1
