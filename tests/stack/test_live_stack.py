@@ -1,9 +1,10 @@
 """Every dashboard and Grafana-alert query against a real Prometheus scraping a live stack.
 
-Simulator (vLLM-shaped engine) <- exporter (no GPU here: NVML absent) and Prometheus (direct engine
-scrape); load generator -> simulator. Prometheus loads our recording and alert rules. Each query runs
-twice: with the stack idle (no traffic yet), where it must parse and return no NaN or Inf; and under
-load, where every query whose selectors all have data must return data itself.
+Simulator (vLLM-shaped engine) and a real llama.cpp llama-server <- exporter (no GPU here: NVML
+absent) and Prometheus (direct engine scrape); load generator -> simulator. Prometheus loads our
+recording and alert rules. Each query runs twice: with the stack idle (no traffic yet), where it must
+parse and return no NaN or Inf; and under load, where every query whose selectors all have data must
+return data itself. On a GPU host the GPU panels are checked the same way.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.stack.dashboards import all_queries, concrete
 from tests.stack.promql import KEYWORDS, RULES_DIR, VLLM_NAMES, rule_groups
+from tests.support.llama import LlamaServer, llama_server
 from tests.support.procs import free_port, running
 from tests.support.prometheus import Prometheus, prometheus_server
 
@@ -58,11 +61,17 @@ def values(result: list[dict]) -> list[float]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("live-stack")
+    with llama_server(tmp, parallel=2, ctx_size=1024) as llama:
+        yield from live_stack(tmp, llama)
+
+
+def live_stack(tmp: Path, llama: LlamaServer):
     sim_port, exporter_port, loadgen_port = free_port(), free_port(), free_port()
     sim = ["-m", "simulator", "--profile", "tiny", "--host", "127.0.0.1", "--port", str(sim_port)]
     exporter = [
         "-m", "exporter", "--listen-address", f"127.0.0.1:{exporter_port}",
         "--target", f"sim=http://127.0.0.1:{sim_port},kind=vllm",
+        "--target", f"llama=http://127.0.0.1:{llama.port},kind=llamacpp",
         "--engine-process-pattern", "vllm=-m simulator",  # so the engine-process panels have data too
     ]  # fmt: skip
     config = {
@@ -73,7 +82,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             {"job_name": "llmobs-loadgen", "static_configs": [{"targets": [f"127.0.0.1:{loadgen_port}"]}]},
             {
                 "job_name": "engines",
-                "static_configs": [{"targets": [f"127.0.0.1:{sim_port}"], "labels": {"engine_kind": "vllm"}}],
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{sim_port}"], "labels": {"engine_kind": "vllm"}},
+                    {"targets": [f"127.0.0.1:{llama.port}"], "labels": {"engine_kind": "llamacpp"}},
+                ],
             },
         ],
     }
@@ -83,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         prometheus_server(tmp, config) as prometheus,
     ):
         prometheus.wait_for('up{job="llmobs-exporter"} == 1')
-        prometheus.wait_for("count(vllm:num_requests_running) and count(llm_target_up == 1)")
+        prometheus.wait_for("count(vllm:num_requests_running) and count(llm_target_up == 1) == 2")
         time.sleep(4)  # a few idle scrapes, so every rate() has two samples
         idle = {where: prometheus.query(concrete(expr)) for where, expr in all_queries()}
         loadgen = [
@@ -125,6 +137,13 @@ def test_loaded_stack_answers_every_query_it_has_data_for(stack) -> None:
     assert missing == []
     # Without a GPU, the GPU panels cannot have data; everything engine- and client-side must.
     assert len(checked) >= 0.6 * (len(checked) + len(silent)), silent
+
+
+def test_both_engine_kinds_reach_the_engine_dashboard(stack) -> None:
+    prometheus, _ = stack
+    for metric in ["llm_requests_running", "llm_generation_tokens_total", "llm_target_up"]:
+        kinds = {r["metric"]["engine_kind"] for r in prometheus.query(f"count by (engine_kind) ({metric})")}
+        assert kinds == {"vllm", "llamacpp"}, metric
 
 
 def test_the_simulator_serves_every_vllm_name_the_dashboards_read(stack) -> None:
