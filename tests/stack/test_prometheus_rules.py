@@ -106,3 +106,15 @@ def test_alertmanager_config_routes_to_declared_receivers() -> None:
         for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
             if matcher.startswith("alertname="):
                 assert matcher.split("=", 1)[1].strip('"') in alerts, matcher
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess:
+    binary = require_binary("amtool", "apt-get install prometheus-alertmanager (Debian ships amtool in it)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, cwd=PROMETHEUS)
+
+
+def test_alertmanager_config_is_valid_and_routes_critical_alerts() -> None:
+    result = amtool("check-config", "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    route = amtool("config", "routes", "test", "--config.file=alertmanager.yml", "severity=critical")
+    assert route.returncode == 0 and route.stdout.strip() == "default", route.stdout + route.stderr
