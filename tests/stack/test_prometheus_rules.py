@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,16 @@ def test_alertmanager_config_is_valid_and_routes_critical_alerts() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     route = amtool("config", "routes", "test", "--config.file=alertmanager.yml", "severity=critical")
     assert route.returncode == 0 and route.stdout.strip() == "default", route.stdout + route.stderr
+
+
+def test_alerts_name_only_jobs_the_scrape_config_has() -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    named = {
+        job
+        for _, group in rule_groups()
+        for rule in group["rules"]
+        for matcher in re.findall(r'job[!=]~?"([^"]+)"', rule["expr"])
+        for job in matcher.split("|")
+    }
+    assert named and named <= jobs
