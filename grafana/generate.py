@@ -438,7 +438,7 @@ def overview() -> dict:
         ),
         stat(
             "Engines up",
-            "Engine targets the exporter reads successfully / configured.",
+            "Engine targets the exporter currently reads successfully (llm_target_up).",
             q(f"sum(llm_target_up{{{TARGET}}})"),
             "short",
         ),
