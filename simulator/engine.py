@@ -294,6 +294,7 @@ class Engine:
 
     async def _loop(self) -> None:
         clock = time.monotonic
+        late = 0.0  # how far the previous step overshot; the next one catches up by as much
         while True:
             if not self.running and not self.waiting and not self._pending_aborts:
                 self._work.clear()
@@ -302,14 +303,16 @@ class Engine:
             started = clock()
             batch, tokens = self._schedule(started)
             if not batch:
-                # Nothing fits (every waiting request needs more KV than exists after aborts):
-                # wait for the next change instead of spinning.
-                self._work.clear()
-                await self._work.wait()
+                # Only when every running request was preempted in this step; admit them next step.
+                await asyncio.sleep(0.001)
                 continue
-            target = started + self._step_seconds(batch, tokens)
+            seconds = self._step_seconds(batch, tokens)
+            target = started + max(0.0, seconds - late)
             await asyncio.sleep(max(0.0, target - clock()))
             finished_at = clock()
+            # When the event loop wakes us late (a busy or shared CPU), the next step is shorter by the
+            # overshoot, at most a whole step, so the modelled token rate holds on average.
+            late = min(max(0.0, finished_at - target), seconds)
             self.timing.record(finished_at - target)
             self._complete(batch, finished_at)
 
@@ -447,6 +450,8 @@ class Engine:
             self.running = [seq for seq in self.running if seq.status is Status.RUNNING]
 
     def _cache_full_blocks(self, seq: Sequence) -> None:
+        if len(seq.cached_refs) == len(seq.block_hashes):
+            return  # every full prompt block is cached already (the common decode case)
         full = min(seq.num_computed // self.block_size, len(seq.block_hashes))
         while len(seq.cached_refs) < full:
             self.pool.promote(seq.block_hashes[len(seq.cached_refs)])
