@@ -17,12 +17,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
 
-# The real components the tests use: Debian's Prometheus (installed when we are root, as CI is)
-# and llama.cpp's llama-server built from the llama-cpp-python sdist (cached under .cache/).
+# The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool), installed
+# when we are root, as CI is, and llama.cpp's llama-server built from the llama-cpp-python sdist
+# (cached under .cache/).
 prometheus-package:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus) >/dev/null \
-	    || echo "prometheus not installed and not root: tests that need it skip (fail under CI=true)"; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends prometheus prometheus-alertmanager) >/dev/null \
+	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
 
 llama-server:
 	@bash tools/build-llama-server.sh >/dev/null || echo "llama-server build failed: tests that need it skip (fail under CI=true)"
