@@ -1,19 +1,20 @@
-"""An httpx transport for many concurrent streams: an O(1) keep-alive pool and arrival timestamps.
+"""A lean HTTP/1.1 transport for httpx: O(1) keep-alive pool, one write per request, body chunks
+handed over per socket read, and kernel receive timestamps.
 
-httpx's default pool (httpcore.AsyncConnectionPool) rescans every connection, and for each one
-every connection again, whenever a request starts or ends; at 500 concurrent streams that held the
-event loop long enough to add tens of milliseconds to measured latencies. This pool keeps idle
-connections in a stack: a request takes the most recently used one that is still open (a
-connection the server closed while idle is readable, and is dropped, not reused), or opens a new
-one while under the limit. Connections are httpcore's own HTTP/1.1 connections.
+Why not httpx's default (httpcore + h11): its pool rescans every connection, and for each one every
+connection again, whenever a request starts or ends (at 500 streams that held the event loop for
+seconds); it writes headers, body and end-of-message in three syscalls; and h11 hands every HTTP
+chunk (one per SSE event) up through several generator layers. Here idle connections are a stack
+(the most recently used one that is still open is taken; one the server closed while idle is
+readable and is dropped, never reused), a request is one send(), and each socket read yields the
+de-chunked bytes it completed, in one piece.
 
-Plain-HTTP sockets ask the kernel for receive timestamps (SO_TIMESTAMPNS): each read carries the
-time its bytes reached the host, converted to the perf_counter clock. When many streams receive
-tokens at once (a server's decode step sends one to every stream) the event loop parses them one
-after another, but the timestamps stay those of arrival, so one stream's parsing does not shift
-another stream's token times. The stamp of the read that completed an event is
-`network_stream.arrival_ns` (response extension "network_stream"). HTTPS uses httpcore's own
-backend; its times are taken when the client reads the bytes.
+Each read asks the kernel for its receive timestamp (SO_TIMESTAMPNS, converted to the perf_counter
+clock): `arrival_ns` of the response's "network_stream" extension is when the bytes of the latest
+read reached the host. When many streams receive tokens at once (a decode step sends one to every
+stream), the event loop parses them one after another, but the stamps stay those of arrival, so one
+stream's parsing does not shift another stream's token times. Plain HTTP only; LoadClient uses
+httpx's own transport for https (times then taken when the client reads).
 """
 
 from __future__ import annotations
@@ -24,206 +25,109 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from time import perf_counter_ns
-from typing import Any
 
-import httpcore
 import httpx
-
-_EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-)
-
-
-_CORE_ERRORS = tuple(source for source, _ in _EXCEPTIONS)
-
-
-def _mapped(exc: Exception) -> Exception:
-    for source, target in _EXCEPTIONS:
-        if isinstance(exc, source):
-            return target(str(exc))
-    return exc
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterator[bytes], release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._stream:
-                yield part
-        except _CORE_ERRORS as exc:
-            raise _mapped(exc) from exc
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()  # type: ignore[attr-defined]
-        except _CORE_ERRORS as exc:
-            raise _mapped(exc) from exc
-        finally:
-            self._release()
-
-
-class StackPoolTransport(httpx.AsyncBaseTransport):
-    def __init__(self, max_connections: int, keepalive_expiry: float = 30.0) -> None:
-        self._idle: list[httpcore.AsyncHTTPConnection] = []
-        self._slots = asyncio.Semaphore(max_connections)
-        self._keepalive_expiry = keepalive_expiry
-        self.opened = 0  # connections opened, for tests and reports
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._slots.acquire()
-        url = request.url
-        connection = self._take_idle()
-        if connection is None:
-            origin = httpcore.Origin(
-                url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80)
-            )
-            connection = httpcore.AsyncHTTPConnection(
-                origin,
-                keepalive_expiry=self._keepalive_expiry,
-                network_backend=_BACKEND if url.scheme == "http" else None,
-            )
-            self.opened += 1
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,  # type: ignore[arg-type]
-            extensions=request.extensions,
-        )
-        try:
-            response = await connection.handle_async_request(core_request)
-        except BaseException as exc:
-            self._slots.release()
-            await connection.aclose()
-            if isinstance(exc, _CORE_ERRORS):
-                raise _mapped(exc) from exc
-            raise
-
-        def release() -> None:
-            self._slots.release()
-            if connection.is_idle() and not connection.has_expired():
-                self._idle.append(connection)
-
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response.stream, release),  # type: ignore[arg-type]
-            extensions=response.extensions,
-        )
-
-    def _take_idle(self) -> httpcore.AsyncHTTPConnection | None:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.is_idle() and not connection.has_expired():
-                return connection
-            self._close_soon(connection)
-        return None
-
-    @staticmethod
-    def _close_soon(connection: httpcore.AsyncHTTPConnection) -> None:
-        task = asyncio.get_running_loop().create_task(connection.aclose())
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.aclose()
-
 
 # SO_TIMESTAMPNS == SCM_TIMESTAMPNS; Python's socket module does not name it (35 on Linux)
 _TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
 _ANCILLARY = socket.CMSG_SPACE(16) if _TIMESTAMPNS is not None else 0
 _READ_BYTES = 256 * 1024
+_MAX_HEAD_BYTES = 64 * 1024
 
 
-def _realtime_to_monotonic(realtime_ns: int) -> int:
-    return realtime_ns - (time.time_ns() - perf_counter_ns())
+class _Connection:
+    """One keep-alive TCP connection: raw socket, receive buffer, arrival stamp of the last read."""
 
-
-class _TimedStream(httpcore.AsyncNetworkStream):
-    """A non-blocking TCP socket read with recvmsg(); `arrival_ns` is the kernel's receive timestamp
-    of the bytes (SO_TIMESTAMPNS, converted to the perf_counter clock), so a busy event loop does
-    not shift measured token times. Without kernel stamps it is the time of the read."""
+    __slots__ = ("arrival_ns", "buffer", "eof", "loop", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.buffer = bytearray()
         self.arrival_ns = 0
+        self.eof = False
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        sock = self._sock
+    @classmethod
+    async def open(cls, host: str, port: int, timeout: float | None, request: httpx.Request) -> _Connection:
+        loop = asyncio.get_running_loop()
+        sock = None
+        try:
+            async with asyncio.timeout(timeout):
+                family, kind, proto, _, address = (
+                    await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                )[0]
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if _TIMESTAMPNS is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, _TIMESTAMPNS, 1)
+                await loop.sock_connect(sock, address)
+        except TimeoutError:
+            if sock is not None:
+                sock.close()
+            raise httpx.ConnectTimeout(
+                f"no connection to {host}:{port} within {timeout:g}s", request=request
+            ) from None
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        return cls(sock)
+
+    def usable(self) -> bool:
+        """An idle connection is usable unless the server closed it (then it is readable)."""
+        if self.eof or self.buffer or self.sock.fileno() < 0:
+            return False
+        return not select.select([self.sock], [], [], 0)[0]
+
+    async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.loop.sock_sendall(self.sock, data)
+        except TimeoutError:
+            raise httpx.WriteTimeout(f"could not send for {timeout:g}s", request=request) from None
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+
+    async def fill(self, timeout: float | None, request: httpx.Request) -> bool:
+        """Read what the socket has into the buffer; False at end of stream."""
+        sock = self.sock
         while True:
             try:
                 data, ancillary, _, _ = sock.recvmsg(_READ_BYTES, _ANCILLARY)
+                break
             except (BlockingIOError, InterruptedError):
-                await self._readable(timeout)
-                continue
+                await self._readable(timeout, request)
             except OSError as exc:
-                raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
-            stamp = 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(payload) >= 16:
-                    seconds, nanoseconds = struct.unpack("qq", payload[:16])
-                    stamp = _realtime_to_monotonic(seconds * 1_000_000_000 + nanoseconds)
-            self.arrival_ns = stamp or perf_counter_ns()
-            return data
+                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        if not data:
+            self.eof = True
+            return False
+        stamp = 0
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(payload) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                stamp = seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - perf_counter_ns())
+        self.arrival_ns = stamp or perf_counter_ns()
+        self.buffer += data
+        return True
 
-    async def _readable(self, timeout: float | None) -> None:
-        waiter = self._loop.create_future()
-        fd = self._sock.fileno()
-        self._loop.add_reader(fd, _wake, waiter)
+    async def _readable(self, timeout: float | None, request: httpx.Request) -> None:
+        waiter = self.loop.create_future()
+        fd = self.sock.fileno()
+        self.loop.add_reader(fd, _wake, waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
-            raise httpcore.ReadTimeout(f"no data for {timeout:g}s") from None
+            raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request) from None
         finally:
-            self._loop.remove_reader(fd)
+            self.loop.remove_reader(fd)
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._loop.sock_sendall(self._sock, buffer)
-        except TimeoutError:
-            raise httpcore.WriteTimeout(f"could not write for {timeout:g}s") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
-
-    async def aclose(self) -> None:
-        self._sock.close()
-
-    async def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("TLS goes through httpcore's own backend")
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # idle keep-alive connection: readable means the server closed it
-            if self._sock.fileno() < 0:
-                return True
-            return bool(select.select([self._sock], [], [], 0)[0])
-        if info == "socket":
-            return self._sock
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
-        return None
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _wake(waiter: asyncio.Future) -> None:
@@ -231,46 +135,229 @@ def _wake(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-class _TimedBackend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        sock = None
+class _Body(httpx.AsyncByteStream):
+    """The response body: de-chunked bytes, one piece per socket read; releases the connection."""
+
+    def __init__(self, pool: StackPoolTransport, connection: _Connection, request: httpx.Request,
+                 length: int | None, chunked: bool, keep_alive: bool) -> None:  # fmt: skip
+        self._pool = pool
+        self._connection = connection
+        self._request = request
+        self._length = length
+        self._chunked = chunked
+        self._keep_alive = keep_alive
+        self._complete = False
+        self._read_s = (request.extensions.get("timeout") or {}).get("read")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunked:
+            source = self._chunks()
+        elif self._length is not None:
+            source = self._sized(self._length)
+        else:
+            source = self._until_close()
+        async for piece in source:
+            yield piece
+
+    async def _more(self) -> None:
+        if not await self._connection.fill(self._read_s, self._request):
+            raise httpx.RemoteProtocolError(
+                "connection closed before the response ended", request=self._request
+            )
+
+    async def _sized(self, remaining: int) -> AsyncIterator[bytes]:
+        buffer = self._connection.buffer
+        while True:
+            if buffer:
+                piece = bytes(buffer[:remaining])
+                del buffer[: len(piece)]
+                remaining -= len(piece)
+                yield piece
+            if remaining <= 0:
+                self._complete = True
+                return
+            await self._more()
+
+    async def _until_close(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        while True:
+            if connection.buffer:
+                piece = bytes(connection.buffer)
+                connection.buffer.clear()
+                yield piece
+            if not await connection.fill(self._read_s, self._request):
+                self._complete = True
+                return
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        buffer = self._connection.buffer
+        need = -1  # bytes of chunk data still to come; -1: a size line is next
+        while True:
+            pieces = []
+            while True:
+                if need < 0:
+                    end = buffer.find(b"\r\n")
+                    if end < 0:
+                        break
+                    try:
+                        need = int(bytes(buffer[:end]).split(b";", 1)[0], 16)
+                    except ValueError:
+                        raise httpx.RemoteProtocolError(
+                            "bad chunk size line", request=self._request
+                        ) from None
+                    if need == 0:
+                        trailer_end = buffer.find(b"\r\n\r\n", end)
+                        if not buffer.startswith(b"\r\n", end + 2) and trailer_end < 0:
+                            need = -1
+                            break  # wait for the end of the trailers
+                        stop = end + 4 if buffer.startswith(b"\r\n", end + 2) else trailer_end + 4
+                        del buffer[:stop]
+                        if pieces:
+                            yield b"".join(pieces)
+                        self._complete = True
+                        return
+                    del buffer[: end + 2]
+                if len(buffer) >= need + 2:
+                    if buffer[need : need + 2] != b"\r\n":
+                        raise httpx.RemoteProtocolError("chunk not followed by CRLF", request=self._request)
+                    if need:
+                        pieces.append(bytes(buffer[:need]))
+                    del buffer[: need + 2]
+                    need = -1
+                    continue
+                take = min(len(buffer), need)  # a large chunk: hand over what has arrived
+                if take:
+                    pieces.append(bytes(buffer[:take]))
+                    del buffer[:take]
+                    need -= take
+                break
+            if pieces:
+                yield b"".join(pieces)
+            await self._more()
+
+    async def aclose(self) -> None:
+        self._pool.release(self._connection, reusable=self._complete and self._keep_alive)
+
+
+class StackPoolTransport(httpx.AsyncBaseTransport):
+    def __init__(self, max_connections: int) -> None:
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self.opened = 0  # connections opened, for tests and reports
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout") or {}
+        await self._slots.acquire()
         try:
-            async with asyncio.timeout(timeout):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                family, kind, proto, _, address = infos[0]
-                sock = socket.socket(family, kind, proto)
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if _TIMESTAMPNS is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, _TIMESTAMPNS, 1)
-                if local_address:
-                    sock.bind((local_address, 0))
-                await loop.sock_connect(sock, address)
-        except TimeoutError:
-            if sock is not None:
-                sock.close()
-            raise httpcore.ConnectTimeout(f"no TCP connection to {host}:{port} within {timeout:g}s") from None
-        except OSError as exc:
-            if sock is not None:
-                sock.close()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        return _TimedStream(sock)
+            connection = self._take_idle()
+            if connection is None:
+                url = request.url
+                connection = await _Connection.open(
+                    url.host, url.port or 80, timeouts.get("connect"), request
+                )
+                self.opened += 1
+            try:
+                await connection.send(
+                    _serialize(request, await request.aread()), timeouts.get("write"), request
+                )
+                status, reason, headers = await self._head(connection, timeouts.get("read"), request)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
+            self._slots.release()
+            raise
+        length, chunked, keep_alive = _framing(request, status, headers)
+        body = _Body(self, connection, request, length, chunked, keep_alive)
+        return httpx.Response(
+            status_code=status,
+            headers=headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason, "network_stream": connection},
+        )
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("unix sockets are not supported")
+    async def _head(
+        self, connection: _Connection, timeout: float | None, request: httpx.Request
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        buffer = connection.buffer
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > _MAX_HEAD_BYTES:
+                raise httpx.RemoteProtocolError("response head too large", request=request)
+            if not await connection.fill(timeout, request):
+                raise httpx.RemoteProtocolError(
+                    "server closed the connection without a response", request=request
+                )
+        head = bytes(buffer[:end])
+        del buffer[: end + 4]
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}", request=request)
+        status = int(parts[1])
+        if 100 <= status < 200:  # an interim response: the real one follows
+            return await self._head(connection, timeout, request)
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise httpx.RemoteProtocolError(f"bad header line {line[:80]!r}", request=request)
+            headers.append((name.strip(), value.strip()))
+        return status, parts[2] if len(parts) > 2 else b"", headers
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def release(self, connection: _Connection, reusable: bool) -> None:
+        self._slots.release()
+        if reusable and not connection.buffer:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable():
+                return connection
+            connection.close()
+        return None
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
-_BACKEND = _TimedBackend()
+def _serialize(request: httpx.Request, body: bytes) -> bytes:
+    url = request.url
+    target = url.raw_path
+    lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
+    lines += [name + b": " + value for name, value in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _framing(
+    request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]]
+) -> tuple[int | None, bool, bool]:
+    """(content length, chunked, keep-alive) of a response."""
+    length = None
+    chunked = False
+    keep_alive = True
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        elif lowered == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+        elif lowered == b"connection" and b"close" in value.lower():
+            keep_alive = False
+    if request.method == "HEAD" or status in (204, 304):
+        return 0, False, keep_alive
+    if chunked:
+        return None, True, keep_alive
+    if length is None:
+        return None, False, False  # delimited by the connection closing
+    return length, False, keep_alive

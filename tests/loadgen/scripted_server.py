@@ -44,6 +44,8 @@ class State:
         self.tokens = 0
         self.connections = 0
         self.in_flight = 0
+        self.fast = False
+        self.rendered: dict[int, bytes] = {}
 
 
 def _chunk(payload: bytes) -> bytes:
@@ -87,7 +89,9 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
                 return
             received = now_ns()
             method, path, headers, body = request
-            if path.startswith("/v1/models"):
+            if path == "/health":
+                writer.write(_response(200, b"{}"))
+            elif path.startswith("/v1/models"):
                 writer.write(_response(200, b'{"object":"list","data":[{"id":"scripted","object":"model"}]}'))
             elif path == "/records":
                 writer.write(_response(200, json.dumps(state.records).encode()))
@@ -113,10 +117,12 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
 async def _complete(state, writer, path, headers, body, received) -> bool:
     """Serve one completion; False when the connection was closed on purpose."""
     request = json.loads(body)
+    if state.fast and request.get("stream") and "mock" not in request and path.endswith("chat/completions"):
+        return _fast_stream(state, writer, _max_tokens(request, state.defaults["tokens"]))
     mock = {**state.defaults, **(request.get("mock") or {})}
     chat = path.endswith("chat/completions")
     stream = bool(request.get("stream"))
-    tokens = int(request.get("max_tokens") or mock.get("tokens", 16))
+    tokens = _max_tokens(request, mock.get("tokens", 16))
     reasoning = int(mock.get("reasoning", 0))
     include_usage = bool((request.get("stream_options") or {}).get("include_usage")) and not mock.get(
         "no_usage"
@@ -224,8 +230,41 @@ async def _answer(
     return True
 
 
-async def serve(host: str, port: int, defaults: dict, keep_records: bool) -> None:
+def _max_tokens(request: dict, default: int) -> int:
+    return int(request.get("max_tokens") or request.get("max_completion_tokens") or default)
+
+
+def _fast_stream(state: State, writer: asyncio.StreamWriter, tokens: int) -> bool:
+    """Benchmarks: the whole stream pre-rendered, one write, no records (so the client is measured)."""
+    body = state.rendered.get(tokens)
+    if body is None:
+        parts = [_chunk(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))]
+        for i in range(tokens):
+            finish = "length" if i == tokens - 1 else None
+            parts.append(
+                _chunk(
+                    _event(
+                        {"choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": finish}]}
+                    )
+                )
+            )
+        usage = {"prompt_tokens": 32, "completion_tokens": tokens, "total_tokens": 32 + tokens}
+        parts.append(_chunk(_event({"choices": [], "usage": usage})))
+        parts.append(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        body = state.rendered[tokens] = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + b"".join(parts)
+        )
+    writer.write(body)
+    state.requests += 1
+    state.events += tokens
+    state.tokens += tokens
+    return True
+
+
+async def serve(host: str, port: int, defaults: dict, keep_records: bool, fast: bool = False) -> None:
     state = State(defaults, keep_records)
+    state.fast = fast
     server = await asyncio.start_server(lambda r, w: handle(state, r, w), host, port, backlog=4096)
     print(f"listening on {host}:{port}", flush=True)
     async with server:
@@ -240,10 +279,13 @@ def main() -> None:
     parser.add_argument("--itl-ms", type=float, default=0.0)
     parser.add_argument("--tokens", type=int, default=16, help="tokens when the request has no max_tokens")
     parser.add_argument("--no-records", action="store_true", help="keep counters only (benchmarks)")
+    parser.add_argument(
+        "--fast", action="store_true", help="benchmarks: pre-rendered chat streams, no delays"
+    )
     args = parser.parse_args()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens": args.tokens}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, defaults, not args.no_records))
+        asyncio.run(serve(args.host, args.port, defaults, not args.no_records, args.fast))
 
 
 if __name__ == "__main__":
