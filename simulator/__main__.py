@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
+        server_header=False,
+        date_header=False,
         timeout_graceful_shutdown=2,
     )
     return 0

@@ -128,6 +128,24 @@ class Simulator:
             min_tokens=min_tokens,
         )
 
+    def admit(self, kind: str, raw: bytes) -> Response:
+        """One completion request: parsed, maybe failed by an injected fault, else into the engine."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise RequestError("The request body is not valid JSON.") from None
+        parsed = self.parse(kind, body)
+        status = self.injected_error()
+        if status is not None:
+            return error_response(f"Injected fault: HTTP {status}.", status, "InjectedFault")
+        try:
+            seq = self.engine.add(
+                uuid.uuid4().hex, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.min_tokens
+            )
+        except AdmissionError as exc:
+            return error_response(str(exc), exc.status, exc.error_type)
+        return CompletionResponse(self, parsed, seq, self.fault_plan(seq))
+
     def injected_error(self) -> int | None:
         roll = self.rng.random()
         for status, rate in self.faults.error_rates.items():
@@ -404,7 +422,46 @@ class CompletionResponse(Response):
         return b"".join(parts)
 
 
-def create_app(sim: Simulator) -> FastAPI:
+COMPLETION_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+
+
+async def read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away before sending the body")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def completion_endpoint(sim: Simulator, kind: str, scope: dict, receive: Any, send: Any) -> None:
+    """The hot path, as a plain ASGI handler: no routing or validation layers per request."""
+    try:
+        response = sim.admit(kind, await read_body(receive))
+    except ConnectionResetError:
+        return
+    except RequestError as exc:
+        response = error_response(str(exc), exc.status, exc.error_type, exc.param)
+    await response(scope, receive, send)
+
+
+def create_app(sim: Simulator) -> Any:
+    """The ASGI app: the two completion endpoints directly, everything else through FastAPI."""
+    api = create_api(sim)
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        kind = COMPLETION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if kind is not None and scope["method"] == "POST":
+            await completion_endpoint(sim, kind, scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return app
+
+
+def create_api(sim: Simulator) -> FastAPI:
     engine = sim.engine
     logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
 
@@ -457,31 +514,6 @@ def create_app(sim: Simulator) -> FastAPI:
             "max_model_len": engine.profile.max_model_len,
         }
         return {"object": "list", "data": [card]}
-
-    async def complete(kind: str, request: Request) -> Any:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise RequestError("The request body is not valid JSON.") from None
-        parsed = sim.parse(kind, body)
-        status = sim.injected_error()
-        if status is not None:
-            return error_response(f"Injected fault: HTTP {status}.", status, "InjectedFault")
-        try:
-            seq = engine.add(
-                uuid.uuid4().hex, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.min_tokens
-            )
-        except AdmissionError as exc:
-            return error_response(str(exc), exc.status, exc.error_type)
-        return CompletionResponse(sim, parsed, seq, sim.fault_plan(seq))
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        return await complete("chat", request)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
-        return await complete("completion", request)
 
     @app.get("/_simulator/stats")
     async def stats() -> dict:
