@@ -4,10 +4,11 @@
     python3 bench/exporter_scrape.py [--scrapes 200] [--interval 0.2]      # latency and CPU, side by side
     python3 bench/exporter_scrape.py --rss-minutes 30                      # RSS over time at 1 scrape/s
 
-Per exporter: scrape latency p50/p99/max (a new connection per scrape, body read fully, like Prometheus
-without keep-alive), CPU seconds per scrape (process CPU during the scrapes minus its idle rate measured
-just before), idle CPU per second (its background threads), RSS, series and bytes per scrape; for ours
-also the largest age of the sampler's slow readings (gpu_sample_timestamp_seconds) seen in any scrape.
+Per exporter: scrape latency p50/p99/max (a new connection per scrape, body read fully, with the Accept
+and Accept-Encoding headers Prometheus sends, so OpenMetrics and gzip), CPU seconds per scrape (process
+CPU during the scrapes minus its idle rate measured just before), idle CPU per second (its background
+threads), RSS, series and (decompressed) bytes per scrape; for ours also the largest age of the
+sampler's slow readings (gpu_sample_timestamp_seconds) seen in any scrape.
 Plus one `nvidia-smi --query-gpu` call's cost where nvidia-smi exists.
 
 nvitop-exporter is not a project dependency: give `--nvitop-exporter "CMD"` (e.g. "python3 -m nvitop_exporter"
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import http.client
 import os
 import platform
@@ -75,18 +77,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What Prometheus 2.x sends on every scrape; --plain asks for uncompressed text format 0.0.4 instead.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+}
+HEADERS = dict(PROMETHEUS_HEADERS)
+
+
 def scrape(port: int, timeout: float = 10.0) -> tuple[float, bytes]:
+    """(seconds from connect to the last byte, the decompressed body)."""
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("GET", "/metrics")
+        connection.request("GET", "/metrics", headers=HEADERS)
         response = connection.getresponse()
         body = response.read()
+        elapsed = time.perf_counter() - started
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
+        if response.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
     finally:
         connection.close()
-    return time.perf_counter() - started, body
+    return elapsed, body
 
 
 def wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -162,7 +177,7 @@ def measure(name: str, argv: Sequence[str], port: int, scrapes: int, interval: f
         result.rss_bytes = tree_rss(handle)
         families = list(text_string_to_metric_families(body.decode()))
         result.series = sum(len(f.samples) for f in families)
-        result.body_bytes = len(body)
+        result.body_bytes = len(body)  # decompressed
         result.nvml = nvml_state(families)
         result.ran = True
         return result
@@ -254,7 +269,7 @@ COLUMNS = [
     "idle CPU ms/s",
     "RSS MB",
     "series",
-    "KB per scrape",
+    "KB per scrape (decompressed)",
     "max sampler age s",
 ]
 
@@ -266,7 +281,8 @@ def row(cells: Sequence[object]) -> str:
 def report(results: list[Result], scrapes: int, interval: float) -> str:
     lines = [
         f"Machine: {machine()}",
-        f"{scrapes} scrapes per exporter, {interval} s apart, one new connection each.",
+        f"{scrapes} scrapes per exporter, {interval} s apart, one new connection each, "
+        + ("text 0.0.4 uncompressed." if not HEADERS else "Prometheus's Accept headers (OpenMetrics, gzip)."),
         "",
         row(COLUMNS),
         row(["---"] * len(COLUMNS)),

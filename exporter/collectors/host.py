@@ -109,6 +109,7 @@ class HostCollector(Collector):
         self._total_ratio: float | None = None
         self._core_ratios: dict[int, float] = {}
         self._engines: tuple[EngineTree, ...] = ()
+        self._recognised: dict[tuple[int, float, str], tuple[str, str] | None] = {}
         self._errors: Counter[str] = Counter()
         self._scans = 0
         self._stop = threading.Event()
@@ -147,16 +148,21 @@ class HostCollector(Collector):
     def scan_engines(self) -> None:
         children: dict[int, list[int]] = {}
         roots: list[tuple[int, int, str, str, str]] = []  # (pid, ppid, kind, name, command)
-        for process in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        seen: dict[tuple[int, float, str], tuple[str, str] | None] = {}
+        # Only /proc/<pid>/stat is read for every process; the command line only for a process not seen
+        # before under this (pid, start time, name): exec changes the name, so `exec vllm ...` is noticed.
+        for process in psutil.process_iter(["pid", "ppid", "name", "create_time"]):
             info = process.info
-            pid, ppid = info["pid"], info["ppid"] or 0
+            pid, ppid, name = info["pid"], info["ppid"] or 0, info["name"] or ""
             children.setdefault(ppid, []).append(pid)
-            argv = info["cmdline"] or []
-            if pid == self._own_pid or not argv:
-                continue
-            kind = self.matcher.kind(argv)
-            if kind is not None:
-                roots.append((pid, ppid, kind, info["name"] or "", command_label(argv)))
+            key = (pid, info["create_time"] or 0.0, name)
+            if key not in self._recognised:
+                self._recognised[key] = self._recognise(process) if pid != self._own_pid else None
+            seen[key] = self._recognised[key]
+            if seen[key] is not None:
+                kind, command = seen[key]  # type: ignore[misc]
+                roots.append((pid, ppid, kind, name, command))
+        self._recognised = seen
         engine_pids = {r[0] for r in roots}
         parents = {pid: ppid for ppid, pids in children.items() for pid in pids}
         trees = []
@@ -166,6 +172,15 @@ class HostCollector(Collector):
             trees.append(EngineTree(pid, kind, name, command, tuple(_descendants(pid, children))))
         self._engines = tuple(trees[: self.engine_process_limit])
         self._scans += 1
+
+    def _recognise(self, process: psutil.Process) -> tuple[str, str] | None:
+        """(engine_kind, command label) when the process is an engine, else None."""
+        try:
+            argv = process.cmdline()
+        except (psutil.Error, OSError):
+            return None
+        kind = self.matcher.kind(argv) if argv else None
+        return None if kind is None else (kind, command_label(argv))
 
     @staticmethod
     def _has_engine_ancestor(pid: int, parents: dict[int, int], engine_pids: set[int]) -> bool:

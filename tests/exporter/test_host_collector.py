@@ -184,3 +184,26 @@ def test_background_scan_runs_and_stops() -> None:
     finally:
         collector.close()
     assert collector._thread is None or not collector._thread.is_alive()
+
+
+def test_a_process_that_execs_into_an_engine_is_recognised_at_the_next_scan() -> None:
+    process = subprocess.Popen(
+        ["bash", "-c", "read -t 30 line; exec -a llama-server sleep 60"], stdin=subprocess.PIPE
+    )
+    try:
+        collector = HostCollector(start_threads=False)
+        collector.scan_engines()
+        assert process.pid not in {tree.pid for tree in collector.engine_trees()}
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        deadline = time.monotonic() + 20
+        while psutil.Process(process.pid).cmdline()[:1] != ["llama-server"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        collector.scan_engines()
+        assert {tree.pid: tree.engine_kind for tree in collector.engine_trees()}.get(
+            process.pid
+        ) == "llamacpp"
+    finally:
+        process.kill()
+        process.wait()
