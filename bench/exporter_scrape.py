@@ -367,7 +367,12 @@ def main() -> int:
     parser.add_argument(
         "--exporter-arg", action="append", default=[], help="extra flag for our exporter (repeatable)"
     )
+    parser.add_argument(
+        "--plain", action="store_true", help="ask for text 0.0.4 without gzip (not what Prometheus asks)"
+    )
     args = parser.parse_args()
+    if args.plain:
+        HEADERS.clear()
     logs = ROOT / ".cache" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(ROOT))

@@ -6,6 +6,7 @@ collector that raises costs its own families for that scrape, never the whole sc
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -23,7 +24,8 @@ from exporter.config import Config
 log = logging.getLogger("exporter")
 
 
-def exporter_version() -> str:
+@functools.cache
+def exporter_version() -> str:  # importlib.metadata parses the METADATA file on each call
     try:
         return version("llmobs")
     except PackageNotFoundError:
