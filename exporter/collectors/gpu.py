@@ -191,8 +191,12 @@ class GpuCollector(Collector):
         session = self.session
         samples: list[Sample] = []
         if not session.lock.acquire(timeout=self._lock_timeout):
-            self._busy_scrapes += 1  # NVML is being re-initialised; never make the scrape wait for it
-            yield GaugeMetricFamily("gpu_nvml_available", "1 when NVML is initialised, else 0.", value=0)
+            # NVML is being (re-)initialised: never make the scrape wait for it; this scrape has no GPU series
+            self._busy_scrapes += 1
+            available = float(session.available)
+            yield GaugeMetricFamily(
+                "gpu_nvml_available", "1 when NVML is initialised, else 0.", value=available
+            )
             return
         try:
             available, devices = session.available, session.devices

@@ -385,3 +385,13 @@ def test_gpus_without_xid_events_are_not_re_registered_every_pass() -> None:
     finally:
         collector.close()
     assert [name for _, name in nvml.calls].count("nvmlEventSetCreate") == 1
+
+
+def test_a_scrape_does_not_wait_while_nvml_is_being_reinitialised() -> None:
+    collector = collector_for(FakeNvml(two_gpus()), lock_timeout_seconds=0.01)
+    with collector.session.lock:  # as held by a re-initialisation in the sampler thread
+        m = samples_of(collector.collect())
+    assert m.names() == {"gpu_nvml_available"}
+    assert m.value("gpu_nvml_available") == 1
+    assert collector.error_counts()["nvml_busy"] == 1
+    assert samples_of(collector.collect()).value("gpu_up", {"gpu": "0"}) == 1
