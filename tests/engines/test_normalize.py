@@ -399,3 +399,66 @@ def test_vllm_033_real_render_every_concept_equals_its_source(path: Path) -> Non
         assert capacity == float(config.labels["kv_cache_size_tokens"])
     # Histograms that are not schema concepts, and _created series, never leak into the schema.
     assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
+
+
+# --- SGLang 0.5.23 real renders (tools/fixtures; present once that helper has committed them) -----------
+
+SGLANG_RENDERS = sorted((FIXTURES / "sglang").glob("v0.5.23-*.txt"))
+
+
+def rank0(samples, **labels: str) -> list:
+    """The series of TP/PP/EP rank 0 (the others are copies, or zeros from non-logging ranks)."""
+    return [
+        s
+        for s in samples
+        if all(s.labels.get(rank, "0") == "0" for rank in ("tp_rank", "pp_rank", "moe_ep_rank"))
+        and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+@pytest.mark.parametrize("path", SGLANG_RENDERS, ids=lambda p: p.name)
+def test_sglang_0523_real_render_every_concept_equals_its_source(path: Path) -> None:
+    exposition = parse(path.read_text())
+    assert engine_for_payload(exposition) is ENGINES["sglang"]
+    out = ENGINES["sglang"].normalize(Scraped(exposition), None)
+    model = exposition.samples("sglang:num_running_reqs")[0].labels["model_name"]
+    ranks = sorted({s.labels.get("dp_rank") for s in exposition.samples("sglang:num_running_reqs")}, key=str)
+    for dp in ranks:
+        where = {"dp_rank": dp} if dp is not None else {}
+        index = {"engine_index": dp} if dp is not None else {}
+        for family, wire in [
+            ("llm_requests_running", "sglang:num_running_reqs"),
+            ("llm_requests_waiting", "sglang:num_queue_reqs"),
+            ("llm_kv_cache_usage_ratio", "sglang:token_usage"),
+            ("llm_kv_cache_capacity_tokens", "sglang:max_total_num_tokens"),
+            ("llm_preemptions_total", "sglang:num_retracted_requests_total"),
+        ]:
+            sources = rank0(exposition.samples(wire), **where)
+            if not sources:
+                assert out.value(family, **index) is None  # absent in the payload: absent here
+                continue
+            [source] = sources
+            assert one(out, family, model=model, **index) == source.value, family
+        effective = rank0(exposition.samples("sglang:prefill_effective_tokens_total"), **where)
+        assert one(out, "llm_prefix_cache_queries_total", **index) == sum(s.value for s in effective)
+        hits = sum(s.value for s in effective if s.labels["mode"].endswith("_hit"))
+        assert one(out, "llm_prefix_cache_hits_total", **index) == hits
+    for family, wire in [
+        ("llm_prompt_tokens_total", "sglang:prompt_tokens_total"),
+        ("llm_generation_tokens_total", "sglang:generation_tokens_total"),
+        ("llm_prompt_tokens_cached_total", "sglang:cached_tokens_total"),
+    ]:
+        total = sum(s.value for s in exposition.samples(wire))
+        assert out.value(family, model=model) == (total if exposition.samples(wire) else None), family
+    for family, wire in [
+        ("llm_time_to_first_token_seconds", "sglang:time_to_first_token_seconds"),
+        ("llm_inter_token_latency_seconds", "sglang:inter_token_latency_seconds"),
+        ("llm_time_per_output_token_seconds", "sglang:request_time_per_output_token_seconds"),
+        ("llm_e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds"),
+    ]:
+        sources = exposition.histograms(wire)
+        merged = matching(out.histograms, family, {})
+        assert sum(h.count for h in merged) == sum(h.count for h in sources)
+        assert sum(h.sum for h in merged) == pytest.approx(sum(h.sum for h in sources))
+    # The `le`-labelled per-stage family and the pid-labelled gauges never leak into the schema.
+    assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
