@@ -348,3 +348,33 @@ def test_vllm_version_when_served_and_optional_otherwise(fake_engines: list[Fake
     assert value(exposition, "llm_target_up", target="b") == 1
     [info] = [s for s in exposition.samples("llm_engine_info") if s.labels["target"] == "b"]
     assert "version" not in info.labels
+
+
+PASSTHROUGH_SOURCES = [
+    "vllm/v0.33.0-dp2-load.txt",
+    "llamacpp/h100-qwen3-4b-shape-c500.txt",
+    "tgi/constructed-full.txt",
+    "triton_trtllm/constructed-newer-backend.txt",
+    "nim/constructed-bare-names.txt",
+    *sorted(str(p.relative_to(FIXTURES)) for p in (FIXTURES / "sglang").glob("v0.5.23-*.txt")),
+]
+
+
+@pytest.mark.parametrize("relative", PASSTHROUGH_SOURCES)
+def test_passthrough_of_real_payloads_is_valid_exposition(fake_engine: FakeEngine, relative: str) -> None:
+    source = (FIXTURES / relative).read_bytes()
+    fake_engine.serve("/metrics", source)
+    fake_engine.serve("/v1/metrics", source)
+    fake_engine.serve("/props", json.dumps(PROPS), content_type="application/json")
+    fake_engine.serve("/info", '{"model_id": "m"}', content_type="application/json")
+    collector = collector_for(
+        TargetConfig("a", fake_engine.url), TargetConfig("b", fake_engine.url), passthrough=True
+    )
+    try:
+        exposition = scrape(collector)  # parsed back strictly: no duplicate series or TYPE lines
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="a") == 1
+    passed = [n for n in exposition.families if not n.startswith("llm_")]
+    assert passed and not [n for n in passed if n.startswith(("process_", "python_", "http_"))]
+    assert not [n for n in exposition.families if n.endswith("_created")]
