@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -168,6 +169,11 @@ class LoadClient:
                     continue
                 if data == b"[DONE]":
                     done = True
+                elif not event and record.text is None and _plain_content_token(data):
+                    record.token_times.append(now)
+                    record.content_events += 1
+                    if not record.first_output_ns:
+                        record.first_output_ns = now
                 elif not self._event(event, data, now, record):
                     return
         if stamped:
@@ -268,6 +274,24 @@ class LoadClient:
         elif record.token_source == "counted":
             record.output_tokens = record.content_events + record.reasoning_events
             record.reasoning_tokens = record.reasoning_events
+
+
+_NOT_PLAIN = re.compile(rb'"reasoning|"tool_calls"|"usage"|"error"|"finish_reason": ?"|"index": ?[1-9]')
+
+
+def _plain_content_token(data: bytes) -> bool:
+    """True for the common chat token event: one JSON object, ASCII only, a non-empty delta
+    `content`, choice 0, no reasoning, tool calls, usage, error or finish reason. Those are counted
+    without parsing the JSON (most of a stream's events); every other event is parsed in full."""
+    if data[:1] != b"{" or data[-1:] != b"}" or not data.isascii():
+        return False
+    at = data.find(b'"content":')
+    if at < 0:
+        return False
+    value = data[at + 10 : at + 13].lstrip(b" ")
+    if value[:1] != b'"' or value[1:2] == b'"':
+        return False
+    return _NOT_PLAIN.search(data) is None
 
 
 def _take_usage(usage: dict, record: RequestRecord) -> None:

@@ -41,6 +41,8 @@ class SSEParser:
             self._partial.append(chunk)
             chunk = b"".join(self._partial)
             self._partial = []
+        if not self._data and b"\r" not in chunk:
+            return self._feed_blocks(chunk)
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if tail:
@@ -49,6 +51,24 @@ class SSEParser:
         events: list[tuple[bytes, bytes]] = []
         for line in lines:
             self._line(line, events)
+        return events
+
+    def _feed_blocks(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        """The common case, LF line ends: split into events at blank lines; an event that is one
+        `data: ` line needs no line-by-line parsing."""
+        blocks = chunk.split(b"\n\n")
+        tail = blocks.pop()  # an event not yet ended (lines only matter once it is dispatched)
+        if tail:
+            self._partial.append(tail)
+        self._partial_len = len(tail)
+        events: list[tuple[bytes, bytes]] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                events.append((b"", block[6:]))
+            elif block:
+                for line in block.split(b"\n"):
+                    self._line(line, events)
+                self._line(b"", events)
         return events
 
     def finish(self) -> list[tuple[bytes, bytes]]:

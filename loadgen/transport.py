@@ -84,8 +84,16 @@ class _Connection:
 
     async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
         try:
+            sent = self.sock.send(data)  # a request almost always fits the socket buffer at once
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        if sent == len(data):
+            return
+        try:
             async with asyncio.timeout(timeout):
-                await self.loop.sock_sendall(self.sock, data)
+                await self.loop.sock_sendall(self.sock, data[sent:])
         except TimeoutError:
             raise httpx.WriteTimeout(f"could not send for {timeout:g}s", request=request) from None
         except OSError as exc:
@@ -115,24 +123,27 @@ class _Connection:
         return True
 
     async def _readable(self, timeout: float | None, request: httpx.Request) -> None:
-        waiter = self.loop.create_future()
+        loop = self.loop
+        waiter = loop.create_future()
         fd = self.sock.fileno()
-        self.loop.add_reader(fd, _wake, waiter)
+        loop.add_reader(fd, _wake, waiter, True)
+        timer = loop.call_later(timeout, _wake, waiter, False) if timeout is not None else None
         try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request) from None
+            readable = await waiter
         finally:
-            self.loop.remove_reader(fd)
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+        if not readable:
+            raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request)
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _wake(waiter: asyncio.Future) -> None:
+def _wake(waiter: asyncio.Future, readable: bool) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(readable)
 
 
 class _Body(httpx.AsyncByteStream):
