@@ -24,8 +24,9 @@ answers 200. The server log is tmp_path / "llama-server.log" (its tail is shown 
 file is missing, tests.support.real.missing() is called: skip locally, fail under CI=true.
 
 Paths: the cache folder is $LLMOBS_CACHE or <repo>/.cache; the build is
-<cache>/llama.cpp-$LLAMA_CPP_PYTHON_VERSION (default 0.3.36)/build/bin/llama-server and the vocab files
-are in <cache>/llama.cpp-<version>/models/ggml-vocab-*.gguf.
+<cache>/llama.cpp-$LLAMA_CPP_PYTHON_VERSION (default 0.3.36)$LLAMA_BUILD_SUFFIX/build/bin/llama-server and
+the vocab files are in <cache>/llama.cpp-<version><suffix>/models/ggml-vocab-*.gguf, as the build script
+writes them.
 
 Clients of this server should not reuse keep-alive connections across streamed requests (it may
 close them) and must tolerate undecodable bytes in the streamed text.
@@ -64,7 +65,9 @@ def cache_dir() -> Path:
 
 
 def build_dir() -> Path:
-    return cache_dir() / f"llama.cpp-{os.environ.get('LLAMA_CPP_PYTHON_VERSION', '0.3.36')}"
+    """Where tools/build-llama-server.sh put its build (same variables, e.g. LLAMA_BUILD_SUFFIX=-cuda)."""
+    version = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
+    return cache_dir() / f"llama.cpp-{version}{os.environ.get('LLAMA_BUILD_SUFFIX', '')}"
 
 
 def llama_binary() -> Path:
