@@ -123,6 +123,33 @@ def prometheus_config(ports: dict[str, int], rules_dir: Path) -> dict:
     return config
 
 
+PEAK_FAMILIES = (
+    "llm_requests_running",
+    "llm_requests_waiting",
+    "llm_kv_cache_usage_ratio",
+    "llm_preemptions_total",
+)
+
+
+def watch_engine(exporter_url: str, loadgen: subprocess.Popen, timeout: float) -> dict[str, float]:
+    """Wait for the load generator, recording the highest normalized engine gauges meanwhile."""
+    peaks = dict.fromkeys(PEAK_FAMILIES, 0.0)
+    deadline = time.monotonic() + timeout
+    while loadgen.poll() is None:
+        if time.monotonic() > deadline:
+            raise DemoError(f"the load generator did not finish within {timeout:.0f}s")
+        try:
+            text = httpx.get(f"{exporter_url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            text = ""
+        for line in text.splitlines():
+            family = line.split("{", 1)[0]
+            if family in peaks:
+                peaks[family] = max(peaks[family], float(line.rsplit(" ", 1)[1]))
+        time.sleep(1)
+    return peaks
+
+
 def engine_view(exporter_url: str) -> list[str]:
     """The exporter's normalized engine series (llm_*), without histogram buckets."""
     text = httpx.get(f"{exporter_url}/metrics", timeout=10).text
@@ -196,10 +223,13 @@ def run(args: argparse.Namespace) -> int:
              "--metrics-address", f"127.0.0.1:{ports['loadgen']}", "--output-json", str(report)],
             capture=False,
         )  # fmt: skip
-        status = loadgen.wait(timeout=len(steps.split(",")) * (seconds + 30) + 30)
-        if status != 0:
-            raise DemoError(f"the load generator exited with status {status}")
+        peaks = watch_engine(exporter_url, loadgen, timeout=len(steps.split(",")) * (seconds + 30) + 30)
+        if loadgen.returncode != 0:
+            raise DemoError(f"the load generator exited with status {loadgen.returncode}")
         results.append(("load generator", True, f"report {report}"))
+        print("\n== engine at its busiest during the run (through the exporter, sampled every second)")
+        for family, value in peaks.items():
+            print(f"   max {family} = {value:g}")
 
         print("\n== exporter: normalized engine view (llm_*, histogram buckets left out)")
         for line in engine_view(exporter_url):

@@ -32,6 +32,8 @@ def test_quick_demo_runs_reports_and_cleans_up() -> None:
     assert "Time to First Token (ms)" in output
     assert "llm_requests_running{" in output  # the exporter's normalized view of the simulator
     assert "every process stopped" in output
+    # 16 users against the tiny engine's 8 sequences: the queue shows through the exporter
+    assert int(re.search(r"max llm_requests_waiting = (\d+)", output).group(1)) > 0
     # Every process the demo started has one of the ports it printed on its command line.
     ports = set(re.findall(r"127\.0\.0\.1:(\d+)", output))
     assert len(ports) >= 3
