@@ -79,7 +79,7 @@ def test_queue_and_kv_pressure_appear_under_overload_and_clear_after(start_simul
 
     asyncio.run(single())
     recovered = metric_values(url)
-    assert mean_ttft_since(after, recovered) < 2 * idle_ttft + 0.05
+    assert mean_ttft_since(after, recovered) < idle_ttft + 0.5 < loaded_ttft  # the queue is gone
 
 
 def test_repeated_prefix_hits_the_prefix_cache(start_simulator) -> None:
