@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -492,6 +493,18 @@ def energy_row(
     )
 
 
+def wait_for_ready(load: subprocess.Popen, deadline: float) -> None:
+    """Until the load prints "ready" (PyTorch started, matmuls warm); never blocks past the deadline."""
+    assert load.stdout is not None
+    while time.monotonic() < deadline:
+        if load.poll() is not None:
+            raise RuntimeError(f"the matmul load exited with {load.returncode} (is torch with CUDA there?)")
+        readable, _, _ = select.select([load.stdout], [], [], 1.0)
+        if readable and "ready" in load.stdout.readline():
+            return
+    raise RuntimeError("the matmul load did not start in time")
+
+
 def main() -> int:
     try:
         return verify()
@@ -548,13 +561,7 @@ def verify() -> int:
             [sys.executable, "-c", LOAD, str(args.load_seconds)], stdout=subprocess.PIPE, text=True, env=env
         )
         try:
-            line = ""
-            while time.monotonic() < deadline - 60 and "ready" not in line:
-                line = load.stdout.readline() if load.stdout else ""
-                if load.poll() is not None:
-                    raise RuntimeError(
-                        f"the matmul load exited with {load.returncode} (is torch with CUDA there?)"
-                    )
+            wait_for_ready(load, deadline - 60)
             time.sleep(3)  # utilization and power settle
             watts, first, last = [], None, None
             for i in range(args.snapshots):
