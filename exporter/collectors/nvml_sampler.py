@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -53,11 +53,13 @@ NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
 SOURCES = ("energy", "fields", "pcie", "processes", "process_utilization", "gpm")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reading:
+    """One source's latest result for one device; replaced whole, so a scrape never sees half of one."""
+
     labels: tuple[str, str]  # the device's gpu and uuid
     timestamp: float | None = None  # Unix time of the last success
-    samples: list[Sample] = field(default_factory=list)
+    samples: tuple[Sample, ...] = ()
 
 
 @dataclass
@@ -126,12 +128,12 @@ class NvmlSampler:
         processes: list[GpuProcess] = []
         for device in devices:
             for source, read in self._sources(device):
-                reading = readings.setdefault((device.uuid, source), Reading(device.labels))
                 samples = read(device)
-                if samples is None:
-                    reading.samples = []
-                else:
-                    reading.timestamp, reading.samples = self.clock(), samples
+                previous = readings.get((device.uuid, source))
+                if samples is not None:
+                    readings[(device.uuid, source)] = Reading(device.labels, self.clock(), tuple(samples))
+                elif previous is not None:  # failed: drop the values, keep when it last succeeded
+                    readings[(device.uuid, source)] = Reading(device.labels, previous.timestamp)
             processes += self._device_processes(device)
         live = {d.uuid for d in session.devices}
         self._readings = {key: r for key, r in readings.items() if key[0] in live}
