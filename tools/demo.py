@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job)
     try:
         print(f"== llmobs demo: simulator profile {profile}, concurrency steps {steps}, {seconds}s each")
         sim = procs.start(

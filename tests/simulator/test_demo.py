@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -54,3 +56,26 @@ def test_demo_fails_clearly_and_cleans_up_when_a_part_fails() -> None:
     assert "DEMO FAILED" in result.stderr
     assert "no-such-profile" in result.stderr + result.stdout
     assert "FAIL demo" in result.stdout
+
+
+def test_interrupted_demo_stops_everything_it_started() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "tools/demo.py", "--quick"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    lines = []
+    for raw in process.stdout:  # wait until the load generator runs, then press Ctrl-C
+        lines.append(raw.decode(errors="replace"))
+        if "load generator report" in lines[-1]:
+            break
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    output = "".join(lines) + process.communicate(timeout=60)[0].decode(errors="replace")
+    assert process.returncode == 1
+    assert "FAIL demo: interrupted" in output
+    ports = set(re.findall(r"127\.0\.0\.1:(\d+)", output))
+    marks = {f":{port}" for port in ports} | {f"--port {port}" for port in ports}
+    assert len(ports) >= 3
+    assert not [cmdline for cmdline in cmdlines() if any(mark in cmdline for mark in marks)]
