@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 from simulator.faults import FaultConfigError, Faults, load_faults, parse_error_rate, parse_pair
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for generated text, lengths and faults")
     parser.add_argument(
         "--time-scale", type=float, help="multiply every simulated duration (2 = twice as slow)"
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require `Authorization: Bearer <value of VAR>` on /v1 paths, like vLLM's --api-key",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     faults = parser.add_argument_group("fault injection (a --faults file, then flags on top of it)")
@@ -93,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ProfileError, FaultConfigError) as exc:
         print(f"llmobs-simulator: {exc}", file=sys.stderr)
         return 2
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(
+                f"llmobs-simulator: --api-key-env {args.api_key_env}: that variable is empty", file=sys.stderr
+            )
+            return 2
     if not 0 < args.port < 65536:
         print(f"llmobs-simulator: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
@@ -113,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     uvicorn.run(
-        create_app(sim),
+        create_app(sim, api_key),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

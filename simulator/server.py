@@ -11,9 +11,11 @@ Simulator-only endpoints live under /_simulator/ (stats, restart) and are not pa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -447,11 +449,33 @@ async def completion_endpoint(sim: Simulator, kind: str, scope: dict, receive: A
     await response(scope, receive, send)
 
 
-def create_app(sim: Simulator) -> Any:
-    """The ASGI app: the two completion endpoints directly, everything else through FastAPI."""
+def bearer_matches(scope: dict, key_digest: bytes) -> bool:
+    """vLLM's --api-key check: `Authorization: Bearer KEY`, compared in constant time."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            digest = hashlib.sha256(token.encode()).digest()
+            return scheme.lower() == "bearer" and secrets.compare_digest(digest, key_digest)
+    return False
+
+
+def create_app(sim: Simulator, api_key: str | None = None) -> Any:
+    """The ASGI app: the two completion endpoints directly, everything else through FastAPI. With an
+    API key, paths under /v1 need it (as in vLLM); /health and /metrics stay open."""
     api = create_api(sim)
+    key_digest = hashlib.sha256(api_key.encode()).digest() if api_key else None
+    unauthorized = JSONResponse({"error": "Unauthorized"}, status_code=401)
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
+        if (
+            key_digest is not None
+            and scope["type"] == "http"
+            and scope.get("method") != "OPTIONS"
+            and scope["path"].startswith("/v1")
+            and not bearer_matches(scope, key_digest)
+        ):
+            await unauthorized(scope, receive, send)
+            return
         kind = COMPLETION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if kind is not None and scope["method"] == "POST":
             await completion_endpoint(sim, kind, scope, receive, send)

@@ -144,3 +144,20 @@ def test_client_disconnect_aborts_the_request(url: str) -> None:
     assert (
         'vllm:request_success_total{engine="0",finished_reason="abort",model_name="test-model"} 1.0' in text
     )
+
+
+def test_api_key_guards_v1_like_vllm(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SIM_TEST_KEY", "s3cret-key")
+    with simulator(tmp_path, "--profile", "tiny", "--api-key-env", "SIM_TEST_KEY") as base:
+        body = {"prompt": "hi", "max_tokens": 1}
+        denied = httpx.post(f"{base}/v1/completions", json=body, timeout=5)
+        assert (denied.status_code, denied.json()) == (401, {"error": "Unauthorized"})
+        wrong = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        allowed = httpx.post(
+            f"{base}/v1/completions", json=body, headers={"Authorization": "Bearer s3cret-key"}, timeout=5
+        )
+        assert allowed.status_code == 200
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200  # open, as in vLLM
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+    assert "s3cret-key" not in (tmp_path / next(p.name for p in tmp_path.glob("simulator-*.log"))).read_text()
