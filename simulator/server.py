@@ -32,6 +32,7 @@ from simulator.faults import Faults
 from simulator.metrics import build_registry, render
 
 VERSION = "0.33.0+llmobs.simulator"
+VOCABULARY_SIZE = 151936  # Qwen3's; token-id prompts beyond it are rejected like vLLM rejects them
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 log = logging.getLogger("simulator")
 
@@ -208,7 +209,11 @@ def _prompt_ids(prompt: Any) -> list[int]:
         prompt = prompt[0]
     if isinstance(prompt, str):
         return text.token_ids(prompt)
-    if isinstance(prompt, list) and prompt and all(type(token) is int and token >= 0 for token in prompt):
+    if isinstance(prompt, list) and prompt and all(type(token) is int for token in prompt):
+        if not all(0 <= token < VOCABULARY_SIZE for token in prompt):
+            raise RequestError(
+                f"Token ids must be in [0, {VOCABULARY_SIZE}): out of vocabulary.", param="prompt"
+            )
         return list(prompt)
     raise RequestError(
         "prompt must be a string or a list of token ids (one prompt per request).", param="prompt"

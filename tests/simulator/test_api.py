@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterator
 
@@ -111,6 +112,16 @@ def test_min_tokens_and_token_id_prompts(url: str) -> None:
         ("/v1/completions", {"prompt": {"text": "x"}}, 400, "prompt"),
         ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream"),
         ("/v1/completions", [1, 2], 400, "JSON object"),
+        ("/v1/completions", {"prompt": [1, 2**40]}, 400, "out of vocabulary"),
+        ("/v1/completions", {"prompt": [1, -1]}, 400, "out of vocabulary"),
+        ("/v1/chat/completions", {"messages": [{"role": 1, "content": "x"}]}, 400, "role"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            400,
+            "text",
+        ),
+        ("/v1/chat/completions", {**CHAT, "min_tokens": -1}, 400, "min_tokens"),
     ],
 )
 def test_bad_requests_get_vllm_shaped_errors(url: str, path: str, body, status: int, fragment: str) -> None:
@@ -161,3 +172,21 @@ def test_api_key_guards_v1_like_vllm(tmp_path, monkeypatch) -> None:
         assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200  # open, as in vLLM
         assert httpx.get(f"{base}/health", timeout=5).status_code == 200
     assert "s3cret-key" not in (tmp_path / next(p.name for p in tmp_path.glob("simulator-*.log"))).read_text()
+
+
+def test_junk_requests_never_get_a_5xx(url: str) -> None:
+    rng = random.Random(11)
+    junk = [None, True, -1, 0, 2**70, 1.5, "", "x" * 50, [], [None], {}, {"a": 1}, [1, "a"], [[1]], "🙂"]
+    fields = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "stream",
+              "stream_options", "ignore_eos", "min_tokens", "n"]  # fmt: skip
+    for _ in range(150):
+        body = {field: rng.choice(junk) for field in rng.sample(fields, rng.randint(1, 5))}
+        if body.get("max_completion_tokens", body.get("max_tokens")) is None:  # keep valid answers short
+            body.pop("max_completion_tokens", None)
+            body["max_tokens"] = 4
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            response = httpx.post(f"{url}{path}", json=body, timeout=10)
+            assert response.status_code < 500, (path, body, response.text)
+    for raw in (b"", b"\xff\xfe", b"[", b"null", b'"text"'):
+        assert httpx.post(f"{url}/v1/completions", content=raw, timeout=5).status_code == 400
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200
