@@ -192,8 +192,10 @@ def locust(url: str, workdir: Path, duration: float, concurrency: int):
     with open(f"{prefix}_stats.csv") as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     total = rows["Aggregated"]
-    events = int(re.search(r"LOADGEN_BENCH_EVENTS (\d+)", result.stdout + result.stderr).group(1))
+    counted = re.search(r"LOADGEN_BENCH_EVENTS (\d+) (\d+)", result.stdout + result.stderr)
     ok = int(total["Request Count"]) - int(total["Failure Count"])
+    # the listener also counts responses finished outside Locust's stats window: scale per response
+    events = round(ok * int(counted.group(1)) / max(1, int(counted.group(2))))
     return result_row("Locust FastHttpUser", ok, int(total["Failure Count"]), events, duration, cpu)
 
 
@@ -242,6 +244,15 @@ def closed_loop(url: str, workdir: Path, duration: float, streams: int, rounds: 
     return rows
 
 
+def sustained(row: dict, rate: float) -> bool:
+    return (
+        row["failed"] == 0
+        and row["requests_per_s"] >= 0.97 * rate
+        and row["dispatch_p99"] is not None
+        and row["dispatch_p99"] < DISPATCH_P99_LIMIT
+    )
+
+
 def rate_ladder(url: str, workdir: Path, duration: float, rates: list[float]) -> list[dict]:
     results = []
     for name in ("llmobs-loadgen", "GuideLLM", "vLLM-bench-style aiohttp"):
@@ -255,12 +266,13 @@ def rate_ladder(url: str, workdir: Path, duration: float, rates: list[float]) ->
                 steps.append({"rate": rate, "error": str(exc)[-300:]})
                 break
             row["rate"] = rate
-            row["sustained"] = (
-                row["failed"] == 0
-                and row["requests_per_s"] >= 0.97 * rate
-                and row["dispatch_p99"] is not None
-                and row["dispatch_p99"] < DISPATCH_P99_LIMIT
-            )
+            row["sustained"] = sustained(row, rate)
+            if not row["sustained"]:  # the machine is shared: a rung fails only if it fails twice
+                log(f"  {row['requests_per_s']:.0f} req/s, dispatch p99 {row['dispatch_p99']}: once more")
+                row = run(url, workdir, duration, rate=rate)
+                row["rate"] = rate
+                row["sustained"] = sustained(row, rate)
+                row["second_try"] = True
             steps.append(row)
             log(f"  {row['requests_per_s']:.0f} req/s, dispatch p99 {row['dispatch_p99']}")
             if not row["sustained"]:

@@ -16,7 +16,7 @@ PAYLOAD = {
     "stream": True,
     "stream_options": {"include_usage": True},
 }
-EVENTS = {"count": 0}
+EVENTS = {"count": 0, "responses": 0}
 
 
 class ChatUser(FastHttpUser):
@@ -25,9 +25,10 @@ class ChatUser(FastHttpUser):
         with self.client.post("/v1/chat/completions", json=PAYLOAD, catch_response=True) as response:
             body = response.content or b""
             EVENTS["count"] += body.count(b'"content"')
+            EVENTS["responses"] += 1
             response.success() if response.status_code == 200 else response.failure(response.status_code)
 
 
 @events.quitting.add_listener
 def report_events(environment, **_kwargs) -> None:
-    print(f"LOADGEN_BENCH_EVENTS {EVENTS['count']}", flush=True)
+    print(f"LOADGEN_BENCH_EVENTS {EVENTS['count']} {EVENTS['responses']}", flush=True)

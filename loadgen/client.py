@@ -18,7 +18,7 @@ import httpx
 
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
-from loadgen.transport import StackPoolTransport
+from loadgen.transport import MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
 
@@ -92,8 +92,7 @@ class LoadClient:
     async def execute(
         self, path: str, body: bytes, record: RequestRecord, capture_text: bool = False
     ) -> None:
-        """Send one request and fill `record`. Retries once, only when a reused keep-alive connection
-        turns out to be closed before any response byte arrived (servers that drop idle connections)."""
+        """Send one request and fill `record`."""
         if capture_text:
             record.text = []
         headers = {"x-request-id": record.request_id}
@@ -101,36 +100,28 @@ class LoadClient:
         record.sent_ns = perf_counter_ns()
         try:
             async with asyncio.timeout(self.timeouts.request_s):
-                while True:
-                    started = False
-                    try:
-                        request = self._http.build_request("POST", url, content=body, headers=headers)
-                        response = await self._transport.handle_async_request(request)
-                        response.request = request
-                        started = True
-                        try:
-                            await self._consume(response, record)
-                        finally:
-                            await response.aclose()
-                        return
-                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                        if started:
-                            record.fail("stream_broken", _describe(exc))
-                            return
-                        if record.retries >= 1:
-                            record.fail("connect", _describe(exc))
-                            return
-                        record.retries += 1
+                request = self._http.build_request("POST", url, content=body, headers=headers)
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                record.retries = 1 if request.extensions.get("loadgen_retried") else 0
+                try:
+                    await self._consume(response, record)
+                except MalformedResponse as exc:
+                    record.fail("malformed", _describe(exc))
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                    record.fail("stream_broken", _describe(exc))
+                finally:
+                    await response.aclose()
         except TimeoutError:
             record.fail("timeout", f"no complete response within {self.timeouts.request_s:g}s")
         except httpx.ConnectTimeout as exc:
             record.fail("connect", _describe(exc))
         except httpx.TimeoutException as exc:
             record.fail("timeout", _describe(exc))
-        except (httpx.ConnectError, httpx.NetworkError) as exc:
-            record.fail("connect", _describe(exc))
-        except (httpx.DecodingError, SSEError) as exc:
+        except (httpx.DecodingError, SSEError, MalformedResponse) as exc:
             record.fail("malformed", _describe(exc))
+        except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            record.fail("connect", _describe(exc))  # no response at all
         except asyncio.CancelledError:
             record.fail("cancelled", "cancelled by stop")
             raise

@@ -37,10 +37,14 @@ _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 
 
+class MalformedResponse(httpx.RemoteProtocolError):
+    """The server's bytes are not valid HTTP/1.1 (status line, headers, chunked framing)."""
+
+
 class _Connection:
     """One keep-alive TCP connection: raw socket, receive buffer, arrival stamp of the last read."""
 
-    __slots__ = ("arrival_ns", "buffer", "eof", "loop", "sock")
+    __slots__ = ("arrival_ns", "buffer", "eof", "loop", "received", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -48,6 +52,7 @@ class _Connection:
         self.buffer = bytearray()
         self.arrival_ns = 0
         self.eof = False
+        self.received = False  # any byte of the current response
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float | None, request: httpx.Request) -> _Connection:
@@ -119,6 +124,7 @@ class _Connection:
                 seconds, nanoseconds = struct.unpack("qq", payload[:16])
                 stamp = seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - perf_counter_ns())
         self.arrival_ns = stamp or perf_counter_ns()
+        self.received = True
         self.buffer += data
         return True
 
@@ -213,9 +219,7 @@ class _Body(httpx.AsyncByteStream):
                     try:
                         need = int(bytes(buffer[:end]).split(b";", 1)[0], 16)
                     except ValueError:
-                        raise httpx.RemoteProtocolError(
-                            "bad chunk size line", request=self._request
-                        ) from None
+                        raise MalformedResponse("bad chunk size line", request=self._request) from None
                     if need == 0:
                         trailer_end = buffer.find(b"\r\n\r\n", end)
                         if not buffer.startswith(b"\r\n", end + 2) and trailer_end < 0:
@@ -230,7 +234,7 @@ class _Body(httpx.AsyncByteStream):
                     del buffer[: end + 2]
                 if len(buffer) >= need + 2:
                     if buffer[need : need + 2] != b"\r\n":
-                        raise httpx.RemoteProtocolError("chunk not followed by CRLF", request=self._request)
+                        raise MalformedResponse("chunk not followed by CRLF", request=self._request)
                     if need:
                         pieces.append(bytes(buffer[:need]))
                     del buffer[: need + 2]
@@ -257,24 +261,35 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         self.opened = 0  # connections opened, for tests and reports
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send and read the response head. A reused connection that turns out dead before any
+        response byte (the server closed it as we sent) is replaced by a fresh one, once; the
+        request's extensions then carry "loadgen_retried": True."""
         timeouts = request.extensions.get("timeout") or {}
+        payload = _serialize(request, await request.aread())
         await self._slots.acquire()
         try:
             connection = self._take_idle()
-            if connection is None:
-                url = request.url
-                connection = await _Connection.open(
-                    url.host, url.port or 80, timeouts.get("connect"), request
-                )
-                self.opened += 1
-            try:
-                await connection.send(
-                    _serialize(request, await request.aread()), timeouts.get("write"), request
-                )
-                status, reason, headers = await self._head(connection, timeouts.get("read"), request)
-            except BaseException:
-                connection.close()
-                raise
+            while True:
+                reused = connection is not None
+                if connection is None:
+                    url = request.url
+                    connection = await _Connection.open(
+                        url.host, url.port or 80, timeouts.get("connect"), request
+                    )
+                    self.opened += 1
+                try:
+                    await connection.send(payload, timeouts.get("write"), request)
+                    status, reason, headers = await self._head(connection, timeouts.get("read"), request)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    connection.close()
+                    if not reused or connection.received:
+                        raise
+                    request.extensions["loadgen_retried"] = True
+                    connection = None
+                except BaseException:
+                    connection.close()
+                    raise
         except BaseException:
             self._slots.release()
             raise
@@ -296,7 +311,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
             if end >= 0:
                 break
             if len(buffer) > _MAX_HEAD_BYTES:
-                raise httpx.RemoteProtocolError("response head too large", request=request)
+                raise MalformedResponse("response head too large", request=request)
             if not await connection.fill(timeout, request):
                 raise httpx.RemoteProtocolError(
                     "server closed the connection without a response", request=request
@@ -306,7 +321,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}", request=request)
+            raise MalformedResponse(f"bad status line {lines[0][:80]!r}", request=request)
         status = int(parts[1])
         if 100 <= status < 200:  # an interim response: the real one follows
             return await self._head(connection, timeout, request)
@@ -314,13 +329,14 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
-                raise httpx.RemoteProtocolError(f"bad header line {line[:80]!r}", request=request)
+                raise MalformedResponse(f"bad header line {line[:80]!r}", request=request)
             headers.append((name.strip(), value.strip()))
         return status, parts[2] if len(parts) > 2 else b"", headers
 
     def release(self, connection: _Connection, reusable: bool) -> None:
         self._slots.release()
         if reusable and not connection.buffer:
+            connection.received = False
             self._idle.append(connection)
         else:
             connection.close()
@@ -362,7 +378,7 @@ def _framing(
             try:
                 length = int(value)
             except ValueError:
-                raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+                raise MalformedResponse("bad content-length", request=request) from None
         elif lowered == b"connection" and b"close" in value.lower():
             keep_alive = False
     if request.method == "HEAD" or status in (204, 304):

@@ -10,6 +10,7 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   ttft_ms, itl_ms       delays before the first and between token events
   reasoning             reasoning_content events before the content (counted in max_tokens)
   status                answer with this HTTP status and a JSON error body
+  garbage               answer with bytes that are not HTTP
   slow_headers_ms       wait this long before sending the response headers
   die_after             close the connection abruptly after this many token events
   malformed_after       send a non-JSON data event after this many token events
@@ -148,6 +149,9 @@ async def _answer(
         state.records.append(record)
     if mock.get("slow_headers_ms"):
         await asyncio.sleep(mock["slow_headers_ms"] / 1000)
+    if mock.get("garbage"):
+        writer.write(b"HELLO THERE\r\n\r\n")
+        return True
     if mock.get("status"):
         status = int(mock["status"])
         writer.write(_response(status, json.dumps({"error": {"message": f"scripted {status}"}}).encode()))

@@ -56,6 +56,7 @@ CASES = {
         {"timeout": REQUESTS},
     ),
     "malformed_event": ({"malformed_after": 2}, {}, {"malformed": REQUESTS}),
+    "not_http_at_all": ({"garbage": True}, {}, {"malformed": REQUESTS}),
     "error_event": ({"error_after": 2}, {}, {"stream_broken": REQUESTS}),
     "no_done_no_finish_reason": ({"no_done": True}, {}, {"stream_broken": REQUESTS}),
     "invalid_utf8": ({"invalid_utf8": True}, {}, {"success": REQUESTS}),
