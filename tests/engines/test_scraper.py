@@ -378,3 +378,16 @@ def test_passthrough_of_real_payloads_is_valid_exposition(fake_engine: FakeEngin
     passed = [n for n in exposition.families if not n.startswith("llm_")]
     assert passed and not [n for n in passed if n.startswith(("process_", "python_", "http_"))]
     assert not [n for n in exposition.families if n.endswith("_created")]
+
+
+def test_credentials_in_the_url_are_never_sent_or_published(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    url = fake_engine.url.replace("http://", "http://admin:hunter2@")
+    collector = collector_for(TargetConfig("t", url, kind="llamacpp"))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_up", target="t") == 1
+    assert all("Authorization" not in headers for _, headers in fake_engine.requests)
+    assert not [s for samples in exposition.by_sample_name.values() for s in samples if "hunter2" in str(s)]
