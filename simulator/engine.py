@@ -423,7 +423,7 @@ class Engine:
 
     def _complete(self, batch: list[tuple[Sequence, int]], now: float) -> None:
         stats = self.stats
-        stats.iteration_tokens.observe(sum(count for _, count in batch))
+        computed_before, generated_before = stats.prompt_tokens_computed, stats.generation_tokens
         finished = False
         for seq, count in batch:
             if seq.status is not Status.RUNNING or seq.abort_requested:
@@ -448,6 +448,11 @@ class Engine:
                 seq.wake()
         if finished:
             self.running = [seq for seq in self.running if seq.status is Status.RUNNING]
+        # vLLM's tokens per engine step: prompt tokens computed for requests whose prefill completed in
+        # this step, plus the tokens generated in it (IterationStats; chunk sizes are not counted).
+        stats.iteration_tokens.observe(
+            stats.prompt_tokens_computed - computed_before + stats.generation_tokens - generated_before
+        )
 
     def _cache_full_blocks(self, seq: Sequence) -> None:
         if len(seq.cached_refs) == len(seq.block_hashes):

@@ -188,3 +188,6 @@ def test_token_counters_agree_with_usage(start_simulator) -> None:
     assert value("vllm:request_generation_tokens_count") == 1
     assert value("vllm:time_to_first_token_seconds_count") == 1
     assert value("vllm:inter_token_latency_seconds_count") == 6  # one per gap
+    # vLLM counts per step the prompt tokens of prefills that completed plus the tokens generated
+    assert value("vllm:iteration_tokens_total_sum") == 5 + 7
+    assert value("vllm:iteration_tokens_total_count") == 7
