@@ -400,7 +400,7 @@ class Engine:
             if seq.num_cached_tokens < 0:
                 seq.num_cached_tokens = hit_tokens
                 seq.scheduled_ts = now
-            if self.prefix_caching:
+            if self.prefix_caching and seq.num_preemptions == 0:  # vLLM files re-admissions separately
                 self.stats.prefix_cache_queries += total
                 self.stats.prefix_cache_hits += hit_tokens
             self.waiting.popleft()
