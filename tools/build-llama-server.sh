@@ -4,6 +4,9 @@
 #   LLAMA_CPP_PYTHON_VERSION  sdist version (default 0.3.36, the one the fixtures came from)
 #   LLMOBS_CACHE              cache folder (default .cache at the repository root)
 #   LLAMA_EXTRA_CMAKE_ARGS    e.g. "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90"
+#   LLAMA_BUILD_SUFFIX        appended to the cache folder's name, e.g. -cuda beside the CPU build
+#   LLAMA_CPP_SOURCE          a llama.cpp source tree to build instead of downloading the sdist
+#                             (for machines without network)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
@@ -14,16 +17,20 @@ if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download --quiet --no-deps --no-binary=:all: -d "$work" "llama-cpp-python==$version" >&2
-tar -xzf "$work"/llama_cpp_python-*.tar.gz -C "$work"
-src=$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)
+if [ -n "${LLAMA_CPP_SOURCE:-}" ]; then
+  src=$(cd "$LLAMA_CPP_SOURCE" && pwd)
+else
+  python3 -m pip download --quiet --no-deps --no-binary=:all: -d "$work" "llama-cpp-python==$version" >&2
+  tar -xzf "$work"/llama_cpp_python-*.tar.gz -C "$work"
+  src=$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)
+fi
 # shellcheck disable=SC2086
-cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_CURL=OFF ${LLAMA_EXTRA_CMAKE_ARGS:-} >&2
-cmake --build "$src/build" --target llama-server -j "$(nproc)" >&2
+cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
 rm -rf "$dest.tmp" && mkdir -p "$dest.tmp/build/bin" "$dest.tmp/models"
-cp "$src/build/bin/llama-server" "$dest.tmp/build/bin/"
+cp "$work/build/bin/llama-server" "$dest.tmp/build/bin/"
 cp "$src"/models/ggml-vocab-*.gguf "$dest.tmp/models/"
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
 echo "$bin"

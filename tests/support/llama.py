@@ -20,8 +20,10 @@ API::
 `llama_server(tmp_path, parallel=N, ctx_size=C, threads=T, extra_args=[...])` starts
 `llama-server -m MODEL --metrics --host 127.0.0.1 --port P -np N -c C -t T` and returns once /health
 answers 200. The server log is tmp_path / "llama-server.log" (its tail is shown if start-up fails).
-`llama_binary()` and `tiny_model()` return the two paths on their own. When the binary or the vocab
-file is missing, tests.support.real.missing() is called: skip locally, fail under CI=true.
+`llama_binary()` and `tiny_model()` return the two paths on their own; `shape=QWEN3_4B` (and
+`random_model(QWEN3_4B)`) gives a random model with Qwen3-4B's dimensions instead, for a real GPU.
+When the binary or the vocab file is missing, tests.support.real.missing() is called: skip locally,
+fail under CI=true.
 
 Paths: the cache folder is $LLMOBS_CACHE or <repo>/.cache; the build is
 <cache>/llama.cpp-$LLAMA_CPP_PYTHON_VERSION (default 0.3.36)$LLAMA_BUILD_SUFFIX/build/bin/llama-server and
@@ -47,8 +49,24 @@ from tests.support.real import missing
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_ALIAS = "tiny-random-llama"
 VOCAB = "qwen2"
-# Shape of the random model; part of the cached file's name so a change writes a new file.
-HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, CONTEXT = 64, 2, 4, 2, 128, 4096
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A llama-architecture network's shape; part of the cached file's name, so a change writes a new file."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    context: int
+
+
+TINY = ModelShape("tiny", hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, context=4096)
+# Qwen3-4B's dimensions (DESIGN.md), for load that means something on a real GPU: about 8 GB in f16.
+QWEN3_4B = ModelShape("qwen3-4b-shape", hidden=2560, layers=36, heads=32, kv_heads=8, ffn=9728, context=40960)
 BUILD_HINT = "run tools/build-llama-server.sh (about 8 minutes on 2 cores)"
 
 
@@ -78,20 +96,25 @@ def llama_binary() -> Path:
 
 
 def tiny_model() -> Path:
+    return random_model(TINY)
+
+
+def random_model(shape: ModelShape) -> Path:
     """The random-weight GGUF, written on first use (atomically, so parallel test processes are safe)."""
     vocab = build_dir() / "models" / f"ggml-vocab-{VOCAB}.gguf"
     if not vocab.is_file():
         missing(f"vocab file {vocab}", BUILD_HINT)
-    target = cache_dir() / "models" / f"tiny-llama-{VOCAB}-h{HIDDEN}-l{LAYERS}-kv{KV_HEADS}.gguf"
+    s = shape
+    target = cache_dir() / "models" / f"{s.name}-llama-{VOCAB}-h{s.hidden}-l{s.layers}-kv{s.kv_heads}.gguf"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
-        _write_tiny_model(vocab, partial)
+        _write_random_model(vocab, partial, shape)
         partial.replace(target)
     return target
 
 
-def _write_tiny_model(vocab_path: Path, out: Path) -> None:
+def _write_random_model(vocab_path: Path, out: Path, shape: ModelShape) -> None:
     import gguf
     import numpy as np
 
@@ -99,12 +122,12 @@ def _write_tiny_model(vocab_path: Path, out: Path) -> None:
     n_vocab = len(vocab.fields["tokenizer.ggml.tokens"].data)
     writer = gguf.GGUFWriter(str(out), "llama")
     writer.add_name(MODEL_ALIAS)
-    writer.add_context_length(CONTEXT)
-    writer.add_embedding_length(HIDDEN)
-    writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FFN)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(KV_HEADS)
+    writer.add_context_length(shape.context)
+    writer.add_embedding_length(shape.hidden)
+    writer.add_block_count(shape.layers)
+    writer.add_feed_forward_length(shape.ffn)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
@@ -115,20 +138,20 @@ def _write_tiny_model(vocab_path: Path, out: Path) -> None:
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float16)
 
-    head_dim = HIDDEN // HEADS
-    writer.add_tensor("token_embd.weight", weight(n_vocab, HIDDEN))
-    writer.add_tensor("output_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-    for i in range(LAYERS):
+    hidden, ffn, kv_dim = shape.hidden, shape.ffn, shape.kv_heads * (shape.hidden // shape.heads)
+    writer.add_tensor("token_embd.weight", weight(n_vocab, hidden))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    for i in range(shape.layers):
         block = f"blk.{i}"
-        writer.add_tensor(f"{block}.attn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-        writer.add_tensor(f"{block}.attn_q.weight", weight(HIDDEN, HIDDEN))
-        writer.add_tensor(f"{block}.attn_k.weight", weight(KV_HEADS * head_dim, HIDDEN))
-        writer.add_tensor(f"{block}.attn_v.weight", weight(KV_HEADS * head_dim, HIDDEN))
-        writer.add_tensor(f"{block}.attn_output.weight", weight(HIDDEN, HIDDEN))
-        writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-        writer.add_tensor(f"{block}.ffn_gate.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(f"{block}.ffn_up.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(f"{block}.ffn_down.weight", weight(HIDDEN, FFN))
+        writer.add_tensor(f"{block}.attn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(f"{block}.attn_q.weight", weight(hidden, hidden))
+        writer.add_tensor(f"{block}.attn_k.weight", weight(kv_dim, hidden))
+        writer.add_tensor(f"{block}.attn_v.weight", weight(kv_dim, hidden))
+        writer.add_tensor(f"{block}.attn_output.weight", weight(hidden, hidden))
+        writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(f"{block}.ffn_gate.weight", weight(ffn, hidden))
+        writer.add_tensor(f"{block}.ffn_up.weight", weight(ffn, hidden))
+        writer.add_tensor(f"{block}.ffn_down.weight", weight(hidden, ffn))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -168,9 +191,10 @@ def llama_server(
     threads: int = 2,
     extra_args: Sequence[str] = (),
     timeout: float = 120.0,
+    shape: ModelShape = TINY,
 ) -> Iterator[LlamaServer]:
     binary = llama_binary()
-    model = tiny_model()
+    model = random_model(shape)
     port = free_port()
     argv = [
         str(binary),
