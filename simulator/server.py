@@ -34,6 +34,11 @@ from simulator.metrics import build_registry, render
 VERSION = "0.33.0+llmobs.simulator"
 VOCABULARY_SIZE = 151936  # Qwen3's; token-id prompts beyond it are rejected like vLLM rejects them
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+JSON_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json")],
+}
 log = logging.getLogger("simulator")
 
 
@@ -258,24 +263,11 @@ class CompletionResponse(Response):
             await seq.wait()
         if seq.finish_reason == "abort":
             return  # the client is gone
+        await send(JSON_START)
         if seq.finish_reason == "error" or self.plan.drop_at is not None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
+            # Headers out, body never: the client sees the connection close mid-response.
             raise InjectedDrop("engine crashed" if seq.finish_reason == "error" else "drop fault")
-        body = self._whole_body()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": self._whole_body()})
 
     def _whole_body(self) -> bytes:
         seq = self.seq
@@ -314,7 +306,8 @@ class CompletionResponse(Response):
                 "model": self.sim.model,
                 "choices": [choice],
                 "usage": self._usage(seq.output_len),
-            }
+            },
+            separators=(",", ":"),
         ).encode()
 
     def _usage(self, completion_tokens: int) -> dict[str, int | None]:
