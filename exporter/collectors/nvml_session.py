@@ -268,13 +268,17 @@ class NvmlSession:
         for i in range(count):
             try:
                 handle = nvml.nvmlDeviceGetMigDeviceHandleByIndex(parent.handle, i)
-            except pynvml.NVMLError:
-                continue  # NOT_FOUND / INVALID_ARGUMENT: no instance in this slot
-            gi = int(nvml.nvmlDeviceGetGpuInstanceId(handle))
+                gi = int(nvml.nvmlDeviceGetGpuInstanceId(handle))
+                uuid = text(nvml.nvmlDeviceGetUUID(handle))
+            except pynvml.NVMLError as exc:
+                if exc.value not in (pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_ERROR_INVALID_ARGUMENT):
+                    with self._counts_lock:  # not just an empty slot: this instance stays unseen
+                        self._init_errors[error_name(exc)] += 1
+                continue
             result.append(
                 Device(
                     index=f"{parent.index}/{gi}",
-                    uuid=text(nvml.nvmlDeviceGetUUID(handle)),
+                    uuid=uuid,
                     handle=handle,
                     name=self._optional(lambda h=handle: text(nvml.nvmlDeviceGetName(h)), parent.name),
                     pci_bus_id=parent.pci_bus_id,

@@ -395,3 +395,19 @@ def test_a_scrape_does_not_wait_while_nvml_is_being_reinitialised() -> None:
     assert m.value("gpu_nvml_available") == 1
     assert collector.error_counts()["nvml_busy"] == 1
     assert samples_of(collector.collect()).value("gpu_up", {"gpu": "0"}) == 1
+
+
+def test_mig_instances_nvml_will_not_describe_are_counted_and_the_parent_stays() -> None:
+    gpu = FakeGpu(
+        uuid=UUID0,
+        mig=[
+            FakeMig(1, "MIG-aaaa", "3g.40gb", 40 * 2**30, 0),
+            FakeMig(2, "MIG-bbbb", "3g.40gb", 40 * 2**30, 0),
+        ],
+        failing={"nvmlDeviceGetGpuInstanceId": pynvml.NVML_ERROR_NO_PERMISSION},
+    )
+    collector = collector_for(FakeNvml([gpu]))
+    m = samples_of(collector.collect())
+    assert [labels["gpu"] for labels, _ in m.all("gpu_info")] == ["0"]
+    assert m.value("gpu_power_usage_watts", {"gpu": "0"}) == 690
+    assert collector.error_counts()["nvml_init_no_permission"] == 2
