@@ -20,7 +20,6 @@ httpx's own transport for https (times then taken when the client reads).
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import struct
 import sys
@@ -35,6 +34,7 @@ _TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" e
 _ANCILLARY = socket.CMSG_SPACE(16) if _TIMESTAMPNS is not None else 0
 _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
+_HIGH_WATER = 4 * 1024 * 1024
 
 
 class MalformedResponse(httpx.RemoteProtocolError):
@@ -42,17 +42,29 @@ class MalformedResponse(httpx.RemoteProtocolError):
 
 
 class _Connection:
-    """One keep-alive TCP connection: raw socket, receive buffer, arrival stamp of the last read."""
+    """One keep-alive TCP connection: raw socket, receive buffer, arrival stamp of the last read.
 
-    __slots__ = ("arrival_ns", "buffer", "eof", "loop", "received", "sock")
+    The socket is read as soon as the event loop sees it readable (a reader callback registered
+    for the connection's life, like asyncio's own transports), into `buffer`; the response parser
+    waits in fill() for bytes it has not seen. An idle connection whose server closes it reads
+    end-of-stream right away and is never handed out again."""
+
+    __slots__ = ("arrival_ns", "buffer", "eof", "error", "fd", "fresh", "loop", "reading", "received",
+                 "sock", "waiter")  # fmt: skip
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
         self.loop = asyncio.get_running_loop()
         self.buffer = bytearray()
         self.arrival_ns = 0
         self.eof = False
+        self.error: OSError | None = None
+        self.fresh = False  # bytes arrived that fill() has not reported yet
         self.received = False  # any byte of the current response
+        self.waiter: asyncio.Future | None = None
+        self.loop.add_reader(self.fd, self._on_readable)
+        self.reading = True
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float | None, request: httpx.Request) -> _Connection:
@@ -82,10 +94,39 @@ class _Connection:
         return cls(sock)
 
     def usable(self) -> bool:
-        """An idle connection is usable unless the server closed it (then it is readable)."""
-        if self.eof or self.buffer or self.sock.fileno() < 0:
-            return False
-        return not select.select([self.sock], [], [], 0)[0]
+        """An idle connection is usable unless the server closed it or sent something unasked."""
+        return not (self.eof or self.buffer or self.error is not None)
+
+    def _on_readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(_READ_BYTES, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.error = exc
+            data = b""
+        if data:
+            stamp = 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(payload) >= 16:
+                    seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                    stamp = seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - perf_counter_ns())
+            self.arrival_ns = stamp or perf_counter_ns()
+            self.received = self.fresh = True
+            self.buffer += data
+            if len(self.buffer) > _HIGH_WATER:
+                self._pause()  # the parser is behind: let TCP flow control slow the server down
+        else:
+            self.eof = True
+            self._pause()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def _pause(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
 
     async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
         try:
@@ -105,45 +146,31 @@ class _Connection:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
 
     async def fill(self, timeout: float | None, request: httpx.Request) -> bool:
-        """Read what the socket has into the buffer; False at end of stream."""
-        sock = self.sock
-        while True:
+        """Wait for bytes the parser has not seen yet; False at end of stream."""
+        if not self.reading and not self.eof:  # paused at the high-water mark; the parser caught up
+            self.loop.add_reader(self.fd, self._on_readable)
+            self.reading = True
+        if not self.fresh and not self.eof:
+            loop = self.loop
+            waiter = self.waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter, False) if timeout is not None else None
             try:
-                data, ancillary, _, _ = sock.recvmsg(_READ_BYTES, _ANCILLARY)
-                break
-            except (BlockingIOError, InterruptedError):
-                await self._readable(timeout, request)
-            except OSError as exc:
-                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-        if not data:
-            self.eof = True
-            return False
-        stamp = 0
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(payload) >= 16:
-                seconds, nanoseconds = struct.unpack("qq", payload[:16])
-                stamp = seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - perf_counter_ns())
-        self.arrival_ns = stamp or perf_counter_ns()
-        self.received = True
-        self.buffer += data
-        return True
-
-    async def _readable(self, timeout: float | None, request: httpx.Request) -> None:
-        loop = self.loop
-        waiter = loop.create_future()
-        fd = self.sock.fileno()
-        loop.add_reader(fd, _wake, waiter, True)
-        timer = loop.call_later(timeout, _wake, waiter, False) if timeout is not None else None
-        try:
-            readable = await waiter
-        finally:
-            loop.remove_reader(fd)
-            if timer is not None:
-                timer.cancel()
-        if not readable:
-            raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request)
+                arrived = await waiter
+            finally:
+                self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not arrived:
+                raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request)
+        if self.fresh:
+            self.fresh = False
+            return True
+        if self.error is not None:
+            raise httpx.ReadError(str(self.error) or type(self.error).__name__, request=request)
+        return False
 
     def close(self) -> None:
+        self._pause()
         self.sock.close()
 
 
@@ -336,7 +363,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
     def release(self, connection: _Connection, reusable: bool) -> None:
         self._slots.release()
         if reusable and not connection.buffer:
-            connection.received = False
+            connection.received = connection.fresh = False
             self._idle.append(connection)
         else:
             connection.close()
