@@ -193,25 +193,24 @@ class GpuCollector(Collector):
         if not session.lock.acquire(timeout=self._lock_timeout):
             # NVML is being (re-)initialised: never make the scrape wait for it; this scrape has no GPU series
             self._busy_scrapes += 1
-            available = float(session.available)
-            yield GaugeMetricFamily(
-                "gpu_nvml_available", "1 when NVML is initialised, else 0.", value=available
-            )
+            usable = float(session.usable)
+            yield GaugeMetricFamily("gpu_nvml_available", "1 when NVML is initialised, else 0.", value=usable)
             return
         try:
-            available, devices = session.available, session.devices
+            devices = session.devices
             for device in devices:
-                if not session.is_lost(device):
+                if session.usable and not session.is_lost(device):
                     fast = self._fast_samples(device)
                     if not session.is_lost(device):  # it may have been lost during this very pass
                         samples += fast
         finally:
             session.lock.release()
+        available = session.usable  # an NVML-wide error during the pass makes every GPU unusable
         for device in devices:
-            up = 0.0 if session.is_lost(device) else 1.0
+            up = 0.0 if session.is_lost(device) or not available else 1.0
             samples.append(("gpu_up", device.labels, up))
             samples.append(("gpu_info", (*device.labels, *self._identity(device)), 1.0))
-        live = {d.uuid for d in devices if not session.is_lost(d)}
+        live = {d.uuid for d in devices if available and not session.is_lost(d)}
         samples += [s for s in self.sampler.samples() if s[1][1] in live]
         samples += [("gpu_xid_errors_total", key, float(n)) for key, n in self.xid.counts().items()]
         samples += [("gpu_nvml_errors_total", key, float(n)) for key, n in session.error_counts().items()]

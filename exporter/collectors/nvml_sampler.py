@@ -121,9 +121,9 @@ class NvmlSampler:
         session.ensure_initialised(before_reinit=self.xid.stop)  # its event set belongs to the old session
         if session.generation != self._generation:
             self._forget_session()
-        if session.available:
+        if session.usable:
             self.xid.ensure_running()
-        devices = [d for d in session.devices if not session.is_lost(d)]
+        devices = [d for d in session.devices if session.usable and not session.is_lost(d)]
         readings = dict(self._readings)
         processes: list[GpuProcess] = []
         for device in devices:

@@ -112,6 +112,7 @@ class NvmlSession:
         self._next_init = 0.0
         self._said_unavailable = False
         self._reinit_needed = False
+        self._nvml_failing = False  # an NVML-wide error since the last initialisation
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class NvmlSession:
                 self._init_failed(exc)
                 return
             self.available = True
+            self._nvml_failing = False
             self._lost.clear()
             self.generation += 1
             self._said_unavailable = False
@@ -296,6 +298,11 @@ class NvmlSession:
     def reinit_pending(self) -> bool:
         return self._reinit_needed
 
+    @property
+    def usable(self) -> bool:
+        """Initialised and no NVML-wide error since: scrapes may call NVML."""
+        return self.available and not self._nvml_failing
+
     def is_lost(self, device: Device) -> bool:
         return device.uuid in self._lost
 
@@ -344,7 +351,7 @@ class NvmlSession:
                     self.retry_seconds,
                 )
         elif exc.value in NVML_WIDE:
-            self._reinit_needed = True
+            self._reinit_needed = self._nvml_failing = True
 
     def mark_unsupported(self, device: Device, call: str) -> None:
         self._unsupported.add((device.uuid, call))

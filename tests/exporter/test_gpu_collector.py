@@ -242,10 +242,17 @@ def test_nvml_wide_failure_is_reinitialised_by_the_sampler() -> None:
     nvml.initialised = False  # e.g. the driver was reloaded under us
     m = samples_of(collector.collect())
     assert m.all("gpu_nvml_errors_total", {"error": "uninitialized"})
+    assert m.value("gpu_nvml_available") == 0
+    assert m.value("gpu_up", {"gpu": "0"}) == m.value("gpu_up", {"gpu": "1"}) == 0
+    assert m.all("gpu_temperature_celsius") == [] and m.all("gpu_energy_joules_total") == []
     assert collector.session.reinit_pending
+    errors = collector.error_counts()["nvml"]
+    samples_of(collector.collect())  # no NVML calls until it is re-initialised: no more errors
+    assert collector.error_counts()["nvml"] == errors
     collector.sampler.run_once()
     assert nvml.init_calls == 2
     m = samples_of(collector.collect())
+    assert m.value("gpu_nvml_available") == 1
     assert m.value("gpu_up", {"gpu": "0"}) == 1
     assert m.value("gpu_temperature_celsius", {"gpu": "0"}) == 61
 
@@ -411,3 +418,20 @@ def test_mig_instances_nvml_will_not_describe_are_counted_and_the_parent_stays()
     assert [labels["gpu"] for labels, _ in m.all("gpu_info")] == ["0"]
     assert m.value("gpu_power_usage_watts", {"gpu": "0"}) == 690
     assert collector.error_counts()["nvml_init_no_permission"] == 2
+
+
+def test_until_the_retry_period_ends_a_broken_nvml_is_left_alone() -> None:
+    nvml = FakeNvml(two_gpus())
+    collector = GpuCollector(nvml=nvml, start_threads=False, retry_seconds=3600)
+    collector.sampler.run_once()
+    nvml.initialised = False
+    samples_of(collector.collect())
+    errors, calls = collector.error_counts()["nvml"], len(nvml.calls_on("MainThread"))
+    for _ in range(3):
+        collector.sampler.run_once()
+        m = samples_of(collector.collect())
+    assert collector.error_counts()["nvml"] == errors
+    collector.close()
+    assert len(nvml.calls_on("MainThread")) == calls  # neither scrapes nor the sampler touch NVML
+    assert nvml.init_calls == 1
+    assert m.value("gpu_nvml_available") == 0
