@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -213,3 +215,31 @@ def test_tls_options_from_exporter_toolkit(tmp_path: Path, certificate: tuple[Pa
                 "  client_auth_type: RequireAndVerifyClientCert\n",
             )
         )
+
+
+def test_garbage_and_concurrent_scrapes_do_not_disturb_the_server() -> None:
+    with serving(fake_exporter()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+            raw.recv(1024)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda _: httpx.get(f"{url}/metrics", timeout=20).text, range(16)))
+        assert all(
+            body.count("# TYPE gpu_up gauge") == 1 and "exporter_build_info" in body for body in bodies
+        )
+
+
+def test_a_client_that_never_finishes_its_tls_handshake_does_not_block_others(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, _ = certificate
+    web = load_web_config(
+        web_config_file(tmp_path, "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    )
+    with serving(fake_exporter(), web) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):  # connects, says nothing
+            context = ssl.create_default_context(cafile=str(cert))
+            response = httpx.get(f"{url}/healthz", verify=context, timeout=5)
+            assert response.status_code == 200
