@@ -33,10 +33,22 @@ LANDING_PAGE = b"""<html><head><title>llmobs exporter</title></head><body><h1>ll
 StartResponse = Callable[..., Any]
 
 
-def make_app(exporter: Exporter, web_config: WebConfig) -> Callable[[dict, StartResponse], Iterable[bytes]]:
+MAX_CONCURRENT_SCRAPES = 40  # as nvidia_gpu_exporter's --web.max-requests; more get 503 at once
+
+
+def make_app(
+    exporter: Exporter, web_config: WebConfig, max_concurrent_scrapes: int = MAX_CONCURRENT_SCRAPES
+) -> Callable[[dict, StartResponse], Iterable[bytes]]:
+    scrape_slots = threading.BoundedSemaphore(max_concurrent_scrapes)
+
     def metrics_app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        encoder, content_type = fast_encoder(environ.get("HTTP_ACCEPT"))
-        body = encoder(exporter.registry)
+        if not scrape_slots.acquire(blocking=False):
+            return _text(start_response, "503 Service Unavailable", "too many concurrent scrapes\n")
+        try:
+            encoder, content_type = fast_encoder(environ.get("HTTP_ACCEPT"))
+            body = encoder(exporter.registry)
+        finally:
+            scrape_slots.release()
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body, compresslevel=1)

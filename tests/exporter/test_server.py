@@ -8,6 +8,7 @@ import contextlib
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +244,33 @@ def test_a_client_that_never_finishes_its_tls_handshake_does_not_block_others(
             context = ssl.create_default_context(cafile=str(cert))
             response = httpx.get(f"{url}/healthz", verify=context, timeout=5)
             assert response.status_code == 200
+
+
+def test_scrapes_beyond_the_concurrency_cap_get_503_at_once() -> None:
+    exporter = fake_exporter()
+    entered, release = threading.Event(), threading.Event()
+    host_collect = exporter.collectors["host"].collect
+
+    def slow_collect() -> Iterator[object]:
+        entered.set()
+        release.wait(30)
+        yield from host_collect()
+
+    exporter.collectors["host"].collect = slow_collect  # type: ignore[method-assign]
+    web_config = WebConfig()
+    server = ExporterServer(make_app(exporter, web_config, max_concurrent_scrapes=1), "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.get, f"{url}/metrics", timeout=30)
+            assert entered.wait(10)
+            second = httpx.get(f"{url}/metrics", timeout=10)
+            assert second.status_code == 503 and "too many concurrent scrapes" in second.text
+            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # health is not capped
+            release.set()
+            assert first.result(timeout=30).status_code == 200
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200
+    finally:
+        release.set()
+        server.close()
+        exporter.close()
