@@ -470,6 +470,33 @@ def process_rows(series: Series, gpu_labels: dict[str, str]) -> list[Row]:
     return rows
 
 
+def gpm_rows(series: Series, gpu_labels: dict[str, str], name: str) -> list[Row]:
+    """No nvidia-smi field to compare with: under a bf16 GEMM on an H100, SM and tensor activity read
+    ~0.95 and ~0.92 (reference/gpu_exporters.md 5.3); require more than 0.5 on Hopper and newer."""
+    hopper_or_newer = any(
+        tag in name for tag in ("H100", "H200", "H800", "H20", "GH200", "B100", "B200", "GB200")
+    )
+    rows = []
+    for family in ("gpu_sm_active_ratio", "gpu_tensor_active_ratio"):
+        value = pick(series, family, gpu_labels)
+        if value is None:
+            rows.append(
+                Row(f"{family} (GPM)", "-", "absent", "", not hopper_or_newer, "GPM needs Hopper or newer")
+            )
+        else:
+            rows.append(
+                Row(
+                    f"{family} (GPM)",
+                    "-",
+                    f"{value:.3f}",
+                    "ratio",
+                    value > 0.5,
+                    "expect > 0.5 under the GEMM",
+                )
+            )
+    return rows
+
+
 def energy_row(
     before: tuple[Series, float], after: tuple[Series, float], watts: list[float], labels: dict[str, str]
 ) -> Row:
@@ -581,6 +608,7 @@ def verify() -> int:
                         "gpu_dram_bandwidth_utilization_ratio",
                     )
                 ]
+                rows += gpm_rows(series, gpu_labels, smi.get("name", ""))
                 report.append(table(f"Under bf16 matmul load, snapshot {i + 1}", rows))
                 report.append(
                     "Exporter-only (GPM, no nvidia-smi field): "

@@ -68,3 +68,12 @@ def test_without_a_gpu_it_says_why_and_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "verify_nvml: cannot complete" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gpm_rows_expect_activity_on_hopper_and_accept_absence_before() -> None:
+    busy = {"gpu_sm_active_ratio": [(GPU, 0.95)], "gpu_tensor_active_ratio": [(GPU, 0.92)]}
+    assert all(r.agree for r in verify_nvml.gpm_rows(busy, GPU, "NVIDIA H100 80GB HBM3"))
+    idle = {"gpu_sm_active_ratio": [(GPU, 0.01)], "gpu_tensor_active_ratio": [(GPU, 0.0)]}
+    assert not any(r.agree for r in verify_nvml.gpm_rows(idle, GPU, "NVIDIA H100 80GB HBM3"))
+    assert all(r.agree for r in verify_nvml.gpm_rows({}, GPU, "NVIDIA A100-SXM4-80GB"))
+    assert not any(r.agree for r in verify_nvml.gpm_rows({}, GPU, "NVIDIA H200"))
