@@ -10,7 +10,6 @@ import logging
 import signal
 import sys
 
-from loadgen.api import HttpServer, RunManager, create_app
 from loadgen.client import ClientError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
@@ -161,6 +160,8 @@ async def _run(scenario: Scenario) -> int:
     run = Run(scenario, collector)
     server = None
     if scenario.metrics_address and scenario.metrics_address.lower() != "none":
+        from loadgen.api import HttpServer, RunManager, create_app  # FastAPI only when serving
+
         manager = RunManager(collector)
         manager.adopt(run)
         server = HttpServer(create_app(collector, manager), scenario.metrics_address)
@@ -184,6 +185,8 @@ async def _run(scenario: Scenario) -> int:
 
 
 async def _serve(address: str) -> int:
+    from loadgen.api import HttpServer, RunManager, create_app
+
     collector = LoadgenCollector()
     manager = RunManager(collector)
     server = HttpServer(create_app(collector, manager), address)

@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from time import perf_counter_ns
 
@@ -49,8 +50,8 @@ class _Connection:
     waits in fill() for bytes it has not seen. An idle connection whose server closes it reads
     end-of-stream right away and is never handed out again."""
 
-    __slots__ = ("arrival_ns", "buffer", "eof", "error", "fd", "fresh", "loop", "reading", "received",
-                 "sock", "waiter")  # fmt: skip
+    __slots__ = ("arrival_ns", "buffer", "eof", "error", "fd", "loop", "pending", "reading", "reads",
+                 "received", "sock", "waiter")  # fmt: skip
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -60,14 +61,17 @@ class _Connection:
         self.arrival_ns = 0
         self.eof = False
         self.error: OSError | None = None
-        self.fresh = False  # bytes arrived that fill() has not reported yet
+        self.reads: deque[tuple[bytes, int]] = deque()  # (bytes, arrival) not yet handed to the parser
+        self.pending = 0  # bytes in `reads`
         self.received = False  # any byte of the current response
         self.waiter: asyncio.Future | None = None
         self.loop.add_reader(self.fd, self._on_readable)
         self.reading = True
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float | None, request: httpx.Request) -> _Connection:
+    async def open(
+        cls, host: str, port: int, timeout: float | None, request: httpx.Request | None
+    ) -> _Connection:
         loop = asyncio.get_running_loop()
         sock = None
         try:
@@ -95,7 +99,7 @@ class _Connection:
 
     def usable(self) -> bool:
         """An idle connection is usable unless the server closed it or sent something unasked."""
-        return not (self.eof or self.buffer or self.error is not None)
+        return not (self.eof or self.buffer or self.reads or self.error is not None)
 
     def _on_readable(self) -> None:
         try:
@@ -111,10 +115,10 @@ class _Connection:
                 if level == socket.SOL_SOCKET and kind == _TIMESTAMPNS and len(payload) >= 16:
                     seconds, nanoseconds = struct.unpack("qq", payload[:16])
                     stamp = seconds * 1_000_000_000 + nanoseconds - (time.time_ns() - perf_counter_ns())
-            self.arrival_ns = stamp or perf_counter_ns()
-            self.received = self.fresh = True
-            self.buffer += data
-            if len(self.buffer) > _HIGH_WATER:
+            self.reads.append((data, stamp or perf_counter_ns()))
+            self.received = True
+            self.pending += len(data)
+            if self.pending > _HIGH_WATER:
                 self._pause()  # the parser is behind: let TCP flow control slow the server down
         else:
             self.eof = True
@@ -128,7 +132,7 @@ class _Connection:
             self.loop.remove_reader(self.fd)
             self.reading = False
 
-    async def send(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
+    async def send(self, data: bytes, timeout: float | None, request: httpx.Request | None) -> None:
         try:
             sent = self.sock.send(data)  # a request almost always fits the socket buffer at once
         except (BlockingIOError, InterruptedError):
@@ -145,12 +149,14 @@ class _Connection:
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
 
-    async def fill(self, timeout: float | None, request: httpx.Request) -> bool:
-        """Wait for bytes the parser has not seen yet; False at end of stream."""
-        if not self.reading and not self.eof:  # paused at the high-water mark; the parser caught up
-            self.loop.add_reader(self.fd, self._on_readable)
-            self.reading = True
-        if not self.fresh and not self.eof:
+    async def fill(self, timeout: float | None, request: httpx.Request | None) -> bool:
+        """Move the next read into `buffer` (waiting for one if needed) and make its arrival time
+        `arrival_ns`; False at end of stream. One read at a time, so that when the parser is behind,
+        bytes that arrived earlier still carry their own, earlier, arrival time."""
+        if not self.reads and not self.eof:
+            if not self.reading:
+                self.loop.add_reader(self.fd, self._on_readable)
+                self.reading = True
             loop = self.loop
             waiter = self.waiter = loop.create_future()
             timer = loop.call_later(timeout, _wake, waiter, False) if timeout is not None else None
@@ -162,8 +168,13 @@ class _Connection:
                     timer.cancel()
             if not arrived:
                 raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request)
-        if self.fresh:
-            self.fresh = False
+        if self.reads:
+            data, self.arrival_ns = self.reads.popleft()
+            self.pending -= len(data)
+            self.buffer += data
+            if not self.reading and not self.eof and self.pending < _HIGH_WATER:
+                self.loop.add_reader(self.fd, self._on_readable)
+                self.reading = True
             return True
         if self.error is not None:
             raise httpx.ReadError(str(self.error) or type(self.error).__name__, request=request)
@@ -182,8 +193,16 @@ def _wake(waiter: asyncio.Future, readable: bool) -> None:
 class _Body(httpx.AsyncByteStream):
     """The response body: de-chunked bytes, one piece per socket read; releases the connection."""
 
-    def __init__(self, pool: StackPoolTransport, connection: _Connection, request: httpx.Request,
-                 length: int | None, chunked: bool, keep_alive: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: StackPoolTransport,
+        connection: _Connection,
+        request: httpx.Request | None,
+        read_s: float | None,
+        length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+    ) -> None:
         self._pool = pool
         self._connection = connection
         self._request = request
@@ -191,7 +210,7 @@ class _Body(httpx.AsyncByteStream):
         self._chunked = chunked
         self._keep_alive = keep_alive
         self._complete = False
-        self._read_s = (request.extensions.get("timeout") or {}).get("read")
+        self._read_s = read_s
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._chunked:
@@ -281,6 +300,32 @@ class _Body(httpx.AsyncByteStream):
         self._pool.release(self._connection, reusable=self._complete and self._keep_alive)
 
 
+class RawResponse:
+    """What the load client reads from a response on the fast path (a subset of httpx.Response)."""
+
+    __slots__ = ("_body", "extensions", "headers", "retried", "status_code")
+
+    def __init__(
+        self, status: int, headers: dict[str, str], connection: _Connection, retried: bool, body: _Body
+    ):
+        self.status_code = status
+        self.headers = headers
+        self.extensions = {"network_stream": connection}
+        self.retried = retried
+        self._body = body
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._body.__aiter__()
+
+    aiter_bytes = aiter_raw  # the load path asks for identity encoding
+
+    async def aread(self) -> bytes:
+        return b"".join([piece async for piece in self._body])
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
 class StackPoolTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int) -> None:
         self._idle: list[_Connection] = []
@@ -288,40 +333,16 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         self.opened = 0  # connections opened, for tests and reports
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send and read the response head. A reused connection that turns out dead before any
-        response byte (the server closed it as we sent) is replaced by a fresh one, once; the
-        request's extensions then carry "loadgen_retried": True."""
         timeouts = request.extensions.get("timeout") or {}
+        url = request.url
         payload = _serialize(request, await request.aread())
-        await self._slots.acquire()
-        try:
-            connection = self._take_idle()
-            while True:
-                reused = connection is not None
-                if connection is None:
-                    url = request.url
-                    connection = await _Connection.open(
-                        url.host, url.port or 80, timeouts.get("connect"), request
-                    )
-                    self.opened += 1
-                try:
-                    await connection.send(payload, timeouts.get("write"), request)
-                    status, reason, headers = await self._head(connection, timeouts.get("read"), request)
-                    break
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                    connection.close()
-                    if not reused or connection.received:
-                        raise
-                    request.extensions["loadgen_retried"] = True
-                    connection = None
-                except BaseException:
-                    connection.close()
-                    raise
-        except BaseException:
-            self._slots.release()
-            raise
-        length, chunked, keep_alive = _framing(request, status, headers)
-        body = _Body(self, connection, request, length, chunked, keep_alive)
+        connection, status, reason, headers, retried = await self._exchange(
+            url.host, url.port or 80, payload, timeouts, request
+        )
+        if retried:
+            request.extensions["loadgen_retried"] = True
+        length, chunked, keep_alive = _framing(request.method, status, headers, request)
+        body = _Body(self, connection, request, timeouts.get("read"), length, chunked, keep_alive)
         return httpx.Response(
             status_code=status,
             headers=headers,
@@ -329,8 +350,48 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason, "network_stream": connection},
         )
 
+    async def post_raw(self, host: str, port: int, payload: bytes, timeouts: dict) -> RawResponse:
+        """The load path: a serialized POST in, a minimal response out (no httpx.Request/Response
+        objects, whose construction cost more than the rest of a request at thousands per second)."""
+        connection, status, _, headers, retried = await self._exchange(host, port, payload, timeouts, None)
+        length, chunked, keep_alive = _framing("POST", status, headers, None)
+        body = _Body(self, connection, None, timeouts.get("read"), length, chunked, keep_alive)
+        names = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+        return RawResponse(status, names, connection, retried, body)
+
+    async def _exchange(
+        self, host: str, port: int, payload: bytes, timeouts: dict, request: httpx.Request | None
+    ) -> tuple[_Connection, int, bytes, list[tuple[bytes, bytes]], bool]:
+        """Send and read the response head. A reused connection that turns out dead before any
+        response byte (the server closed it as we sent) is replaced by a fresh one, once."""
+        retried = False
+        await self._slots.acquire()
+        try:
+            connection = self._take_idle()
+            while True:
+                reused = connection is not None
+                if connection is None:
+                    connection = await _Connection.open(host, port, timeouts.get("connect"), request)
+                    self.opened += 1
+                try:
+                    await connection.send(payload, timeouts.get("write"), request)
+                    status, reason, headers = await self._head(connection, timeouts.get("read"), request)
+                    return connection, status, reason, headers, retried
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    connection.close()
+                    if not reused or connection.received:
+                        raise
+                    retried = True
+                    connection = None
+                except BaseException:
+                    connection.close()
+                    raise
+        except BaseException:
+            self._slots.release()
+            raise
+
     async def _head(
-        self, connection: _Connection, timeout: float | None, request: httpx.Request
+        self, connection: _Connection, timeout: float | None, request: httpx.Request | None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         buffer = connection.buffer
         while True:
@@ -362,8 +423,8 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
 
     def release(self, connection: _Connection, reusable: bool) -> None:
         self._slots.release()
-        if reusable and not connection.buffer:
-            connection.received = connection.fresh = False
+        if reusable and not connection.buffer and not connection.reads:
+            connection.received = False
             self._idle.append(connection)
         else:
             connection.close()
@@ -391,7 +452,7 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
 
 
 def _framing(
-    request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]]
+    method: str, status: int, headers: list[tuple[bytes, bytes]], request: httpx.Request | None
 ) -> tuple[int | None, bool, bool]:
     """(content length, chunked, keep-alive) of a response."""
     length = None
@@ -408,7 +469,7 @@ def _framing(
                 raise MalformedResponse("bad content-length", request=request) from None
         elif lowered == b"connection" and b"close" in value.lower():
             keep_alive = False
-    if request.method == "HEAD" or status in (204, 304):
+    if method == "HEAD" or status in (204, 304):
         return 0, False, keep_alive
     if chunked:
         return None, True, keep_alive

@@ -91,13 +91,13 @@ def test_reasoning_tokens_split_ttft_from_ttfo(scripted, run_loadgen):
         concurrency=2,
         requests=6,
         output_len=12,
-        extra_body={"mock": {"reasoning": 5, "ttft_ms": 5, "itl_ms": 20}},
+        extra_body={"mock": {"reasoning": 5, "ttft_ms": 5, "itl_ms": 40}},
     )
     truth = scripted.records(result.run.run_id)
     for record in result.records:
         events = truth[record["request_id"]]["event_ns"]
         assert record["reasoning_tokens"] == 5
-        # TTFO is the 6th event (the first content one), about 5 gaps of 20 ms after TTFT
+        # TTFO is the 6th event (the first content one), about 5 gaps of 40 ms after TTFT
         true_gap = (events[5] - events[0]) * NS
         assert abs((record["ttfo_s"] - record["ttft_s"]) - true_gap) < 1e-3
     assert result.phase["tokens"]["reasoning"] == 30
