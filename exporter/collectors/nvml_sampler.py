@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pynvml
 
-from exporter.collectors.nvml_session import UNSUPPORTED, Device, GpuProcess, NvmlSession
+from exporter.collectors.nvml_session import UNSUPPORTED, Device, GpuProcess, NvmlSession, nvml_constant
 from exporter.collectors.process_labels import command_label
 
 if TYPE_CHECKING:
@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exporter.gpu")
 
-DURATION_FIELDS = {
-    "sw_power_cap": pynvml.NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP,
-    "sync_boost": pynvml.NVML_FI_DEV_CLOCKS_EVENT_REASON_SYNC_BOOST,
-    "sw_thermal_slowdown": pynvml.NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN,
-    "hw_thermal_slowdown": pynvml.NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN,
-    "hw_power_brake_slowdown": pynvml.NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN,
+DURATION_FIELDS = {  # NVML field ids; numbers for nvidia-ml-py versions that predate the names
+    "sw_power_cap": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP", 74),
+    "sync_boost": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_SYNC_BOOST", 76),
+    "sw_thermal_slowdown": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN", 269),
+    "hw_thermal_slowdown": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN", 270),
+    "hw_power_brake_slowdown": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN", 271),
 }
+RECOVERY_ACTION_FIELD = nvml_constant("NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
 NVLINK_ERRORS = {
     "crc_flit": pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT,
     "crc_data": pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
@@ -194,8 +195,12 @@ class NvmlSampler:
 
         Codes in `expected` are answers rather than failures (NOT_FOUND from process utilization).
         """
+        function = getattr(self.session.nvml, fn, None)
+        if function is None:  # an nvidia-ml-py older than the call
+            self.session.mark_unsupported(device, f"source:{source}")
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         try:
-            return getattr(self.session.nvml, fn)(device.handle, *args)
+            return function(device.handle, *args)
         except pynvml.NVMLError as exc:
             if exc.value in UNSUPPORTED:
                 self.session.mark_unsupported(device, f"source:{source}")
@@ -225,7 +230,7 @@ class NvmlSampler:
         labels, session = device.labels, self.session
         wanted: list[tuple[str, tuple[str, ...], int, int, float]] = [
             ("gpu_memory_temperature_celsius", labels, pynvml.NVML_FI_DEV_MEMORY_TEMP, 0, 1.0),
-            ("gpu_recovery_action", labels, pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, 0, 1.0),
+            ("gpu_recovery_action", labels, RECOVERY_ACTION_FIELD, 0, 1.0),
         ]
         wanted += [
             ("gpu_clock_event_duration_seconds_total", (*labels, reason), fid, 0, 1e-9)
@@ -402,7 +407,7 @@ def field_number(value: Any) -> float:
         return float(union.sllVal)
     if kind == pynvml.NVML_VALUE_TYPE_SIGNED_INT:
         return float(union.siVal)
-    if kind == pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT:
+    if kind == nvml_constant("NVML_VALUE_TYPE_UNSIGNED_SHORT", 6):
         return float(union.usVal)
     return float(union.ullVal)
 

@@ -25,8 +25,14 @@ import pynvml
 
 log = logging.getLogger("exporter.gpu")
 
+
+def nvml_constant(name: str, value: int) -> int:
+    """pynvml's constant, or NVML's documented number where an older nvidia-ml-py lacks the name."""
+    return int(getattr(pynvml, name, value))
+
+
 UNSUPPORTED = frozenset({pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
-GPU_LOST = frozenset({pynvml.NVML_ERROR_GPU_IS_LOST, pynvml.NVML_ERROR_GPU_NOT_FOUND})
+GPU_LOST = frozenset({pynvml.NVML_ERROR_GPU_IS_LOST, nvml_constant("NVML_ERROR_GPU_NOT_FOUND", 28)})
 NVML_WIDE = frozenset(
     {
         pynvml.NVML_ERROR_UNINITIALIZED,
@@ -329,7 +335,12 @@ class NvmlSession:
         if key in self._unsupported or device.uuid in self._lost:
             return None
         try:
-            return getattr(self.nvml, name)(device.handle, *args)
+            function = getattr(self.nvml, name)
+        except AttributeError:  # an nvidia-ml-py older than the call
+            self._unsupported.add(key)
+            return None
+        try:
+            return function(device.handle, *args)
         except pynvml.NVMLError as exc:
             self.record_failure(device, name, exc)
             return None

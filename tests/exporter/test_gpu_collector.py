@@ -435,3 +435,27 @@ def test_until_the_retry_period_ends_a_broken_nvml_is_left_alone() -> None:
     assert len(nvml.calls_on("MainThread")) == calls  # neither scrapes nor the sampler touch NVML
     assert nvml.init_calls == 1
     assert m.value("gpu_nvml_available") == 0
+
+
+class OlderBinding:
+    """An nvidia-ml-py that predates some functions: the same fake, minus those names."""
+
+    def __init__(self, inner: FakeNvml, missing: set[str]) -> None:
+        self._inner, self._missing = inner, missing
+
+    def __getattr__(self, name: str) -> object:
+        if name in self._missing:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_an_older_binding_without_some_functions_loses_only_those_readings() -> None:
+    missing = {"nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetTotalEnergyConsumption"}
+    collector = collector_for(OlderBinding(FakeNvml(two_gpus()), missing))
+    collector.sampler.run_once()
+    m = samples_of(collector.collect())
+    assert m.all("gpu_clock_event_reason_active") == []
+    assert m.all("gpu_energy_joules_total") == []
+    assert m.value("gpu_power_usage_watts", {"gpu": "1"}) == 690
+    assert m.value("gpu_pcie_transmit_bytes_per_second", {"gpu": "1"}) == 1000 * 1024
+    assert m.all("gpu_nvml_errors_total") == []
