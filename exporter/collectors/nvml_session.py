@@ -330,8 +330,11 @@ class NvmlSession:
     # --- calls -----------------------------------------------------------------------------------------
 
     def call(self, device: Device, name: str, *args: Any) -> Any:
-        """nvml.<name>(device.handle, *args), or None when unsupported or failed (failures are recorded)."""
-        key = (device.uuid, name)
+        """nvml.<name>(device.handle, *args), or None when unsupported or failed (failures are recorded).
+
+        "Unsupported" is remembered per call and arguments: a GPU may offer the SM clock but not another.
+        """
+        key = (device.uuid, name if not args else f"{name}:{','.join(map(str, args))}")
         if key in self._unsupported or device.uuid in self._lost:
             return None
         try:
@@ -342,7 +345,10 @@ class NvmlSession:
         try:
             return function(device.handle, *args)
         except pynvml.NVMLError as exc:
-            self.record_failure(device, name, exc)
+            if exc.value in UNSUPPORTED:
+                self._unsupported.add(key)
+            else:
+                self.record_failure(device, name, exc)
             return None
 
     def record_failure(self, device: Device, call: str, exc: pynvml.NVMLError) -> None:

@@ -313,7 +313,10 @@ class FakeNvml:
         return self._physical("nvmlDeviceGetCurrPcieLinkWidth", handle).pcie[1]
 
     def nvmlDeviceGetClockInfo(self, handle: Handle, kind: int) -> int:
-        return self._physical("nvmlDeviceGetClockInfo", handle).clocks_mhz[kind]
+        gpu = self._physical("nvmlDeviceGetClockInfo", handle)
+        if kind not in gpu.clocks_mhz:
+            raise error(NOT_SUPPORTED)
+        return gpu.clocks_mhz[kind]
 
     def nvmlDeviceGetFanSpeed_v2(self, handle: Handle, fan: int) -> int:
         gpu = self._physical("nvmlDeviceGetFanSpeed_v2", handle)

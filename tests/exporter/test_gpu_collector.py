@@ -459,3 +459,17 @@ def test_an_older_binding_without_some_functions_loses_only_those_readings() -> 
     assert m.value("gpu_power_usage_watts", {"gpu": "1"}) == 690
     assert m.value("gpu_pcie_transmit_bytes_per_second", {"gpu": "1"}) == 1000 * 1024
     assert m.all("gpu_nvml_errors_total") == []
+
+
+def test_unsupported_is_remembered_per_call_and_arguments() -> None:
+    gpu = FakeGpu(uuid=UUID0, clocks_mhz={pynvml.NVML_CLOCK_SM: 1410, pynvml.NVML_CLOCK_MEM: 1593})
+    nvml = FakeNvml([gpu])
+    collector = collector_for(nvml)
+    for _ in range(3):
+        m = samples_of(collector.collect())
+    assert m.value("gpu_clock_hertz", {"clock": "sm"}) == 1410e6
+    assert m.value("gpu_clock_hertz", {"clock": "memory"}) == 1593e6
+    assert m.all("gpu_clock_hertz", {"clock": "graphics"}) == []
+    assert m.all("gpu_nvml_errors_total") == []
+    # graphics asked once, then remembered; sm and memory asked on every scrape
+    assert nvml.calls_on("MainThread").count("nvmlDeviceGetClockInfo") == 1 + 2 * 3
