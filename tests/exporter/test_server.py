@@ -104,6 +104,7 @@ def test_a_failing_collector_costs_only_its_own_families() -> None:
     assert m.value("exporter_collector_errors_total", {"collector": "host", "kind": "exception"}) == 2
 
 
+@pytest.mark.real
 def test_exposition_passes_promtool_check_metrics() -> None:
     promtool = require_binary("promtool", "apt-get install prometheus; `make test` does it as root")
     with serving(fake_exporter()) as url:
