@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8000, help="listen port (default 8000, like vLLM)")
     parser.add_argument("--model", help="served model name (default: the profile's model)")
+    parser.add_argument(
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N engines behind one API, each with the profile's GPU (vLLM's -dp); engine label 0..N-1",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for generated text, lengths and faults")
     parser.add_argument(
         "--time-scale", type=float, help="multiply every simulated duration (2 = twice as slow)"
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"llmobs-simulator: --api-key-env {args.api_key_env}: that variable is empty", file=sys.stderr
             )
             return 2
+    if not 1 <= args.data_parallel_size <= 64:
+        print("llmobs-simulator: --data-parallel-size must be between 1 and 64", file=sys.stderr)
+        return 2
     if not 0 < args.port < 65536:
         print(f"llmobs-simulator: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model = args.model or profile.model
-    sim = Simulator(Engine(profile, faults, seed=args.seed), model, faults, seed=args.seed)
+    engines = [Engine(profile, faults, seed=args.seed + index) for index in range(args.data_parallel_size)]
+    sim = Simulator(engines, model, faults, seed=args.seed)
     print(
         f"llmobs-simulator: {model} on profile {profile.name} ({profile.kv_capacity_tokens} KV tokens, "
         f"max {profile.scheduler.max_num_seqs} seqs), listening on http://{args.host}:{args.port}"

@@ -9,18 +9,18 @@ wheel. Families built from one snapshot of the engine per scrape (a custom colle
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from simulator.engine import Engine
-from simulator.stats import ADMISSION_REASONS, FINISH_REASONS, Histogram
+from simulator.stats import ADMISSION_REASONS, FINISH_REASONS
 
 LABELS = ("model_name", "engine")
-ENGINE_INDEX = "0"
 
 COUNTER_HELP = {
     "vllm:prefix_cache_queries": "Prefix cache queries, in terms of number of queried tokens.",
@@ -51,6 +51,10 @@ MFU_COUNTERS = {
         "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations)."
     ),
 }
+RUNNING_HELP = "Number of requests in model execution batches."
+WAITING_HELP = "Number of requests waiting to be processed."
+KV_USAGE_HELP = "KV-cache usage. 1 means 100 percent usage."
+SUCCESS_HELP = "Count of successfully processed requests."
 PROMPT_TOKENS_BY_SOURCE_HELP = "Number of prompt tokens by source."
 PROMPT_TOKENS_CACHED_BY_SOURCE_HELP = (
     "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host "
@@ -89,137 +93,137 @@ SLEEP_STATE_HELP = (
 )
 
 
-class VllmCollector:
-    """The vllm:* families of one engine (engine index "0")."""
+Value = Callable[[Engine], float]
 
-    def __init__(self, engine: Engine, model_name: str) -> None:
-        self.engine = engine
+
+class VllmCollector:
+    """The vllm:* families of one served model on one or more data-parallel engines ("0".."N-1")."""
+
+    def __init__(self, engines: Sequence[Engine], model_name: str) -> None:
+        self.engines = list(engines)
         self.model_name = model_name
-        self.labels = [model_name, ENGINE_INDEX]
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.engine
-        stats = engine.stats
-        created = stats.created
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
         # Registered by vLLM 0.33 in every deployment; they only move with --enable-mfu-metrics.
         for name, documentation in MFU_COUNTERS.items():
-            yield self._counter(name, documentation, 0, created)
-        yield from self._scheduler_gauges()
-        counters = {
-            "vllm:prefix_cache_queries": stats.prefix_cache_queries,
-            "vllm:prefix_cache_hits": stats.prefix_cache_hits,
-            "vllm:external_prefix_cache_queries": 0,
-            "vllm:external_prefix_cache_hits": 0,
-            "vllm:mm_cache_queries": 0,
-            "vllm:mm_cache_hits": 0,
-            "vllm:num_preemptions": stats.preemptions,
-            "vllm:prompt_tokens": stats.prompt_tokens,
+            yield self._counter(name, documentation, zero)
+        yield self._gauge("vllm:num_requests_running", RUNNING_HELP, lambda engine: engine.num_running)
+        yield self._gauge("vllm:num_requests_waiting", WAITING_HELP, lambda engine: engine.num_waiting)
+        waiting = {"capacity": lambda engine: engine.num_waiting, "deferred": zero}
+        yield self._labelled(
+            gauge, "vllm:num_requests_waiting_by_reason", WAITING_BY_REASON_HELP, "reason", waiting
+        )
+        sleep = {"awake": lambda engine: 1, "weights_offloaded": zero, "discard_all": zero}
+        yield self._labelled(gauge, "vllm:engine_sleep_state", SLEEP_STATE_HELP, "sleep_state", sleep)
+        yield self._gauge("vllm:kv_cache_usage_perc", KV_USAGE_HELP, lambda engine: engine.pool.usage)
+        counters: dict[str, Value] = {
+            "vllm:prefix_cache_queries": lambda engine: engine.stats.prefix_cache_queries,
+            "vllm:prefix_cache_hits": lambda engine: engine.stats.prefix_cache_hits,
+            "vllm:external_prefix_cache_queries": zero,
+            "vllm:external_prefix_cache_hits": zero,
+            "vllm:mm_cache_queries": zero,
+            "vllm:mm_cache_hits": zero,
+            "vllm:num_preemptions": lambda engine: engine.stats.preemptions,
+            "vllm:prompt_tokens": lambda engine: engine.stats.prompt_tokens,
         }
         for name, value in counters.items():
-            yield self._counter(name, COUNTER_HELP[name], value, created)
-        by_source = CounterMetricFamily(
-            "vllm:prompt_tokens_by_source", PROMPT_TOKENS_BY_SOURCE_HELP, labels=[*LABELS, "source"]
-        )
-        sources = {
-            "local_compute": stats.prompt_tokens_computed,
-            "local_cache_hit": stats.prompt_tokens_cache_hit,
-            "external_kv_transfer": 0,
+            yield self._counter(name, COUNTER_HELP[name], value)
+        sources: dict[str, Value] = {
+            "local_compute": lambda engine: engine.stats.prompt_tokens_computed,
+            "local_cache_hit": lambda engine: engine.stats.prompt_tokens_cache_hit,
+            "external_kv_transfer": zero,
         }
-        for source, value in sources.items():
-            by_source.add_metric([*self.labels, source], value, created=created)
-        yield by_source
-        yield self._counter(
-            "vllm:prompt_tokens_cached",
-            COUNTER_HELP["vllm:prompt_tokens_cached"],
-            stats.prompt_tokens_cache_hit,
-            created,
+        yield self._labelled(
+            counter, "vllm:prompt_tokens_by_source", PROMPT_TOKENS_BY_SOURCE_HELP, "source", sources
         )
-        cached_by_source = CounterMetricFamily(
-            "vllm:prompt_tokens_cached_by_source",
-            PROMPT_TOKENS_CACHED_BY_SOURCE_HELP,
-            labels=[*LABELS, "source"],
-        )
-        for source in CACHE_HIT_SOURCES:
-            value = stats.prefix_cache_hits if source == "device" else 0
-            cached_by_source.add_metric([*self.labels, source], value, created=created)
-        yield cached_by_source
-        yield self._counter(
-            "vllm:generation_tokens", COUNTER_HELP["vllm:generation_tokens"], stats.generation_tokens, created
-        )
-        success = CounterMetricFamily(
-            "vllm:request_success",
-            "Count of successfully processed requests.",
-            labels=[*LABELS, "finished_reason"],
-        )
-        for reason in FINISH_REASONS:
-            success.add_metric([*self.labels, reason], stats.request_success[reason], created=created)
-        yield success
-        rejections = CounterMetricFamily(
+        name = "vllm:prompt_tokens_cached"
+        yield self._counter(name, COUNTER_HELP[name], lambda engine: engine.stats.prompt_tokens_cache_hit)
+        tiers: dict[str, Value] = {source: zero for source in CACHE_HIT_SOURCES}
+        tiers["device"] = lambda engine: engine.stats.prefix_cache_hits
+        name = "vllm:prompt_tokens_cached_by_source"
+        yield self._labelled(counter, name, PROMPT_TOKENS_CACHED_BY_SOURCE_HELP, "source", tiers)
+        name = "vllm:generation_tokens"
+        yield self._counter(name, COUNTER_HELP[name], lambda engine: engine.stats.generation_tokens)
+        reasons = {reason: _success(reason) for reason in FINISH_REASONS}
+        yield self._labelled(counter, "vllm:request_success", SUCCESS_HELP, "finished_reason", reasons)
+        yield self._admission_rejections()
+        for short_name in HISTOGRAM_ORDER:
+            yield self._histogram(short_name)
+        yield self._cache_config_info()
+
+    def _labels(self, index: int) -> list[str]:
+        return [self.model_name, str(index)]
+
+    def _gauge(self, name: str, documentation: str, value: Value) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, documentation, labels=LABELS)
+        for index, engine in enumerate(self.engines):
+            family.add_metric(self._labels(index), value(engine))
+        return family
+
+    def _counter(self, name: str, documentation: str, value: Value) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=LABELS)
+        for index, engine in enumerate(self.engines):
+            family.add_metric(self._labels(index), value(engine), created=engine.stats.created)
+        return family
+
+    def _labelled(
+        self, cls: type, name: str, documentation: str, label: str, values: dict[str, Value]
+    ) -> Metric:
+        """A family with one more label; vLLM creates its series label value first, then engine."""
+        family = cls(name, documentation, labels=[*LABELS, label])
+        for label_value, value in values.items():
+            for index, engine in enumerate(self.engines):
+                extra = {"created": engine.stats.created} if cls is CounterMetricFamily else {}
+                family.add_metric([*self._labels(index), label_value], value(engine), **extra)
+        return family
+
+    def _admission_rejections(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(
             "vllm:admission_rejections",
             "Number of admission attempts rejected by a queue limit, by reason.",
             labels=["model_name", "reason"],
         )
+        created = min(engine.stats.created for engine in self.engines)
         for reason in ADMISSION_REASONS:
-            rejections.add_metric(
-                [self.model_name, reason], stats.admission_rejections[reason], created=created
-            )
-        yield rejections
-        for name in HISTOGRAM_ORDER:
-            yield self._histogram(f"vllm:{name}", HISTOGRAM_HELP[name], stats.histograms[name], created)
-        yield self._cache_config_info()
-
-    def _scheduler_gauges(self) -> Iterator[Metric]:
-        engine = self.engine
-        yield self._gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches.", engine.num_running
-        )
-        yield self._gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", engine.num_waiting
-        )
-        by_reason = GaugeMetricFamily(
-            "vllm:num_requests_waiting_by_reason", WAITING_BY_REASON_HELP, labels=[*LABELS, "reason"]
-        )
-        by_reason.add_metric([*self.labels, "capacity"], engine.num_waiting)
-        by_reason.add_metric([*self.labels, "deferred"], 0)
-        yield by_reason
-        sleep = GaugeMetricFamily(
-            "vllm:engine_sleep_state", SLEEP_STATE_HELP, labels=[*LABELS, "sleep_state"]
-        )
-        for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
-            sleep.add_metric([*self.labels, state], value)
-        yield sleep
-        yield self._gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", engine.pool.usage
-        )
-
-    def _gauge(self, name: str, documentation: str, value: float) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(name, documentation, labels=LABELS)
-        family.add_metric(self.labels, value)
+            total = sum(engine.stats.admission_rejections[reason] for engine in self.engines)
+            family.add_metric([self.model_name, reason], total, created=created)
         return family
 
-    def _counter(self, name: str, documentation: str, value: float, created: float) -> CounterMetricFamily:
-        family = CounterMetricFamily(name, documentation, labels=LABELS)
-        family.add_metric(self.labels, value, created=created)
-        return family
-
-    def _histogram(self, name: str, documentation: str, histogram: Histogram, created: float) -> Metric:
-        family = HistogramMetricFamily(name, documentation, labels=LABELS)
-        cumulative, buckets = 0, []
-        for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
-            cumulative += count
-            buckets.append((_bound_label(bound), cumulative))
-        family.add_metric(self.labels, buckets, histogram.total)
-        family.samples.append(Sample(f"{name}_created", dict(zip(LABELS, self.labels, strict=True)), created))
+    def _histogram(self, short_name: str) -> Metric:
+        name = f"vllm:{short_name}"
+        family = HistogramMetricFamily(name, HISTOGRAM_HELP[short_name], labels=LABELS)
+        for index, engine in enumerate(self.engines):
+            histogram = engine.stats.histograms[short_name]
+            cumulative, buckets = 0, []
+            for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric(self._labels(index), buckets, histogram.total)
+        for index, engine in enumerate(self.engines):
+            labels = dict(zip(LABELS, self._labels(index), strict=True))
+            family.samples.append(Sample(f"{name}_created", labels, engine.stats.created))
         return family
 
     def _cache_config_info(self) -> GaugeMetricFamily:
-        info = cache_config_fields(self.engine)
-        info["engine"] = ENGINE_INDEX
-        family = GaugeMetricFamily(
-            "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", labels=list(info)
-        )
-        family.add_metric(list(info.values()), 1)
+        family = None
+        for index, engine in enumerate(self.engines):
+            info = {**cache_config_fields(engine), "engine": str(index)}
+            if family is None:
+                family = GaugeMetricFamily(
+                    "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", labels=list(info)
+                )
+            family.add_metric(list(info.values()), 1)
+        assert family is not None
         return family
+
+
+def zero(engine: Engine) -> float:
+    return 0
+
+
+def _success(reason: str) -> Value:
+    return lambda engine: engine.stats.request_success[reason]
 
 
 # The order vLLM 0.33 registers its histograms in (the order they appear on /metrics).
@@ -288,20 +292,13 @@ def cache_config_fields(engine: Engine) -> dict[str, str]:
     }
 
 
-def _bound_label(bound: float) -> str:
-    """prometheus_client's text for an `le` value: 1.0, 0.25, +Inf."""
-    if bound == float("inf"):
-        return "+Inf"
-    return repr(float(bound))
-
-
-def build_registry(engine: Engine, model_name: str) -> CollectorRegistry:
+def build_registry(engines: Sequence[Engine], model_name: str) -> CollectorRegistry:
     """The registry a vLLM API server serves: engine families plus process and Python metrics."""
     registry = CollectorRegistry(auto_describe=False)
     GCCollector(registry=registry)  # the default registry's order, which vLLM's /metrics shows
     PlatformCollector(registry=registry, platform=platform)
     ProcessCollector(registry=registry)
-    registry.register(VllmCollector(engine, model_name))
+    registry.register(VllmCollector(engines, model_name))
     return registry
 
 

@@ -87,12 +87,13 @@ class FaultPlan:
 
 
 class Simulator:
-    def __init__(self, engine: Engine, model: str, faults: Faults, seed: int = 0) -> None:
-        self.engine = engine
+    def __init__(self, engines: list[Engine], model: str, faults: Faults, seed: int = 0) -> None:
+        self.engines = engines
+        self._next_start = 0
         self.model = model
         self.faults = faults
         self.rng = random.Random(seed ^ 0xFA17)
-        self.registry = build_registry(engine, model)
+        self.registry = build_registry(engines, model)
         self.in_flight = 0
         self.created = int(time.time())
 
@@ -146,13 +147,59 @@ class Simulator:
         status = self.injected_error()
         if status is not None:
             return error_response(f"Injected fault: HTTP {status}.", status, "InjectedFault")
+        engine = self.choose_engine()
         try:
-            seq = self.engine.add(
+            seq = engine.add(
                 uuid.uuid4().hex, parsed.prompt_ids, parsed.max_tokens, parsed.ignore_eos, parsed.min_tokens
             )
         except AdmissionError as exc:
             return error_response(str(exc), exc.status, exc.error_type)
-        return CompletionResponse(self, parsed, seq, self.fault_plan(seq))
+        return CompletionResponse(self, engine, parsed, seq, self.fault_plan(seq))
+
+    def choose_engine(self) -> Engine:
+        """vLLM's data-parallel balancing: the least loaded engine (running + waiting, waiting weighed up
+        when the KV cache is over half full), scanning from a rotating start so ties spread out."""
+        best, best_score = self.engines[0], float("inf")
+        count = len(self.engines)
+        for offset in range(count):
+            engine = self.engines[(self._next_start + offset) % count]
+            score = engine.num_running + engine.num_waiting
+            score += engine.num_waiting * 6.0 * max(0.0, engine.pool.usage - 0.5)
+            if score < best_score:
+                best, best_score = engine, score
+        self._next_start = (self._next_start + 1) % count
+        return best
+
+    @property
+    def is_down(self) -> bool:
+        return any(engine.is_down for engine in self.engines)
+
+    def restart(self, down_seconds: float) -> int:
+        for engine in self.engines:
+            engine.restart(down_seconds)
+        return self.engines[0].restarts
+
+    def stats(self) -> dict[str, Any]:
+        engines = self.engines
+        timings = [engine.timing for engine in engines]
+        steps = sum(timing.steps for timing in timings)
+        return {
+            "profile": engines[0].profile.name,
+            "model": self.model,
+            "data_parallel_size": len(engines),
+            "running": sum(engine.num_running for engine in engines),
+            "waiting": sum(engine.num_waiting for engine in engines),
+            "kv_cache_usage": [engine.pool.usage for engine in engines],
+            "restarts": engines[0].restarts,
+            "step_timing": {
+                "steps": steps,
+                "lag_mean_seconds": sum(timing.lag_total for timing in timings) / steps if steps else 0.0,
+                "lag_max_seconds": max(timing.lag_max for timing in timings),
+                "lag_p99_recent_seconds": max(
+                    timing.as_dict()["lag_p99_recent_seconds"] for timing in timings
+                ),
+            },
+        }
 
     def injected_error(self) -> int | None:
         roll = self.rng.random()
@@ -228,10 +275,13 @@ def _prompt_ids(prompt: Any) -> list[int]:
 class CompletionResponse(Response):
     """An ASGI response that follows one request through the engine, streamed or not."""
 
-    def __init__(self, sim: Simulator, request: ParsedRequest, seq: Sequence, plan: FaultPlan) -> None:
+    def __init__(
+        self, sim: Simulator, engine: Engine, request: ParsedRequest, seq: Sequence, plan: FaultPlan
+    ) -> None:
         self.background = None
         self.status_code = 200
         self.sim = sim
+        self.engine = engine
         self.request = request
         self.seq = seq
         self.plan = plan
@@ -255,7 +305,7 @@ class CompletionResponse(Response):
     async def _watch_disconnect(self, receive: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.sim.engine.abort(self.seq)
+        self.engine.abort(self.seq)
 
     async def _whole(self, send: Any) -> None:
         seq = self.seq
@@ -484,19 +534,21 @@ def create_app(sim: Simulator, api_key: str | None = None) -> Any:
 
 
 def create_api(sim: Simulator) -> FastAPI:
-    engine = sim.engine
+    engines = sim.engines
     logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        engine.start()
+        for engine in engines:
+            engine.start()
         restarter = None
         if sim.faults.restart_every_seconds:
             restarter = asyncio.create_task(_restart_periodically(sim))
         yield
         if restarter is not None:
             restarter.cancel()
-        await engine.stop()
+        for engine in engines:
+            await engine.stop()
 
     app = FastAPI(
         title="llmobs vLLM simulator", version=VERSION, docs_url=None, redoc_url=None, lifespan=lifespan
@@ -508,7 +560,7 @@ def create_api(sim: Simulator) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        return Response(status_code=503 if engine.is_down else 200)
+        return Response(status_code=503 if sim.is_down else 200)
 
     @app.get("/version")
     async def version() -> dict:
@@ -520,7 +572,7 @@ def create_api(sim: Simulator) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        if engine.is_down:
+        if sim.is_down:
             return Response("engine restarting\n", status_code=503, media_type="text/plain")
         return Response(render(sim.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -533,28 +585,19 @@ def create_api(sim: Simulator) -> FastAPI:
             "owned_by": "vllm",
             "root": sim.model,
             "parent": None,
-            "max_model_len": engine.profile.max_model_len,
+            "max_model_len": engines[0].profile.max_model_len,
         }
         return {"object": "list", "data": [card]}
 
     @app.get("/_simulator/stats")
     async def stats() -> dict:
-        return {
-            "profile": engine.profile.name,
-            "model": sim.model,
-            "running": engine.num_running,
-            "waiting": engine.num_waiting,
-            "kv_cache_usage": engine.pool.usage,
-            "restarts": engine.restarts,
-            "step_timing": engine.timing.as_dict(),
-        }
+        return sim.stats()
 
     @app.post("/_simulator/restart")
     async def restart(down_seconds: float = 2.0) -> dict:
         if not 0 < down_seconds <= 600:
             raise RequestError("down_seconds must be in (0, 600].", param="down_seconds")
-        engine.restart(down_seconds)
-        return {"restarts": engine.restarts, "down_seconds": down_seconds}
+        return {"restarts": sim.restart(down_seconds), "down_seconds": down_seconds}
 
     return app
 
@@ -564,4 +607,4 @@ async def _restart_periodically(sim: Simulator) -> None:
     while True:
         await asyncio.sleep(faults.restart_every_seconds)
         log.warning("fault: engine restart (down %.1fs)", faults.restart_down_seconds)
-        sim.engine.restart(faults.restart_down_seconds)
+        sim.restart(faults.restart_down_seconds)

@@ -36,15 +36,18 @@ def families(text: str) -> dict[str, dict]:
             "values": {
                 name: {s.labels[name] for s in family.samples if name in s.labels} for name in ENUMERATED
             },
-            "le": [s.labels["le"] for s in family.samples if "le" in s.labels],
+            "le": sorted({s.labels["le"] for s in family.samples if "le" in s.labels}, key=float),
+            "engines": sorted({s.labels["engine"] for s in family.samples if "engine" in s.labels}),
         }
     return result
 
 
-@pytest.mark.parametrize("fixture", ["v0.33.0-idle.txt", "v0.33.0-load.txt"])
-def test_same_families_as_real_vllm_033(start_simulator, fixture: str) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "engines"), [("v0.33.0-idle.txt", 1), ("v0.33.0-load.txt", 1), ("v0.33.0-dp2-load.txt", 2)]
+)
+def test_same_families_as_real_vllm_033(start_simulator, fixture: str, engines: int) -> None:
     real = families((FIXTURES / fixture).read_text())
-    url = start_simulator("--profile", "tiny")
+    url = start_simulator("--profile", "tiny", "--data-parallel-size", str(engines))
     httpx.post(f"{url}/v1/completions", json={"prompt": "hello", "max_tokens": 3}, timeout=10)
     ours = families(httpx.get(f"{url}/metrics", timeout=5).text)
 
@@ -57,6 +60,7 @@ def test_same_families_as_real_vllm_033(start_simulator, fixture: str) -> None:
             family["labels"],
         ), name
         assert mine["values"] == family["values"], name
+        assert mine["engines"] == family["engines"], name
         if family["type"] == "histogram" and name not in TOKEN_COUNT_HISTOGRAMS:
             assert mine["le"] == family["le"], name
 
