@@ -43,17 +43,21 @@ def test_error_rates_by_status(start_simulator) -> None:
 
 
 def test_latency_spikes_lengthen_engine_steps(start_simulator) -> None:
-    # 60000 per minute: practically every step (about 20 ms) gets the extra 0.25 s.
+    # 60000 per minute: practically every step (about 20 ms without spikes) takes 0.25 s longer.
     url = start_simulator("--profile", "tiny", "--latency-spike", "60000:0.25")
     times, _ = stream_timeline(url, 6)
-    # events: role chunk + first token together, five more tokens, [DONE] with the last one
+    # events: role chunk + first token together, five more tokens, [DONE] with the last one.
+    # Means, not single gaps: a late wake-up on a busy CPU shortens the next step by as much.
     gaps = [later - earlier for earlier, later in itertools.pairwise(times[1:-1])]
     assert len(gaps) == 5
-    assert gaps and min(gaps) >= 0.2
+    assert sum(gaps) / len(gaps) >= 0.24
     values = metric_values(url)
     assert values["vllm:inter_token_latency_seconds_count"] == 5
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    assert 'vllm:inter_token_latency_seconds_bucket{engine="0",le="0.2",model_name="sim/tiny"} 0.0' in text
+    assert values["vllm:inter_token_latency_seconds_sum"] / 5 >= 0.24
+    # without the fault the same stream's gaps are short
+    plain = start_simulator("--profile", "tiny")
+    times, _ = stream_timeline(plain, 6)
+    assert (times[-2] - times[1]) / 5 < 0.15
 
 
 def test_stall_pauses_a_stream_midway_then_it_completes(start_simulator) -> None:
