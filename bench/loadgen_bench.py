@@ -254,32 +254,42 @@ def sustained(row: dict, rate: float) -> bool:
 
 
 def rate_ladder(url: str, workdir: Path, duration: float, rates: list[float]) -> list[dict]:
-    results = []
-    for name in ("llmobs-loadgen", "GuideLLM", "vLLM-bench-style aiohttp"):
-        run = CLIENTS[name]
-        steps = []
-        for rate in rates:
-            log(f"open loop {rate:g}/s: {name}")
-            try:
-                row = run(url, workdir, duration, rate=rate)
-            except Exception as exc:
-                steps.append({"rate": rate, "error": str(exc)[-300:]})
-                break
-            row["rate"] = rate
-            row["sustained"] = sustained(row, rate)
-            if not row["sustained"]:  # the machine is shared: a rung fails only if it fails twice
-                log(f"  {row['requests_per_s']:.0f} req/s, dispatch p99 {row['dispatch_p99']}: once more")
-                row = run(url, workdir, duration, rate=rate)
+    """Up the rates, every client at each rate in turn (so load from elsewhere hits all alike);
+    a client leaves the ladder at the first rate it fails twice."""
+    names = ("llmobs-loadgen", "GuideLLM", "vLLM-bench-style aiohttp")
+    steps: dict[str, list[dict]] = {name: [] for name in names}
+    climbing = list(names)
+    for rate in rates:
+        for name in list(climbing):
+            row = None
+            for attempt in (1, 2):  # the machine is shared: a rate fails only if it fails twice
+                log(f"open loop {rate:g}/s, try {attempt}: {name}")
+                try:
+                    row = CLIENTS[name](url, workdir, duration, rate=rate)
+                except Exception as exc:
+                    row = {"rate": rate, "error": str(exc)[-300:], "sustained": False}
+                    break
                 row["rate"] = rate
                 row["sustained"] = sustained(row, rate)
-                row["second_try"] = True
-            steps.append(row)
-            log(f"  {row['requests_per_s']:.0f} req/s, dispatch p99 {row['dispatch_p99']}")
+                row["tries"] = attempt
+                log(f"  {row['requests_per_s']:.0f} req/s, dispatch p99 {row['dispatch_p99']}")
+                if row["sustained"]:
+                    break
+            steps[name].append(row)
             if not row["sustained"]:
-                break
-        best = max((s["rate"] for s in steps if s.get("sustained")), default=None)
-        results.append({"tool": name, "highest_sustained_rate": best, "steps": steps})
-    return results
+                climbing.remove(name)
+        if not climbing:
+            break
+    return [
+        {
+            "tool": name,
+            "highest_sustained_rate": max(
+                (s["rate"] for s in steps[name] if s.get("sustained")), default=None
+            ),
+            "steps": steps[name],
+        }
+        for name in names
+    ]
 
 
 def timing_error_at(workdir: Path, streams: int) -> dict:
