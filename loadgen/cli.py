@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # on a terminal a log line first clears the live progress line, which is redrawn after it
+        format=("\r\x1b[2K" if sys.stderr.isatty() else "")
+        + "%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
