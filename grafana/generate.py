@@ -922,7 +922,7 @@ def gpu_detail() -> dict:
             [
                 q(f"host_cpu_utilization_ratio{{{HOST}}}", "{{instance}} CPU"),
                 q(
-                    f"host_load_average{{{HOST}}} / on (instance) group_left host_cpu_count{{{HOST}}}",
+                    f"host_load_average{{{HOST}}} / on (instance) group_left host_cpu_cores{{{HOST}}}",
                     "{{instance}} load {{period}} per core",
                 ),
             ],

@@ -239,7 +239,7 @@ class HostCollector(Collector):
                 cores.add_metric([str(cpu)], ratio)
         yield utilization
         yield cores
-        yield GaugeMetricFamily("host_cpu_count", "Logical cores.", value=psutil.cpu_count() or 0)
+        yield GaugeMetricFamily("host_cpu_cores", "Logical cores.", value=psutil.cpu_count() or 0)
         load = self._read("load", psutil.getloadavg)
         if load is not None:
             family = GaugeMetricFamily("host_load_average", "Load average.", labels=["period"])

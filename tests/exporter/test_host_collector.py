@@ -98,7 +98,7 @@ def test_host_readings_match_psutil() -> None:
     time.sleep(0.3)  # let CPU time pass
     m = samples_of(collector.collect())
     cores = psutil.cpu_count()
-    assert m.value("host_cpu_count") == cores
+    assert m.value("host_cpu_cores") == cores
     assert 0 <= m.value("host_cpu_utilization_ratio") <= 1
     core_samples = m.all("host_cpu_core_utilization_ratio")
     assert len(core_samples) <= cores

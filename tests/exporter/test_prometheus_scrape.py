@@ -35,7 +35,7 @@ def test_prometheus_scrapes_host_and_exporter_series(tmp_path: Path) -> None:
         with prometheus_server(tmp_path, config) as prometheus:
             up = prometheus.wait_for('up{job="exporter"} == 1')
             assert up[0]["metric"]["instance"] == f"127.0.0.1:{port}"
-            cores = prometheus.wait_for("host_cpu_count")
+            cores = prometheus.wait_for("host_cpu_cores")
             assert float(cores[0]["value"][1]) >= 1
             assert prometheus.wait_for("host_memory_total_bytes > 0")
             assert prometheus.wait_for('host_network_receive_bytes_total{interface="lo"}')

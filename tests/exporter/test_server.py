@@ -54,7 +54,7 @@ def test_metrics_in_prometheus_text_with_gpu_host_and_self_metrics() -> None:
     m = parse_text(response.text)
     assert m.value("gpu_nvml_available") == 1
     assert m.value("gpu_power_usage_watts", {"gpu": "0", "uuid": UUID}) == 690
-    assert m.value("host_cpu_count") >= 1
+    assert m.value("host_cpu_cores") >= 1
     assert m.labels("exporter_build_info")["version"]
     for collector in ("gpu", "host"):
         assert m.value("exporter_collector_success", {"collector": collector}) == 1
@@ -98,7 +98,7 @@ def test_a_failing_collector_costs_only_its_own_families() -> None:
     with serving(exporter) as url:
         m = parse_text(httpx.get(f"{url}/metrics", timeout=10).text)
         m = parse_text(httpx.get(f"{url}/metrics", timeout=10).text)
-    assert "host_cpu_count" not in m.names()
+    assert "host_cpu_cores" not in m.names()
     assert m.value("gpu_up", {"gpu": "0"}) == 1
     assert m.value("exporter_collector_success", {"collector": "host"}) == 0
     assert m.value("exporter_collector_errors_total", {"collector": "host", "kind": "exception"}) == 2
@@ -113,11 +113,8 @@ def test_exposition_passes_promtool_check_metrics() -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    # host_cpu_count is the contract's name (docs/metrics.md) and trips promtool's _count lint only;
-    # anything else (syntax, types, duplicate series, other lints) fails the test.
-    known = ['host_cpu_count non-histogram and non-summary metrics should not have "_count" suffix']
-    assert [p for p in problems if p not in known] == []
-    assert result.returncode in (0, 3) and (result.returncode == 0) == (problems == [])
+    assert problems == [], "promtool check metrics: syntax, types, duplicate series and lints"
+    assert result.returncode == 0
 
 
 def web_config_file(tmp_path: Path, text: str) -> Path:
@@ -141,7 +138,7 @@ def test_basic_auth_with_bcrypt_hashes(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/metrics", headers=bad_header, timeout=10).status_code == 401
         for _ in range(2):  # the second time from the cache of verified credentials
             ok = httpx.get(f"{url}/metrics", headers=auth("prometheus", "s3cret"), timeout=10)
-            assert ok.status_code == 200 and "host_cpu_count" in ok.text
+            assert ok.status_code == 200 and "host_cpu_cores" in ok.text
         denied = httpx.get(f"{url}/healthz", timeout=10)
         assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Basic")
 
