@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+import tokenizers  # in the dev extra, so CI always runs these
 
 from loadgen.workloads import WORDS, LengthDist, Synthetic, TextMaker, Tokenizer
-
-tokenizers = pytest.importorskip("tokenizers", reason="optional extra: pip install -e '.[tokenizers]'")
 
 
 def word_level_tokenizer(directory) -> str:
