@@ -267,7 +267,7 @@ def checks() -> list[Check]:
 
 
 def smi_fields() -> set[str]:
-    """Every field name nvidia-smi accepts, aliases included: a help line reads `"clocks.current.sm" or "clocks.sm"`."""
+    """Every field nvidia-smi accepts, aliases too: a help line reads `"clocks.current.sm" or "clocks.sm"`."""
     help_text = run(["nvidia-smi", "--help-query-gpu"], timeout=30)
     lines = (line for line in help_text.splitlines() if line.startswith('"'))
     return {name for line in lines for name in re.findall(r'"([a-z0-9_.]+)"', line)}
