@@ -72,6 +72,7 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     engine_passthrough: bool = False
     engine_process_patterns: tuple[EngineProcessPattern, ...] = ()
+    collect_interval_seconds: float = 0.5
     gpu_sampler_interval_seconds: float = 1.0
     gpu_process_limit: int = 32
     host_engine_process_limit: int = 16
@@ -251,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND=REGEX",
         help="recognise more engine processes by command line (repeatable)",
     )
+    add(
+        "--collect-interval-seconds",
+        dest="collect_interval_seconds",
+        metavar="S",
+        help="how often GPU and host readings are collected and /metrics re-rendered, default 0.5",
+    )
     add("--gpu.sampler-interval-seconds", dest="gpu_sampler_interval_seconds", metavar="S", help="default 1")
     add("--gpu.process-limit", dest="gpu_process_limit", metavar="N", help="processes per GPU, default 32")
     add("--host.engine-process-limit", dest="host_engine_process_limit", metavar="N", help="default 16")
@@ -357,6 +364,8 @@ def _validate(raw: dict[str, tuple[str, Any]], environ: Mapping[str, str]) -> Co
             values[key] = tuple(parse_engine_pattern(item, item_where) for item_where, item in value)
         elif key == "gpu_sampler_interval_seconds":
             values[key] = parse_number(value, where, 0.2, 3600)
+        elif key == "collect_interval_seconds":
+            values[key] = parse_number(value, where, 0.1, 3600)
         elif key == "nvml_retry_seconds":
             values[key] = parse_number(value, where, 1, 86400)
         elif key in {"gpu_process_limit", "host_engine_process_limit"}:

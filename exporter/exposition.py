@@ -11,7 +11,7 @@ the library's in all cases. tests/exporter/test_exposition.py compares both byte
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from prometheus_client import exposition, openmetrics
@@ -21,6 +21,7 @@ from prometheus_client.utils import floatToGoString
 
 _PLAIN_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _known_plain: set[str] = set()
+EOF = b"# EOF\n"
 
 
 def _plain(name: str) -> bool:
@@ -68,32 +69,34 @@ class _One:
         return [self.metric]
 
 
-def render_text(registry: object) -> bytes:
-    """Prometheus text format 0.0.4, as prometheus_client.exposition.generate_latest."""
+def render_families(metrics: Iterable[Metric], openmetrics: bool) -> bytes:
+    """Text 0.0.4, or OpenMetrics 1.0.0 without its closing `# EOF` (so rendered parts can be joined)."""
     out: list[str] = []
-    for metric in registry.collect():  # type: ignore[attr-defined]
+    for metric in metrics:
         if not _fast_family(metric):
-            out.append(exposition.generate_latest(_One(metric)).decode())
+            if openmetrics:
+                out.append(om_exposition.generate_latest(_One(metric)).decode().removesuffix(EOF.decode()))
+            else:
+                out.append(exposition.generate_latest(_One(metric)).decode())
             continue
-        name = metric.name + ("_total" if metric.type == "counter" else "")
-        help_text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        if openmetrics:
+            name, help_text = metric.name, _value_escape(metric.documentation)
+        else:
+            name = metric.name + ("_total" if metric.type == "counter" else "")
+            help_text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} {metric.type}\n")
         _sample_lines(metric, out)
     return "".join(out).encode("utf-8")
 
 
+def render_text(registry: object) -> bytes:
+    """Prometheus text format 0.0.4, as prometheus_client.exposition.generate_latest."""
+    return render_families(registry.collect(), openmetrics=False)  # type: ignore[attr-defined]
+
+
 def render_openmetrics(registry: object) -> bytes:
     """OpenMetrics 1.0.0 text, as prometheus_client.openmetrics.exposition.generate_latest."""
-    out: list[str] = []
-    for metric in registry.collect():  # type: ignore[attr-defined]
-        if not _fast_family(metric):
-            out.append(om_exposition.generate_latest(_One(metric)).decode().removesuffix("# EOF\n"))
-            continue
-        help_text = _value_escape(metric.documentation)
-        out.append(f"# HELP {metric.name} {help_text}\n# TYPE {metric.name} {metric.type}\n")
-        _sample_lines(metric, out)
-    out.append("# EOF\n")
-    return "".join(out).encode("utf-8")
+    return render_families(registry.collect(), openmetrics=True) + EOF  # type: ignore[attr-defined]
 
 
 def fast_encoder(accept_header: str | None) -> tuple[Callable[[object], bytes], str]:
@@ -111,4 +114,4 @@ def fast_encoder(accept_header: str | None) -> tuple[Callable[[object], bytes], 
     return encoder, content_type
 
 
-__all__ = ["fast_encoder", "render_openmetrics", "render_text"]
+__all__ = ["EOF", "fast_encoder", "render_families", "render_openmetrics", "render_text"]

@@ -1,27 +1,36 @@
-"""Assembles the collectors a Config asks for into one prometheus_client registry, with self-metrics.
+"""Assembles the collectors a Config asks for, with self-metrics, and serves them from a snapshot.
 
-Each collector is wrapped so that its duration, success and errors appear as exporter_collector_* and a
-collector that raises costs its own families for that scrape, never the whole scrape.
+A refresher thread collects the GPU and host collectors every --collect-interval-seconds and renders the
+/metrics body once per format asked for, so a scrape only writes bytes; the engines collector is still
+collected on each scrape (exporter/README.md says why) and joined to the cached part. Each collector is
+wrapped so that its duration, success and errors appear as exporter_collector_*, and a collector that
+raises costs only its own families for that pass or scrape.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.config import Config
+from exporter.exposition import EOF, render_families
 
 log = logging.getLogger("exporter")
+
+# Fetched when Prometheus scrapes, never cached (exporter/README.md: "Fetch on scrape").
+ON_SCRAPE = frozenset({"engines"})
+# The `collector` label of a refresher pass that failed as a whole (e.g. a family that cannot be rendered).
+SNAPSHOT = "snapshot"
 
 
 @functools.cache
@@ -62,25 +71,24 @@ class TimedCollector(Collector):
         yield from families
 
 
-class SelfCollector(Collector):
-    """exporter_* families; registered last, so it reports on the collectors of the same scrape."""
+class SelfCollector:
+    """exporter_* families, built last, so they report on the collectors of the same pass or scrape."""
 
     def __init__(self, collectors: dict[str, Any], stats: CollectorStats) -> None:
         self.collectors, self.stats = collectors, stats
 
-    def collect(self) -> Iterator[Metric]:
-        yield _build_info()
+    def families(self, snapshot_timestamp: float | None) -> list[Metric]:
         with self.stats.lock:
             durations, successes = dict(self.stats.duration), dict(self.stats.success)
             exceptions = dict(self.stats.exceptions)
         duration = GaugeMetricFamily(
             "exporter_collector_duration_seconds",
-            "Time the collector took on the last scrape.",
+            "Time the collector took on its last run (refresher pass, or scrape for engines).",
             labels=["collector"],
         )
         success = GaugeMetricFamily(
             "exporter_collector_success",
-            "1 when the collector's last scrape succeeded.",
+            "1 when the collector's last run succeeded.",
             labels=["collector"],
         )
         for name in self.collectors:
@@ -98,7 +106,18 @@ class SelfCollector(Collector):
                 counts["exception"] = exceptions[name]
             for kind, count in sorted(counts.items()):
                 errors.add_metric([name, kind], count)
-        yield from (duration, success, errors)
+        if exceptions.get(SNAPSHOT):
+            errors.add_metric([SNAPSHOT, "exception"], exceptions[SNAPSHOT])
+        families: list[Metric] = [_build_info(), duration, success, errors]
+        if snapshot_timestamp is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "exporter_snapshot_timestamp_seconds",
+                    "Unix time the served GPU and host readings were collected; age = time() - this.",
+                    value=snapshot_timestamp,
+                )
+            )
+        return families
 
 
 def _build_info() -> GaugeMetricFamily:
@@ -107,27 +126,150 @@ def _build_info() -> GaugeMetricFamily:
     return family
 
 
-class Exporter:
-    """The assembled collectors: a registry to serve, readiness, and one close() for all threads."""
+Body = tuple[bool, bool]  # (OpenMetrics?, gzip?)
 
-    def __init__(self, collectors: dict[str, Any]) -> None:
+
+class _Rendered:
+    """Families rendered at most once per format (text 0.0.4 or OpenMetrics), on first need."""
+
+    def __init__(
+        self, families: Iterable[Metric], timestamp: float | None = None, ready: bool = False
+    ) -> None:
+        self.families, self.timestamp, self.ready = tuple(families), timestamp, ready
+        self._parts: dict[bool, bytes] = {}
+
+    def part(self, openmetrics: bool) -> bytes:
+        if openmetrics not in self._parts:  # two threads may both render once: same bytes, no harm
+            self._parts[openmetrics] = render_families(self.families, openmetrics)
+        return self._parts[openmetrics]
+
+
+class _Snapshot:
+    """Whole response bodies for one refresher pass: its families, then the self-metrics taken after it."""
+
+    def __init__(self, data: _Rendered, tail: _Rendered) -> None:
+        self.data, self.tail = data, tail
+        self._bodies: dict[Body, bytes] = {}
+
+    def body(self, key: Body) -> bytes:
+        if key not in self._bodies:
+            self._bodies[key] = _finish(self.data.part(key[0]) + self.tail.part(key[0]), *key)
+        return self._bodies[key]
+
+
+def _finish(body: bytes, openmetrics: bool, gzipped: bool) -> bytes:
+    body = body + EOF if openmetrics else body
+    return gzip.compress(body, compresslevel=1) if gzipped else body
+
+
+class Exporter:
+    """The assembled collectors, served from a snapshot that one refresher thread renews.
+
+    Every `collect_interval_seconds` the refresher collects the background collectors (gpu, host) and
+    renders the response once per format asked for so far, so a scrape writes cached bytes. Collectors in
+    ON_SCRAPE (engines) are still collected on each scrape and joined to the cached part.
+    """
+
+    def __init__(self, collectors: dict[str, Any], collect_interval_seconds: float = 0.5) -> None:
         self.collectors = collectors
+        self.collect_interval_seconds = collect_interval_seconds
         self.stats = CollectorStats()
-        self.registry = CollectorRegistry()
-        for name, collector in collectors.items():
-            self.registry.register(TimedCollector(name, collector, self.stats))
-        self.registry.register(SelfCollector(collectors, self.stats))
+        timed = {name: TimedCollector(name, c, self.stats) for name, c in collectors.items()}
+        self._background = [t for name, t in timed.items() if name not in ON_SCRAPE]
+        self._on_scrape = [t for name, t in timed.items() if name in ON_SCRAPE]
+        self._self = SelfCollector(collectors, self.stats)
+        self._wanted: set[Body] = {(False, False)}
+        self._pass_lock = threading.Lock()
+        self._data: _Rendered | None = None
+        self._snapshot: _Snapshot | None = None
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh_forever, name="refresher", daemon=True)
+
+    def start(self) -> Exporter:
+        self._refresher.start()
+        return self
+
+    def refresh(self) -> None:
+        """One pass: collect, render what scrapes asked for; if it fails, the last good data stays."""
+        with self._pass_lock:
+            ready = all(getattr(c, "ready", lambda: True)() for c in self.collectors.values())
+            try:
+                data = _Rendered((f for c in self._background for f in c.collect()), time.time(), ready)
+                for openmetrics, _ in tuple(self._wanted):
+                    data.part(openmetrics)
+                self._data = data
+            except Exception:
+                log.exception("refresher pass failed; serving the previous snapshot")
+                with self.stats.lock:
+                    self.stats.exceptions[SNAPSHOT] += 1
+            data = self._data or _Rendered(())
+            snapshot = _Snapshot(data, _Rendered(self._self.families(data.timestamp)))
+            if not self._on_scrape:
+                for key in tuple(self._wanted):
+                    snapshot.body(key)
+            self._snapshot = snapshot
+
+    def scrape(self, openmetrics: bool, gzipped: bool) -> bytes:
+        """A whole /metrics body: the cached snapshot, plus the on-scrape collectors collected now."""
+        self._wanted.add((openmetrics, gzipped))
+        snapshot = self._snapshot or self._first_snapshot()
+        if not self._on_scrape:
+            return snapshot.body((openmetrics, gzipped))
+        tail = render_families(self._live_families(snapshot), openmetrics)
+        return _finish(snapshot.data.part(openmetrics) + tail, openmetrics, gzipped)
+
+    def families(self) -> list[Metric]:
+        """Everything a scrape serves, as families (for other encoders and for tests)."""
+        snapshot = self._snapshot or self._first_snapshot()
+        if not self._on_scrape:
+            return [*snapshot.data.families, *snapshot.tail.families]
+        return [*snapshot.data.families, *self._live_families(snapshot)]
+
+    def collect(self) -> list[Metric]:
+        """A refresher pass now, then families()."""
+        self.refresh()
+        return self.families()
 
     def ready(self) -> bool:
-        """Every collector that can tell has finished its first background pass."""
-        return all(getattr(c, "ready", lambda: True)() for c in self.collectors.values())
+        """The snapshot served was taken after every collector had finished its first background pass."""
+        return self._data is not None and self._data.ready
 
     def close(self) -> None:
+        self._stop.set()
+        if self._refresher.is_alive():
+            self._refresher.join(timeout=5)
         for name, collector in self.collectors.items():
             try:
                 collector.close()
             except Exception:
                 log.exception("closing collector %s failed", name)
+
+    def _live_families(self, snapshot: _Snapshot) -> list[Metric]:
+        live = [f for c in self._on_scrape for f in c.collect()]
+        return live + self._self.families(snapshot.data.timestamp)
+
+    def _first_snapshot(self) -> _Snapshot:
+        self.refresh()  # only without a refresher thread (tests, tools): a scrape before any pass
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def _refresh_forever(self) -> None:
+        # Fixed rate: pass k starts at start + k * interval; an overrun skips to the next slot.
+        # Until ready, passes repeat every 0.1 s so /readyz does not wait a whole interval.
+        interval = self.collect_interval_seconds
+        started = time.monotonic()
+        while True:
+            try:
+                self.refresh()
+            except Exception:  # refresh() keeps its own failures; nothing may end this thread
+                log.exception("refresher pass failed")
+            if self.ready():
+                elapsed = time.monotonic() - started
+                delay = interval - elapsed % interval
+            else:
+                delay = min(0.1, interval)
+            if self._stop.wait(delay):
+                return
 
 
 def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True) -> Exporter:
@@ -160,4 +302,5 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
 
         gpu_processes = gpu.running_processes if gpu is not None else list
         collectors["engines"] = EnginesCollector(config, gpu_processes=gpu_processes)
-    return Exporter(collectors)
+    exporter = Exporter(collectors, config.collect_interval_seconds)
+    return exporter.start() if start_threads else exporter

@@ -1,9 +1,9 @@
 """HTTP serving: /metrics (Prometheus text, or OpenMetrics when the Accept header asks), /healthz, /readyz.
 
-A threaded wsgiref server from the standard library; prometheus_client's content negotiation with our
-byte-identical faster renderer (exposition.py); gzip when asked. TLS and basic auth come from an
-exporter-toolkit web config file. TLS handshakes happen in the connection's own thread, so one slow
-client cannot stall the others.
+A threaded wsgiref server from the standard library; prometheus_client's content negotiation; the body
+comes pre-rendered (and pre-compressed when gzip is asked) from the exporter's snapshot (registry.py).
+TLS and basic auth come from an exporter-toolkit web config file. TLS handshakes happen in the
+connection's own thread, so one slow client cannot stall the others.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.exposition import gzip_accepted
 
-from exporter.exposition import fast_encoder
+from exporter.exposition import fast_encoder, render_openmetrics, render_text
 from exporter.registry import Exporter
 from exporter.web_config import WebConfig
 
@@ -46,12 +46,16 @@ def make_app(
             return _text(start_response, "503 Service Unavailable", "too many concurrent scrapes\n")
         try:
             encoder, content_type = fast_encoder(environ.get("HTTP_ACCEPT"))
-            body = encoder(exporter.registry)
+            gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
+            if encoder in (render_text, render_openmetrics):
+                body = exporter.scrape(openmetrics=encoder is render_openmetrics, gzipped=gzipped)
+            else:  # an unusual negotiation (e.g. another escaping scheme): prometheus_client renders it
+                body = encoder(_Families(exporter.families()))
+                body = gzip.compress(body, compresslevel=1) if gzipped else body
         finally:
             scrape_slots.release()
         headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            body = gzip.compress(body, compresslevel=1)
+        if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
         return [body]
@@ -78,6 +82,14 @@ def make_app(
         return _text(start_response, "404 Not Found", "not found\n")
 
     return app
+
+
+class _Families:
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self) -> list:
+        return self._families
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:

@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +44,8 @@ _DISK_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 _PYTHON = re.compile(r"^python[0-9.]*$")
 _PYTHON_OPTIONS_WITH_VALUE = {"-X", "-W", "--check-hash-based-pycs"}
 SCAN_INTERVAL_SECONDS = 5.0
+# CPU utilization is averaged over this window: Prometheus's scrape interval in prometheus/prometheus.yml
+CPU_WINDOW_SECONDS = 15.0
 T = TypeVar("T")
 
 
@@ -104,8 +107,10 @@ class HostCollector(Collector):
         self.scan_interval = scan_interval_seconds
         self._own_pid = os.getpid()
         self._cpu_lock = threading.Lock()
-        self._last_total = psutil.cpu_times()
-        self._last_per_core = psutil.cpu_times(percpu=True)
+        # (monotonic time, all cores, per core) readings spanning the last CPU_WINDOW_SECONDS, oldest first
+        self._cpu_readings: deque[tuple[float, Any, list[Any]]] = deque(
+            [(time.monotonic(), psutil.cpu_times(), psutil.cpu_times(percpu=True))]
+        )
         self._total_ratio: float | None = None
         self._core_ratios: dict[int, float] = {}
         self._engines: tuple[EngineTree, ...] = ()
@@ -216,23 +221,18 @@ class HostCollector(Collector):
             self._read("cpu", lambda: psutil.cpu_times(True)),
         )
         utilization = GaugeMetricFamily(
-            "host_cpu_utilization_ratio", "Busy fraction of all cores since the previous scrape."
+            "host_cpu_utilization_ratio",
+            f"Busy fraction of all cores over the last {CPU_WINDOW_SECONDS:g} s.",
         )
         cores = GaugeMetricFamily(
             "host_cpu_core_utilization_ratio",
-            "Busy fraction per core since the previous scrape.",
+            f"Busy fraction per core over the last {CPU_WINDOW_SECONDS:g} s.",
             labels=["cpu"],
         )
         with self._cpu_lock:
-            if total is not None and (ratio := _busy_ratio(self._last_total, total)) is not None:
-                self._last_total, self._total_ratio = total, ratio
-            if per_core is not None and len(per_core) == len(self._last_per_core):
-                window_starts = list(self._last_per_core)
-                for cpu, (before, after) in enumerate(zip(self._last_per_core, per_core, strict=True)):
-                    if (ratio := _busy_ratio(before, after)) is not None:
-                        self._core_ratios[cpu], window_starts[cpu] = ratio, after
-                self._last_per_core = window_starts
-            # Scrapes closer together than the kernel's tick see no CPU time pass: they repeat the last value.
+            if total is not None and per_core is not None:
+                self._update_cpu_ratios(total, per_core)
+            # Passes closer together than the kernel's tick see no CPU time pass: they repeat the last value.
             if self._total_ratio is not None:
                 utilization.add_metric([], self._total_ratio)
             for cpu, ratio in sorted(self._core_ratios.items()):
@@ -246,6 +246,23 @@ class HostCollector(Collector):
             for period, value in zip(("1m", "5m", "15m"), load, strict=True):
                 family.add_metric([period], value)
             yield family
+
+    def _update_cpu_ratios(self, total: Any, per_core: list[Any]) -> None:
+        """Ratios between the newest reading and the oldest one within the window (a sliding window, so a
+        gauge sampled every scrape interval averages that interval instead of the last refresher pass)."""
+        now, readings = time.monotonic(), self._cpu_readings
+        if len(per_core) != len(readings[-1][2]):  # a core went on- or offline: start the window again
+            readings.clear()
+        readings.append((now, total, per_core))
+        while len(readings) > 2 and now - readings[1][0] >= CPU_WINDOW_SECONDS:
+            readings.popleft()
+        _, first_total, first_per_core = readings[0]
+        if (ratio := _busy_ratio(first_total, total)) is not None:
+            self._total_ratio = ratio
+        if len(first_per_core) == len(per_core):
+            for cpu, (before, after) in enumerate(zip(first_per_core, per_core, strict=True)):
+                if (ratio := _busy_ratio(before, after)) is not None:
+                    self._core_ratios[cpu] = ratio
 
     def _memory(self) -> Iterator[Metric]:
         memory = self._read("memory", psutil.virtual_memory)

@@ -33,6 +33,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
 listen_address: 127.0.0.1:1111
 collector_gpu: false
 gpu_sampler_interval_seconds: 2.5
+collect_interval_seconds: 0.5
 log_level: debug
 targets:
   - {name: a, url: "http://127.0.0.1:8000", kind: vllm, model: qwen, timeout_seconds: 5}
@@ -45,6 +46,7 @@ engine_process_patterns:
     assert from_file.listen_address == "127.0.0.1:1111"
     assert from_file.collector_gpu is False
     assert from_file.gpu_sampler_interval_seconds == 2.5
+    assert from_file.collect_interval_seconds == 0.5
     assert from_file.log_level == "debug"
     assert from_file.targets == (
         TargetConfig("a", "http://127.0.0.1:8000", kind="vllm", model="qwen", timeout_seconds=5.0),
@@ -64,6 +66,7 @@ engine_process_patterns:
     assert from_env.collector_gpu is True
     assert from_env.engine_passthrough is True
     assert from_env.gpu_sampler_interval_seconds == 2.5  # still from the file
+    assert load_config(["--collect-interval-seconds", "0.25"], env).collect_interval_seconds == 0.25
     assert [t.name for t in from_env.targets] == ["c", "d"]  # the environment replaces the file's list
     assert from_env.targets[0].kind == "sglang"
 
@@ -129,6 +132,16 @@ engine_process_patterns:
             "flag --gpu.sampler-interval-seconds: 0.01 is outside 0.2..3600",
         ),
         (["--gpu.process-limit", "2.5"], {}, "flag --gpu.process-limit: '2.5' is not an integer"),
+        (
+            ["--collect-interval-seconds", "0.05"],
+            {},
+            "flag --collect-interval-seconds: 0.05 is outside 0.1..3600",
+        ),
+        (
+            [],
+            {"EXPORTER_COLLECT_INTERVAL_SECONDS": "often"},
+            "EXPORTER_COLLECT_INTERVAL_SECONDS: 'often' is not",
+        ),
         ([], {"EXPORTER_NVML_RETRY_SECONDS": "0"}, "EXPORTER_NVML_RETRY_SECONDS: 0.0 is outside"),
         ([], {"EXPORTER_LOG_LEVEL": "loud"}, "'loud' is not one of debug, info, warning, error"),
         (["--config", "/nonexistent/exporter.yaml"], {}, "cannot read the config file"),
@@ -154,6 +167,7 @@ def test_every_bad_value_names_its_setting_and_source(
         ("targets: [{url: 'http://h'}]\n", "target name '' must be"),
         ("collector_host: 3\n", "collector_host: 3 is not a boolean"),
         ("gpu_process_limit: true\n", "gpu_process_limit: True is not a number"),
+        ("collect_interval_seconds: 7200\n", "collect_interval_seconds: 7200.0 is outside 0.1..3600"),
     ],
 )
 def test_bad_files_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:

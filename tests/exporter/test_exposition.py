@@ -73,7 +73,7 @@ def test_the_whole_exporter_renders_byte_for_byte() -> None:
         exporter.collectors["gpu"].sampler.run_once()
         exporter.collectors["host"].scan_engines()
         # a fixed snapshot: the collectors' output changes from one collect() to the next
-        snapshot = Families(list(exporter.registry.collect()))
+        snapshot = Families(list(exporter.collect()))
         exporter.close()
     finally:
         process.kill()
@@ -111,7 +111,7 @@ def test_unusual_negotiations_fall_back_to_the_library() -> None:
 def test_the_exporters_own_families_take_the_fast_path() -> None:
     exporter = build_exporter(Config(), nvml=FakeNvml([FakeGpu(uuid="GPU-0")]), start_threads=False)
     exporter.collectors["gpu"].sampler.run_once()
-    families = list(exporter.registry.collect())
+    families = list(exporter.collect())
     exporter.close()
     assert len(families) > 40
     assert [f.name for f in families if not _fast_family(f)] == []

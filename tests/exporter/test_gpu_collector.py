@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pynvml
 import pytest
 
@@ -297,10 +298,19 @@ def test_mig_instances_appear_as_parent_slash_instance() -> None:
     assert m.all("gpu_nvml_errors_total") == []
 
 
+def wait_for_exec(pid: int, marker: str) -> None:
+    """Until the child has exec'd: right after fork its command line is still this test's."""
+    deadline = time.monotonic() + 10
+    while marker not in " ".join(psutil.Process(pid).cmdline()):
+        assert time.monotonic() < deadline, "the child never exec'd"
+        time.sleep(0.01)
+
+
 def test_processes_are_labelled_without_secrets_and_capped() -> None:
     argv = [sys.executable, "-c", "import time; time.sleep(60)", "--api-key", "sk-SECRET", "--model", "m"]
     child = subprocess.Popen(argv)
     try:
+        wait_for_exec(child.pid, "sk-SECRET")
         gpu = FakeGpu(uuid=UUID0, processes=[(child.pid, 3 * 2**30), (999_999_1, 2**30), (999_999_2, 2**20)])
         gpu.process_sm = {child.pid: 87}
         collector = collector_for(FakeNvml([gpu]), process_limit=2)

@@ -92,6 +92,41 @@ def test_program_names_for_python_entry_points() -> None:
     assert program_names(["python3", "-c", "import vllm"]) == ["python3"]
 
 
+def test_cpu_utilization_averages_a_sliding_window_not_the_last_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes every 0.5 s, Prometheus every 15 s: the gauge must average the 15 s, not the last 0.5 s."""
+    from collections import namedtuple
+
+    from exporter.collectors import host
+
+    Times = namedtuple("Times", "user system idle iowait")
+    clock = {"now": 1000.0, "busy": 0.0, "idle": 0.0}
+
+    def cpu_times(percpu: bool = False) -> object:
+        reading = Times(clock["busy"], 0.0, clock["idle"], 0.0)
+        return [reading] if percpu else reading
+
+    monkeypatch.setattr(host.psutil, "cpu_times", cpu_times)
+    monkeypatch.setattr(host.time, "monotonic", lambda: clock["now"])
+    collector = HostCollector(start_threads=False)
+
+    def pass_after(seconds: float, busy_share: float) -> float:
+        clock["now"] += seconds
+        clock["busy"] += seconds * busy_share
+        clock["idle"] += seconds * (1 - busy_share)
+        return samples_of(collector.collect()).value("host_cpu_utilization_ratio")
+
+    for _ in range(28):  # 14 s fully busy
+        pass_after(0.5, 1.0)
+    assert pass_after(0.5, 1.0) == pytest.approx(1.0)
+    # 1 s idle after 14 s busy: the window still holds the busy part
+    pass_after(0.5, 0.0)
+    assert pass_after(0.5, 0.0) == pytest.approx(14 / 15, abs=0.04)
+    for _ in range(40):  # long idle: the busy part has left the window, and the window stays bounded
+        value = pass_after(0.5, 0.0)
+    assert value == pytest.approx(0.0)
+    assert len(collector._cpu_readings) <= 32
+
+
 def test_host_readings_match_psutil() -> None:
     collector = HostCollector(start_threads=False)
     samples_of(collector.collect())  # the first scrape opens the CPU window

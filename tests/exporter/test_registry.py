@@ -19,7 +19,7 @@ def test_collectors_follow_the_config() -> None:
     assert list(build_exporter(Config(collector_gpu=False), start_threads=False).collectors) == ["host"]
     exporter = build_exporter(Config(collector_host=False), nvml=FakeNvml([]), start_threads=False)
     assert list(exporter.collectors) == ["gpu"]
-    m = samples_of(exporter.registry.collect())
+    m = samples_of(exporter.collect())
     assert not any(name.startswith("host_") for name in m.names())
     assert m.value("exporter_collector_success", {"collector": "gpu"}) == 1
     exporter.close()
@@ -43,7 +43,7 @@ def test_targets_add_the_engines_collector_fed_by_the_gpu_collectors_processes()
             exporter.collectors["gpu"].sampler.run_once()
             deadline = time.monotonic() + 20
             while True:
-                m = samples_of(exporter.registry.collect())
+                m = samples_of(exporter.collect())
                 if m.all("llm_engine_gpu_info") or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)

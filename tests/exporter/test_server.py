@@ -43,6 +43,7 @@ def fake_exporter(start: bool = True) -> Exporter:
     if start:
         exporter.collectors["gpu"].sampler.run_once()
         exporter.collectors["host"].scan_engines()
+        exporter.refresh()
     return exporter
 
 
@@ -81,6 +82,8 @@ def test_health_readiness_landing_and_not_found() -> None:
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
         exporter.collectors["gpu"].sampler.run_once()
         exporter.collectors["host"].scan_engines()
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503  # no snapshot since then
+        exporter.refresh()
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
         landing = httpx.get(f"{url}/", timeout=10)
         assert landing.status_code == 200 and 'href="/metrics"' in landing.text
@@ -96,7 +99,8 @@ def test_a_failing_collector_costs_only_its_own_families() -> None:
 
     exporter.collectors["host"].collect = Broken().collect  # type: ignore[method-assign]
     with serving(exporter) as url:
-        m = parse_text(httpx.get(f"{url}/metrics", timeout=10).text)
+        exporter.refresh()
+        exporter.refresh()
         m = parse_text(httpx.get(f"{url}/metrics", timeout=10).text)
     assert "host_cpu_cores" not in m.names()
     assert m.value("gpu_up", {"gpu": "0"}) == 1
@@ -245,16 +249,18 @@ def test_a_client_that_never_finishes_its_tls_handshake_does_not_block_others(
 
 
 def test_scrapes_beyond_the_concurrency_cap_get_503_at_once() -> None:
-    exporter = fake_exporter()
     entered, release = threading.Event(), threading.Event()
-    host_collect = exporter.collectors["host"].collect
 
-    def slow_collect() -> Iterator[object]:
-        entered.set()
-        release.wait(30)
-        yield from host_collect()
+    class SlowEngines:  # engines are collected on the scrape, so a slow target holds the scrape
+        def collect(self) -> Iterator[object]:
+            entered.set()
+            release.wait(30)
+            yield from ()
 
-    exporter.collectors["host"].collect = slow_collect  # type: ignore[method-assign]
+        def close(self) -> None:
+            pass
+
+    exporter = Exporter({"engines": SlowEngines()})
     web_config = WebConfig()
     server = ExporterServer(make_app(exporter, web_config, max_concurrent_scrapes=1), "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{server.port}"
