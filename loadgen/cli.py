@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 
+from loadgen import eventloop
 from loadgen.client import ClientError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
     )
     serve.add_argument("--listen-address", default="0.0.0.0:9841", help="HOST:PORT (default 0.0.0.0:9841)")
+    for command in (run, serve):
+        command.add_argument(
+            "--event-loop", choices=eventloop.KINDS, default="auto",
+            help="uvloop (less CPU per request) or asyncio's own; auto: uvloop when installed (auto)",
+        )  # fmt: skip
     return parser
 
 
@@ -147,17 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args.listen_address))
-        flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level", "scenario")}
+            return eventloop.run(_serve(args.listen_address), args.event_loop)
+        not_scenario = ("command", "log_level", "scenario", "event_loop")
+        flags = {k: v for k, v in vars(args).items() if k not in not_scenario}
         file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
         scenario = Scenario.build(file_values, flags)
-        return asyncio.run(_run(scenario))
-    except (ScenarioError, WorkloadError, ClientError) as exc:
+        return eventloop.run(_run(scenario), args.event_loop)
+    except (ScenarioError, WorkloadError, ClientError, eventloop.EventLoopError) as exc:
         print(f"llmobs-loadgen: {exc}", file=sys.stderr)
         return 2
 
 
 async def _run(scenario: Scenario) -> int:
+    log.info("event loop: %s", eventloop.running_kind())
     collector = LoadgenCollector()
     run = Run(scenario, collector)
     server = None

@@ -76,6 +76,7 @@ class LoadClient:
         )
         self._timeouts = {"connect": timeouts.connect_s, "read": timeouts.read_s, "write": timeouts.read_s}
         self._heads: dict[str, bytes] = {}
+        self._host, self._port = self._http.base_url.host, self._http.base_url.port or 80
 
     def _head(self, path: str) -> bytes:
         """The constant part of a load request's head, serialized once per path."""
@@ -112,8 +113,6 @@ class LoadClient:
         """Send one request and fill `record`."""
         if capture_text:
             record.text = []
-        headers = {"x-request-id": record.request_id}
-        url = self._urls.get(path) or self._urls.setdefault(path, self._http.base_url.join(path))
         record.sent_ns = perf_counter_ns()
         try:
             async with asyncio.timeout(self.timeouts.request_s):
@@ -124,10 +123,11 @@ class LoadClient:
                         len(body),
                         body,
                     )
-                    url = self._http.base_url
-                    response = await self._raw.post_raw(url.host, url.port or 80, payload, self._timeouts)
+                    response = await self._raw.post_raw(self._host, self._port, payload, self._timeouts)
                     record.retries = int(response.retried)
                 else:
+                    url = self._urls.get(path) or self._urls.setdefault(path, self._http.base_url.join(path))
+                    headers = {"x-request-id": record.request_id}
                     request = self._http.build_request("POST", url, content=body, headers=headers)
                     response = await self._transport.handle_async_request(request)
                     response.request = request

@@ -188,3 +188,25 @@ def test_vllm_docs_example_tpot_versus_itl_and_goodput():
     assert stats.good == 1
     assert stats.slo_value(Slo("ttft", "<=", 0.15), 95) == pytest.approx(0.2, rel=1e-3)
     assert not stats.slos_met(95)
+
+
+def test_event_loop_choice() -> None:
+    from loadgen import eventloop
+
+    assert eventloop.loop_factory("asyncio") is None
+    with pytest.raises(eventloop.EventLoopError, match="must be one of"):
+        eventloop.loop_factory("trio")
+
+    async def which() -> str:
+        return eventloop.running_kind()
+
+    assert eventloop.run(which(), "asyncio") == "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        with pytest.raises(eventloop.EventLoopError, match="not installed"):
+            eventloop.loop_factory("uvloop")
+        assert eventloop.run(which(), "auto") == "asyncio"
+    else:
+        assert eventloop.run(which(), "uvloop") == "uvloop"
+        assert eventloop.run(which(), "auto") == "uvloop"
