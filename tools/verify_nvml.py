@@ -107,7 +107,7 @@ COUNTED_REASONS = [
 
 
 def checks() -> list[Check]:
-    sampled = "read a few ms apart; moves under load"
+    sampled = "read up to 0.5 s apart (refresher pass); moves under load"
     result = [
         Check("utilization.gpu", "gpu_utilization_ratio", (), "%", lambda v: v * 100, within(10), sampled),
         Check(
