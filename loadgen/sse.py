@@ -41,7 +41,9 @@ class SSEParser:
             self._partial.append(chunk)
             chunk = b"".join(self._partial)
             self._partial = []
-        if not self._data and b"\r" not in chunk:
+        # The block fast path only at an event boundary: no data lines and no `event:` type pending
+        # from an earlier chunk (a CRLF chunk that ended after `event: error` must keep its type).
+        if not self._data and not self._event and b"\r" not in chunk:
             return self._feed_blocks(chunk)
         lines = chunk.split(b"\n")
         tail = lines.pop()

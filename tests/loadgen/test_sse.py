@@ -38,3 +38,21 @@ def test_a_line_beyond_the_cap_is_an_error(monkeypatch):
     parser.feed(b"data: " + b"x" * 600)
     with pytest.raises(SSEError):
         parser.feed(b"x" * 600)
+
+
+def test_event_type_survives_a_crlf_chunk_followed_by_lf_only_chunks():
+    # a CRLF chunk that ends right after `event: error`, then LF-only line ends
+    assert feed_all([b"event: error\r\n", b'data: {"e":1}\n\ndata: ok\n\n']) == [
+        (b"error", b'{"e":1}'),
+        (b"", b"ok"),
+    ]
+
+
+def test_mixed_line_ends_split_anywhere_keep_event_types():
+    stream = b'event: error\r\ndata: {"e":1}\n\ndata: a\n\nevent: error\ndata: b\r\n\r\ndata: c\n\n'
+    expected = [(b"error", b'{"e":1}'), (b"", b"a"), (b"error", b"b"), (b"", b"c")]
+    for size in range(1, len(stream) + 1):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert feed_all(chunks) == expected, size
+    for cut in range(1, len(stream)):
+        assert feed_all([stream[:cut], stream[cut:]]) == expected, cut
