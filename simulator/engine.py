@@ -8,6 +8,10 @@ cache hit, and freed cached blocks stay reusable until evicted (LRU). When a run
 block and none is free, the most recently admitted running request is preempted: its blocks are
 freed and it goes back to the front of the queue to be recomputed, as in vLLM. Per-step work is
 O(batch size).
+
+Time comes from the engine's clock (`time.monotonic` by default). Tests and benchmarks can give it a
+`VirtualClock` and drive it with `begin_step` / `end_step` instead of the real-time loop, so the
+modelled timing is checked exactly and without sleeping.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 import zlib
 from array import array
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from simulator.faults import Faults
@@ -177,9 +182,32 @@ class StepTiming:
         }
 
 
+class VirtualClock:
+    """A clock that moves only when told to: `clock()` reads it, `advance(seconds)` moves it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+Batch = list[tuple[Sequence, int]]  # (request, tokens computed for it in this step)
+
+
 class Engine:
-    def __init__(self, profile: Profile, faults: Faults | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        faults: Faults | None = None,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.profile = profile
+        self.clock = clock
         self.faults = faults or Faults()
         self.seed = seed
         self.rng = random.Random(seed)
@@ -212,7 +240,7 @@ class Engine:
 
     @property
     def is_down(self) -> bool:
-        return time.monotonic() < self.down_until
+        return self.clock() < self.down_until
 
     def restart(self, down_seconds: float) -> None:
         """Crash and come back: in-flight requests fail, counters start again from zero."""
@@ -223,7 +251,7 @@ class Engine:
         self._pending_aborts.clear()
         self._reset()
         self.restarts += 1
-        self.down_until = time.monotonic() + down_seconds
+        self.down_until = self.clock() + down_seconds
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -270,7 +298,7 @@ class Engine:
             stop_at=None if ignore_eos else natural,
             min_tokens=min_tokens,
             seed=seed,
-            arrival=time.monotonic(),
+            arrival=self.clock(),
         )
         self.waiting.append(seq)
         self._work.set()
@@ -292,21 +320,30 @@ class Engine:
 
     # -- the step loop ----------------------------------------------------------------------
 
+    def begin_step(self, now: float) -> tuple[Batch, float]:
+        """Schedule one step at `now`: its batch and its modelled cost in seconds (0 for an empty
+        batch, which happens only when every running request was preempted in this step)."""
+        self._process_aborts()
+        batch, tokens = self._schedule(now)
+        return batch, self._step_seconds(batch, tokens) if batch else 0.0
+
+    def end_step(self, batch: Batch, now: float) -> None:
+        """The batch has executed: every request whose computed tokens caught up gets a token at `now`."""
+        self._complete(batch, now)
+
     async def _loop(self) -> None:
-        clock = time.monotonic
+        clock = self.clock
         late = 0.0  # how far the previous step overshot; the next one catches up by as much
         while True:
             if not self.running and not self.waiting and not self._pending_aborts:
                 self._work.clear()
                 await self._work.wait()
-            self._process_aborts()
             started = clock()
-            batch, tokens = self._schedule(started)
+            batch, seconds = self.begin_step(started)
             if not batch:
                 # Only when every running request was preempted in this step; admit them next step.
                 await asyncio.sleep(0.001)
                 continue
-            seconds = self._step_seconds(batch, tokens)
             target = started + max(0.0, seconds - late)
             await asyncio.sleep(max(0.0, target - clock()))
             finished_at = clock()
@@ -314,9 +351,9 @@ class Engine:
             # overshoot, at most a whole step, so the modelled token rate holds on average.
             late = min(max(0.0, finished_at - target), seconds)
             self.timing.record(finished_at - target)
-            self._complete(batch, finished_at)
+            self.end_step(batch, finished_at)
 
-    def _step_seconds(self, batch: list[tuple[Sequence, int]], tokens: int) -> float:
+    def _step_seconds(self, batch: Batch, tokens: int) -> float:
         timing = self.profile.timing
         decode_seqs = prefill_tokens = context_tokens = 0
         for seq, count in batch:
@@ -344,17 +381,17 @@ class Engine:
         self.running = [seq for seq in self.running if id(seq) not in aborted]
         if any(seq.status is Status.WAITING for seq in self._pending_aborts):
             self.waiting = deque(seq for seq in self.waiting if id(seq) not in aborted)
-        now = time.monotonic()
+        now = self.clock()
         for seq in self._pending_aborts:
             if seq.status is not Status.FINISHED:
                 self.pool.release(seq)
                 self._finish(seq, "abort", now)
         self._pending_aborts.clear()
 
-    def _schedule(self, now: float) -> tuple[list[tuple[Sequence, int]], int]:
+    def _schedule(self, now: float) -> tuple[Batch, int]:
         """Pick this step's batch, as vLLM's V1 scheduler does with FCFS policy."""
         budget = self.profile.scheduler.max_num_batched_tokens
-        batch: list[tuple[Sequence, int]] = []
+        batch: Batch = []
         preempted = False
         index = 0
         while index < len(self.running) and budget > 0:
@@ -379,7 +416,7 @@ class Engine:
             budget = self._admit(now, budget, batch)
         return batch, self.profile.scheduler.max_num_batched_tokens - budget
 
-    def _admit(self, now: float, budget: int, batch: list[tuple[Sequence, int]]) -> int:
+    def _admit(self, now: float, budget: int, batch: Batch) -> int:
         max_seqs = self.profile.scheduler.max_num_seqs
         while self.waiting and budget > 0 and len(self.running) < max_seqs:
             seq = self.waiting[0]
@@ -421,7 +458,7 @@ class Engine:
         self.stats.preemptions += 1
         self.waiting.appendleft(seq)
 
-    def _complete(self, batch: list[tuple[Sequence, int]], now: float) -> None:
+    def _complete(self, batch: Batch, now: float) -> None:
         stats = self.stats
         computed_before, generated_before = stats.prompt_tokens_computed, stats.generation_tokens
         finished = False
