@@ -2,6 +2,7 @@
 """Scrape cost of our exporter next to nvitop-exporter, in one run on the same machine (and GPU).
 
     python3 bench/exporter_scrape.py [--scrapes 200] [--interval 0.2]      # latency and CPU, side by side
+    python3 bench/exporter_scrape.py --keep-alive                          # reuse connections, as Prometheus
     python3 bench/exporter_scrape.py --rss-minutes 30                      # RSS over time at 1 scrape/s
 
 Per exporter: scrape latency p50/p99/max (a new connection per scrape, body read fully, with the Accept
@@ -87,12 +88,16 @@ PROMETHEUS_HEADERS = {
     "Accept-Encoding": "gzip",
 }
 HEADERS = dict(PROMETHEUS_HEADERS)
+OPTIONS = {"keep_alive": False}  # --keep-alive: one connection per exporter, reused, as Prometheus does
+
+
+KEEP_ALIVE: dict[int, http.client.HTTPConnection] = {}  # port -> open connection, with --keep-alive
 
 
 def scrape(port: int, timeout: float = 10.0) -> tuple[float, bytes]:
-    """(seconds from connect to the last byte, the decompressed body)."""
+    """(seconds from connect, or from the request on a kept connection, to the last byte; the body)."""
     started = time.perf_counter()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = KEEP_ALIVE.get(port) or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request("GET", "/metrics", headers=HEADERS)
         response = connection.getresponse()
@@ -102,7 +107,13 @@ def scrape(port: int, timeout: float = 10.0) -> tuple[float, bytes]:
             raise RuntimeError(f"HTTP {response.status}")
         if response.getheader("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-    finally:
+    except BaseException:
+        KEEP_ALIVE.pop(port, None)
+        connection.close()
+        raise
+    if port in KEEP_ALIVE or (OPTIONS["keep_alive"] and not response.will_close):
+        KEEP_ALIVE[port] = connection
+    else:
         connection.close()
     return elapsed, body
 
@@ -290,7 +301,8 @@ def row(cells: Sequence[object]) -> str:
 def report(results: list[Result], scrapes: int, interval: float) -> str:
     lines = [
         f"Machine: {machine()}",
-        f"{scrapes} scrapes per exporter, {interval} s apart, one new connection each, "
+        f"{scrapes} scrapes per exporter, {interval} s apart, "
+        + ("one connection kept alive, " if OPTIONS["keep_alive"] else "one new connection each, ")
         + ("text 0.0.4 uncompressed." if not HEADERS else "Prometheus's Accept headers (OpenMetrics, gzip)."),
         "",
         row(COLUMNS),
@@ -377,6 +389,9 @@ def main() -> int:
         "--nvitop-exporter", help='command that runs nvitop-exporter, e.g. "python3 -m nvitop_exporter"'
     )
     parser.add_argument("--skip-nvitop", action="store_true", help="measure our exporter only")
+    parser.add_argument(
+        "--keep-alive", action="store_true", help="reuse one connection per exporter (as Prometheus does)"
+    )
     parser.add_argument("--rss-minutes", type=float, help="instead: RSS over time at one scrape per second")
     parser.add_argument(
         "--exporter-arg", action="append", default=[], help="extra flag for our exporter (repeatable)"
@@ -387,6 +402,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.plain:
         HEADERS.clear()
+    OPTIONS["keep_alive"] = args.keep_alive
     logs = ROOT / ".cache" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(ROOT))

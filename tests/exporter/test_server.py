@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +279,70 @@ def test_scrapes_beyond_the_concurrency_cap_get_503_at_once() -> None:
         release.set()
         server.close()
         exporter.close()
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 5) -> bytes:
+    """Send bytes, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        raw.sendall(request)
+        received = b""
+        while chunk := raw.recv(65536):
+            received += chunk
+    return received
+
+
+def test_keep_alive_head_and_protocol_errors() -> None:
+    import http.client
+
+    with serving(fake_exporter()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for path in ("/metrics", "/healthz", "/metrics"):  # one connection, as Prometheus keeps it
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200 and response.getheader("Connection") == "keep-alive"
+        assert b"gpu_up" in body
+        connection.request("HEAD", "/metrics")
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b"" and int(head.getheader("Content-Length")) > 0
+        connection.request("POST", "/metrics", body=b"x" * 10)
+        assert connection.getresponse().status == 405
+        connection.close()
+
+        closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert closed.startswith(b"HTTP/1.1 200 OK") and closed.endswith(b"ok\n")
+        old = raw_exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n")  # 1.0 closes unless asked
+        assert b"Connection: close" in old
+        assert raw_exchange(port, b"GET /metrics\r\n\r\n").startswith(b"HTTP/1.1 400")
+        assert raw_exchange(port, b"GET / HTTP/1.1\r\n folded: header\r\n\r\n").startswith(b"HTTP/1.1 400")
+        huge = b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"
+        assert raw_exchange(port, huge).startswith(b"HTTP/1.1 431")
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200  # still serving
+
+
+def test_connections_beyond_the_cap_are_closed_and_the_server_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import exporter.server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
+    with serving(fake_exporter()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        try:
+            time.sleep(0.2)  # both accepted and held by their threads
+            with contextlib.suppress(ConnectionResetError):  # a reset when the request was still unread
+                assert raw_exchange(port, b"GET /healthz HTTP/1.1\r\n\r\n") == b""  # closed unanswered
+        finally:
+            for connection in idle:
+                connection.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "slots were not given back"
+            time.sleep(0.05)
