@@ -110,7 +110,10 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     work.add_argument(
         "--input-len", metavar="DIST", help="prompt tokens: N, uniform:A:B, normal:M:S, hist:L=W,..."
     )
-    work.add_argument("--output-len", metavar="DIST", help="max_tokens, same forms (default 128)")
+    work.add_argument(
+        "--output-len", metavar="DIST",
+        help="max_tokens, same forms (synthetic: 128; datasets: their own lengths unless given)",
+    )  # fmt: skip
     work.add_argument("--dataset", metavar="KIND:PATH", help="sharegpt:FILE.json or jsonl:FILE.jsonl")
     work.add_argument("--prefix-groups", type=int, metavar="N", help="shared-prefix groups (prefix caching)")
     work.add_argument("--prefix-len", type=int, metavar="TOKENS", help="length of each shared prefix")

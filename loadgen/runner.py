@@ -43,6 +43,7 @@ from loadgen.workloads import (
 log = logging.getLogger("loadgen")
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+SYNTHETIC_OUTPUT_LEN = "128"  # max_tokens of synthetic requests unless --output-len is given
 
 
 def base_url(url: str) -> str:
@@ -135,6 +136,8 @@ class Run:
         )
         if not self.model:
             self.model = await self._client.discover_model()
+        # an explicit output length applies to every workload; without one, datasets keep their own
+        # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
         output_len = LengthDist.parse(scenario.output_len) if scenario.output_len not in (None, "") else None
         if scenario.dataset:
             kind, _, path = scenario.dataset.partition(":")
@@ -144,7 +147,8 @@ class Run:
                 self._workload = load_jsonl(path, self._rng, output_len)
         else:
             self._workload = Synthetic(
-                LengthDist.parse(scenario.input_len), output_len, text, self._rng,
+                LengthDist.parse(scenario.input_len), output_len or LengthDist.parse(SYNTHETIC_OUTPUT_LEN),
+                text, self._rng,
                 scenario.prefix_groups, scenario.prefix_len, scenario.turns,
             )  # fmt: skip
             if tokenizer is None:

@@ -104,7 +104,7 @@ class Scenario:
     slo: list = field(default_factory=list)
     slo_percentile: float = 95.0
     input_len: Any = "256"
-    output_len: Any = "128"
+    output_len: Any = None  # synthetic: 128; datasets: their own lengths unless given
     dataset: str | None = None
     prefix_groups: int = 0
     prefix_len: int = 0

@@ -223,6 +223,7 @@ class FileWorkload:
     path: str
     items: list[WorkItem]
     rng: random.Random
+    output_len: LengthDist | None = None  # None: the file's own lengths
     _index: int = 0
 
     def __post_init__(self) -> None:
@@ -236,7 +237,12 @@ class FileWorkload:
         return item
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "prompts": len(self.items)}
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "prompts": len(self.items),
+            "output_len": str(self.output_len) if self.output_len else "from the dataset",
+        }
 
 
 HUMAN_ROLES = {"human", "user"}
@@ -276,7 +282,7 @@ def load_sharegpt(
         else:
             continue
         items.append(WorkItem(({"role": "user", "content": humans[0]},), max_tokens, tuple(humans[1:turns])))
-    return FileWorkload("sharegpt", path, items, rng)
+    return FileWorkload("sharegpt", path, items, rng, output_len)
 
 
 def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> FileWorkload:
@@ -308,4 +314,4 @@ def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> 
         elif max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise WorkloadError(f"{path}:{number}: max_tokens must be a positive integer")
         items.append(WorkItem(messages, max_tokens))
-    return FileWorkload("jsonl", path, items, rng)
+    return FileWorkload("jsonl", path, items, rng, output_len)

@@ -22,6 +22,11 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   no_usage              never send usage
   close_after           close the keep-alive connection right after the response (no notice)
   ttft_per_in_flight_ms added to ttft_ms per request in flight (a server that slows with load)
+  fault_every           apply the fault options above only to every N-th completion request (the
+                        others succeed), for runs that mix successes and failures
+
+Any path prefix before /v1/ is accepted (a gateway's /api/v1/...); each record keeps the request's
+path, its authorization header and whether usage was asked for (stream_options.include_usage).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import time
 
 now_ns = time.perf_counter_ns
+FAULTS = ("status", "garbage", "die_after", "malformed_after", "error_after", "no_done", "slow_headers_ms")
 
 
 class State:
@@ -47,6 +53,7 @@ class State:
         self.in_flight = 0
         self.fast = False
         self.rendered: dict[int, bytes] = {}
+        self.models_requests: list[dict] = []  # path and authorization of each GET .../v1/models
 
 
 def _chunk(payload: bytes) -> bytes:
@@ -92,18 +99,20 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             method, path, headers, body = request
             if path == "/health":
                 writer.write(_response(200, b"{}"))
-            elif path.startswith("/v1/models"):
+            elif path.endswith("/v1/models"):
+                state.models_requests.append({"path": path, "authorization": headers.get("authorization")})
                 writer.write(_response(200, b'{"object":"list","data":[{"id":"scripted","object":"model"}]}'))
             elif path == "/records":
                 writer.write(_response(200, json.dumps(state.records).encode()))
             elif path == "/stats":
-                stats = {k: getattr(state, k) for k in ("requests", "events", "tokens", "connections")}
+                names = ("requests", "events", "tokens", "connections", "models_requests")
+                stats = {k: getattr(state, k) for k in names}
                 writer.write(_response(200, json.dumps(stats).encode()))
             elif path == "/reset" and method == "POST":
                 state.records.clear()
                 state.requests = state.events = state.tokens = 0
                 writer.write(_response(200, b"{}"))
-            elif path in ("/v1/chat/completions", "/v1/completions"):
+            elif path.endswith(("/v1/chat/completions", "/v1/completions")):
                 if not await _complete(state, writer, path, headers, body, received):
                     return
             else:
@@ -121,6 +130,8 @@ async def _complete(state, writer, path, headers, body, received) -> bool:
     if state.fast and request.get("stream") and "mock" not in request and path.endswith("chat/completions"):
         return _fast_stream(state, writer, _max_tokens(request, state.defaults["tokens"]))
     mock = {**state.defaults, **(request.get("mock") or {})}
+    if mock.get("fault_every") and (state.requests + 1) % int(mock["fault_every"]):
+        mock = {k: v for k, v in mock.items() if k not in FAULTS}
     chat = path.endswith("chat/completions")
     stream = bool(request.get("stream"))
     tokens = _max_tokens(request, mock.get("tokens", 16))
@@ -130,6 +141,10 @@ async def _complete(state, writer, path, headers, body, received) -> bool:
     )
     messages = request.get("messages") or []
     record = {"id": headers.get("x-request-id"), "received_ns": received, "event_ns": [], "tokens": 0}
+    record["path"] = path
+    record["authorization"] = headers.get("authorization")
+    record["include_usage"] = (request.get("stream_options") or {}).get("include_usage")
+    record["max_tokens"] = request.get("max_tokens")
     record["assistant"] = [m.get("content") for m in messages if m.get("role") == "assistant"]
     state.requests += 1
     state.in_flight += 1
