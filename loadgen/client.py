@@ -7,9 +7,11 @@ outcome on the record (see timing.OUTCOMES). Only cancellation propagates, after
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -23,6 +25,7 @@ from loadgen.transport import MalformedResponse, StackPoolTransport
 log = logging.getLogger("loadgen.client")
 
 ERROR_BODY_BYTES = 2048
+REDACTED = "<redacted>"
 _loads = json.loads
 
 
@@ -45,27 +48,39 @@ class LoadClient:
         timeouts: Timeouts,
         max_connections: int,
         count_tokens: Callable[[str], int] | None = None,
+        https_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        base = httpx.URL(base_url)
         headers = {"content-type": "application/json", "user-agent": "llmobs-loadgen"}
         if api_key:
+            try:
+                check_header_value(api_key, "the API key")
+            except ValueError as exc:
+                raise ClientError(str(exc)) from None
             headers["authorization"] = f"Bearer {api_key}"
+        elif base.username or base.password:  # credentials in the URL: HTTP basic auth, as httpx does
+            token = base64.b64encode(f"{base.username}:{base.password}".encode()).decode("ascii")
+            headers["authorization"] = f"Basic {token}"
+        self.base_url = base.copy_with(username=None, password=None)  # credentials travel in the header
+        self._secrets = url_secrets(base_url) + ([api_key] if api_key else [])
         self.timeouts = timeouts
         self._count_tokens = count_tokens
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
         self._raw: StackPoolTransport | None = None
-        if base_url.startswith("http://"):
+        if base.scheme == "http":
             self._transport: httpx.AsyncBaseTransport = StackPoolTransport(max_connections)
             self._raw = self._transport
+        elif https_transport is not None:  # tests: the HTTPS code path without a TLS server
+            self._transport = https_transport
         else:
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
             self._transport = httpx.AsyncHTTPTransport(limits=limits)
-        # The client holds the configuration (base URL, headers, timeouts) and serves everything but
-        # the load itself. Load requests skip its per-request machinery (cookie jar, redirects, auth
-        # flow, Request/Response objects), which cost more than the request itself at thousands of
+        # The client holds the configuration (headers, timeouts) and serves everything but the load
+        # itself. Load requests skip its per-request machinery (cookie jar, redirects, auth flow,
+        # Request/Response objects), which cost more than the request itself at thousands of
         # requests per second: over plain HTTP they go to the pool as pre-serialized bytes
         # (`post_raw`), over HTTPS to httpx's transport with a request built once per send.
         self._http = httpx.AsyncClient(
-            base_url=base_url,
             headers=headers,
             transport=self._transport,
             timeout=httpx.Timeout(
@@ -76,24 +91,38 @@ class LoadClient:
         )
         self._timeouts = {"connect": timeouts.connect_s, "read": timeouts.read_s, "write": timeouts.read_s}
         self._heads: dict[str, bytes] = {}
-        self._host, self._port = self._http.base_url.host, self._http.base_url.port or 80
+        self._host, self._port = self.base_url.host, self.base_url.port or 80
+
+    def url(self, path: str) -> httpx.URL:
+        """The URL of an API path such as `/v1/chat/completions` (see endpoint_url)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = endpoint_url(self.base_url, path)
+        return url
 
     def _head(self, path: str) -> bytes:
         """The constant part of a load request's head, serialized once per path."""
         head = self._heads.get(path)
         if head is None:
-            url = self._http.base_url.join(path)
+            url = self.url(path)
             lines = [f"POST {url.raw_path.decode('ascii')} HTTP/1.1", f"host: {url.netloc.decode('ascii')}"]
             lines += [f"{k}: {v}" for k, v in self._http.headers.items() if k.lower() != "accept-encoding"]
             lines.append("accept-encoding: identity")  # bodies are read as sent, never decoded
             head = self._heads[path] = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         return head
 
+    def scrub(self, text: str) -> str:
+        """`text` without the API key or the URL's credentials and query values (error messages)."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def get_json(self, path: str) -> object:
-        response = await self._http.get(path, timeout=self.timeouts.connect_s + 10)
+        response = await self._http.get(self.url(path), timeout=self.timeouts.connect_s + 10)
         response.raise_for_status()
         return response.json()
 
@@ -104,7 +133,10 @@ class LoadClient:
             return str(body["data"][0]["id"])  # type: ignore[index]
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ClientError(
-                f"could not discover the model from /v1/models ({exc!r}); pass --model"
+                self.scrub(
+                    f"could not discover the model from {redact_url(str(self.url('/v1/models')))} "
+                    f"({exc!r}); pass --model"
+                )
             ) from exc
 
     async def execute(
@@ -126,7 +158,7 @@ class LoadClient:
                     response = await self._raw.post_raw(self._host, self._port, payload, self._timeouts)
                     record.retries = int(response.retried)
                 else:
-                    url = self._urls.get(path) or self._urls.setdefault(path, self._http.base_url.join(path))
+                    url = self.url(path)
                     headers = {"x-request-id": record.request_id}
                     request = self._http.build_request("POST", url, content=body, headers=headers)
                     response = await self._transport.handle_async_request(request)
@@ -159,6 +191,8 @@ class LoadClient:
         finally:
             if not record.end_ns or not record.ok:
                 record.end_ns = perf_counter_ns()
+            if record.error and self._secrets:
+                record.error = self.scrub(record.error)
             self._settle_tokens(record)
 
     async def _consume(self, response: httpx.Response, record: RequestRecord) -> None:
@@ -341,3 +375,61 @@ async def _read_some(response: httpx.Response) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def endpoint_url(base: httpx.URL | str, path: str) -> httpx.URL:
+    """`{base}{path}` for an API path that starts with `/v1/`: the base URL's own path is a prefix
+    that is kept (`http://gw/api` -> `http://gw/api/v1/...`), a trailing `/v1` on it is dropped (so
+    `http://gw/api/v1`, as OpenAI clients take it, gives the same URLs), and its query string, if any,
+    is kept on every request."""
+    base = httpx.URL(base) if isinstance(base, str) else base
+    prefix = base.raw_path.split(b"?", 1)[0].rstrip(b"/")
+    if prefix.endswith(b"/v1"):
+        prefix = prefix[:-3]
+    query = b"?" + base.query if base.query else b""
+    return base.copy_with(raw_path=prefix + path.encode("ascii") + query, fragment=None)
+
+
+def check_header_value(value: str, what: str) -> None:
+    """A header value we send must be printable ASCII: a CR or LF would end the header early and let
+    the rest be read as headers of its own (header injection on the raw HTTP path)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{what} contains a line break (CR or LF); refusing to send it in a header")
+    if not value.isascii() or not value.isprintable():
+        raise ValueError(f"{what} must be printable ASCII")
+
+
+def redact_url(url: str) -> str:
+    """The URL with credentials (`user:pw@`) and query values replaced by <redacted>."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _ in (item.partition("=") for item in parts.query.split("&"))
+    ) if parts.query else ""  # fmt: skip
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The pieces of a URL that may be secret (userinfo, password, query values), raw and decoded,
+    longest first, for scrubbing error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    found: set[str] = set()
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found |= {userinfo, urllib.parse.unquote(userinfo)}
+        password = userinfo.partition(":")[2]
+        found |= {password, urllib.parse.unquote(password)}
+    for item in parts.query.split("&") if parts.query else ():
+        name, sep, value = item.partition("=")
+        value = value if sep else name
+        found |= {value, urllib.parse.unquote_plus(value)}
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)

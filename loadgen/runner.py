@@ -46,12 +46,6 @@ PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 SYNTHETIC_OUTPUT_LEN = "128"  # max_tokens of synthetic requests unless --output-len is given
 
 
-def base_url(url: str) -> str:
-    """Accept http://host:port, .../v1 or .../v1/: requests go to {base}/v1/..."""
-    url = url.rstrip("/")
-    return url[:-3] if url.endswith("/v1") else url
-
-
 class Run:
     def __init__(self, scenario: Scenario, collector: LoadgenCollector | None = None) -> None:
         self.scenario = scenario
@@ -128,7 +122,7 @@ class Run:
         tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
         text = TextMaker(tokenizer)
         self._client = LoadClient(
-            base_url(scenario.url),
+            scenario.url,
             scenario.api_key(),
             Timeouts(self.connect_s, self.read_s, self.request_s),
             max_connections=self._max_connections(),

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
+from loadgen.client import check_header_value, redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
 
@@ -152,6 +154,12 @@ class Scenario:
     def validate(self) -> None:
         if not self.url or not re.match(r"^https?://", str(self.url)):
             raise ScenarioError("--url is required: the server's base URL, e.g. http://127.0.0.1:8000")
+        try:
+            host = httpx.URL(str(self.url)).host
+        except (httpx.InvalidURL, ValueError):
+            host = ""
+        if not host:
+            raise ScenarioError(f"--url {redact_url(str(self.url))} is not a usable http(s) URL")
         if self.endpoint not in ("chat", "completions"):
             raise ScenarioError("endpoint must be chat or completions")
         if self.arrival not in ARRIVALS:
@@ -264,10 +272,20 @@ class Scenario:
     def redacted(self) -> dict:
         """The exact configuration, safe to write out: names where secrets come from, never values."""
         values = asdict(self)
+        values["url"] = redact_url(self.url)
         values["api_key"] = "<redacted>" if (self.api_key_env or self.api_key_file) else None
         return values
 
     def api_key(self) -> str | None:
+        key = self._read_api_key()
+        if key is not None:
+            try:
+                check_header_value(key, f"the API key from {self.api_key_file or self.api_key_env}")
+            except ValueError as exc:
+                raise ScenarioError(str(exc)) from None
+        return key
+
+    def _read_api_key(self) -> str | None:
         if self.api_key_file:
             try:
                 key = Path(self.api_key_file).read_text(encoding="utf-8").strip()

@@ -97,22 +97,23 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
                 return
             received = now_ns()
             method, path, headers, body = request
-            if path == "/health":
+            route = path.split("?", 1)[0]
+            if route == "/health":
                 writer.write(_response(200, b"{}"))
-            elif path.endswith("/v1/models"):
+            elif route.endswith("/v1/models"):
                 state.models_requests.append({"path": path, "authorization": headers.get("authorization")})
                 writer.write(_response(200, b'{"object":"list","data":[{"id":"scripted","object":"model"}]}'))
-            elif path == "/records":
+            elif route == "/records":
                 writer.write(_response(200, json.dumps(state.records).encode()))
-            elif path == "/stats":
+            elif route == "/stats":
                 names = ("requests", "events", "tokens", "connections", "models_requests")
                 stats = {k: getattr(state, k) for k in names}
                 writer.write(_response(200, json.dumps(stats).encode()))
-            elif path == "/reset" and method == "POST":
+            elif route == "/reset" and method == "POST":
                 state.records.clear()
                 state.requests = state.events = state.tokens = 0
                 writer.write(_response(200, b"{}"))
-            elif path.endswith(("/v1/chat/completions", "/v1/completions")):
+            elif route.endswith(("/v1/chat/completions", "/v1/completions")):
                 if not await _complete(state, writer, path, headers, body, received):
                     return
             else:
@@ -127,12 +128,12 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
 async def _complete(state, writer, path, headers, body, received) -> bool:
     """Serve one completion; False when the connection was closed on purpose."""
     request = json.loads(body)
-    if state.fast and request.get("stream") and "mock" not in request and path.endswith("chat/completions"):
+    chat = path.split("?", 1)[0].endswith("chat/completions")
+    if state.fast and request.get("stream") and "mock" not in request and chat:
         return _fast_stream(state, writer, _max_tokens(request, state.defaults["tokens"]))
     mock = {**state.defaults, **(request.get("mock") or {})}
     if mock.get("fault_every") and (state.requests + 1) % int(mock["fault_every"]):
         mock = {k: v for k, v in mock.items() if k not in FAULTS}
-    chat = path.endswith("chat/completions")
     stream = bool(request.get("stream"))
     tokens = _max_tokens(request, mock.get("tokens", 16))
     reasoning = int(mock.get("reasoning", 0))
