@@ -3,7 +3,9 @@
 The backend publishes label-discriminated gauges (`nv_trt_llm_request_metrics{request_type}`,
 `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type}`, ...) per Triton `model`. Only models that
 carry `nv_trt_llm_*` series are engine models; Triton's pre/post-processing models are not. Running =
-`active` requests, waiting = `waiting` (newer backends) else Triton's pending count. Token counters are
+`active` requests, waiting = `waiting` (newer backends) else Triton's pending count. KV usage = the
+`fraction` block metric, else `used` / `max`, else (`max` - `free`) / `max`; with none of them it is
+absent. Token counters are
 the `_sum` of the backend's token-length histograms. Triton's first-response histogram (opt-in,
 milliseconds) becomes TTFT in seconds. Finished: Triton's success (`reason="other"`) and failure counters.
 """
@@ -58,7 +60,9 @@ class TritonTrtllm(Engine):
             if "fraction" in blocks:
                 out.add("llm_kv_cache_usage_ratio", blocks["fraction"], dict(key))
             elif blocks.get("max"):
-                out.add("llm_kv_cache_usage_ratio", blocks.get("used", 0.0) / blocks["max"], dict(key))
+                used = blocks["used"] if "used" in blocks else _used_from_free(blocks)
+                if used is not None:  # neither used nor free: absent, never a guessed 0
+                    out.add("llm_kv_cache_usage_ratio", used / blocks["max"], dict(key))
             if "max" in blocks and "tokens_per" in blocks:
                 out.add("llm_kv_cache_capacity_tokens", blocks["max"] * blocks["tokens_per"], dict(key))
         self._token_sums(exposition, labels, out)
@@ -99,3 +103,7 @@ class TritonTrtllm(Engine):
                 failures[key] = failures.get(key, 0.0) + sample.value
         for key, value in failures.items():
             out.add("llm_requests_finished_total", value, dict(key))
+
+
+def _used_from_free(blocks: Mapping[str, float]) -> float | None:
+    return blocks["max"] - blocks["free"] if "free" in blocks else None

@@ -462,3 +462,22 @@ def test_sglang_0523_real_render_every_concept_equals_its_source(path: Path) -> 
         assert sum(h.sum for h in merged) == pytest.approx(sum(h.sum for h in sources))
     # The `le`-labelled per-stage family and the pid-labelled gauges never leak into the schema.
     assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
+
+
+TRITON_BLOCKS = """\
+# TYPE nv_trt_llm_kv_cache_block_metrics gauge
+nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max",model="tensorrt_llm",version="1"} 1000
+nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="tokens_per",model="tensorrt_llm",version="1"} 32
+"""
+
+
+def test_triton_kv_usage_without_used_blocks_is_derived_from_free_or_absent() -> None:
+    """Constructed: backends that report `free` but not `used`, and ones that report neither."""
+    with_free = TRITON_BLOCKS + (
+        'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="free",model="tensorrt_llm",version="1"} 600\n'
+    )
+    out = ENGINES["triton_trtllm"].normalize(Scraped(parse(with_free)), None)
+    assert one(out, "llm_kv_cache_usage_ratio", model="tensorrt_llm") == pytest.approx(0.4)
+    out = ENGINES["triton_trtllm"].normalize(Scraped(parse(TRITON_BLOCKS)), None)
+    assert "llm_kv_cache_usage_ratio" not in out.families()  # never a made-up 0
+    assert one(out, "llm_kv_cache_capacity_tokens", model="tensorrt_llm") == 32000
