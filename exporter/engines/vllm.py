@@ -59,6 +59,10 @@ class Vllm(Engine):
     def name_prefix(self, exposition: Exposition) -> str:
         return self.prefix
 
+    def names(self, prefix: str) -> Mapping[str, tuple[str, ...]]:
+        """Wire names (without the prefix) per normalized family."""
+        return NAMES
+
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition
         assert exposition is not None
@@ -71,7 +75,7 @@ class Vllm(Engine):
                 result["engine_index"] = engine_labels["engine"]
             return {k: v for k, v in result.items() if v}
 
-        names = {family: [prefix + name for name in wire] for family, wire in NAMES.items()}
+        names = {family: [prefix + name for name in wire] for family, wire in self.names(prefix).items()}
         apply_table(exposition, Table(names, labels), out)
         for reason_label in ("finished_reason", "finish_reason"):  # llm-d-inference-sim: finish_reason
             add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)

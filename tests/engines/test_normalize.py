@@ -266,8 +266,22 @@ def test_nim_bare_names() -> None:
     m = {"model": "meta/llama-3.1-8b-instruct"}
     assert one(out, "llm_requests_running", **m) == 3
     assert one(out, "llm_kv_cache_usage_ratio", **m) == 0.05
-    assert histogram(out, "llm_inter_token_latency_seconds", **m).count == 3390
+    # NIM's bare time_per_output_token_seconds is the per-request TPOT row of the reference (section 10).
+    assert histogram(out, "llm_time_per_output_token_seconds", **m).count == 3390
+    assert "llm_inter_token_latency_seconds" not in out.families()
     assert ENGINES["nim"].metrics_path == "/v1/metrics"
+
+
+def test_nim_passing_vllm_names_through_keeps_vllm_meaning() -> None:
+    """A vLLM-backed NIM that serves `vllm:*` names: there the old name measured gaps between tokens."""
+    itl = VLLM_DP2.split("# TYPE vllm:gpu_prefix_cache_queries_total")[0].split("# TYPE vllm:gpu_cache")[0]
+    itl += (
+        "# TYPE vllm:time_per_output_token_seconds"
+        + VLLM_DP2.split("# TYPE vllm:time_per_output_token_seconds")[1].split("# TYPE")[0]
+    )
+    out = ENGINES["nim"].normalize(Scraped(parse(itl)), None)
+    assert histogram(out, "llm_inter_token_latency_seconds", engine_index="0").count == 4
+    assert "llm_time_per_output_token_seconds" not in out.families()
 
 
 def test_triton_readme_sample() -> None:
