@@ -90,6 +90,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     shape.add_argument(
         "--max-concurrency", type=int, metavar="N", help="cap on in-flight requests (open loop)"
     )
+    shape.add_argument(
+        "--max-connections", type=int, metavar="N",
+        help="HTTP connections at most (default: the peak concurrency; open loop: --max-concurrency, "
+        "else 1000); requests beyond wait for one, which counts as dispatch delay",
+    )  # fmt: skip
     shape.add_argument("--ramp-to", type=float, metavar="X", help="ramp the concurrency/rate linearly to X")
     shape.add_argument("--step-duration", "--duration", dest="step_duration", metavar="DUR",
                        help="length of each step/phase: 500ms, 20s, 5m, 2h, inf (default 60s)")  # fmt: skip

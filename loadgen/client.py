@@ -92,6 +92,8 @@ class LoadClient:
         self._timeouts = {"connect": timeouts.connect_s, "read": timeouts.read_s, "write": timeouts.read_s}
         self._heads: dict[str, bytes] = {}
         self._host, self._port = self.base_url.host, self.base_url.port or 80
+        # connection slots: the pool's own over plain HTTP; over HTTPS as many as httpx's pool allows
+        self._slots = self._raw.slots if self._raw is not None else asyncio.Semaphore(max_connections)
 
     def url(self, path: str) -> httpx.URL:
         """The URL of an API path such as `/v1/chat/completions` (see endpoint_url)."""
@@ -142,25 +144,36 @@ class LoadClient:
     async def execute(
         self, path: str, body: bytes, record: RequestRecord, capture_text: bool = False
     ) -> None:
-        """Send one request and fill `record`."""
+        """Send one request and fill `record`.
+
+        `sent` is stamped once a connection slot is held: time spent waiting for one (more requests
+        in flight than connections) is dispatch delay, not latency; opening a new connection is part
+        of the request's latency, as it is for any client without a warm connection."""
         if capture_text:
             record.text = []
+        if self._raw is not None:
+            payload = b"%sx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+                self._head(path),
+                record.request_id.encode(),
+                len(body),
+                body,
+            )
+        else:
+            headers = {"x-request-id": record.request_id}
+            request = self._http.build_request("POST", self.url(path), content=body, headers=headers)
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            record.sent_ns = record.end_ns = perf_counter_ns()
+            record.fail("cancelled", "cancelled by stop while waiting for a connection")
+            raise
         record.sent_ns = perf_counter_ns()
         try:
             async with asyncio.timeout(self.timeouts.request_s):
-                if self._raw is not None:
-                    payload = b"%sx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s" % (
-                        self._head(path),
-                        record.request_id.encode(),
-                        len(body),
-                        body,
-                    )
+                if self._raw is not None:  # the pool releases the slot when the response closes
                     response = await self._raw.post_raw(self._host, self._port, payload, self._timeouts)
                     record.retries = int(response.retried)
                 else:
-                    url = self.url(path)
-                    headers = {"x-request-id": record.request_id}
-                    request = self._http.build_request("POST", url, content=body, headers=headers)
                     response = await self._transport.handle_async_request(request)
                     response.request = request
                     record.retries = 1 if request.extensions.get("loadgen_retried") else 0
@@ -189,6 +202,8 @@ class LoadClient:
             log.warning("unexpected error in request %s", record.request_id, exc_info=True)
             record.fail("malformed", _describe(exc))
         finally:
+            if self._raw is None:
+                self._slots.release()
             if not record.end_ns or not record.ok:
                 record.end_ns = perf_counter_ns()
             if record.error and self._secrets:

@@ -43,6 +43,7 @@ from loadgen.workloads import (
 log = logging.getLogger("loadgen")
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+OPEN_LOOP_CONNECTIONS = 1000  # connection cap of an open loop without --max-concurrency
 SYNTHETIC_OUTPUT_LEN = "128"  # max_tokens of synthetic requests unless --output-len is given
 
 
@@ -154,12 +155,16 @@ class Run:
             self._jsonl = open(scenario.output_jsonl, "w", encoding="utf-8")  # noqa: SIM115 (closed in teardown)
 
     def _max_connections(self) -> int:
+        """--max-connections, else the peak closed-loop concurrency or open-loop --max-concurrency,
+        else OPEN_LOOP_CONNECTIONS. Requests beyond it wait for a connection: dispatch delay."""
+        if self.scenario.max_connections:
+            return self.scenario.max_connections
         peak = 1
         for phase in self.phases:
             if phase.closed:
                 peak = max(peak, math.ceil(phase.peak()))
             else:
-                peak = max(peak, phase.max_concurrency or 1000)
+                peak = max(peak, phase.max_concurrency or OPEN_LOOP_CONNECTIONS)
         return peak
 
     async def _teardown(self) -> None:

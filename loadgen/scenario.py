@@ -97,6 +97,7 @@ class Scenario:
     arrival: str = "poisson"
     burstiness: float = 1.0
     max_concurrency: int | None = None
+    max_connections: int | None = None
     ramp_to: float | None = None
     step_duration: Any = None
     requests: int | None = None
@@ -168,7 +169,16 @@ class Scenario:
             raise ScenarioError("progress must be auto, tty, plain or none")
         if not isinstance(self.extra_body, dict):
             raise ScenarioError("extra_body must be a JSON/YAML object")
-        for name in ("prefix_groups", "prefix_len", "turns", "seed", "max_concurrency", "requests"):
+        names = (
+            "prefix_groups",
+            "prefix_len",
+            "turns",
+            "seed",
+            "max_concurrency",
+            "max_connections",
+            "requests",
+        )
+        for name in names:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ScenarioError(f"{name} must be a whole number >= 0, got {value!r}")

@@ -334,13 +334,17 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int) -> None:
         self._idle: list[_Connection] = []
         self._scratch = memoryview(bytearray(_READ_BYTES))
-        self._slots = asyncio.Semaphore(max_connections)
+        # One slot per connection. post_raw's caller takes a slot before it stamps a request as sent
+        # (so time spent waiting for a connection is dispatch delay, not latency); the slot comes back
+        # when the response is closed, or when the exchange fails.
+        self.slots = asyncio.Semaphore(max_connections)
         self.opened = 0  # connections opened, for tests and reports
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout") or {}
         url = request.url
         payload = _serialize(request, await request.aread())
+        await self.slots.acquire()
         connection, status, reason, headers, retried = await self._exchange(
             url.host, url.port or 80, payload, timeouts, request
         )
@@ -357,7 +361,8 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
 
     async def post_raw(self, host: str, port: int, payload: bytes, timeouts: dict) -> RawResponse:
         """The load path: a serialized POST in, a minimal response out (no httpx.Request/Response
-        objects, whose construction cost more than the rest of a request at thousands per second)."""
+        objects, whose construction cost more than the rest of a request at thousands per second).
+        The caller holds one of `slots`; it is released when the response is closed or on failure."""
         connection, status, _, headers, retried = await self._exchange(host, port, payload, timeouts, None)
         length, chunked, keep_alive = _framing("POST", status, headers, None)
         body = _Body(self, connection, None, timeouts.get("read"), length, chunked, keep_alive)
@@ -367,10 +372,10 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
     async def _exchange(
         self, host: str, port: int, payload: bytes, timeouts: dict, request: httpx.Request | None
     ) -> tuple[_Connection, int, bytes, list[tuple[bytes, bytes]], bool]:
-        """Send and read the response head. A reused connection that turns out dead before any
-        response byte (the server closed it as we sent) is replaced by a fresh one, once."""
+        """Send and read the response head, holding a slot the caller took. A reused connection
+        that turns out dead before any response byte (the server closed it as we sent) is replaced
+        by a fresh one, once."""
         retried = False
-        await self._slots.acquire()
         try:
             connection = self._take_idle()
             while True:
@@ -394,7 +399,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
                     connection.close()
                     raise
         except BaseException:
-            self._slots.release()
+            self.slots.release()
             raise
 
     async def _head(
@@ -429,7 +434,7 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         return status, parts[2] if len(parts) > 2 else b"", headers
 
     def release(self, connection: _Connection, reusable: bool) -> None:
-        self._slots.release()
+        self.slots.release()
         if reusable and not connection.buffer and not connection.reads:
             connection.received = False
             self._idle.append(connection)

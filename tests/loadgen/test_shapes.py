@@ -79,3 +79,20 @@ def test_multi_turn_feeds_answers_back(scripted, run_loadgen, endpoint):
     if endpoint == "chat":
         assert sorted(len(r["assistant"]) for r in truth.values()) == [0, 0, 1, 1, 2, 2]
         assert all(answer == "tok0 tok1 tok2 " for r in truth.values() for answer in r["assistant"])
+
+
+def test_waiting_for_a_connection_is_dispatch_delay_not_latency(scripted, run_loadgen):
+    # two arrivals 1 ms apart, one connection, 300 ms to the first token: the second request waits
+    # ~300 ms for the connection, and that wait belongs to its dispatch delay, not to its TTFT
+    result = run_loadgen(
+        url=scripted.url, model="scripted", rate=1000, arrival="constant", requests=2, max_connections=1,
+        output_len=2, extra_body={"mock": {"ttft_ms": 300}},
+    )  # fmt: skip
+    truth = scripted.records(result.run.run_id)
+    first, second = sorted(result.records, key=lambda r: r["scheduled_ns"])
+    assert first["dispatch_delay_s"] < 0.1 and second["dispatch_delay_s"] > 0.25
+    for record in (first, second):
+        assert 0.29 < record["ttft_s"] < 0.45, record
+        # sent is when the request went out: the server read it right after
+        assert (truth[record["request_id"]]["received_ns"] - record["sent_ns"]) / 1e9 < 0.05
+    assert result.report["config"]["max_connections"] == 1
