@@ -2,9 +2,10 @@
 
 A target's whole scrape (every request it needs, discovery included) runs under one deadline,
 `timeout_seconds`. Whatever goes wrong becomes one counted error of a known kind for that target only:
-connect, timeout, http_status, auth (401/403 or its auth variable unset), parse (HTML, garbage, a
-truncated or oversized payload, malformed JSON), unknown_engine (no known names, or not the kind it
-was configured as). The scrape never raises.
+connect, timeout, http_status, auth (401/403 or its auth variable unset), truncated (the connection
+ended before the announced or chunked body was complete), parse (HTML, garbage, a payload cut at a line
+boundary, an oversized payload, malformed JSON), unknown_engine (no known names, or not the kind it was
+configured as). The scrape never raises.
 """
 
 from __future__ import annotations
@@ -84,17 +85,28 @@ class HttpFetch:
                     raise ScrapeError(
                         "http_status", f"{path}: HTTP {response.status_code}", response.status_code
                     )
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise ScrapeError("parse", f"{path}: payload larger than {MAX_BODY_BYTES} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                return await _read_body(response, path)
         except httpx.TimeoutException:
             raise ScrapeError("timeout", f"{path}: timed out") from None
-        except httpx.HTTPError as exc:  # refused, reset, closed mid-body (truncated), protocol errors
+        except httpx.HTTPError as exc:  # refused, reset, DNS, protocol errors before the body
             raise ScrapeError("connect", f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+async def _read_body(response: httpx.Response, path: str) -> bytes:
+    """The whole body; the connection failing once the answer has begun is a truncated payload."""
+    chunks, size = [], 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ScrapeError("parse", f"{path}: payload larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except httpx.TimeoutException:
+        raise
+    except httpx.HTTPError as exc:  # Content-Length not reached, chunked body cut, reset mid-body
+        message = f"{path}: body cut after {size} bytes ({type(exc).__name__})"
+        raise ScrapeError("truncated", message) from None
+    return b"".join(chunks)
 
 
 @dataclass

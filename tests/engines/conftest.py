@@ -25,6 +25,7 @@ class Reply:
     content_type: str = "text/plain; version=0.0.4"
     delay: float = 0.0  # seconds before answering
     truncate: bool = False  # announce the full length, send half, close
+    chunked_cut: bool = False  # chunked encoding: half the body in one chunk, close without the last one
     trickle: float = 0.0  # seconds between lines: headers at once, then a slow drip
 
 
@@ -66,6 +67,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
+        if reply.chunked_cut:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = body[: len(body) // 2]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(half), half))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if reply.trickle:

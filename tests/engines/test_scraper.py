@@ -37,21 +37,25 @@ def collector_for(*targets: TargetConfig, passthrough: bool = False) -> EnginesC
 
 
 def test_each_bad_target_fails_alone_with_its_own_error_kind(fake_engines: list[FakeEngine]) -> None:
-    good, html, garbage, truncated, unauthorized, broken = fake_engines
+    good, html, garbage, truncated, chunked, unauthorized = fake_engines
     serve_llama(good)
     html.serve("/metrics", "<html><body>502 Bad Gateway</body></html>\n", content_type="text/html")
     garbage.serve("/metrics", b"\x89PNG\r\n\x1a\n not metrics at all\n")
     serve_llama(truncated)
-    truncated.routes["/metrics"].truncate = True
+    truncated.routes["/metrics"].truncate = True  # Content-Length announced, half of it sent
+    serve_llama(chunked)
+    chunked.routes["/metrics"].chunked_cut = True  # chunked body without its last chunk
+    broken = good  # a 500 on another path of the same server
+    broken.serve("/broken/metrics", "boom\n", status=500)
     unauthorized.serve("/metrics", "denied\n", status=401)
-    broken.serve("/metrics", "boom\n", status=500)
     targets = [
         TargetConfig("good", good.url),
         TargetConfig("html", html.url, kind="vllm"),
         TargetConfig("garbage", garbage.url, kind="llamacpp"),
         TargetConfig("truncated", truncated.url, kind="llamacpp"),
+        TargetConfig("chunked", chunked.url, kind="llamacpp"),
         TargetConfig("unauthorized", unauthorized.url, kind="sglang"),
-        TargetConfig("broken", broken.url, kind="tgi"),
+        TargetConfig("broken", f"{broken.url}/broken/metrics", kind="tgi"),
         TargetConfig("refused", "http://127.0.0.1:9", kind="vllm"),
     ]
     collector = collector_for(*targets)
@@ -62,7 +66,8 @@ def test_each_bad_target_fails_alone_with_its_own_error_kind(fake_engines: list[
     expected = {
         "html": "parse",
         "garbage": "parse",
-        "truncated": "connect",
+        "truncated": "truncated",
+        "chunked": "truncated",
         "unauthorized": "auth",
         "broken": "http_status",
         "refused": "connect",
