@@ -55,7 +55,16 @@ TARGET_FAMILIES: dict[str, Spec] = {
     "llm_target_errors_total": Spec("counter", "Failed scrapes of the engine target by kind."),
 }
 
-ERROR_KINDS = ("connect", "timeout", "http_status", "truncated", "parse", "unknown_engine", "auth")
+ERROR_KINDS = (
+    "connect",
+    "timeout",
+    "http_status",
+    "truncated",
+    "parse",
+    "unknown_engine",
+    "no_known_metrics",
+    "auth",
+)
 FINISH_REASONS = ("stop", "length", "abort", "error", "other")
 MAX_RAW_REASON_CHARS = 48
 

@@ -5,7 +5,8 @@ A target's whole scrape (every request it needs, discovery included) runs under 
 connect, timeout, http_status, auth (401/403 or its auth variable unset), truncated (the connection
 ended before the announced or chunked body was complete), parse (HTML, garbage, a payload cut at a line
 boundary, an oversized payload, malformed JSON), unknown_engine (no known names, or not the kind it was
-configured as). The scrape never raises.
+configured as), no_known_metrics (the engine's own names, but none this exporter reads: an engine
+version that renamed them all). The scrape never raises.
 """
 
 from __future__ import annotations
@@ -172,7 +173,15 @@ class TargetScraper:
         else:
             engine, scraped = await self._scrape_known(fetch, self.engine)
         self.engine = engine
-        return engine.normalize(scraped, self.target.model), scraped.exposition
+        normalized = engine.normalize(scraped, self.target.model)
+        if scraped.exposition is not None and not normalized.families() - {"llm_engine_info"}:
+            count = len(scraped.exposition.families)
+            raise ScrapeError(
+                "no_known_metrics",
+                f"{engine.kind} payload ({count} families) carries none of the names this exporter reads; "
+                "this engine version may have renamed them",
+            )
+        return normalized, scraped.exposition
 
     async def _scrape_known(self, fetch: HttpFetch, engine: Engine):
         """Scrape as the kind found before; if the answer says the engine changed, discover again."""

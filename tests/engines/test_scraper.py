@@ -396,3 +396,21 @@ def test_credentials_in_the_url_are_never_sent_or_published(fake_engine: FakeEng
     assert value(exposition, "llm_target_up", target="t") == 1
     assert all("Authorization" not in headers for _, headers in fake_engine.requests)
     assert not [s for samples in exposition.by_sample_name.values() for s in samples if "hunter2" in str(s)]
+
+
+def test_a_known_engine_with_none_of_the_known_names_is_counted(fake_engines: list[FakeEngine]) -> None:
+    """An engine version that renamed everything: its own prefix, none of the names the adapter reads."""
+    good, renamed, *_ = fake_engines
+    serve_llama(good)
+    renamed.serve("/metrics", '# TYPE vllm:brand_new_gauge gauge\nvllm:brand_new_gauge{model_name="m"} 1\n')
+    collector = collector_for(TargetConfig("good", good.url), TargetConfig("renamed", renamed.url))
+    try:
+        first = scrape(collector)
+        second = scrape(collector)
+    finally:
+        collector.close()
+    assert value(second, "llm_target_up", target="good") == 1
+    assert value(second, "llm_requests_running", target="good", model="tiny") == 46
+    assert value(first, "llm_target_up", target="renamed", engine_kind="vllm") == 0
+    assert value(second, "llm_target_errors_total", target="renamed", kind="no_known_metrics") == 2
+    assert not [s for s in second.samples("llm_engine_info") if s.labels["target"] == "renamed"]
