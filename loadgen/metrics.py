@@ -82,12 +82,14 @@ class RunMetrics:
         self.in_flight -= 1
         self.outcomes[record.outcome] += 1
         self.dispatch.observe(record.dispatch_s)
+        if not record.ok:
+            return
+        # tokens of succeeded requests only, as in the report (a failed request's partial tokens
+        # and latencies would mix unfinished work into the figures)
         if record.prompt_tokens:
             self.prompt_tokens += record.prompt_tokens
         self.output_tokens += record.output_tokens
         self.reasoning_tokens += record.reasoning_tokens
-        if not record.ok:
-            return
         self.e2e.observe(record.e2e_s)
         ttft = record.ttft_s
         if ttft is None:
@@ -142,9 +144,9 @@ class LoadgenCollector(Collector):
         tokens = {
             name: CounterMetricFamily(name, documentation, labels=LABELS)
             for name, documentation in (
-                ("loadgen_prompt_tokens", "Prompt tokens (server usage) of finished requests."),
-                ("loadgen_output_tokens", "Output tokens of finished requests (usage, else counted)."),
-                ("loadgen_reasoning_tokens", "Reasoning tokens of finished requests."),
+                ("loadgen_prompt_tokens", "Prompt tokens of succeeded requests (usage, else estimated)."),
+                ("loadgen_output_tokens", "Output tokens of succeeded requests (usage, else counted)."),
+                ("loadgen_reasoning_tokens", "Reasoning tokens of succeeded requests."),
             )
         }
         in_flight = GaugeMetricFamily(
