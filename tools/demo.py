@@ -102,7 +102,7 @@ def prometheus_config(ports: dict[str, int], rules_dir: Path) -> dict:
     config["global"]["scrape_timeout"] = "2s"
     config["global"]["evaluation_interval"] = "2s"
     config["rule_files"] = [str(rules_dir / Path(pattern).name) for pattern in config.get("rule_files", [])]
-    targets = {
+    loopback = {
         "exporter": f"127.0.0.1:{ports['exporter']}",
         "loadgen": f"127.0.0.1:{ports['loadgen']}",
         "engine": f"127.0.0.1:{ports['simulator']}",
@@ -112,12 +112,18 @@ def prometheus_config(ports: dict[str, int], rules_dir: Path) -> dict:
     for job in config.get("scrape_configs", []):
         kept = []
         for static in job.get("static_configs", []):
-            hosts = [targets.get(target.split(":")[0]) for target in static.get("targets", [])]
+            hosts = [loopback.get(target.split(":")[0]) for target in static.get("targets", [])]
             if all(hosts):
                 kept.append({**static, "targets": hosts})
+        # Compose services found by DNS (exporter, exporter-demo, ...): the ones the demo runs, as static
+        # targets; their relabelling reads DNS labels that static targets do not have, so it goes too.
+        for dns in job.get("dns_sd_configs", []):
+            hosts = [loopback[name] for name in dns.get("names", []) if name in loopback]
+            if hosts:
+                kept.append({"targets": hosts})
         if kept:
-            job.pop("scrape_interval", None)
-            job.pop("scrape_timeout", None)
+            for key in ("scrape_interval", "scrape_timeout", "dns_sd_configs", "relabel_configs"):
+                job.pop(key, None)
             jobs.append({**job, "static_configs": kept})
     config["scrape_configs"] = jobs
     return config

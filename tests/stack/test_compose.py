@@ -91,3 +91,79 @@ def test_dockerfile_entry_points_exist() -> None:
     }
     assert commands == {"llmobs-exporter", "llmobs-loadgen", "llmobs-simulator"}
     assert re.search(r"^FROM python:3\.11\.\d+-slim", text, re.MULTILINE)
+
+
+# Profile combinations the README and the compose file's header offer. vllm and demo both answer as
+# `engine` and are not offered together.
+COMBINATIONS = [
+    {"gpu"},
+    {"gpu", "vllm"},
+    {"gpu", "vllm", "loadgen"},
+    {"demo"},
+    {"demo", "loadgen"},
+    {"gpu", "demo"},
+    {"gpu", "demo", "loadgen"},
+]
+
+
+def active(services: dict, profiles: set[str]) -> dict:
+    return {name: s for name, s in services.items() if not s.get("profiles") or profiles & set(s["profiles"])}
+
+
+def network_names(name: str, service: dict) -> list[str]:
+    """What a service answers to on the compose network: its name and its aliases."""
+    networks = service.get("networks") or {}
+    aliases = [alias for net in networks.values() if net for alias in net.get("aliases", [])]
+    return [name, *aliases]
+
+
+@pytest.mark.parametrize("profiles", COMBINATIONS, ids=lambda p: "+".join(sorted(p)))
+def test_no_two_services_answer_to_one_name(profiles: set[str]) -> None:
+    names = [n for name, s in active(compose()["services"], profiles).items() for n in network_names(name, s)]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def default(value: str) -> str:
+    """`${VAR:-default}` -> default; anything else as it is."""
+    match = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def flag(command: list[str], name: str) -> str:
+    return default(command[command.index(name) + 1])
+
+
+def test_the_demo_profile_alone_loads_the_simulator_past_its_capacity() -> None:
+    from simulator.profile import load_profile
+
+    services = active(compose()["services"], {"demo"})
+    loadgens = [s for s in services.values() if s.get("command", [""])[0] == "llmobs-loadgen"]
+    assert len(loadgens) == 1, "the demo profile needs its own load generator"
+    command = loadgens[0]["command"]
+    simulator = services["simulator"]
+    assert flag(command, "--url") == "http://simulator:8000"
+    profile = load_profile(flag(simulator["command"], "--profile"))
+    levels = [int(level) for level in flag(command, "--concurrency").split(",")]
+    assert min(levels) < profile.scheduler.max_num_seqs < max(levels)  # light load, then queueing
+    # KV pressure at the top step: every running sequence at its mean length would not fit
+    prompt = int(flag(command, "--input-len")) + int(flag(command, "--prefix-len"))
+    low, high = (int(part) for part in flag(command, "--output-len").split(":")[1:])
+    assert profile.scheduler.max_num_seqs * (prompt + (low + high) / 2) > profile.kv_capacity_tokens
+    # It repeats forever under one run id, and starts once the simulator answers.
+    assert loadgens[0]["restart"] == "unless-stopped" and flag(command, "--run-id")
+    assert loadgens[0]["depends_on"] == {"simulator": {"condition": "service_healthy"}}
+    assert "/health" in " ".join(simulator["healthcheck"]["test"])
+
+
+def test_prometheus_discovers_every_exporter_and_load_generator_service() -> None:
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    services = compose()["services"]
+    for job, command, port in [
+        ("llmobs-exporter", "llmobs-exporter", 9840),
+        ("llmobs-loadgen", "llmobs-loadgen", 9841),
+    ]:
+        (dns,) = jobs[job]["dns_sd_configs"]
+        names = {name for name, s in services.items() if s.get("command", [""])[0] == command}
+        assert set(dns["names"]) == names, job
+        assert dns["port"] == port and dns["type"] == "A"
