@@ -7,6 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from loadgen.stats import STREAM_ONLY
 from loadgen.timing import OUTCOMES
 
 if TYPE_CHECKING:
@@ -60,9 +61,26 @@ def build(run: Run) -> dict:
         "phases": phases,
         "totals": totals,
     }
+    notes = measurability_notes(run)
+    if notes:
+        report["notes"] = notes
     if run.scenario.sweep:
         report["sweep"] = sweep_result(run)
     return report
+
+
+def measurability_notes(run: Run) -> list[str]:
+    """What the report cannot show for this configuration, said once instead of left blank."""
+    if run.scenario.stream:
+        return []
+    notes = ["TTFT, TTFO, TPOT, ITL and per-user tok/s are not measurable without streaming (--no-stream)"]
+    blind = [str(slo) for slo in run.slos if slo.metric in STREAM_ONLY]
+    if blind:
+        notes.append(
+            f"SLO {', '.join(blind)} cannot be met without streaming: no request counts as good "
+            "and the SLOs are not met"
+        )
+    return notes
 
 
 def sweep_result(run: Run) -> dict:
@@ -76,14 +94,18 @@ def sweep_result(run: Run) -> dict:
 
     def figures(stats) -> str:
         return ", ".join(
-            _slo_figure(slo, stats.slo_value(slo, run.percentile), run.percentile) for slo in run.slos
+            _slo_figure(slo, stats.slo_value(slo, run.percentile), run.percentile, run.scenario.stream)
+            for slo in run.slos
         )
 
-    if best is None:
+    if not run.stats:
+        sentence = "No level was tested (the run stopped before its first phase)."
+    elif best is None:
         sentence = (
             f"No level tested meets the SLOs; at the lowest, {phases[run.stats[0].name].level:g} {unit}: "
+            + figures(run.stats[0])
+            + "."
         )
-        sentence += figures(run.stats[0]) + "." if run.stats else ""
     else:
         sentence = f"Capacity: {phases[best.name].level:g} {unit} meets every SLO ({figures(best)})"
         if first_fail is not None:
@@ -98,7 +120,9 @@ def sweep_result(run: Run) -> dict:
     }
 
 
-def _slo_figure(slo, value: float | None, percentile: float) -> str:
+def _slo_figure(slo, value: float | None, percentile: float, stream: bool = True) -> str:
+    if value is None and not stream and slo.metric in STREAM_ONLY:
+        return f"{slo.metric.upper()} not measurable without streaming"
     if value is None:
         return f"{slo.metric}: no data"
     if slo.metric == "error_ratio":
@@ -165,6 +189,7 @@ def render(report: dict) -> str:
         for message, count in list(phase["errors"].items())[:5]:
             out.append(f"  {count} x {message}")
     out.append("=" * width)
+    out += [f"Note: {note}." for note in report.get("notes", ())]
     if "sweep" in report:
         out.append(report["sweep"]["sentence"])
     return "\n".join(out)

@@ -80,12 +80,15 @@ class Slo:
         return f"{self.metric}{self.op}{self.threshold:g}"
 
     def met_by(self, value: float | None) -> bool:
+        """A figure that could not be measured (None) does not meet the objective."""
         if value is None:
-            return self.metric != "user_tps"  # a 1-token answer has no TPOT; it cannot break a TPOT SLO
+            return False
         return value <= self.threshold if self.op == "<=" else value >= self.threshold
 
 
 LATENCY_METRICS = ("ttft", "ttfo", "tpot", "itl", "e2e", "dispatch", "e2e_from_schedule", "user_tps")
+STREAM_ONLY = ("ttft", "ttfo", "tpot", "itl", "user_tps")  # need token events: not measured unstreamed
+_NEED_TWO_TOKENS = ("tpot", "itl", "user_tps")
 
 
 class PhaseStats:
@@ -143,8 +146,18 @@ class PhaseStats:
                 max_gap = gap
         values["itl"] = max_gap
         values["dispatch"] = record.dispatch_s
-        if all(slo.met_by(values.get(slo.metric)) for slo in self.slos if slo.metric != "error_ratio"):
+        if all(self._meets(slo, values, record) for slo in self.slos if slo.metric != "error_ratio"):
             self.good += 1
+
+    @staticmethod
+    def _meets(slo: Slo, values: dict[str, float | None], record: RequestRecord) -> bool:
+        """Whether one request meets one per-request objective. A figure that cannot be measured
+        (TTFT without streaming, TTFO of an answer without content) does not; the exception is a
+        streamed answer too short to have a time per token or a gap, which has nothing to break."""
+        value = values.get(slo.metric)
+        if value is None and slo.metric in _NEED_TWO_TOKENS and record.stream and record.token_times:
+            return True
+        return slo.met_by(value)
 
     @property
     def finished(self) -> int:

@@ -6,6 +6,8 @@ import itertools
 
 import pytest
 
+from loadgen.report import render
+
 
 def test_sweep_finds_the_capacity_and_says_so(scripted, run_loadgen):
     # TTFT = 10 ms per request in flight: 1 -> 10 ms, 2 -> 20, 4 -> 40, 8 -> 80 (misses 65 ms)
@@ -96,3 +98,27 @@ def test_waiting_for_a_connection_is_dispatch_delay_not_latency(scripted, run_lo
         # sent is when the request went out: the server read it right after
         assert (truth[record["request_id"]]["received_ns"] - record["sent_ns"]) / 1e9 < 0.05
     assert result.report["config"]["max_connections"] == 1
+
+
+def test_without_streaming_a_ttft_slo_is_never_met_and_the_report_says_why(scripted, run_loadgen):
+    result = run_loadgen(
+        url=scripted.url, model="scripted", stream=False, sweep=True, concurrency="1,2", requests=3,
+        output_len=2, slo=["ttft<=10s", "e2e<=10s"],
+    )  # fmt: skip
+    phase = result.phase
+    assert phase["requests"]["succeeded"] == 3
+    assert phase["slo"]["good_requests"] == 0 and phase["throughput"]["goodput_requests_per_s"] == 0
+    assert phase["slo"]["met"] is False  # goodput and the sweep agree: nothing meets a TTFT SLO
+    assert result.report["sweep"]["capacity"] is None
+    assert "TTFT not measurable without streaming" in result.report["sweep"]["sentence"]
+    assert any("not measurable without streaming" in note for note in result.report["notes"])
+    assert "Note: TTFT, TTFO, TPOT, ITL" in render(result.report)
+
+
+def test_a_streamed_one_token_answer_has_no_tpot_to_break(scripted, run_loadgen):
+    result = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=1, requests=2, output_len=1,
+        slo=["ttft<=10s", "tpot<=1s", "user_tps>=1", "itl<=1s"],
+    )  # fmt: skip
+    assert result.phase["slo"]["good_requests"] == 2
+    assert "notes" not in result.report
