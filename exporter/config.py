@@ -36,6 +36,9 @@ ENGINE_KINDS = (
     "nim",
 )
 
+# A target's scrape runs while Prometheus scrapes the exporter (scrape_timeout 10 s in
+# prometheus/prometheus.yml): its deadline, plus the collector's margin, must stay well inside that.
+MAX_TARGET_TIMEOUT_SECONDS = 8.0
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TARGET_KEYS = ("name", "url", "kind", "model", "auth_header_env", "timeout_seconds")
@@ -172,9 +175,14 @@ def parse_target(raw: Any, where: str, environ: Mapping[str, str]) -> TargetConf
             raise ConfigError(
                 f"{where}: target {name!r} reads its Authorization header from ${auth_env}, which is not set"
             )
-    timeout = parse_number(
-        raw.get("timeout_seconds", 2.0), f"{where}: target {name!r} timeout_seconds", 0.05, 120
-    )
+    timeout_where = f"{where}: target {name!r} timeout_seconds"
+    timeout = parse_number(raw.get("timeout_seconds", 2.0), timeout_where, 0.05, float("inf"))
+    if timeout > MAX_TARGET_TIMEOUT_SECONDS:
+        raise ConfigError(
+            f"{timeout_where}: {timeout:g} s is more than {MAX_TARGET_TIMEOUT_SECONDS:g} s; engines are read "
+            "while Prometheus scrapes the exporter, so the whole engines round must end well within "
+            "Prometheus's scrape_timeout (10 s in prometheus/prometheus.yml)"
+        )
     model = raw.get("model")
     return TargetConfig(
         name=name,
@@ -396,6 +404,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
 
 __all__ = [
     "ENGINE_KINDS",
+    "MAX_TARGET_TIMEOUT_SECONDS",
     "Config",
     "ConfigError",
     "EngineProcessPattern",

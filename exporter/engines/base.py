@@ -14,6 +14,7 @@ or, for ratios, the largest is kept.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class Engine:
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         """Read what normalize() needs; `exposition` is the metrics payload when discovery already read it."""
         if exposition is None:
-            exposition = parse(await fetch.metrics(self.metrics_path))
+            exposition = await read_exposition(fetch, self.metrics_path)
         return Scraped(exposition=exposition)
 
     def detect(self, exposition: Exposition) -> bool:
@@ -86,6 +87,15 @@ class Engine:
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         raise NotImplementedError
+
+
+async def parse_off_loop(text: str) -> Exposition:
+    """Parse in a worker thread: a large payload never holds up the loop, so every deadline fires on time."""
+    return await asyncio.to_thread(parse, text)
+
+
+async def read_exposition(fetch: Fetch, default_path: str) -> Exposition:
+    return await parse_off_loop(await fetch.metrics(default_path))
 
 
 async def optional_json(fetch: Fetch, path: str) -> Any:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any
+from concurrent.futures import CancelledError, Future
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client.core import Metric
@@ -25,7 +26,9 @@ from exporter.engines.scraper import TargetResult, TargetScraper
 
 log = logging.getLogger("exporter.engines")
 MAX_MODELS_PER_TARGET = 64
+ROUND_MARGIN_SECONDS = 0.5
 _CREATED = "_created"
+T = TypeVar("T")
 
 
 class EnginesCollector:
@@ -34,18 +37,40 @@ class EnginesCollector:
         self._passthrough = config.engine_passthrough
         self._join = GpuJoin(gpu_processes)
         self._loop = _LoopThread()
-        # Concurrent exporter scrapes take turns: each round updates the per-target counters once.
-        self._lock = threading.Lock()
-        self._round_limit = max((t.timeout_seconds for t in config.targets), default=1.0) + 5.0
+        # Every target has its own deadline (at most MAX_TARGET_TIMEOUT_SECONDS); the round ends by the
+        # longest of them plus a margin, so an exporter scrape stays inside Prometheus's scrape_timeout.
+        self.deadline_seconds = max((s.timeout for s in self._scrapers), default=1.0) + ROUND_MARGIN_SECONDS
+        # A scrape that arrives while a round runs waits for that round and shares its results: each round
+        # updates the per-target counters once, and no scrape waits for more than one round.
+        self._round_lock = threading.Lock()
+        self._round: Future[list[TargetResult]] | None = None
+        self._overrun: tuple[Future[list[TargetResult]] | None, list[TargetResult]] = (None, [])
 
     def describe(self) -> Iterator[Metric]:
         for name, spec in {**TARGET_FAMILIES, **FAMILIES}.items():
             yield _family(name, spec)
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            results = self._loop.run(self._scrape_all(), timeout=self._round_limit)
+        results = self._results()
         yield from build_families(results, self._gpu_uses(results), self._passthrough)
+
+    def _results(self) -> list[TargetResult]:
+        with self._round_lock:
+            round_ = self._round
+            if round_ is None or round_.done():
+                round_ = self._round = self._loop.submit(self._scrape_all())
+        try:
+            return round_.result(self.deadline_seconds)
+        except (TimeoutError, CancelledError):
+            # Only a loop held up by something else gets here (each target has its own deadline inside);
+            # a scrape sharing the round sees it cancelled by the first one that gave up on it.
+            with self._round_lock:
+                if self._overrun[0] is not round_:
+                    round_.cancel()
+                    log.warning("engines round passed its %.1fs deadline", self.deadline_seconds)
+                    results = [s.round_overrun(self.deadline_seconds) for s in self._scrapers]
+                    self._overrun = (round_, results)
+                return self._overrun[1]
 
     def close(self) -> None:
         self._loop.close()
@@ -185,17 +210,23 @@ class _LoopThread:
         self._thread = threading.Thread(target=self._loop.run_forever, name="engines-scrape", daemon=True)
         self._thread.start()
 
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float) -> Any:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(timeout)
-        except BaseException:
-            future.cancel()  # never leave a round running behind the caller's back
-            raise
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def close(self) -> None:
         if self._loop.is_running():
+            try:  # let cancelled rounds unwind (close their connections) before the loop stops
+                self.submit(_cancel_pending()).result(5)
+            except Exception:
+                log.debug("engines loop: pending rounds did not unwind in time")
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
+
+
+async def _cancel_pending() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

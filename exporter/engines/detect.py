@@ -8,12 +8,12 @@ A connection failure or timeout ends discovery at once: the target is down, not 
 
 from __future__ import annotations
 
-from exporter.engines.base import Engine, Fetch, Scraped, ScrapeError, detection_score
+from exporter.engines.base import Engine, Fetch, Scraped, ScrapeError, detection_score, parse_off_loop
 from exporter.engines.llamacpp import LlamaCpp
 from exporter.engines.lmdeploy import LmDeploy
 from exporter.engines.nim import Nim, has_bare_vllm_names
 from exporter.engines.ollama import Ollama, is_version_document
-from exporter.engines.parse import Exposition, ParseError, parse
+from exporter.engines.parse import Exposition, ParseError
 from exporter.engines.sglang import Sglang
 from exporter.engines.tgi import Tgi
 from exporter.engines.triton_trtllm import TritonTrtllm
@@ -51,7 +51,7 @@ async def discover(fetch: Fetch, explicit_path: bool) -> tuple[Engine, Scraped]:
             tried.append(f"{path}: {exc}")
             continue
         try:
-            exposition = parse(text)
+            exposition = await parse_off_loop(text)
         except ParseError as exc:
             tried.append(f"{path}: {exc}")
             continue

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.engines.base import Engine, Fetch, Scraped, add_info, model_labels
-from exporter.engines.parse import Exposition, ParseError, parse
+from exporter.engines.base import Engine, Fetch, Scraped, add_info, model_labels, read_exposition
+from exporter.engines.parse import Exposition, ParseError
 from exporter.engines.schema import Normalized
 
 P = "llamacpp:"
@@ -25,7 +25,7 @@ class LlamaCpp(Engine):
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
-            exposition = parse(await fetch.metrics(self.metrics_path))
+            exposition = await read_exposition(fetch, self.metrics_path)
         props = await fetch.json("/props")
         if not isinstance(props, dict):
             raise ParseError("/props is not a JSON object")

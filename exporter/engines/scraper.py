@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from exporter.config import TargetConfig
+from exporter.config import MAX_TARGET_TIMEOUT_SECONDS, TargetConfig
 from exporter.engines.base import Engine, ScrapeError
 from exporter.engines.detect import ENGINES, discover, engine_for_payload
 from exporter.engines.parse import Exposition, ParseError
@@ -124,15 +124,17 @@ class TargetScraper:
     def __post_init__(self) -> None:
         if self.target.kind:
             self.engine = ENGINES[self.target.kind]
+        # The configuration refuses more; a TargetConfig built in code is held to the same bound.
+        self.timeout = min(self.target.timeout_seconds, MAX_TARGET_TIMEOUT_SECONDS)
 
     async def scrape(self, client: httpx.AsyncClient) -> TargetResult:
         started = time.perf_counter()
         normalized = exposition = None
         error_kind, message = "", ""
         try:
-            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.target.timeout_seconds)
+            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
         except TimeoutError:
-            error_kind, message = "timeout", f"no complete answer within {self.target.timeout_seconds}s"
+            error_kind, message = "timeout", f"no complete answer within {self.timeout:g}s"
         except ScrapeError as exc:
             error_kind, message = exc.kind, str(exc)
         except ParseError as exc:
@@ -141,7 +143,20 @@ class TargetScraper:
             if self._was_up is not False:
                 log.exception("engine target %s: unexpected failure", self.target.name)
             error_kind, message = "parse", f"{type(exc).__name__}: {exc}"
-        duration = time.perf_counter() - started
+        return self._record(error_kind, message, time.perf_counter() - started, normalized, exposition)
+
+    def round_overrun(self, seconds: float) -> TargetResult:
+        """The collector's round deadline passed before this target's scrape finished: a timeout."""
+        return self._record("timeout", f"the engines round passed its {seconds:g}s deadline", seconds)
+
+    def _record(
+        self,
+        error_kind: str,
+        message: str,
+        duration: float,
+        normalized: Normalized | None = None,
+        exposition: Exposition | None = None,
+    ) -> TargetResult:
         up = not error_kind
         if up:
             self.last_success = self.clock()

@@ -12,8 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.engines.base import Engine, Fetch, Scraped, Table, add_info, apply_table, model_labels
-from exporter.engines.parse import Exposition, ParseError, parse
+from exporter.engines.base import (
+    Engine,
+    Fetch,
+    Scraped,
+    Table,
+    add_info,
+    apply_table,
+    model_labels,
+    read_exposition,
+)
+from exporter.engines.parse import Exposition, ParseError
 from exporter.engines.schema import Normalized, raw_reason_label
 
 NAMES: dict[str, tuple[str, ...]] = {
@@ -34,7 +43,7 @@ class Tgi(Engine):
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
-            exposition = parse(await fetch.metrics(self.metrics_path))
+            exposition = await read_exposition(fetch, self.metrics_path)
         info = await fetch.json("/info")
         if not isinstance(info, dict):
             raise ParseError("/info is not a JSON object")

@@ -41,7 +41,7 @@ def engine_counters(url: str) -> dict[str, float]:
 
 def test_normalized_counters_equal_the_engine_and_running_is_seen_under_load(tmp_path: Path) -> None:
     with llama_server(tmp_path, parallel=PARALLEL, ctx_size=PARALLEL * 512) as server:
-        collector = EnginesCollector(Config(targets=(TargetConfig("llama", server.url, timeout_seconds=10),)))
+        collector = EnginesCollector(Config(targets=(TargetConfig("llama", server.url, timeout_seconds=8),)))
         try:
             idle = scrape(collector)
             assert value(idle, "llm_target_up", target="llama", engine_kind="llamacpp") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -414,3 +415,42 @@ def test_a_known_engine_with_none_of_the_known_names_is_counted(fake_engines: li
     assert value(first, "llm_target_up", target="renamed", engine_kind="vllm") == 0
     assert value(second, "llm_target_errors_total", target="renamed", kind="no_known_metrics") == 2
     assert not [s for s in second.samples("llm_engine_info") if s.labels["target"] == "renamed"]
+
+
+def test_the_round_deadline_stays_under_prometheus_scrape_timeout() -> None:
+    """Even a TargetConfig built in code with a long timeout is held to 8 s; the round adds 0.5 s."""
+    collector = collector_for(TargetConfig("slow", "http://127.0.0.1:9", kind="vllm", timeout_seconds=60))
+    try:
+        assert collector.deadline_seconds == 8.5 < 10  # prometheus/prometheus.yml: scrape_timeout 10s
+    finally:
+        collector.close()
+
+
+def test_concurrent_scrapes_share_one_round(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    fake_engine.routes["/metrics"].delay = 0.5
+    collector = collector_for(TargetConfig("t", fake_engine.url, kind="llamacpp"))
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            expositions = list(pool.map(lambda _: scrape(collector), range(3)))
+    finally:
+        collector.close()
+    assert [path for path, _ in fake_engine.requests].count("/metrics") == 1
+    assert all(value(e, "llm_requests_running", target="t") == 46 for e in expositions)
+
+
+def test_a_held_up_loop_ends_the_round_at_its_deadline_with_one_timeout(fake_engine: FakeEngine) -> None:
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("t", fake_engine.url, kind="llamacpp", timeout_seconds=0.3))
+    try:
+        collector._loop._loop.call_soon_threadsafe(time.sleep, 2)  # something blocks the event loop
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            expositions = list(pool.map(lambda _: scrape(collector), range(2)))
+        elapsed = time.monotonic() - started
+    finally:
+        collector.close()
+    assert elapsed < 1.6, "the scrape waited for the blocked loop instead of its deadline"
+    for exposition in expositions:
+        assert value(exposition, "llm_target_up", target="t") == 0
+        assert value(exposition, "llm_target_errors_total", target="t", kind="timeout") == 1

@@ -36,7 +36,7 @@ gpu_sampler_interval_seconds: 2.5
 collect_interval_seconds: 0.5
 log_level: debug
 targets:
-  - {name: a, url: "http://127.0.0.1:8000", kind: vllm, model: qwen, timeout_seconds: 5}
+  - {name: a, url: "http://127.0.0.1:8000", kind: vllm, model: qwen, timeout_seconds: 8}
   - {name: b, url: "http://127.0.0.1:8001"}
 engine_process_patterns:
   - {engine_kind: custom, pattern: "serve\\\\.py"}
@@ -49,7 +49,7 @@ engine_process_patterns:
     assert from_file.collect_interval_seconds == 0.5
     assert from_file.log_level == "debug"
     assert from_file.targets == (
-        TargetConfig("a", "http://127.0.0.1:8000", kind="vllm", model="qwen", timeout_seconds=5.0),
+        TargetConfig("a", "http://127.0.0.1:8000", kind="vllm", model="qwen", timeout_seconds=8.0),
         TargetConfig("b", "http://127.0.0.1:8001"),
     )
     assert from_file.engine_process_patterns == (EngineProcessPattern("custom", r"serve\.py"),)
@@ -112,6 +112,11 @@ engine_process_patterns:
         (["--target", "a=http://h,colour=red"], {}, "item 'colour=red'"),
         (["--target", "a=http://h,timeout_seconds=-1"], {}, "timeout_seconds: -1.0 is outside"),
         (["--target", "a=http://h,timeout_seconds=soon"], {}, "timeout_seconds: 'soon' is not a number"),
+        (
+            ["--target", "a=http://h,timeout_seconds=9"],
+            {},
+            "timeout_seconds: 9 s is more than 8 s; engines are read while Prometheus scrapes the exporter",
+        ),
         (["--target", "a=http://h,auth_header_env=1X"], {}, "auth_header_env '1X' is not a variable name"),
         (
             ["--target", "a=http://h,auth_header_env=NOT_SET_ANYWHERE"],
@@ -168,6 +173,7 @@ def test_every_bad_value_names_its_setting_and_source(
         ("collector_host: 3\n", "collector_host: 3 is not a boolean"),
         ("gpu_process_limit: true\n", "gpu_process_limit: True is not a number"),
         ("collect_interval_seconds: 7200\n", "collect_interval_seconds: 7200.0 is outside 0.1..3600"),
+        ("targets: [{name: a, url: 'http://h', timeout_seconds: 30}]\n", "scrape_timeout (10 s in"),
     ],
 )
 def test_bad_files_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
