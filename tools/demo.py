@@ -156,6 +156,18 @@ def watch_engine(exporter_url: str, loadgen: subprocess.Popen, timeout: float) -
     return peaks
 
 
+def gpu_status(exporter_url: str) -> str:
+    """What the exporter found: no NVML (no GPU or no driver) or the GPUs NVML shows."""
+    lines = httpx.get(f"{exporter_url}/metrics", timeout=10).text.splitlines()
+    nvml = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("gpu_nvml_available ")]
+    if not nvml:
+        raise DemoError("the exporter serves no gpu_nvml_available gauge")
+    if nvml[0] != 1:
+        return "GPU: none (no NVML): the exporter serves host and engine metrics only (gpu_nvml_available 0)"
+    gpus = sum(1 for line in lines if line.startswith("gpu_info{"))
+    return f"GPU: NVML shows {gpus} GPU(s) (gpu_nvml_available 1)"
+
+
 def engine_view(exporter_url: str) -> list[str]:
     """The exporter's normalized engine series (llm_*), without histogram buckets."""
     text = httpx.get(f"{exporter_url}/metrics", timeout=10).text
@@ -212,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"   simulator {sim_url}   exporter {exporter_url}/metrics")
         for line in procs.log_tail("exporter").splitlines()[:5]:
             print(f"   exporter says: {line}")
+        print(f"   {gpu_status(exporter_url)}")
 
         prometheus_url = start_prometheus(procs, ports, work)
         if prometheus_url:
