@@ -76,9 +76,13 @@ class RunManager:
             log.exception("run %s crashed", run.run_id)
             run.state, run.error = "failed", f"{type(exc).__name__}: {exc}"
 
+    def force_all(self) -> None:
+        if self.active is not None:
+            self.active.force()
+
     async def stop_all(self) -> None:
-        for run in self.runs.values():
-            run.stop()
+        if self.active is not None:
+            self.active.stop()
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()))
 

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 
 from loadgen import eventloop
 from loadgen.client import ClientError
@@ -188,7 +190,7 @@ async def _run(scenario: Scenario) -> int:
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
-        loop.add_signal_handler(sig, run.stop)
+        loop.add_signal_handler(sig, _escalating(run.stop, run.force))
     progress = asyncio.create_task(show_progress(run, scenario.progress))
     try:
         report = await run.execute()
@@ -202,6 +204,27 @@ async def _run(scenario: Scenario) -> int:
     return 130 if run.stopping else 0
 
 
+def _escalating(stop: Callable[[], None], force: Callable[[], None]) -> Callable[[], None]:
+    """A signal handler: the first SIGINT/SIGTERM stops cleanly (grace period, report), the second
+    cancels in-flight requests at once (report still written), the third exits on the spot."""
+    count = 0
+
+    def handle() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            stop()
+        elif count == 2:
+            log.warning("second signal: cancelling in-flight requests now (once more exits at once)")
+            force()
+        else:
+            sys.stderr.write("llmobs-loadgen: third signal: exiting without a report\n")
+            sys.stderr.flush()
+            os._exit(130)
+
+    return handle
+
+
 async def _serve(address: str) -> int:
     from loadgen.api import HttpServer, RunManager, create_app
 
@@ -211,7 +234,7 @@ async def _serve(address: str) -> int:
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(sig, _escalating(done.set, manager.force_all))
     server.start()
     log.info("control API and /metrics on port %d", server.port)
     await done.wait()

@@ -65,6 +65,7 @@ class Run:
         self.started_at = time.time()
         self.metrics = RunMetrics(scenario.name, self.run_id, scenario.model or "", scenario.endpoint, "")
         self._stop = asyncio.Event()
+        self._forced = asyncio.Event()  # a second stop: no grace period
         self._in_flight: set[asyncio.Task] = set()
         self._issuer: asyncio.Task | None = None
         self._seq = 0
@@ -85,6 +86,14 @@ class Run:
             if self._issuer is not None:
                 self._issuer.cancel()
 
+    def force(self) -> None:
+        """Stop without the grace period: in-flight requests are cancelled at once (a second
+        Ctrl-C); the report is still built from what finished."""
+        self.stop()
+        if not self._forced.is_set():
+            log.warning("stopping now: in-flight requests are cancelled without waiting")
+            self._forced.set()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -94,7 +103,8 @@ class Run:
     async def execute(self) -> dict:
         self.state = "running"
         try:
-            await self._setup()
+            if not await self._unless_stopped(self._setup()):
+                log.info("stopped during setup (model discovery, calibration): no phase was run")
             gc.collect()
             gc.freeze()  # long-lived objects out of the collector's way, as vLLM's bench does
             for phase in self.phases:
@@ -117,6 +127,23 @@ class Run:
         self.report = reports.build(self)
         reports.write(self.report, self.scenario)
         return self.report
+
+    async def _unless_stopped(self, work) -> bool:
+        """Run `work` unless a stop comes first, which cancels it at once (setup has nothing worth
+        a grace period); False when stopped."""
+        task = asyncio.create_task(work)
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            return False
+        task.result()  # setup errors propagate
+        return True
 
     async def _setup(self) -> None:
         scenario = self.scenario
@@ -240,12 +267,24 @@ class Run:
             await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             if self.stopping:
-                await asyncio.wait(set(self._in_flight), timeout=self.grace_s) if self._in_flight else None
+                await self._grace()
                 for task in list(self._in_flight):
                     task.cancel()
                 if self._in_flight:
                     await asyncio.wait(set(self._in_flight))
                 return
+
+    async def _grace(self) -> None:
+        """Wait for in-flight requests for the grace period, or until force()."""
+        if not self._in_flight or self._forced.is_set():
+            return
+        finished = asyncio.create_task(asyncio.wait(set(self._in_flight)))
+        forced = asyncio.create_task(self._forced.wait())
+        try:
+            await asyncio.wait({finished, forced}, timeout=self.grace_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()  # cancelling the wait leaves the requests themselves alone
+            forced.cancel()
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
