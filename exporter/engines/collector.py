@@ -100,18 +100,22 @@ def build_families(
 
     kinds = {r.name: r.engine_kind for r in results}
     for result in results:
-        base = {"target": result.name, "engine_kind": result.engine_kind}
-        family("llm_target_up").add_sample("llm_target_up", base, float(result.up))
+        # Health series carry `target` only: discovery (unknown -> kind) or a kind flip must not move
+        # the error counts to new series, which increase() would lose. The kind is on llm_target_info.
+        target = {"target": result.name}
+        base = {**target, "engine_kind": result.engine_kind}
+        family("llm_target_info").add_sample("llm_target_info", base, 1.0)
+        family("llm_target_up").add_sample("llm_target_up", target, float(result.up))
         family("llm_target_scrape_duration_seconds").add_sample(
-            "llm_target_scrape_duration_seconds", base, result.duration_seconds
+            "llm_target_scrape_duration_seconds", target, result.duration_seconds
         )
         if result.last_success_timestamp is not None:
             family("llm_target_last_success_timestamp_seconds").add_sample(
-                "llm_target_last_success_timestamp_seconds", base, result.last_success_timestamp
+                "llm_target_last_success_timestamp_seconds", target, result.last_success_timestamp
             )
         for kind, count in result.errors.items():
             family("llm_target_errors_total").add_sample(
-                "llm_target_errors_total", {**base, "kind": kind}, count
+                "llm_target_errors_total", {**target, "kind": kind}, count
             )
         if result.normalized is not None:
             _add_normalized(result, base, family)

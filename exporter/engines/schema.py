@@ -2,7 +2,9 @@
 
 An adapter never builds prometheus_client objects; it appends Points and Histograms to a Normalized
 result, with the labels it knows (`model`, `engine_index`, `reason`, ...). The collector adds `target`
-and `engine_kind` and turns one consistent set of results into families.
+and `engine_kind` and turns one consistent set of results into families. The `llm_target_*` health series
+carry `target` only (their counts must not move to new series when the kind is discovered or changes);
+`llm_target_info` names the kind.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ FAMILIES: dict[str, Spec] = {
 }
 
 TARGET_FAMILIES: dict[str, Spec] = {
+    "llm_target_info": Spec("gauge", "The engine kind of the target (value 1); unknown until discovered."),
     "llm_target_up": Spec("gauge", "1 when the last scrape of the engine target succeeded, else 0."),
     "llm_target_scrape_duration_seconds": Spec("gauge", "Duration of the last scrape of the engine target."),
     "llm_target_last_success_timestamp_seconds": Spec("gauge", "Unix time of the last successful scrape."),

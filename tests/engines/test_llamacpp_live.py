@@ -44,7 +44,8 @@ def test_normalized_counters_equal_the_engine_and_running_is_seen_under_load(tmp
         collector = EnginesCollector(Config(targets=(TargetConfig("llama", server.url, timeout_seconds=8),)))
         try:
             idle = scrape(collector)
-            assert value(idle, "llm_target_up", target="llama", engine_kind="llamacpp") == 1
+            assert value(idle, "llm_target_up", target="llama") == 1
+            assert value(idle, "llm_target_info", target="llama", engine_kind="llamacpp") == 1
             assert value(idle, "llm_requests_running", model=server.model) == 0
             assert value(idle, "llm_kv_cache_capacity_tokens", model=server.model) == PARALLEL * 512
 

@@ -33,8 +33,9 @@ def test_prometheus_queries_normalized_engine_series(tmp_path: Path, fake_engine
         with running(argv, f"http://127.0.0.1:{port}/healthz", exporter_log):
             config = scrape_config({"exporter": [f"127.0.0.1:{port}"]})
             with prometheus_server(tmp_path, config) as prometheus:
-                up = prometheus.wait_for('llm_target_up{target="llama",engine_kind="llamacpp"} == 1')
+                up = prometheus.wait_for('llm_target_up{target="llama"} == 1')
                 assert up[0]["metric"]["job"] == "exporter"
+                assert prometheus.wait_for('llm_target_info{target="llama",engine_kind="llamacpp"} == 1')
                 tokens = prometheus.wait_for('llm_generation_tokens_total{target="llama"}')
                 assert float(tokens[0]["value"][1]) == 16
                 assert prometheus.wait_for('llm_target_up{target="down"} == 0')

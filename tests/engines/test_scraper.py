@@ -73,7 +73,8 @@ def test_each_bad_target_fails_alone_with_its_own_error_kind(fake_engines: list[
         "broken": "http_status",
         "refused": "connect",
     }
-    assert value(exposition, "llm_target_up", target="good", engine_kind="llamacpp") == 1
+    assert value(exposition, "llm_target_up", target="good") == 1
+    assert value(exposition, "llm_target_info", target="good", engine_kind="llamacpp") == 1
     assert value(exposition, "llm_requests_running", target="good", model="tiny") == 46
     for name, kind in expected.items():
         assert value(exposition, "llm_target_up", target=name) == 0, name
@@ -154,10 +155,11 @@ def test_kind_flip_after_restart_is_followed_when_kind_is_not_configured(fake_en
         third = scrape(collector)
     finally:
         collector.close()
-    assert value(first, "llm_target_up", target="t", engine_kind="llamacpp") == 1
-    assert value(second, "llm_target_up", target="t", engine_kind="vllm") == 1
+    assert value(first, "llm_target_info", target="t", engine_kind="llamacpp") == 1
+    assert value(second, "llm_target_info", target="t", engine_kind="vllm") == 1
+    assert value(second, "llm_target_up", target="t") == 1
     assert value(second, "llm_generation_tokens_total", target="t", model="m", engine_index="0") == 1000
-    assert value(third, "llm_target_up", target="t", engine_kind="llamacpp") == 1
+    assert value(third, "llm_target_info", target="t", engine_kind="llamacpp") == 1
     assert value(third, "llm_requests_running", target="t", engine_kind="llamacpp") == 46
 
 
@@ -168,7 +170,8 @@ def test_configured_kind_that_does_not_match_is_unknown_engine(fake_engine: Fake
         exposition = scrape(collector)
     finally:
         collector.close()
-    assert value(exposition, "llm_target_up", target="t", engine_kind="sglang") == 0
+    assert value(exposition, "llm_target_up", target="t") == 0
+    assert value(exposition, "llm_target_info", target="t", engine_kind="sglang") == 1
     assert value(exposition, "llm_target_errors_total", target="t", kind="unknown_engine") == 1
 
 
@@ -179,7 +182,8 @@ def test_unrecognised_payload_and_llamacpp_without_metrics_flag(fake_engine: Fak
         exposition = scrape(collector)
     finally:
         collector.close()
-    assert value(exposition, "llm_target_up", target="t", engine_kind="unknown") == 0
+    assert value(exposition, "llm_target_up", target="t") == 0
+    assert value(exposition, "llm_target_info", target="t", engine_kind="unknown") == 1
     assert value(exposition, "llm_target_errors_total", target="t", kind="unknown_engine") == 1
     probed = [path for path, _ in fake_engine.requests]
     assert probed == ["/metrics", "/v1/metrics", "/prometheus/metrics", "/api/version"]
@@ -201,7 +205,8 @@ def test_discovery_on_well_known_paths(fake_engine: FakeEngine, path: str, relat
         exposition = scrape(collector)
     finally:
         collector.close()
-    assert value(exposition, "llm_target_up", target="t", engine_kind=kind) == 1
+    assert value(exposition, "llm_target_up", target="t") == 1
+    assert value(exposition, "llm_target_info", target="t", engine_kind=kind) == 1
     assert exposition.samples("llm_engine_info")
 
 
@@ -215,7 +220,7 @@ def test_discovers_ollama_from_its_json_api(fake_engine: FakeEngine) -> None:
         broken = scrape(collector)
     finally:
         collector.close()
-    assert value(exposition, "llm_target_up", target="o", engine_kind="ollama") == 1
+    assert value(exposition, "llm_target_info", target="o", engine_kind="ollama") == 1
     assert value(exposition, "llm_model_vram_bytes", target="o", model="qwen3:32b") == 20e9
     assert value(broken, "llm_target_errors_total", target="o", kind="parse") == 1
 
@@ -227,7 +232,8 @@ def test_explicit_metrics_path_in_the_url(fake_engine: FakeEngine) -> None:
         exposition = scrape(collector)
     finally:
         collector.close()
-    assert value(exposition, "llm_target_up", target="t", engine_kind="triton_trtllm") == 1
+    assert value(exposition, "llm_target_up", target="t") == 1
+    assert value(exposition, "llm_target_info", target="t", engine_kind="triton_trtllm") == 1
     assert [path for path, _ in fake_engine.requests] == ["/custom/metrics"]
 
 
@@ -412,7 +418,8 @@ def test_a_known_engine_with_none_of_the_known_names_is_counted(fake_engines: li
         collector.close()
     assert value(second, "llm_target_up", target="good") == 1
     assert value(second, "llm_requests_running", target="good", model="tiny") == 46
-    assert value(first, "llm_target_up", target="renamed", engine_kind="vllm") == 0
+    assert value(first, "llm_target_up", target="renamed") == 0
+    assert value(first, "llm_target_info", target="renamed", engine_kind="vllm") == 1
     assert value(second, "llm_target_errors_total", target="renamed", kind="no_known_metrics") == 2
     assert not [s for s in second.samples("llm_engine_info") if s.labels["target"] == "renamed"]
 
@@ -454,3 +461,34 @@ def test_a_held_up_loop_ends_the_round_at_its_deadline_with_one_timeout(fake_eng
     for exposition in expositions:
         assert value(exposition, "llm_target_up", target="t") == 0
         assert value(exposition, "llm_target_errors_total", target="t", kind="timeout") == 1
+
+
+def test_error_counts_keep_their_series_through_discovery_and_a_kind_flip(fake_engine: FakeEngine) -> None:
+    """The health series carry `target` only: increase() over them survives unknown -> llamacpp -> vllm."""
+    fake_engine.serve("/metrics", "boom\n", status=503)
+    collector = collector_for(TargetConfig("t", fake_engine.url))
+    try:
+        expositions = [scrape(collector)]  # unknown kind: /metrics answers 503
+        serve_llama(fake_engine)
+        expositions.append(scrape(collector))  # discovered: llamacpp
+        fake_engine.serve("/metrics", "boom\n", status=503)
+        expositions.append(scrape(collector))  # llamacpp, down
+        fake_engine.routes.pop("/props")
+        fake_engine.serve("/metrics", VLLM)
+        expositions.append(scrape(collector))  # the engine restarted as vLLM
+        fake_engine.serve("/metrics", "boom\n", status=503)
+        expositions.append(scrape(collector))  # vllm, down
+    finally:
+        collector.close()
+    kinds = [
+        [s.labels["engine_kind"] for s in e.samples("llm_target_info") if s.labels["target"] == "t"]
+        for e in expositions
+    ]
+    assert kinds == [["unknown"], ["llamacpp"], ["llamacpp"], ["vllm"], ["vllm"]]
+    for exposition in expositions:
+        for name in ("llm_target_up", "llm_target_errors_total", "llm_target_scrape_duration_seconds"):
+            assert all(set(s.labels) <= {"target", "kind"} for s in exposition.samples(name)), name
+    counts = [value(e, "llm_target_errors_total", target="t", kind="unknown_engine") for e in expositions]
+    assert counts == [1, 1, 1, 1, 1]  # the 503 before discovery: nothing to discover
+    http = [value(e, "llm_target_errors_total", target="t", kind="http_status") for e in expositions]
+    assert http == [0, 0, 1, 1, 2]  # one series, counting on across the flip
