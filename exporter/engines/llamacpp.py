@@ -4,16 +4,24 @@ Its exposition has no labels and no histograms. `llamacpp:prompt_tokens_total` E
 reused from the cache, so the normalized prompt counter is that plus `llamacpp:prompt_tokens_cached_total`
 (builds without the cached counter get no prompt counter rather than an undercount). The throughput
 gauges (`prompt_tokens_seconds`, `predicted_tokens_seconds`) reset on every read and are not used: rates
-come from the counters. `/props` gives the model alias, the build (version) and the context size; the
-KV cache holds `n_ctx` tokens per slot times `total_slots`.
+come from the counters. `/props` (optional: a build or proxy without it, or router mode's own stub,
+still publishes the metrics) gives the model alias, the build (version) and the slots.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from exporter.engines.base import Engine, Fetch, Scraped, add_info, model_labels, read_exposition
-from exporter.engines.parse import Exposition, ParseError
+from exporter.engines.base import (
+    Engine,
+    Fetch,
+    Scraped,
+    add_info,
+    model_labels,
+    optional_json,
+    read_exposition,
+)
+from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
 
 P = "llamacpp:"
@@ -26,10 +34,11 @@ class LlamaCpp(Engine):
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
             exposition = await read_exposition(fetch, self.metrics_path)
-        props = await fetch.json("/props")
-        if not isinstance(props, dict):
-            raise ParseError("/props is not a JSON object")
-        return Scraped(exposition, {"/props": props})
+        props = await optional_json(fetch, "/props")
+        documents: dict[str, Any] = {}
+        if isinstance(props, dict) and props.get("role") != "router":  # the router's own /props is a stub
+            documents["/props"] = props
+        return Scraped(exposition, documents)
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

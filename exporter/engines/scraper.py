@@ -30,6 +30,7 @@ from exporter.engines.schema import ERROR_KINDS, Normalized
 
 log = logging.getLogger("exporter.engines")
 MAX_BODY_BYTES = 32 * 1024 * 1024
+METRICS_PATHS = ("/prometheus/metrics", "/v1/metrics", "/metrics")  # longest first
 UNKNOWN_KIND = "unknown"
 
 
@@ -50,34 +51,48 @@ class TargetResult:
 
 
 class HttpFetch:
-    """GETs against one target's origin; the target URL's own path, if any, is its metrics path."""
+    """GETs against one target. A URL path ending in `/metrics` is the exact metrics URL and what precedes
+    its well-known metrics path (`/metrics`, `/v1/metrics`, `/prometheus/metrics`) is the base; any other
+    path is a base (a proxy prefix). Every other request (status pages, discovery probes) goes to base +
+    the engine's path, and the URL's query, if any, goes with every request (llama.cpp router mode:
+    `?model=...`)."""
 
     def __init__(self, client: httpx.AsyncClient, target: TargetConfig, headers: dict[str, str]) -> None:
         parts = urlsplit(target.url)
         self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never send URL credentials
         path = parts.path.rstrip("/")
-        self.explicit_path = path + (f"?{parts.query}" if parts.query else "") if path else None
+        self.query = f"?{parts.query}" if parts.query else ""
+        self.explicit_path: str | None = None
+        self.base = path
+        if path.endswith("/metrics"):
+            self.explicit_path = path
+            suffix = next(known for known in METRICS_PATHS if path.endswith(known))
+            self.base = path[: -len(suffix)]
         self.client, self.target, self.headers = client, target, headers
 
     async def metrics(self, default_path: str) -> str:
-        return await self.text(self.explicit_path or default_path)
+        return await self._text(self.explicit_path or self.base + default_path)
 
     async def text(self, path: str) -> str:
-        body = await self._get(path)
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        return await self._text(self.base + path)
 
     async def json(self, path: str) -> Any:
+        path = self.base + path
         body = await self._get(path)
         try:
             return json.loads(body)
         except ValueError:
             raise ScrapeError("parse", f"{path}: not JSON") from None
 
+    async def _text(self, path: str) -> str:
+        body = await self._get(path)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
     async def _get(self, path: str) -> bytes:
-        url = self.origin + path
+        url = self.origin + path + self.query
         try:
             async with self.client.stream("GET", url, headers=self.headers) as response:
                 if response.status_code in (401, 403):

@@ -1,8 +1,10 @@
 """Hugging Face TGI (router `/metrics`; Rust exporter: counters without `_total`, no model label).
 
-The model and version come from `/info` (or the target's `model` setting). TGI has no TTFT, KV-usage,
-prefix-cache or preemption metrics. Token counters are the `_sum` of its per-request length histograms
-(prompt: recorded at validation; generated: successful requests only). Its per-request "mean time per
+The model and version come from `/info` (or the target's `model` setting); `/info` is optional, since
+TGI's separate `--prometheus-port` serves only `/metrics`: without it the model label is the configured
+one, or absent. TGI has no TTFT, KV-usage, prefix-cache or preemption metrics. Token counters are the
+`_sum` of its per-request length histograms (prompt: recorded at validation; generated: successful
+requests only). Its per-request "mean time per
 token" includes prefill, so it is an upper bound of TPOT. Successful requests carry no stop/length
 split (`reason="other"`, `raw_reason="success"`); failures are `error` (`dropped`: `abort`) with
 their `err` cause as `raw_reason`.
@@ -20,9 +22,10 @@ from exporter.engines.base import (
     add_info,
     apply_table,
     model_labels,
+    optional_json,
     read_exposition,
 )
-from exporter.engines.parse import Exposition, ParseError
+from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized, raw_reason_label
 
 NAMES: dict[str, tuple[str, ...]] = {
@@ -44,10 +47,8 @@ class Tgi(Engine):
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
             exposition = await read_exposition(fetch, self.metrics_path)
-        info = await fetch.json("/info")
-        if not isinstance(info, dict):
-            raise ParseError("/info is not a JSON object")
-        return Scraped(exposition, {"/info": info})
+        info = await optional_json(fetch, "/info")  # absent on TGI's separate --prometheus-port
+        return Scraped(exposition, {"/info": info} if isinstance(info, dict) else {})
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

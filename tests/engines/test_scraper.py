@@ -492,3 +492,58 @@ def test_error_counts_keep_their_series_through_discovery_and_a_kind_flip(fake_e
     assert counts == [1, 1, 1, 1, 1]  # the 503 before discovery: nothing to discover
     http = [value(e, "llm_target_errors_total", target="t", kind="http_status") for e in expositions]
     assert http == [0, 0, 1, 1, 2]  # one series, counting on across the flip
+
+
+def test_status_pages_are_optional(fake_engines: list[FakeEngine]) -> None:
+    """TGI's separate --prometheus-port (no /info); llama.cpp behind a proxy that passes /metrics only."""
+    tgi_port, llama_metrics_only, *_ = fake_engines
+    tgi_port.serve_fixture("/metrics", "tgi/constructed-full.txt")
+    llama_metrics_only.serve_fixture("/metrics", LLAMA_C50)
+    collector = collector_for(
+        TargetConfig("tgi", tgi_port.url, kind="tgi", model="bigscience/bloom"),
+        TargetConfig("tgi-no-model", tgi_port.url, kind="tgi"),
+        TargetConfig("llama", llama_metrics_only.url),
+    )
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    for target in ("tgi", "tgi-no-model", "llama"):
+        assert value(exposition, "llm_target_up", target=target) == 1, target
+    assert value(exposition, "llm_requests_running", target="tgi", model="bigscience/bloom") == 8
+    running = exposition.samples("llm_requests_running")
+    [no_model] = [s for s in running if s.labels["target"] == "tgi-no-model"]
+    assert "model" not in no_model.labels and no_model.value == 8
+    assert value(exposition, "llm_generation_tokens_total", target="llama") == 19750
+    assert not exposition.samples("llm_kv_cache_capacity_tokens")
+
+
+def test_llamacpp_router_mode_query_goes_with_every_request(fake_engine: FakeEngine) -> None:
+    """Router mode: /metrics and /props need ?model=; the router's own /props stub never names the model."""
+    serve_llama(fake_engine)
+    router_stub = {"role": "router", "model_alias": "llama-server", "total_slots": 1}
+    fake_engine.serve("/props", json.dumps(router_stub), content_type="application/json")
+    collector = collector_for(TargetConfig("r", f"{fake_engine.url}/metrics?model=qwen3"))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_target_info", target="r", engine_kind="llamacpp") == 1
+    assert {path for path, _ in fake_engine.requests} == {"/metrics?model=qwen3", "/props?model=qwen3"}
+    models = {s.labels.get("model") for s in exposition.samples("llm_requests_running")}
+    assert models == {None}  # not the stub's "llama-server"
+
+
+@pytest.mark.parametrize("suffix", ["/llama", "/llama/", "/llama/metrics"])
+def test_a_proxy_prefix_is_kept_for_status_pages(fake_engine: FakeEngine, suffix: str) -> None:
+    fake_engine.serve_fixture("/llama/metrics", LLAMA_C50)
+    fake_engine.serve("/llama/props", json.dumps(PROPS), content_type="application/json")
+    fake_engine.serve("/props", '{"model_alias": "someone-else"}', content_type="application/json")
+    collector = collector_for(TargetConfig("p", fake_engine.url + suffix))
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    assert value(exposition, "llm_requests_running", target="p", model="tiny") == 46
+    assert value(exposition, "llm_kv_cache_capacity_tokens", target="p", model="tiny") == 1024
+    assert all(path.startswith("/llama/") for path, _ in fake_engine.requests)
