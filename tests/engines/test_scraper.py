@@ -515,7 +515,7 @@ def test_status_pages_are_optional(fake_engines: list[FakeEngine]) -> None:
     [no_model] = [s for s in running if s.labels["target"] == "tgi-no-model"]
     assert "model" not in no_model.labels and no_model.value == 8
     assert value(exposition, "llm_generation_tokens_total", target="llama") == 19750
-    assert not exposition.samples("llm_kv_cache_capacity_tokens")
+    assert value(exposition, "llm_kv_cache_capacity_tokens", target="llama") is None  # needs /props
 
 
 def test_llamacpp_router_mode_query_goes_with_every_request(fake_engine: FakeEngine) -> None:
