@@ -7,22 +7,32 @@ from the loop that updates them (one consistent snapshot per scrape).
   POST /runs             start a run; body = the scenario as JSON (YAML keys); 409 if one is active
   GET  /runs/{id}        state, live progress, and the report once finished
   POST /runs/{id}/stop   stop issuing; in-flight requests get the grace period
+
+A caller of POST /runs chooses what this process connects to and sends, so the API takes no key
+that reaches further (Policy): no secret sources (the API key is configured at start and sent only
+to the allowed URLs), no output paths (reports are fetched with GET), and datasets or tokenizer
+files only from the directory named at start. /runs can require a bearer token; /metrics and
+/healthz stay open for Prometheus.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import socket
+import urllib.parse
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from loadgen.client import ClientError
+from loadgen.client import ClientError, redact_url
 from loadgen.metrics import LoadgenCollector
 from loadgen.runner import Run
 from loadgen.scenario import Scenario, ScenarioError
@@ -31,12 +41,103 @@ from loadgen.workloads import WorkloadError
 log = logging.getLogger("loadgen.api")
 
 
+# scenario keys a caller of POST /runs may not set, and why
+REFUSED_KEYS = {
+    "api_key_env": "the API key is configured when the server starts (serve --api-key-env/--api-key-file)",
+    "api_key_file": "the API key is configured when the server starts (serve --api-key-env/--api-key-file)",
+    "output_json": "the API writes no files: fetch the report with GET /runs/{id}",
+    "output_jsonl": "the API writes no files: fetch the report with GET /runs/{id}",
+    "metrics_address": "runs started over the API are served on this server's /metrics",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the control API accepts, fixed when the process starts."""
+
+    token: str | None = None  # bearer token for /runs; None: open
+    can_start: bool = True  # False under `llmobs-loadgen run`, which runs its own scenario only
+    api_key_env: str | None = None  # the key runs send, and only to allowed_urls
+    api_key_file: str | None = None
+    allowed_urls: tuple[str, ...] = ()  # base URLs runs may target (prefixes); empty: any
+    dataset_dir: Path | None = None  # datasets and tokenizer files must be inside; None: none allowed
+
+    def scenario(self, values: dict) -> Scenario:
+        """The scenario a POST /runs body asks for, within this policy (HTTPException otherwise)."""
+        if not self.can_start:
+            raise HTTPException(
+                403,
+                "this process runs its own scenario (llmobs-loadgen run); start runs over HTTP "
+                "with llmobs-loadgen serve",
+            )
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        for key, reason in REFUSED_KEYS.items():
+            if values.get(key) not in (None, ""):
+                raise HTTPException(400, f"{key} cannot be set over the API: {reason}")
+        if self.allowed_urls and not any(_under(str(values.get("url", "")), a) for a in self.allowed_urls):
+            raise HTTPException(
+                403, "url is not one this server may send to (serve --allow-url): "
+                + ", ".join(redact_url(a) for a in self.allowed_urls),
+            )  # fmt: skip
+        if values.get("dataset"):
+            kind, _, path = str(values["dataset"]).partition(":")
+            values["dataset"] = f"{kind}:{self._local_file(path, 'dataset')}"
+        if values.get("tokenizer") and not str(values["tokenizer"]).startswith("tiktoken:"):
+            values["tokenizer"] = str(self._local_file(str(values["tokenizer"]), "tokenizer"))
+        values["api_key_env"], values["api_key_file"] = self.api_key_env, self.api_key_file
+        try:
+            return Scenario.build(None, values)
+        except (ScenarioError, TypeError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    def _local_file(self, path: str, what: str) -> Path:
+        if self.dataset_dir is None:
+            raise HTTPException(
+                403, f"a {what} file can be used over the API only from a directory named at start "
+                "(serve --dataset-dir DIR)",
+            )  # fmt: skip
+        root = self.dataset_dir.resolve()
+        resolved = (root / path).resolve()  # symbolic links followed: a link out of DIR is refused
+        if not resolved.is_relative_to(root):
+            raise HTTPException(403, f"{what} {path!r} is outside the dataset directory")
+        return resolved
+
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, given = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+
+def _under(url: str, allowed: str) -> bool:
+    """Whether base URL `url` is `allowed` or below it: same scheme, host and port, and a path
+    under its path (a trailing /v1 ignored on both)."""
+    try:
+        a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(allowed)
+        ports = (a.port or _DEFAULT_PORTS.get(a.scheme), b.port or _DEFAULT_PORTS.get(b.scheme))
+    except ValueError:
+        return False
+    if (a.scheme, a.hostname) != (b.scheme, b.hostname) or ports[0] != ports[1]:
+        return False
+    path, prefix = _base_path(a.path), _base_path(b.path)
+    return path == prefix or path.startswith(prefix + "/")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _base_path(path: str) -> str:
+    path = path.rstrip("/")
+    return path[:-3] if path.endswith("/v1") else path
+
+
 class RunManager:
     """Runs started here, at most one active at a time, the last `keep` remembered."""
 
-    def __init__(self, collector: LoadgenCollector, keep: int = 10) -> None:
+    def __init__(self, collector: LoadgenCollector, keep: int = 10, policy: Policy | None = None) -> None:
         self.collector = collector
         self.keep = keep
+        self.policy = policy or Policy()
         self.runs: OrderedDict[str, Run] = OrderedDict()
         self.tasks: dict[str, asyncio.Task] = {}
 
@@ -53,15 +154,11 @@ class RunManager:
             self.tasks.pop(old_id, None)
 
     def start(self, values: dict) -> Run:
+        scenario = self.policy.scenario(values)
         if self.active is not None:
             raise HTTPException(409, f"run {self.active.run_id} is still active; stop it first")
-        try:
-            scenario = Scenario.build(None, {str(k).replace("-", "_"): v for k, v in values.items()})
-        except (ScenarioError, TypeError, ValueError) as exc:
-            raise HTTPException(400, str(exc)) from exc
         if scenario.run_id in self.runs:
             raise HTTPException(409, f"run id {scenario.run_id} already used")
-        scenario.output_json = scenario.output_json or None
         run = Run(scenario, self.collector)
         self.adopt(run)
         self.tasks[run.run_id] = asyncio.create_task(self._execute(run))
@@ -105,9 +202,18 @@ def describe(run: Run) -> dict:
 
 
 def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
-    app = FastAPI(title="llmobs load generator", docs_url=None, redoc_url=None)
+    app = FastAPI(title="llmobs load generator", docs_url=None, redoc_url=None, openapi_url=None)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+
+    async def authorized(request: Request) -> None:
+        if not manager.policy.authorized(request.headers.get("authorization")):
+            raise HTTPException(
+                401, "the control API needs its token: Authorization: Bearer TOKEN",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+
+    control = [Depends(authorized)]
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -117,19 +223,19 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
-    @app.get("/runs")
+    @app.get("/runs", dependencies=control)
     async def list_runs() -> list[dict]:
         return [describe(run) for run in manager.runs.values()]
 
-    @app.post("/runs", status_code=201)
+    @app.post("/runs", status_code=201, dependencies=control)
     async def start_run(values: dict) -> dict:
         return describe(manager.start(values))
 
-    @app.get("/runs/{run_id}")
+    @app.get("/runs/{run_id}", dependencies=control)
     async def get_run(run_id: str) -> dict:
         return describe(_find(manager, run_id))
 
-    @app.post("/runs/{run_id}/stop", status_code=202)
+    @app.post("/runs/{run_id}/stop", status_code=202, dependencies=control)
     async def stop_run(run_id: str) -> JSONResponse:
         run = _find(manager, run_id)
         run.stop()

@@ -11,13 +11,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from loadgen import eventloop
 from loadgen.client import ClientError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
-from loadgen.scenario import Scenario, ScenarioError
+from loadgen.scenario import Scenario, ScenarioError, read_secret
 from loadgen.workloads import WorkloadError
 
 log = logging.getLogger("loadgen")
@@ -29,7 +30,7 @@ EXAMPLES = """examples:
       --step-duration 60s --slo 'ttft<=2s' --slo 'user_tps>=10'
   llmobs-loadgen run --url http://127.0.0.1:8000 --concurrency 50 --soak --output-jsonl requests.jsonl
   llmobs-loadgen run --scenario scenario.yaml --output-json report.json
-  llmobs-loadgen serve --listen-address 0.0.0.0:9841
+  LOADGEN_TOKEN=... llmobs-loadgen serve --listen-address 0.0.0.0:9841 --control-token-env LOADGEN_TOKEN
 """
 
 
@@ -50,8 +51,28 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
     )
-    serve.add_argument("--listen-address", default="0.0.0.0:9841", help="HOST:PORT (default 0.0.0.0:9841)")
+    serve.add_argument(
+        "--listen-address", default="127.0.0.1:9841",
+        help="HOST:PORT (default 127.0.0.1:9841, this host only; 0.0.0.0:9841 for a Prometheus "
+        "elsewhere, with a --control-token-*)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--api-key-env", metavar="VAR", help="API key that runs send (only to --allow-url servers)"
+    )
+    serve.add_argument("--api-key-file", metavar="FILE", help="the same, from a file")
+    serve.add_argument(
+        "--allow-url", action="append", metavar="URL",
+        help="runs may only target this base URL or paths below it (repeatable; needed with an API key)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--dataset-dir", metavar="DIR", help="datasets and tokenizer files of runs must be in DIR"
+    )
     for command in (run, serve):
+        command.add_argument(
+            "--control-token-env", metavar="VAR",
+            help="require `Authorization: Bearer TOKEN` on /runs, TOKEN from this variable",
+        )  # fmt: skip
+        command.add_argument("--control-token-file", metavar="FILE", help="the same, from a file")
         command.add_argument(
             "--event-loop", choices=eventloop.KINDS, default="auto",
             help="uvloop (less CPU per request) or asyncio's own; auto: uvloop when installed (auto)",
@@ -162,31 +183,74 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        token = read_secret(args.control_token_env, args.control_token_file, "control token")
         if args.command == "serve":
-            return eventloop.run(_serve(args.listen_address), args.event_loop)
-        not_scenario = ("command", "log_level", "scenario", "event_loop")
+            return eventloop.run(_serve(args.listen_address, _serve_policy(args, token)), args.event_loop)
+        not_scenario = ("command", "log_level", "scenario", "event_loop", "control_token_env",
+                        "control_token_file")  # fmt: skip
         flags = {k: v for k, v in vars(args).items() if k not in not_scenario}
         file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
         scenario = Scenario.build(file_values, flags)
-        return eventloop.run(_run(scenario), args.event_loop)
+        return eventloop.run(_run(scenario, token), args.event_loop)
     except (ScenarioError, WorkloadError, ClientError, eventloop.EventLoopError) as exc:
         print(f"llmobs-loadgen: {exc}", file=sys.stderr)
         return 2
 
 
-async def _run(scenario: Scenario) -> int:
+def _serve_policy(args: argparse.Namespace, token: str | None):
+    """What `serve`'s control API accepts (loadgen.api.Policy), checked before anything starts."""
+    from loadgen.api import Policy
+
+    has_key = read_secret(args.api_key_env, args.api_key_file, "API key") is not None
+    allowed = tuple(args.allow_url or ())
+    for url in allowed:
+        Scenario(url=url).validate_url()
+    if has_key and not allowed:
+        raise ScenarioError(
+            "--api-key-env/--api-key-file need --allow-url URL: the key is sent only to the servers named"
+        )
+    directory = None
+    if args.dataset_dir:
+        directory = Path(args.dataset_dir)
+        if not directory.is_dir():
+            raise ScenarioError(f"--dataset-dir {args.dataset_dir} is not a directory")
+    return Policy(
+        token=token, api_key_env=args.api_key_env, api_key_file=args.api_key_file,
+        allowed_urls=allowed, dataset_dir=directory,
+    )  # fmt: skip
+
+
+def _note_exposure(address: str, token: str | None, serving: bool) -> None:
+    """Say so when /runs answers anyone who can reach a non-loopback address."""
+    from loadgen.api import parse_address
+
+    host = parse_address(address)[0]
+    if token is not None or host in ("127.0.0.1", "::1", "localhost"):
+        return
+    if serving:
+        log.warning(
+            "the control API on %s has no token: anyone who can reach it can start runs (load "
+            "against any URL, or the --allow-url ones); set --control-token-env or --control-token-file",
+            address,
+        )
+    else:
+        log.info("/runs on %s has no token: anyone who can reach it can read and stop this run", address)
+
+
+async def _run(scenario: Scenario, token: str | None = None) -> int:
     log.info("event loop: %s", eventloop.running_kind())
     collector = LoadgenCollector()
     run = Run(scenario, collector)
     server = None
     if scenario.metrics_address and scenario.metrics_address.lower() != "none":
-        from loadgen.api import HttpServer, RunManager, create_app  # FastAPI only when serving
+        from loadgen.api import HttpServer, Policy, RunManager, create_app  # FastAPI only when serving
 
-        manager = RunManager(collector)
+        manager = RunManager(collector, policy=Policy(token=token, can_start=False))
         manager.adopt(run)
         server = HttpServer(create_app(collector, manager), scenario.metrics_address)
         server.start()
         log.info("serving /metrics and /runs on port %d", server.port)
+        _note_exposure(scenario.metrics_address, token, serving=False)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
@@ -225,12 +289,13 @@ def _escalating(stop: Callable[[], None], force: Callable[[], None]) -> Callable
     return handle
 
 
-async def _serve(address: str) -> int:
+async def _serve(address: str, policy) -> int:
     from loadgen.api import HttpServer, RunManager, create_app
 
     collector = LoadgenCollector()
-    manager = RunManager(collector)
+    manager = RunManager(collector, policy=policy)
     server = HttpServer(create_app(collector, manager), address)
+    _note_exposure(address, policy.token, serving=True)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ YAML keys are the long CLI flags with underscores (`--step-duration` -> `step_du
 from __future__ import annotations
 
 import math
+import os
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, fields
@@ -153,14 +154,7 @@ class Scenario:
         return {str(k).replace("-", "_"): v for k, v in data.items()}
 
     def validate(self) -> None:
-        if not self.url or not re.match(r"^https?://", str(self.url)):
-            raise ScenarioError("--url is required: the server's base URL, e.g. http://127.0.0.1:8000")
-        try:
-            host = httpx.URL(str(self.url)).host
-        except (httpx.InvalidURL, ValueError):
-            host = ""
-        if not host:
-            raise ScenarioError(f"--url {redact_url(str(self.url))} is not a usable http(s) URL")
+        self.validate_url()
         if self.endpoint not in ("chat", "completions"):
             raise ScenarioError("endpoint must be chat or completions")
         if self.arrival not in ARRIVALS:
@@ -194,6 +188,16 @@ class Scenario:
             raise ScenarioError("dataset must be sharegpt:PATH or jsonl:PATH")
         self.timeouts()
         self.phases()
+
+    def validate_url(self) -> None:
+        if not self.url or not re.match(r"^https?://", str(self.url)):
+            raise ScenarioError("--url is required: the server's base URL, e.g. http://127.0.0.1:8000")
+        try:
+            host = httpx.URL(str(self.url)).host
+        except (httpx.InvalidURL, ValueError):
+            host = ""
+        if not host:
+            raise ScenarioError(f"{redact_url(str(self.url))} is not a usable http(s) URL")
 
     def slos(self) -> tuple[Slo, ...]:
         items = self.slo if isinstance(self.slo, list) else [self.slo]
@@ -287,30 +291,28 @@ class Scenario:
         return values
 
     def api_key(self) -> str | None:
-        key = self._read_api_key()
-        if key is not None:
-            try:
-                check_header_value(key, f"the API key from {self.api_key_file or self.api_key_env}")
-            except ValueError as exc:
-                raise ScenarioError(str(exc)) from None
-        return key
+        return read_secret(self.api_key_env, self.api_key_file, "API key")
 
-    def _read_api_key(self) -> str | None:
-        if self.api_key_file:
-            try:
-                key = Path(self.api_key_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ScenarioError(
-                    f"cannot read the API key file {self.api_key_file}: {exc.strerror}"
-                ) from exc
-            if not key:
-                raise ScenarioError(f"the API key file {self.api_key_file} is empty")
-            return key
-        if self.api_key_env:
-            import os
 
-            key = os.environ.get(self.api_key_env, "").strip()
-            if not key:
-                raise ScenarioError(f"environment variable {self.api_key_env} (API key) is not set")
-            return key
+def read_secret(env: str | None, file: str | None, what: str) -> str | None:
+    """A secret (API key, control token) from a file or an environment variable, stripped; it must
+    be printable ASCII, as it is sent in a header. Messages name where it comes from, never it."""
+    if file:
+        try:
+            secret = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ScenarioError(f"cannot read the {what} file {file}: {reason}") from exc
+        if not secret:
+            raise ScenarioError(f"the {what} file {file} is empty")
+    elif env:
+        secret = os.environ.get(env, "").strip()
+        if not secret:
+            raise ScenarioError(f"environment variable {env} ({what}) is not set")
+    else:
         return None
+    try:
+        check_header_value(secret, f"the {what} from {file or env}")
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+    return secret

@@ -88,12 +88,20 @@ def test_run_stops_cleanly_on_sigint_and_writes_the_report(scripted, tmp_path):
             "--output-len", "40", "--extra-body", '{"mock": {"itl_ms": 20}}', "--grace", "5s",
             "--api-key-env", "TEST_LOADGEN_KEY", "--output-json", str(report_path),
             "--output-jsonl", str(jsonl_path), "--metrics-address", f"127.0.0.1:{metrics_port}",
-            "--progress", "plain",
+            "--progress", "plain", "--control-token-env", "TEST_CONTROL_TOKEN",
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={"TEST_LOADGEN_KEY": secret, "PATH": "/usr/bin:/bin"},
+        env={"TEST_LOADGEN_KEY": secret, "TEST_CONTROL_TOKEN": "ctl-run-token", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     time.sleep(3)
+    control = f"http://127.0.0.1:{metrics_port}/runs"
+    auth = {"authorization": "Bearer ctl-run-token"}
+    assert httpx.get(control, timeout=10).status_code == 401
+    runs = httpx.get(control, headers=auth, timeout=10).json()
+    assert len(runs) == 1 and runs[0]["state"] == "running"
+    # a `run` process runs its own scenario only: starting another over HTTP is refused
+    other = httpx.post(control, json={"url": scripted.url}, headers=auth, timeout=10)
+    assert other.status_code == 403 and "llmobs-loadgen serve" in other.text
     live = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     assert "loadgen_time_to_first_token_seconds_bucket" in live
     assert re.search(r'loadgen_target_concurrency\{run_id="[0-9a-f]{8}",scenario="default"\} 3.0', live)
@@ -118,3 +126,75 @@ def test_bad_configuration_is_a_clear_error():
     )  # fmt: skip
     assert result.returncode == 2
     assert "bad SLO" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_control_api_refuses_secrets_output_paths_and_files_outside_its_directory(scripted, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "prompts.jsonl").write_text('{"prompt": "hello", "max_tokens": 3}\n')
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"prompt": "secret file", "max_tokens": 3}\n')
+    (data / "link.jsonl").symlink_to(outside)
+    token, key = "ctl-token-0123456789", "sk-serve-key-9876"
+    argv = [
+        sys.executable, "-m", "loadgen", "serve", "--listen-address", f"127.0.0.1:{port}",
+        "--control-token-env", "TEST_CONTROL_TOKEN", "--api-key-env", "TEST_TARGET_KEY",
+        "--allow-url", scripted.url, "--dataset-dir", str(data),
+    ]  # fmt: skip
+    env = {"TEST_CONTROL_TOKEN": token, "TEST_TARGET_KEY": key}
+    log_path = tmp_path / "serve.log"
+    auth = {"authorization": f"Bearer {token}"}
+    with running(argv, f"{url}/healthz", log_path, env=env):
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200  # open for Prometheus
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": token}):
+            denied = httpx.get(f"{url}/runs", headers=headers, timeout=10)
+            assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+        assert httpx.post(f"{url}/runs", json={"url": scripted.url}, timeout=10).status_code == 401
+        assert httpx.get(f"{url}/runs", headers=auth, timeout=10).json() == []
+
+        def post(**values):
+            scenario = {"url": scripted.url, "concurrency": 1, "requests": 2, "output_len": 2, **values}
+            return httpx.post(f"{url}/runs", json=scenario, headers=auth, timeout=10)
+
+        refused = {
+            "api_key_env": ("HOME", 400), "api_key_file": ("/etc/hostname", 400),
+            "output_json": (str(tmp_path / "r.json"), 400), "output_jsonl": (str(tmp_path / "r.jsonl"), 400),
+            "url": ("http://127.0.0.1:1", 403), "dataset": (f"jsonl:{outside}", 403),
+            "tokenizer": ("/etc/passwd", 403),
+        }  # fmt: skip
+        for name, (value, status) in refused.items():
+            answer = post(**{name: value})
+            assert answer.status_code == status, (name, answer.text)
+            assert name.split("_")[0] in answer.json()["detail"].lower()
+        for dataset in ("jsonl:../outside.jsonl", "jsonl:link.jsonl"):
+            assert post(dataset=dataset).status_code == 403, dataset
+        assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.jsonl").exists()
+
+        started = post(dataset="jsonl:prompts.jsonl", url=scripted.url + "/v1")
+        assert started.status_code == 201, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 30
+        while (done := httpx.get(f"{url}/runs/{run_id}", headers=auth, timeout=10).json())["state"] in (
+            "pending", "running", "stopping",
+        ) and time.monotonic() < deadline:  # fmt: skip
+            time.sleep(0.2)
+        assert done["state"] == "finished" and done["report"]["phases"][0]["requests"]["succeeded"] == 2
+        truth = scripted.records(run_id)
+        assert {r["authorization"] for r in truth.values()} == {f"Bearer {key}"}  # the key set at start
+        assert done["report"]["config"]["api_key"] == "<redacted>"
+        assert key not in json.dumps(done) and token not in json.dumps(done)
+    log = log_path.read_text()
+    assert token not in log and key not in log
+
+
+def test_serve_defaults_to_loopback_and_will_not_send_its_key_anywhere(tmp_path):
+    from loadgen.cli import _parser
+
+    assert _parser().parse_args(["serve"]).listen_address == "127.0.0.1:9841"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadgen", "serve", "--api-key-env", "K", "--listen-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=30, env={"K": "sk-x", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 2 and "--allow-url" in result.stderr
