@@ -367,6 +367,7 @@ def _take_usage(usage: dict, record: RequestRecord) -> None:
     completion = usage.get("completion_tokens")
     if isinstance(prompt, int):
         record.prompt_tokens = prompt
+        record.prompt_source = "usage"
     if isinstance(completion, int):
         record.output_tokens = completion
         record.token_source = "usage"

@@ -163,6 +163,7 @@ def render(report: dict) -> str:
             ("Total generated tokens", tokens["output"]),
             ("  of which reasoning", tokens["reasoning"]),
             ("Output token count source", _sources(tokens["output_source"])),
+            ("Input token count source", _sources(tokens["prompt_source"])),
             ("Request throughput (req/s)", _fmt(throughput["requests_per_s"])),
             ("Output token throughput (tok/s)", _fmt(throughput["output_tokens_per_s"])),
             ("Total token throughput (tok/s)", _fmt(throughput["total_tokens_per_s"])),
@@ -199,7 +200,13 @@ def _sources(sources: dict[str, int]) -> str:
     total = sum(sources.values())
     if not total:
         return "-"
-    names = {"usage": "server usage", "counted": "counted token events", "tokenizer": "client tokenizer"}
+    names = {
+        "usage": "server usage",
+        "counted": "counted token events",
+        "tokenizer": "client tokenizer",
+        "synthetic": "synthetic length drawn",
+        "none": "unknown",
+    }
     return ", ".join(
         f"{names.get(k, k)} {v / total:.0%}" for k, v in sorted(sources.items(), key=lambda i: -i[1])
     )

@@ -72,6 +72,7 @@ class Run:
         self._jsonl: IO[str] | None = None
         self._workload: Synthetic | object | None = None
         self._client: LoadClient | None = None
+        self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
 
     # -- control -------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class Run:
 
     async def _setup(self) -> None:
         scenario = self.scenario
-        tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
+        tokenizer = self._tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
         text = TextMaker(tokenizer)
         self._client = LoadClient(
             scenario.url,
@@ -340,20 +341,36 @@ class Run:
 
     async def _session(self, item: WorkItem, scheduled: int, stats: PhaseStats) -> None:
         """One request, or one multi-turn conversation (each turn a request, replies fed back)."""
-        record = await self._request(self._body(item), scheduled, stats, capture=bool(item.followups))
         messages = list(item.messages)
-        for turn in item.followups:
+        known = item.prompt_tokens  # synthetic prompts: the length drawn; None for datasets
+        record = await self._request(
+            self._body(item), scheduled, stats, bool(item.followups), messages, item, known
+        )
+        turn_lengths = item.followup_tokens or (None,) * len(item.followups)
+        for turn, turn_tokens in zip(item.followups, turn_lengths, strict=True):
             if not record.ok or self.stopping:
                 return
             messages += [
                 {"role": "assistant", "content": "".join(record.text or ())},
                 {"role": "user", "content": turn},
             ]
+            if known is not None and turn_tokens is not None:  # the transcript so far, and the new turn
+                known = (record.prompt_tokens or known) + record.output_tokens + turn_tokens
             record = await self._request(
-                self._body(item, messages=list(messages)), perf_counter_ns(), stats, capture=True
-            )
+                self._body(item, messages=list(messages)), perf_counter_ns(), stats, True,
+                list(messages), item, known,
+            )  # fmt: skip
 
-    async def _request(self, body: bytes, scheduled: int, stats: PhaseStats, capture: bool) -> RequestRecord:
+    async def _request(
+        self,
+        body: bytes,
+        scheduled: int,
+        stats: PhaseStats,
+        capture: bool,
+        messages: list[dict],
+        item: WorkItem,
+        known_prompt_tokens: int | None,
+    ) -> RequestRecord:
         self._seq += 1
         record = RequestRecord(f"{self.run_id}-{self._seq}", stats.name, scheduled, self.scenario.stream)
         self.metrics.on_sent()
@@ -361,11 +378,25 @@ class Run:
         try:
             await self._client.execute(PATHS[self.scenario.endpoint], body, record, capture)  # type: ignore[union-attr]
         finally:
+            if record.prompt_tokens is None and record.ok:
+                self._estimate_prompt_tokens(record, messages, item, known_prompt_tokens)
             self.metrics.on_done(record)
             stats.add(record)
             if self._jsonl is not None:
                 self._jsonl.write(json.dumps(record.as_json(), separators=(",", ":")) + "\n")
         return record
+
+    def _estimate_prompt_tokens(
+        self, record: RequestRecord, messages: list[dict], item: WorkItem, known: int | None
+    ) -> None:
+        """Prompt tokens when the server sent no usage: counted with the tokenizer if there is one
+        (the prompt's text, without the chat template's tokens), else the synthetic length drawn."""
+        if self._tokenizer is not None:
+            record.prompt_tokens = self._tokenizer.count(item.prompt_text(messages))
+            record.prompt_source = "tokenizer"
+        elif known is not None:
+            record.prompt_tokens = known
+            record.prompt_source = "synthetic"
 
     # -- progress --------------------------------------------------------------------------------
 

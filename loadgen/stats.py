@@ -105,6 +105,7 @@ class PhaseStats:
         self.output_tokens = 0
         self.reasoning_tokens = 0
         self.token_sources: dict[str, int] = {}
+        self.prompt_sources: dict[str, int] = {}
         self.invalid_utf8_events = 0
         self.retries = 0
         self.errors: dict[str, int] = {}
@@ -127,6 +128,8 @@ class PhaseStats:
         self.output_tokens += record.output_tokens
         self.reasoning_tokens += record.reasoning_tokens
         self.token_sources[record.token_source] = self.token_sources.get(record.token_source, 0) + 1
+        prompt_source = record.prompt_source or "none"
+        self.prompt_sources[prompt_source] = self.prompt_sources.get(prompt_source, 0) + 1
         e2e = record.e2e_s
         values = {"e2e": e2e, "e2e_from_schedule": e2e + record.dispatch_s, "ttft": record.ttft_s}
         values["ttfo"] = record.ttfo_s
@@ -212,6 +215,7 @@ class PhaseStats:
                 "output": self.output_tokens,
                 "reasoning": self.reasoning_tokens,
                 "output_source": dict(self.token_sources),
+                "prompt_source": dict(self.prompt_sources),
                 "invalid_utf8_events": self.invalid_utf8_events,
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},

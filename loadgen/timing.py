@@ -43,6 +43,7 @@ class RequestRecord:
         "outcome",
         "output_tokens",
         "phase",
+        "prompt_source",
         "prompt_tokens",
         "reasoning_events",
         "reasoning_tokens",
@@ -70,6 +71,7 @@ class RequestRecord:
         self.error = ""
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
+        self.prompt_source: str | None = None  # usage, tokenizer, synthetic; None: unknown
         self.output_tokens = 0
         self.reasoning_tokens = 0
         self.token_source = "counted"
@@ -137,6 +139,7 @@ class RequestRecord:
             "itl_s": self.itl_s(),
             "token_events": len(self.token_times),
             "prompt_tokens": self.prompt_tokens,
+            "prompt_token_source": self.prompt_source,
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "token_source": self.token_source,

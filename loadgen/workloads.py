@@ -43,6 +43,8 @@ class WorkItem:
     messages: tuple[dict, ...]  # the first turn, as chat messages
     max_tokens: int | None
     followups: tuple[str, ...] = ()  # further user turns of a multi-turn conversation
+    prompt_tokens: int | None = None  # synthetic: the prompt length drawn (prefix included)
+    followup_tokens: tuple[int, ...] = ()  # synthetic: the length drawn for each further turn
 
     def prompt_text(self, messages: list[dict] | None = None) -> str:
         """The prompt for /v1/completions: the message, or the conversation as `role: text` lines."""
@@ -187,8 +189,10 @@ class Synthetic:
     _index: int = 0
 
     def next(self) -> WorkItem:
-        prompt = self.text.make(self.input_len.sample(self.rng), self.rng)
+        length = self.input_len.sample(self.rng)
+        prompt = self.text.make(length, self.rng)
         if self.prefix_groups and self.prefix_len:
+            length += self.prefix_len
             if not self._prefixes:  # drawn lazily so that calibration applies to them too
                 prefix_rng = random.Random(self.rng.random())
                 self._prefixes = [
@@ -197,10 +201,13 @@ class Synthetic:
             prompt = self._prefixes[self._index % self.prefix_groups] + "\n\n" + prompt
         self._index += 1
         max_tokens = self.output_len.sample(self.rng) if self.output_len else None
-        followups = tuple(
-            self.text.make(self.input_len.sample(self.rng), self.rng) for _ in range(self.turns - 1)
-        )
-        return WorkItem(({"role": "user", "content": prompt},), max_tokens, followups)
+        lengths: list[int] = []
+        followups: list[str] = []
+        for _ in range(self.turns - 1):
+            lengths.append(self.input_len.sample(self.rng))
+            followups.append(self.text.make(lengths[-1], self.rng))
+        message = {"role": "user", "content": prompt}
+        return WorkItem((message,), max_tokens, tuple(followups), length, tuple(lengths))
 
     def describe(self) -> dict:
         return {

@@ -101,3 +101,48 @@ def test_reasoning_tokens_split_ttft_from_ttfo(scripted, run_loadgen):
         true_gap = (events[5] - events[0]) * NS
         assert abs((record["ttfo_s"] - record["ttft_s"]) - true_gap) < 1e-3
     assert result.phase["tokens"]["reasoning"] == 30
+
+
+def test_prompt_tokens_without_usage_come_from_the_tokenizer_or_the_synthetic_length(
+    scripted, run_loadgen, tmp_path
+):
+    from loadgen.workloads import Tokenizer
+    from tests.loadgen.test_tokenizer import word_level_tokenizer
+
+    no_usage = {"mock": {"no_usage": True}}
+    synthetic = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=4, input_len=40, output_len=3,
+        extra_body=no_usage,
+    )  # fmt: skip
+    tokens = synthetic.phase["tokens"]
+    assert tokens["prompt"] == 160 and tokens["prompt_source"] == {"synthetic": 4}
+    assert {r["prompt_token_source"] for r in synthetic.records} == {"synthetic"}
+
+    tokenizer_dir = word_level_tokenizer(tmp_path)
+    counted = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=4, input_len="uniform:20:60",
+        output_len=3, tokenizer=tokenizer_dir, extra_body=no_usage,
+    )  # fmt: skip
+    truth = scripted.records(counted.run.run_id)
+    assert counted.phase["tokens"]["prompt_source"] == {"tokenizer": 4}
+    assert len(truth) == 4 and 80 <= counted.phase["tokens"]["prompt"] <= 240
+    assert all(20 <= r["prompt_tokens"] <= 60 for r in counted.records)
+    assert Tokenizer(tokenizer_dir).count("the of and") == 3
+
+    conversation = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=1, requests=1, turns=2, input_len=10, output_len=3,
+        extra_body=no_usage,
+    )  # fmt: skip
+    # turn 2's prompt: turn 1 (10) + its answer (3 counted tokens) + the new turn (10)
+    assert [r["prompt_tokens"] for r in conversation.records] == [10, 23]
+
+    with_usage = run_loadgen(url=scripted.url, model="scripted", concurrency=1, requests=2, output_len=2)
+    assert with_usage.phase["tokens"]["prompt_source"] == {"usage": 2}
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello there", "max_tokens": 2}\n')
+    unknown = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=1, requests=1, dataset=f"jsonl:{prompts}",
+        extra_body=no_usage,
+    )  # fmt: skip
+    assert unknown.phase["tokens"]["prompt_source"] == {"none": 1} and unknown.phase["tokens"]["prompt"] == 0
