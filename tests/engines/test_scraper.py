@@ -537,7 +537,10 @@ def test_llamacpp_router_mode_query_goes_with_every_request(fake_engine: FakeEng
 @pytest.mark.parametrize("suffix", ["/llama", "/llama/", "/llama/metrics"])
 def test_a_proxy_prefix_is_kept_for_status_pages(fake_engine: FakeEngine, suffix: str) -> None:
     fake_engine.serve_fixture("/llama/metrics", LLAMA_C50)
-    fake_engine.serve("/llama/props", json.dumps(PROPS), content_type="application/json")
+    one_slot = {**PROPS, "total_slots": 1}
+    fake_engine.serve("/llama/props", json.dumps(one_slot), content_type="application/json")
+    models = {"data": [{"id": "tiny", "meta": {"n_ctx_train": 4096}}]}
+    fake_engine.serve("/llama/v1/models", json.dumps(models), content_type="application/json")
     fake_engine.serve("/props", '{"model_alias": "someone-else"}', content_type="application/json")
     collector = collector_for(TargetConfig("p", fake_engine.url + suffix))
     try:
@@ -545,5 +548,5 @@ def test_a_proxy_prefix_is_kept_for_status_pages(fake_engine: FakeEngine, suffix
     finally:
         collector.close()
     assert value(exposition, "llm_requests_running", target="p", model="tiny") == 46
-    assert value(exposition, "llm_kv_cache_capacity_tokens", target="p", model="tiny") == 1024
+    assert value(exposition, "llm_kv_cache_capacity_tokens", target="p", model="tiny") == 512
     assert all(path.startswith("/llama/") for path, _ in fake_engine.requests)
