@@ -121,7 +121,10 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     shape.add_argument("--ramp-to", type=float, metavar="X", help="ramp the concurrency/rate linearly to X")
     shape.add_argument("--step-duration", "--duration", dest="step_duration", metavar="DUR",
                        help="length of each step/phase: 500ms, 20s, 5m, 2h, inf (default 60s)")  # fmt: skip
-    shape.add_argument("--requests", type=int, metavar="N", help="requests per step (ends the step early)")
+    shape.add_argument(
+        "--requests", type=int, metavar="N",
+        help="requests per step (ends the step early); with --turns, conversations per step",
+    )  # fmt: skip
     shape.add_argument("--soak", action="store_true", default=None, help="run until stopped (or --duration)")
     shape.add_argument("--sweep", action="store_true", default=None,
                        help="find capacity: step through the levels until the SLOs fail")  # fmt: skip

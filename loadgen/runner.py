@@ -28,6 +28,7 @@ from loadgen.scenario import Scenario, ScenarioError
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
+from loadgen.transport import raise_open_file_limit
 from loadgen.workloads import (
     WORDS,
     LengthDist,
@@ -150,11 +151,13 @@ class Run:
         scenario = self.scenario
         tokenizer = self._tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
         text = TextMaker(tokenizer)
+        connections = self._max_connections()
+        raise_open_file_limit(connections)
         self._client = LoadClient(
             scenario.url,
             scenario.api_key(),
             Timeouts(self.connect_s, self.read_s, self.request_s),
-            max_connections=self._max_connections(),
+            max_connections=connections,
             count_tokens=tokenizer.count if tokenizer else None,
         )
         if not self.model:

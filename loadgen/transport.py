@@ -20,6 +20,7 @@ httpx's own transport for https (times then taken when the client reads).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 import sys
@@ -36,6 +37,42 @@ _ANCILLARY = socket.CMSG_SPACE(16) if _TIMESTAMPNS is not None else 0
 _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _HIGH_WATER = 4 * 1024 * 1024
+
+
+log = logging.getLogger("loadgen")
+_limit_logged = False
+
+
+def raise_open_file_limit(connections: int, headroom: int = 64) -> None:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) toward the hard one when `connections` sockets
+    plus `headroom` (files, the listener, the event loop) would not fit: a default soft limit of
+    1024 would otherwise turn a 1,000-stream run into connect errors (EMFILE). Logged once."""
+    global _limit_logged
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = connections + headroom
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            target = soft
+            log.debug("could not raise the open-file limit: %s", exc)
+    if _limit_logged:
+        return
+    _limit_logged = True
+    if target < needed:
+        log.warning(
+            "open-file limit %d is below the %d this run may need (%d connections): expect connect "
+            "errors; raise it (ulimit -n) or lower the concurrency", target, needed, connections,
+        )  # fmt: skip
+    else:
+        log.info("raised the open-file limit from %d to %d for %d connections", soft, target, connections)
 
 
 class MalformedResponse(httpx.RemoteProtocolError):
@@ -86,16 +123,16 @@ class _Connection:
                 if _TIMESTAMPNS is not None:
                     sock.setsockopt(socket.SOL_SOCKET, _TIMESTAMPNS, 1)
                 await loop.sock_connect(sock, address)
-        except TimeoutError:
+        except BaseException as exc:  # cancellation (a stop) included: the socket never leaks
             if sock is not None:
                 sock.close()
-            raise httpx.ConnectTimeout(
-                f"no connection to {host}:{port} within {timeout:g}s", request=request
-            ) from None
-        except OSError as exc:
-            if sock is not None:
-                sock.close()
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(
+                    f"no connection to {host}:{port} within {timeout:g}s", request=request
+                ) from None
+            if isinstance(exc, OSError):
+                raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+            raise
         return cls(sock, scratch)
 
     def usable(self) -> bool:
