@@ -289,16 +289,17 @@ def custom_variable(name: str, label: str, values: list[str], default: str, desc
 
 HOST_VAR = query_variable("host", "Host (exporter)", "label_values(exporter_build_info, instance)")
 GPU_VAR = query_variable("gpu", "GPU", 'label_values(gpu_info{instance=~"$host"}, gpu)')
+# llm_target_* health series carry the target only; llm_target_info{target, engine_kind} names its kind.
 KIND_VAR = query_variable(
-    "engine_kind", "Engine kind", 'label_values(llm_target_up{instance=~"$host"}, engine_kind)'
+    "engine_kind", "Engine kind", 'label_values(llm_target_info{instance=~"$host"}, engine_kind)'
 )
 TARGET_VAR = query_variable(
-    "target", "Engine target", 'label_values(llm_target_up{instance=~"$host"}, target)'
+    "target", "Engine target", 'label_values(llm_target_info{instance=~"$host"}, target)'
 )
 KIND_TARGET_VAR = query_variable(
     "target",
     "Engine target",
-    'label_values(llm_target_up{instance=~"$host", engine_kind=~"$engine_kind"}, target)',
+    'label_values(llm_target_info{instance=~"$host", engine_kind=~"$engine_kind"}, target)',
 )
 MODEL_VAR = query_variable("model", "Model", 'label_values(llm_engine_info{target=~"$target"}, model)')
 SCENARIO_VAR = query_variable("scenario", "Scenario", "label_values(loadgen_run_info, scenario)")
@@ -1021,7 +1022,8 @@ def engine_detail() -> dict:
             "1 while the exporter reads the target; scrape duration; errors by kind.",
             [
                 q(
-                    f'llm_target_up{{{HOST}, engine_kind=~"$engine_kind", target=~"$target"}}',
+                    f'llm_target_up{{{HOST}, target=~"$target"}}\n* on (instance, target) group_left '
+                    f'llm_target_info{{{HOST}, engine_kind=~"$engine_kind"}}',
                     "{{target}} up",
                 ),
                 q(

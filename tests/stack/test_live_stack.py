@@ -141,7 +141,7 @@ def test_loaded_stack_answers_every_query_it_has_data_for(stack) -> None:
 
 def test_both_engine_kinds_reach_the_engine_dashboard(stack) -> None:
     prometheus, _ = stack
-    for metric in ["llm_requests_running", "llm_generation_tokens_total", "llm_target_up"]:
+    for metric in ["llm_requests_running", "llm_generation_tokens_total", "llm_target_info"]:
         kinds = {r["metric"]["engine_kind"] for r in prometheus.query(f"count by (engine_kind) ({metric})")}
         assert kinds == {"vllm", "llamacpp"}, metric
 
