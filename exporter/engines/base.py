@@ -172,16 +172,38 @@ def in_seconds(family: str, labels: Mapping[str, str], value: HistogramValue, di
 
 
 def add_finished(
-    exposition: Exposition, name: str, reason_label: str, label_map: LabelMap, out: Normalized
+    exposition: Exposition,
+    name: str,
+    reason_label: str,
+    label_map: LabelMap,
+    out: Normalized,
+    common: Callable[[str], str] = finish_reason,
 ) -> None:
-    """`llm_requests_finished_total{reason, raw_reason}` from a counter labelled with the engine's reason."""
+    """`llm_requests_finished_total{reason, raw_reason}` from a counter labelled with the engine's reason;
+    series that map onto the same labels are summed."""
+    totals: dict[tuple[tuple[str, str], ...], float] = {}
     for sample in exposition.samples(name):
         labels = label_map(sample.labels)
         if labels is None or reason_label not in sample.labels:
             continue
         raw = sample.labels[reason_label]
-        reason = {"reason": finish_reason(raw), "raw_reason": raw_reason_label(raw)}
-        out.add("llm_requests_finished_total", sample.value, {**labels, **reason})
+        labels = {**labels, "reason": common(raw), "raw_reason": raw_reason_label(raw)}
+        key = tuple(sorted(labels.items()))
+        totals[key] = totals.get(key, 0.0) + sample.value
+    for key, value in totals.items():
+        out.add("llm_requests_finished_total", value, dict(key))
+
+
+def add_counted(
+    exposition: Exposition, name: str, reason: str, raw_reason: str, label_map: LabelMap, out: Normalized
+) -> None:
+    """`llm_requests_finished_total` from a counter without a reason label, under one fixed reason."""
+    for labels, values in group(exposition.samples(name), label_map).items():
+        out.add(
+            "llm_requests_finished_total",
+            sum(values),
+            {**dict(labels), "reason": reason, "raw_reason": raw_reason},
+        )
 
 
 def add_info(out: Normalized, models: Sequence[str], version: str | None = None) -> None:

@@ -3,6 +3,8 @@
 Labels: `model_name` -> `model`, `engine` (DP rank) -> `engine_index`. Finish reasons are Python enum
 reprs (`ResponseType.CANCEL`, ...): mapped onto the common set, the repr kept as `raw_reason`. LMDeploy
 has no preemption metric. Prefix-cache hits/queries are its cached/prompt token counters.
+Finish reasons: `SUCCESS`/`FINISH` ended normally (`completed`: LMDeploy does not say stop or length),
+`CANCEL` is `abort`, every other type is a failure its API server answers as an error (`error`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from exporter.engines.base import (
     label_values,
     models_seen,
 )
-from exporter.engines.schema import Normalized
+from exporter.engines.schema import Normalized, finish_reason
 
 P = "lmdeploy:"
 NAMES: dict[str, tuple[str, ...]] = {
@@ -58,10 +60,16 @@ class LmDeploy(Engine):
         if not exposition.has(P + "cached_tokens_total"):
             # No hit counter: queries alone would read as a 0 % hit ratio.
             out.points = [p for p in out.points if p.family != "llm_prefix_cache_queries_total"]
-        add_finished(exposition, P + "request_success_total", "finished_reason", labels, out)
+        add_finished(exposition, P + "request_success_total", "finished_reason", labels, out, lmdeploy_reason)
         add_info(
             out,
             models_seen(out) + label_values(exposition, "model_name", self.prefixes)
             or ([model] if model else []),
         )
         return out
+
+
+def lmdeploy_reason(raw: str) -> str:
+    """`ResponseType.*` onto the common set: LMDeploy treats every type but SUCCESS/FINISH as an error."""
+    common = finish_reason(raw)
+    return common if common in ("completed", "abort") else "error"

@@ -68,7 +68,7 @@ ERROR_KINDS = (
     "no_known_metrics",
     "auth",
 )
-FINISH_REASONS = ("stop", "length", "abort", "error", "other")
+FINISH_REASONS = ("stop", "length", "completed", "abort", "error", "other")
 MAX_RAW_REASON_CHARS = 48
 
 
@@ -116,17 +116,25 @@ class Normalized:
 
 _STOP = {"stop", "eos", "stop_sequence", "end_id"}
 _LENGTH = {"length", "max_tokens"}
+_COMPLETED = {"success", "finish", "finished", "completed"}  # ended normally; stop or length not said
 _ABORT = {"abort", "aborted", "cancel", "cancelled", "canceled", "dropped"}
 _ERROR = {"out_of_memory", "failure", "failed", "overloaded", "rejected", "validation"}
 
 
 def finish_reason(raw: str) -> str:
-    """Map an engine's finish reason onto the common set (stop, length, abort, error, other)."""
+    """Map an engine's finish reason onto the common set (stop, length, completed, abort, error, other).
+
+    `completed`: the engine says the request ended normally but not whether by a stop condition or the
+    length limit (TGI, Triton and LMDeploy successes). `other`: a reason outside the set (vLLM
+    `repetition`), or a count that mixes reasons (SGLang and Xinference request totals).
+    """
     text = raw.lower().rsplit(".", 1)[-1]  # LMDeploy sends enum reprs such as ResponseType.CANCEL
     if text in _STOP:
         return "stop"
     if text in _LENGTH:
         return "length"
+    if text in _COMPLETED:
+        return "completed"
     if text in _ABORT:
         return "abort"
     if "error" in text or text in _ERROR:

@@ -5,7 +5,8 @@ tp/pp/moe-ep rank when every rank reports; the rank-0 series is kept instead of 
 With priority scheduling, only the total (`priority=""`) is read. Preemptions are SGLang's
 retractions. Prefix-cache queries/hits come from `sglang:prefill_effective_tokens_total{mode}`
 (hits = the `*_hit` modes), else from the cached/prompt token counters. SGLang counts finished
-requests without reasons, so only aborts appear in `llm_requests_finished_total`.
+requests without reasons (`num_requests_total`, aborted ones included): they appear as one `other`
+series; its separate abort counter overlaps that total and is not published.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from exporter.engines.base import (
     Engine,
     Scraped,
     Table,
+    add_counted,
     add_info,
     apply_table,
     group,
@@ -68,9 +70,11 @@ class Sglang(Engine):
         apply_table(exposition, Table(NAMES, labels), out)
         self._cached_tokens(exposition, labels, out)
         self._prefix_cache(exposition, labels, out)
-        for key, values in group(exposition.samples("sglang:num_aborted_requests_total"), labels).items():
-            reason = {"reason": "abort", "raw_reason": "num_aborted_requests"}
-            out.add("llm_requests_finished_total", sum(values), {**dict(key), **reason})
+        # SGLang counts finished requests (num_requests_total, aborted ones included) and, apart, abort
+        # calls (num_aborted_requests_total: one per abort_request(), one for an abort_all). Both would
+        # count aborts twice, and total minus aborts can go down between the two increments (Prometheus
+        # would take that for a restart). So the total alone, as `other`.
+        add_counted(exposition, "sglang:num_requests_total", "other", "num_requests", labels, out)
         add_info(
             out,
             models_seen(out) + label_values(exposition, "model_name", self.prefixes)

@@ -6,7 +6,7 @@ one, or absent. TGI has no TTFT, KV-usage, prefix-cache or preemption metrics. T
 `_sum` of its per-request length histograms (prompt: recorded at validation; generated: successful
 requests only). Its per-request "mean time per
 token" includes prefill, so it is an upper bound of TPOT. Successful requests carry no stop/length
-split (`reason="other"`, `raw_reason="success"`); failures are `error` (`dropped`: `abort`) with
+split (`reason="completed"`, `raw_reason="success"`); failures are `error` (`dropped`: `abort`) with
 their `err` cause as `raw_reason`.
 """
 
@@ -59,7 +59,7 @@ class Tgi(Engine):
         out = Normalized()
         apply_table(exposition, Table(NAMES, lambda _: labels), out)
         for sample in exposition.samples("tgi_request_success"):
-            out.add("llm_requests_finished_total", sample.value, {**labels, "reason": "other",
+            out.add("llm_requests_finished_total", sample.value, {**labels, "reason": "completed",
                                                                    "raw_reason": "success"})  # fmt: skip
         for sample in exposition.samples("tgi_request_failure"):
             raw = sample.labels.get("err", "")

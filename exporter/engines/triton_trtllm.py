@@ -7,7 +7,8 @@ carry `nv_trt_llm_*` series are engine models; Triton's pre/post-processing mode
 `fraction` block metric, else `used` / `max`, else (`max` - `free`) / `max`; with none of them it is
 absent. Token counters are
 the `_sum` of the backend's token-length histograms. Triton's first-response histogram (opt-in,
-milliseconds) becomes TTFT in seconds. Finished: Triton's success (`reason="other"`) and failure counters.
+milliseconds) becomes TTFT in seconds. Finished: Triton's success counter (`completed`) and its failure
+counter (`CANCELED`: `abort`; every other failure reason: `error`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 
 from exporter.engines.base import Engine, Scraped, add_info, in_seconds, merge_histograms
 from exporter.engines.parse import Exposition
-from exporter.engines.schema import Normalized, finish_reason, raw_reason_label
+from exporter.engines.schema import Normalized, raw_reason_label
 
 
 class TritonTrtllm(Engine):
@@ -93,13 +94,14 @@ class TritonTrtllm(Engine):
             mapped = labels(sample.labels)
             if mapped is not None:
                 out.add("llm_requests_finished_total", sample.value,
-                        {**mapped, "reason": "other", "raw_reason": "success"})  # fmt: skip
+                        {**mapped, "reason": "completed", "raw_reason": "success"})  # fmt: skip
         failures: dict[tuple, float] = {}
         for sample in exposition.samples("nv_inference_request_failure"):
             mapped = labels(sample.labels)
             if mapped is not None:
-                raw = sample.labels.get("reason", "failure")
-                key = (*mapped.items(), ("reason", finish_reason(raw)), ("raw_reason", raw_reason_label(raw)))
+                raw = sample.labels.get("reason", "failure")  # older Triton: no reason label
+                common = "abort" if raw == "CANCELED" else "error"  # REJECTED, BACKEND, OTHER, ...
+                key = (*mapped.items(), ("reason", common), ("raw_reason", raw_reason_label(raw)))
                 failures[key] = failures.get(key, 0.0) + sample.value
         for key, value in failures.items():
             out.add("llm_requests_finished_total", value, dict(key))

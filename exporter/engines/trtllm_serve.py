@@ -2,7 +2,8 @@
 
 Labels: `model_name` -> `model` (`engine_type` dropped). `trtllm_time_per_output_token_seconds` is
 observed once per request, so it is the per-request TPOT. KV capacity = max blocks x tokens per block.
-Prefix-cache hits/queries are its cached/prompt token counters (tokens, like vLLM).
+Prefix-cache hits/queries are its cached/prompt token counters (tokens, like vLLM). Finished: the success
+counter by `finished_reason`, and the error counter (no reason label) as `error`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from exporter.engines.base import (
     Engine,
     Scraped,
     Table,
+    add_counted,
     add_finished,
     add_info,
     apply_table,
@@ -63,6 +65,7 @@ class TrtllmServe(Engine):
                 out.add("llm_prefix_cache_queries_total", sum(values), dict(key))
                 out.add("llm_prefix_cache_hits_total", sum(cached[key]), dict(key))
         add_finished(exposition, P + "request_success_total", "finished_reason", labels, out)
+        add_counted(exposition, P + "request_error_total", "error", "request_error", labels, out)
         add_info(
             out,
             models_seen(out) + label_values(exposition, "model_name", self.prefixes)

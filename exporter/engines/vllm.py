@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from exporter.engines.base import (
     Engine,
     Fetch,
+    LabelMap,
     Scraped,
     Table,
     add_finished,
@@ -25,6 +26,7 @@ from exporter.engines.base import (
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
 
+REASON_LABELS = ("finished_reason", "finish_reason")
 # normalized family -> vLLM names without the prefix, preferred first (older names after newer ones)
 NAMES: dict[str, tuple[str, ...]] = {
     "llm_requests_running": ("num_requests_running",),
@@ -63,6 +65,10 @@ class Vllm(Engine):
         """Wire names (without the prefix) per normalized family."""
         return NAMES
 
+    def finished(self, exposition: Exposition, prefix: str, labels: LabelMap, out: Normalized) -> None:
+        for reason_label in REASON_LABELS:  # llm-d-inference-sim: finish_reason
+            add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
+
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition
         assert exposition is not None
@@ -77,8 +83,7 @@ class Vllm(Engine):
 
         names = {family: [prefix + name for name in wire] for family, wire in self.names(prefix).items()}
         apply_table(exposition, Table(names, labels), out)
-        for reason_label in ("finished_reason", "finish_reason"):  # llm-d-inference-sim: finish_reason
-            add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
+        self.finished(exposition, prefix, labels, out)
         self._capacity(exposition, prefix, out)
         models = models_seen(out) + label_values(
             exposition, "model_name", [prefix] if prefix else ["vllm:", ""]

@@ -2,15 +2,17 @@
 
 Labels: `model_uid` (the name clients request; else `model_name`) -> `model`, `replica_index` ->
 `engine_index`. Xinference's `engine` label names the backend (vllm, llama.cpp, ...), not a rank, and
-is dropped. It has no queue, KV, inter-token, preemption or prefix-cache metrics; request errors are
-the only finish reason it counts. Supervisor-port metrics (cluster inventory) are not engine metrics.
+is dropped. It has no queue, KV, inter-token, preemption or prefix-cache metrics. Its request counter
+(`model_request_total`, failures included) is one `other` series of `llm_requests_finished_total`; the
+failure counter overlaps it and is not published. Supervisor-port metrics (cluster inventory) are not
+engine metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.engines.base import Engine, Scraped, Table, add_info, apply_table, group, models_seen
+from exporter.engines.base import Engine, Scraped, Table, add_counted, add_info, apply_table, models_seen
 from exporter.engines.schema import Normalized
 
 P = "xinference:"
@@ -41,8 +43,8 @@ class Xinference(Engine):
             return {k: v for k, v in result.items() if v}
 
         apply_table(exposition, Table(NAMES, labels), out)
-        for key, values in group(exposition.samples(P + "model_request_errors_total"), labels).items():
-            reason = {"reason": "error", "raw_reason": "model_request_errors"}
-            out.add("llm_requests_finished_total", sum(values), {**dict(key), **reason})
+        # Requests (errors included) and, apart, failed requests: publishing both would count errors
+        # twice, and total minus errors can go down between the two increments. So the total, as `other`.
+        add_counted(exposition, P + "model_request_total", "other", "model_request", labels, out)
         add_info(out, models_seen(out) or ([model] if model else []))
         return out

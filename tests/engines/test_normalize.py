@@ -228,7 +228,8 @@ def test_sglang_ranks_streaming_and_retractions() -> None:
     assert one(out, "llm_prefix_cache_queries_total", engine_index="0") == 1000
     assert one(out, "llm_prefix_cache_hits_total", engine_index="0") == 400
     assert one(out, "llm_prefix_cache_hits_total", engine_index="1") == 0
-    assert one(out, "llm_requests_finished_total", reason="abort") == 2
+    # Aborts alone (no num_requests_total in this file): they overlap the total, so nothing is published.
+    assert "llm_requests_finished_total" not in out.families()
     queue = histogram(out, "llm_request_queue_time_seconds", engine_index="0")
     assert queue.buckets[0] == (0.0, 2.0)
 
@@ -246,7 +247,7 @@ def test_tgi_reference_sample_and_full_shape() -> None:
     assert one(out, "llm_prompt_tokens_total") == 9000
     assert one(out, "llm_generation_tokens_total") == 3100
     assert one(out, "llm_kv_cache_capacity_tokens") == 163840
-    assert one(out, "llm_requests_finished_total", reason="other", raw_reason="success") == 42
+    assert one(out, "llm_requests_finished_total", reason="completed", raw_reason="success") == 42
     assert one(out, "llm_requests_finished_total", reason="error", raw_reason="validation") == 1
     assert one(out, "llm_requests_finished_total", reason="abort", raw_reason="dropped") == 2
     assert one(out, "llm_engine_info", model="m", version="3.3.6-dev0") == 1
@@ -260,17 +261,40 @@ def test_lmdeploy_reasons_are_enum_reprs() -> None:
     assert one(out, "llm_requests_finished_total", reason="abort", raw_reason="ResponseType.CANCEL") == 1
     input_too_long = {"raw_reason": "ResponseType.INPUT_LENGTH_ERROR"}
     assert one(out, "llm_requests_finished_total", reason="error", **input_too_long) == 1
-    assert one(out, "llm_requests_finished_total", raw_reason="ResponseType.FINISH") == 18
+    assert one(out, "llm_requests_finished_total", reason="completed", raw_reason="ResponseType.FINISH") == 18
     assert one(out, "llm_prefix_cache_hits_total", **m) == 1250
     assert histogram(out, "llm_inter_token_latency_seconds", **m).count == 7980
     assert "llm_preemptions_total" not in out.families()
+
+
+LMDEPLOY_REASONS = """\
+# TYPE lmdeploy:request_success_total counter
+lmdeploy:request_success_total{engine="0",finished_reason="ResponseType.SUCCESS",model_name="m"} 4.0
+lmdeploy:request_success_total{engine="0",finished_reason="ResponseType.FINISH",model_name="m"} 6.0
+lmdeploy:request_success_total{engine="0",finished_reason="ResponseType.SESSION_REPEAT",model_name="m"} 1.0
+lmdeploy:request_success_total{engine="0",finished_reason="ResponseType.NO_QUEUE",model_name="m"} 2.0
+lmdeploy:request_success_total{engine="0",finished_reason="ResponseType.CANCEL",model_name="m"} 3.0
+"""
+
+
+def test_lmdeploy_success_types_are_completed_and_other_failures_errors() -> None:
+    """Constructed from LMDeploy's ResponseType: only SUCCESS/FINISH are not errors to its API server."""
+    out = ENGINES["lmdeploy"].normalize(Scraped(parse(LMDEPLOY_REASONS)), None)
+    by_reason = {
+        r: out.value("llm_requests_finished_total", reason=r) for r in ("completed", "abort", "error")
+    }
+    assert by_reason == {"completed": 10, "abort": 3, "error": 3}
+    assert out.value("llm_requests_finished_total", reason="other") is None
 
 
 def test_xinference_worker_metrics() -> None:
     out = normalize("xinference", "constructed-4.1-worker.txt")
     assert one(out, "llm_prompt_tokens_total", model="qwen-a", engine_index="1") == 200
     assert one(out, "llm_requests_running", model="qwen-a", engine_index="0") == 2
-    assert one(out, "llm_requests_finished_total", reason="error") == 3
+    # model_request_total counts every request, failed ones included: one `other` series (summed over
+    # `stream`); the failure counter overlaps it and is not published.
+    assert one(out, "llm_requests_finished_total", reason="other", raw_reason="model_request") == 25
+    assert out.value("llm_requests_finished_total", reason="error") is None
     assert histogram(out, "llm_time_to_first_token_seconds", model="qwen-a").count == 4
     assert "llm_requests_waiting" not in out.families()
 
@@ -286,6 +310,16 @@ def test_trtllm_serve() -> None:
     assert ENGINES["trtllm_serve"].metrics_path == "/prometheus/metrics"
 
 
+def test_trtllm_serve_errors_are_finished_requests_too() -> None:
+    text = (FIXTURES / "trtllm_serve" / "constructed-collector-2026.txt").read_text() + (
+        "# TYPE trtllm_request_error_total counter\n"
+        'trtllm_request_error_total{engine_type="pytorch",model_name="Qwen/Qwen3-8B"} 4.0\n'
+    )
+    out = ENGINES["trtllm_serve"].normalize(Scraped(parse(text)), None)
+    assert one(out, "llm_requests_finished_total", reason="error", raw_reason="request_error") == 4
+    assert one(out, "llm_requests_finished_total", reason="stop") == 30
+
+
 def test_nim_bare_names() -> None:
     out = normalize("nim", "constructed-bare-names.txt")
     m = {"model": "meta/llama-3.1-8b-instruct"}
@@ -295,6 +329,37 @@ def test_nim_bare_names() -> None:
     assert histogram(out, "llm_time_per_output_token_seconds", **m).count == 3390
     assert "llm_inter_token_latency_seconds" not in out.families()
     assert ENGINES["nim"].metrics_path == "/v1/metrics"
+
+
+NIM_BASE = (FIXTURES / "nim" / "constructed-bare-names.txt").read_text()
+NIM_M = 'model_name="meta/llama-3.1-8b-instruct"'
+
+
+def test_nim_request_finish_total_by_reason_wins() -> None:
+    """Constructed from NIM's documented request_finish_total (finish reason as label)."""
+    text = NIM_BASE + (
+        "# TYPE request_finish_total counter\n"
+        f'request_finish_total{{finished_reason="stop",{NIM_M}}} 10.0\n'
+        f'request_finish_total{{finished_reason="length",{NIM_M}}} 2.0\n'
+        f'request_finish_total{{finished_reason="abort",{NIM_M}}} 1.0\n'
+        "# TYPE request_failure_total counter\n"
+        f"request_failure_total{{{NIM_M}}} 1.0\n"
+    )
+    out = ENGINES["nim"].normalize(Scraped(parse(text)), None)
+    finished = matching(out.points, "llm_requests_finished_total", {})
+    assert sorted((p.labels["reason"], p.value) for p in finished) == [
+        ("abort", 1),
+        ("length", 2),
+        ("stop", 10),
+    ]
+
+
+def test_nim_success_and_failure_counters_without_finish_total() -> None:
+    """NIM's success counter counts stop/length, its failure counter every other reason: no overlap."""
+    text = NIM_BASE + f"# TYPE request_failure_total counter\nrequest_failure_total{{{NIM_M}}} 3.0\n"
+    out = ENGINES["nim"].normalize(Scraped(parse(text)), None)
+    assert one(out, "llm_requests_finished_total", reason="stop") == 10
+    assert one(out, "llm_requests_finished_total", reason="error", raw_reason="request_failure") == 3
 
 
 def test_nim_passing_vllm_names_through_keeps_vllm_meaning() -> None:
@@ -327,7 +392,8 @@ def test_triton_newer_backend_units_and_models() -> None:
     ttft = histogram(out, "llm_time_to_first_token_seconds", **m)
     assert ttft.buckets == ((0.1, 5.0), (0.5, 18.0), (2.0, 20.0), (math.inf, 20.0)) and ttft.sum == 4.5
     assert one(out, "llm_requests_finished_total", reason="abort", raw_reason="CANCELED") == 2
-    assert one(out, "llm_requests_finished_total", reason="other", raw_reason="success") == 20
+    assert one(out, "llm_requests_finished_total", reason="error", raw_reason="BACKEND") == 1
+    assert one(out, "llm_requests_finished_total", reason="completed", raw_reason="success") == 20
     # Pre/post-processing and ensemble models are not engine models.
     assert {p.labels.get("model") for p in out.points} == {"tensorrt_llm"}
 
@@ -381,6 +447,7 @@ def test_ollama_malformed_entries_are_parse_errors(ps: dict) -> None:
     ("raw", "common"),
     [("stop", "stop"), ("length", "length"), ("abort", "abort"), ("error", "error"), ("repetition", "other"),
      ("ResponseType.CANCEL", "abort"), ("ResponseType.OUT_OF_MEMORY", "error"), ("CANCELED", "abort"),
+     ("ResponseType.FINISH", "completed"), ("ResponseType.SUCCESS", "completed"), ("success", "completed"),
      ("BACKEND", "other"), ("", "other")],
 )  # fmt: skip
 def test_finish_reason_mapping(raw: str, common: str) -> None:
@@ -499,6 +566,16 @@ def test_sglang_0523_real_render_every_concept_equals_its_source(path: Path) -> 
         merged = matching(out.histograms, family, {})
         assert sum(h.count for h in merged) == sum(h.count for h in sources)
         assert sum(h.sum for h in merged) == pytest.approx(sum(h.sum for h in sources))
+    # Finished requests: SGLang's total (aborted ones included) as one `other` series; its abort counter
+    # overlaps that total and is never published beside it.
+    totals = exposition.samples("sglang:num_requests_total")
+    finished = matching(out.points, "llm_requests_finished_total", {})
+    if totals:
+        assert [(p.labels["reason"], p.labels["raw_reason"], p.value) for p in finished] == [
+            ("other", "num_requests", sum(s.value for s in totals))
+        ]
+    else:
+        assert not finished
     # The `le`-labelled per-stage family and the pid-labelled gauges never leak into the schema.
     assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
 
