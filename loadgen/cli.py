@@ -12,14 +12,18 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadgen import eventloop
-from loadgen.client import ClientError
+from loadgen.client import ClientError, redact_url
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
 from loadgen.scenario import Scenario, ScenarioError, read_secret
 from loadgen.workloads import WorkloadError
+
+if TYPE_CHECKING:
+    from loadgen.api import Policy
 
 log = logging.getLogger("loadgen")
 
@@ -200,14 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _serve_policy(args: argparse.Namespace, token: str | None):
-    """What `serve`'s control API accepts (loadgen.api.Policy), checked before anything starts."""
+def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
+    """What `serve`'s control API accepts, checked before anything starts."""
     from loadgen.api import Policy
 
     has_key = read_secret(args.api_key_env, args.api_key_file, "API key") is not None
     allowed = tuple(args.allow_url or ())
     for url in allowed:
-        Scenario(url=url).validate_url()
+        try:
+            Scenario(url=url).validate_url()
+        except ScenarioError:
+            raise ScenarioError(f"--allow-url {redact_url(url)} is not an http(s) URL") from None
     if has_key and not allowed:
         raise ScenarioError(
             "--api-key-env/--api-key-file need --allow-url URL: the key is sent only to the servers named"
@@ -292,7 +299,7 @@ def _escalating(stop: Callable[[], None], force: Callable[[], None]) -> Callable
     return handle
 
 
-async def _serve(address: str, policy) -> int:
+async def _serve(address: str, policy: Policy) -> int:
     from loadgen.api import HttpServer, RunManager, create_app
 
     collector = LoadgenCollector()

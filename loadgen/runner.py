@@ -17,9 +17,9 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from time import perf_counter_ns
-from typing import IO
+from typing import IO, Any
 
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient, Timeouts
@@ -130,7 +130,7 @@ class Run:
         reports.write(self.report, self.scenario)
         return self.report
 
-    async def _unless_stopped(self, work) -> bool:
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless a stop comes first, which cancels it at once (setup has nothing worth
         a grace period); False when stopped."""
         task = asyncio.create_task(work)
