@@ -41,7 +41,7 @@ ENGINE_KINDS = (
 MAX_TARGET_TIMEOUT_SECONDS = 8.0
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TARGET_KEYS = ("name", "url", "kind", "model", "auth_header_env", "timeout_seconds")
+_TARGET_KEYS = ("name", "url", "kind", "model", "auth_header_env", "timeout_seconds", "process")
 
 
 class ConfigError(ValueError):
@@ -56,6 +56,7 @@ class TargetConfig:
     model: str | None = None
     auth_header_env: str | None = None
     timeout_seconds: float = 2.0
+    process: str | None = None  # regex searched in the engine's command line, for the GPU join
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def parse_number(value: Any, where: str, minimum: float, maximum: float, integer
 
 
 def parse_target_spec(spec: str, where: str) -> dict[str, str]:
-    """`NAME=URL[,kind=KIND][,model=MODEL][,auth_header_env=VAR][,timeout_seconds=S]` -> a mapping."""
+    """`NAME=URL[,kind=KIND][,model=MODEL][,auth_header_env=VAR][,timeout_seconds=S][,process=REGEX]` -> a
+    mapping (a regex with a comma needs the YAML form)."""
     head, *items = str(spec).split(",")
     name, sep, url = head.partition("=")
     if not sep:
@@ -183,6 +185,14 @@ def parse_target(raw: Any, where: str, environ: Mapping[str, str]) -> TargetConf
             "while Prometheus scrapes the exporter, so the whole engines round must end well within "
             "Prometheus's scrape_timeout (10 s in prometheus/prometheus.yml)"
         )
+    process = raw.get("process") or None
+    if process is not None:
+        try:
+            re.compile(str(process))
+        except re.error as exc:
+            raise ConfigError(
+                f"{where}: target {name!r} process {process!r} is not a valid regular expression: {exc}"
+            ) from None
     model = raw.get("model")
     return TargetConfig(
         name=name,
@@ -191,6 +201,7 @@ def parse_target(raw: Any, where: str, environ: Mapping[str, str]) -> TargetConf
         model=None if model in (None, "") else str(model),
         auth_header_env=auth_env,
         timeout_seconds=timeout,
+        process=None if process is None else str(process),
     )
 
 
@@ -244,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         dest="targets",
         action="append",
-        metavar="NAME=URL[,kind=K,model=M,auth_header_env=VAR,timeout_seconds=S]",
+        metavar="NAME=URL[,kind=K,model=M,auth_header_env=VAR,timeout_seconds=S,process=REGEX]",
         help="engine to scrape (repeatable)",
     )
     add(

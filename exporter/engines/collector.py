@@ -19,10 +19,11 @@ import httpx
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
+from exporter.collectors.host import EngineMatcher
 from exporter.config import Config
-from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse
+from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse, JoinTarget
 from exporter.engines.schema import FAMILIES, TARGET_FAMILIES, Spec
-from exporter.engines.scraper import TargetResult, TargetScraper
+from exporter.engines.scraper import UNKNOWN_KIND, TargetResult, TargetScraper
 
 log = logging.getLogger("exporter.engines")
 MAX_MODELS_PER_TARGET = 64
@@ -35,7 +36,7 @@ class EnginesCollector:
     def __init__(self, config: Config, gpu_processes: Callable[[], Sequence[GpuProcessLike]] = list) -> None:
         self._scrapers = [TargetScraper(target) for target in config.targets]
         self._passthrough = config.engine_passthrough
-        self._join = GpuJoin(gpu_processes)
+        self._join = GpuJoin(gpu_processes, EngineMatcher(config.engine_process_patterns))
         self._loop = _LoopThread()
         # Every target has its own deadline (at most MAX_TARGET_TIMEOUT_SECONDS); the round ends by the
         # longest of them plus a margin, so an exporter scrape stays inside Prometheus's scrape_timeout.
@@ -52,7 +53,8 @@ class EnginesCollector:
 
     def collect(self) -> Iterator[Metric]:
         results = self._results()
-        yield from build_families(results, self._gpu_uses(results), self._passthrough)
+        uses, ambiguous = self._gpu_uses(results)
+        yield from build_families(results, uses, self._passthrough, ambiguous)
 
     def _results(self) -> list[TargetResult]:
         with self._round_lock:
@@ -75,12 +77,23 @@ class EnginesCollector:
     def close(self) -> None:
         self._loop.close()
 
-    def _gpu_uses(self, results: Sequence[TargetResult]) -> list[GpuUse]:
+    def _gpu_uses(self, results: Sequence[TargetResult]) -> tuple[list[GpuUse], set[str]]:
+        targets = [
+            JoinTarget(
+                name=r.name,
+                url=r.url,
+                engine_kind=None if r.engine_kind == UNKNOWN_KIND else r.engine_kind,
+                process=s.target.process,
+                peer=r.peer,
+                answered=r.up,
+            )
+            for r, s in zip(results, self._scrapers, strict=True)
+        ]
         try:
-            return self._join.join((r.name, r.url) for r in results)
+            return self._join.join(targets), set(self._join.ambiguous)
         except Exception:  # a failing GPU side costs the join series only, never the engine series
             log.exception("engine -> GPU join failed")
-            return []
+            return [], set()
 
     async def _scrape_all(self) -> list[TargetResult]:
         # A fresh client per round: no keep-alive connection outlives an engine restart.
@@ -89,7 +102,10 @@ class EnginesCollector:
 
 
 def build_families(
-    results: Sequence[TargetResult], uses: Iterable[GpuUse], passthrough: bool
+    results: Sequence[TargetResult],
+    uses: Iterable[GpuUse],
+    passthrough: bool,
+    ambiguous: Iterable[str] = (),
 ) -> list[Metric]:
     families: dict[str, Metric] = {}
 
@@ -119,6 +135,9 @@ def build_families(
             )
         if result.normalized is not None:
             _add_normalized(result, base, family)
+        family("llm_engine_gpu_join_ambiguous").add_sample(
+            "llm_engine_gpu_join_ambiguous", target, float(result.name in set(ambiguous))
+        )
     for use in uses:
         labels = {
             "target": use.target,

@@ -48,6 +48,9 @@ FAMILIES: dict[str, Spec] = {
     "llm_model_context_length_tokens": Spec("gauge", "Context length the loaded model runs with."),
     "llm_engine_gpu_info": Spec("gauge", "GPUs the engine's process tree occupies (value 1)."),
     "llm_engine_gpu_memory_used_bytes": Spec("gauge", "GPU memory the engine's processes hold on that GPU."),
+    "llm_engine_gpu_join_ambiguous": Spec(
+        "gauge", "1 while more than one process tree could be the target's engine (no GPU join), else 0."
+    ),
 }
 
 TARGET_FAMILIES: dict[str, Spec] = {

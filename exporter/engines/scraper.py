@@ -48,6 +48,7 @@ class TargetResult:
     normalized: Normalized | None = None
     exposition: Exposition | None = None
     engine: Engine | None = None
+    peer: tuple[str, int] | None = None  # the address the last answer of this target came from
 
 
 class HttpFetch:
@@ -69,6 +70,7 @@ class HttpFetch:
             suffix = next(known for known in METRICS_PATHS if path.endswith(known))
             self.base = path[: -len(suffix)]
         self.client, self.target, self.headers = client, target, headers
+        self.peer: tuple[str, int] | None = None  # the address the last answer came from
 
     async def metrics(self, default_path: str) -> str:
         return await self._text(self.explicit_path or self.base + default_path)
@@ -95,6 +97,7 @@ class HttpFetch:
         url = self.origin + path + self.query
         try:
             async with self.client.stream("GET", url, headers=self.headers) as response:
+                self.peer = _server_address(response) or self.peer
                 if response.status_code in (401, 403):
                     raise ScrapeError("auth", f"{path}: HTTP {response.status_code}", response.status_code)
                 if not 200 <= response.status_code < 300:
@@ -106,6 +109,15 @@ class HttpFetch:
             raise ScrapeError("timeout", f"{path}: timed out") from None
         except httpx.HTTPError as exc:  # refused, reset, DNS, protocol errors before the body
             raise ScrapeError("connect", f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def _server_address(response: httpx.Response) -> tuple[str, int] | None:
+    """Where the connection went (the resolved address, for the GPU join of a target named by DNS)."""
+    stream = response.extensions.get("network_stream")
+    address = stream.get_extra_info("server_addr") if stream is not None else None
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
 
 
 async def _read_body(response: httpx.Response, path: str) -> bytes:
@@ -134,6 +146,7 @@ class TargetScraper:
     engine: Engine | None = None
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     last_success: float | None = None
+    peer: tuple[str, int] | None = None
     _was_up: bool | None = None
 
     def __post_init__(self) -> None:
@@ -189,10 +202,17 @@ class TargetScraper:
             normalized=normalized,
             exposition=exposition,
             engine=self.engine,
+            peer=self.peer,
         )
 
     async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:
         fetch = HttpFetch(client, self.target, self._headers())
+        try:
+            return await self._scrape_with(fetch)
+        finally:
+            self.peer = fetch.peer or self.peer
+
+    async def _scrape_with(self, fetch: HttpFetch) -> tuple[Normalized, Exposition | None]:
         if self.target.kind:
             engine = ENGINES[self.target.kind]
             scraped = await engine.scrape(fetch)

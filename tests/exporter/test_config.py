@@ -37,7 +37,7 @@ collect_interval_seconds: 0.5
 log_level: debug
 targets:
   - {name: a, url: "http://127.0.0.1:8000", kind: vllm, model: qwen, timeout_seconds: 8}
-  - {name: b, url: "http://127.0.0.1:8001"}
+  - {name: b, url: "http://127.0.0.1:8001", process: "text-generation-launcher --port 8001"}
 engine_process_patterns:
   - {engine_kind: custom, pattern: "serve\\\\.py"}
 """,
@@ -50,7 +50,7 @@ engine_process_patterns:
     assert from_file.log_level == "debug"
     assert from_file.targets == (
         TargetConfig("a", "http://127.0.0.1:8000", kind="vllm", model="qwen", timeout_seconds=8.0),
-        TargetConfig("b", "http://127.0.0.1:8001"),
+        TargetConfig("b", "http://127.0.0.1:8001", process="text-generation-launcher --port 8001"),
     )
     assert from_file.engine_process_patterns == (EngineProcessPattern("custom", r"serve\.py"),)
 
@@ -78,7 +78,7 @@ engine_process_patterns:
         "--target",
         "e=http://127.0.0.1:7000,model=m,auth_header_env=ENGINE_AUTH,timeout_seconds=0.5",
         "--target",
-        "f=http://[::1]:7001",
+        "f=http://[::1]:7001,process=^llama-server .*--port 7001",
     ]
     from_flags = load_config(flags, {**env, "ENGINE_AUTH": "Bearer x"})
     assert from_flags.listen_address == "127.0.0.1:3333"
@@ -88,7 +88,7 @@ engine_process_patterns:
         TargetConfig(
             "e", "http://127.0.0.1:7000", model="m", auth_header_env="ENGINE_AUTH", timeout_seconds=0.5
         ),
-        TargetConfig("f", "http://[::1]:7001"),
+        TargetConfig("f", "http://[::1]:7001", process="^llama-server .*--port 7001"),
     )
 
 
@@ -118,6 +118,7 @@ engine_process_patterns:
             "timeout_seconds: 9 s is more than 8 s; engines are read while Prometheus scrapes the exporter",
         ),
         (["--target", "a=http://h,auth_header_env=1X"], {}, "auth_header_env '1X' is not a variable name"),
+        (["--target", "a=http://h,process=vllm(serve"], {}, "process 'vllm(serve' is not a valid regular"),
         (
             ["--target", "a=http://h,auth_header_env=NOT_SET_ANYWHERE"],
             {},
