@@ -14,13 +14,14 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from time import perf_counter_ns
 
 import httpx
 
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
-from loadgen.transport import MalformedResponse, StackPoolTransport
+from loadgen.transport import DeadlineExceeded, MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
 
@@ -169,23 +170,19 @@ class LoadClient:
             raise
         record.sent_ns = perf_counter_ns()
         try:
-            async with asyncio.timeout(self.timeouts.request_s):
-                if self._raw is not None:  # the pool releases the slot when the response closes
-                    response = await self._raw.post_raw(self._host, self._port, payload, self._timeouts)
-                    record.retries = int(response.retried)
-                else:
+            if self._raw is not None:  # the pool releases the slot when the response closes
+                # the whole-request deadline rides on the read timers (transport.fill)
+                timeouts = {**self._timeouts, "deadline": _loop_time() + self.timeouts.request_s}
+                response = await self._raw.post_raw(self._host, self._port, payload, timeouts)
+                record.retries = int(response.retried)
+                await self._consume_and_close(response, record)
+            else:
+                async with asyncio.timeout(self.timeouts.request_s):
                     response = await self._transport.handle_async_request(request)
                     response.request = request
                     record.retries = 1 if request.extensions.get("loadgen_retried") else 0
-                try:
-                    await self._consume(response, record)
-                except MalformedResponse as exc:
-                    record.fail("malformed", _describe(exc))
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                    record.fail("stream_broken", _describe(exc))
-                finally:
-                    await response.aclose()
-        except TimeoutError:
+                    await self._consume_and_close(response, record)
+        except (TimeoutError, DeadlineExceeded):
             record.fail("timeout", f"no complete response within {self.timeouts.request_s:g}s")
         except httpx.ConnectTimeout as exc:
             record.fail("connect", _describe(exc))
@@ -209,6 +206,16 @@ class LoadClient:
             if record.error and self._secrets:
                 record.error = self.scrub(record.error)
             self._settle_tokens(record)
+
+    async def _consume_and_close(self, response: httpx.Response, record: RequestRecord) -> None:
+        try:
+            await self._consume(response, record)
+        except MalformedResponse as exc:
+            record.fail("malformed", _describe(exc))
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            record.fail("stream_broken", _describe(exc))
+        finally:
+            await response.aclose()
 
     async def _consume(self, response: httpx.Response, record: RequestRecord) -> None:
         status = response.status_code
@@ -237,11 +244,12 @@ class LoadClient:
                     continue
                 if data == b"[DONE]":
                     done = True
-                elif not event and record.text is None and _plain_content_token(data):
-                    record.token_times.append(now)
-                    record.content_events += 1
-                    if not record.first_output_ns:
-                        record.first_output_ns = now
+                elif not event and record.text is None and (plain := _plain_event(data)) >= 0:
+                    if plain:
+                        record.token_times.append(now)
+                        record.content_events += 1
+                        if not record.first_output_ns:
+                            record.first_output_ns = now
                 elif not self._event(event, data, now, record):
                     return
         if stamped:
@@ -344,22 +352,27 @@ class LoadClient:
             record.reasoning_tokens = record.reasoning_events
 
 
+def _loop_time() -> float:
+    return _monotonic()
+
+
 _NOT_PLAIN = re.compile(rb'"reasoning|"tool_calls"|"usage"|"error"|"finish_reason": ?"|"index": ?[1-9]')
 
 
-def _plain_content_token(data: bytes) -> bool:
-    """True for the common chat token event: one JSON object, ASCII only, a non-empty delta
-    `content`, choice 0, no reasoning, tool calls, usage, error or finish reason. Those are counted
-    without parsing the JSON (most of a stream's events); every other event is parsed in full."""
+def _plain_event(data: bytes) -> int:
+    """1 for the common chat token event: one JSON object, ASCII only, a non-empty delta `content`,
+    choice 0, no reasoning, tool calls, usage, error or finish reason; 0 for the same with empty
+    content (the role chunk that opens a stream: nothing to account); -1 for anything else, which is
+    parsed in full. Most of a stream's events are decided here without parsing the JSON."""
     if data[:1] != b"{" or data[-1:] != b"}" or not data.isascii():
-        return False
+        return -1
     at = data.find(b'"content":')
     if at < 0:
-        return False
+        return -1
     value = data[at + 10 : at + 13].lstrip(b" ")
-    if value[:1] != b'"' or value[1:2] == b'"':
-        return False
-    return _NOT_PLAIN.search(data) is None
+    if value[:1] != b'"' or _NOT_PLAIN.search(data) is not None:
+        return -1
+    return 0 if value[1:2] == b'"' else 1
 
 
 def _take_usage(usage: dict, record: RequestRecord) -> None:

@@ -44,6 +44,12 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def observe_many(self, values: list[float]) -> None:
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        self.total += sum(values)
+
     def buckets(self) -> list[tuple[str, int]]:
         cumulative, running = [], 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
@@ -101,10 +107,7 @@ class RunMetrics:
         tpot = record.tpot_s
         if tpot is not None:
             self.tpot.observe(tpot)
-        times = record.token_times
-        observe = self.itl.observe
-        for i in range(1, len(times)):
-            observe((times[i] - times[i - 1]) * 1e-9)
+        self.itl.observe_many(record.itl_s())
 
 
 _HISTOGRAMS = (

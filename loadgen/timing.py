@@ -14,6 +14,8 @@ server's own send times). Definitions (README.md has the full text):
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 OUTCOMES = (
     "success",
     "connect",
@@ -117,8 +119,10 @@ class RequestRecord:
         return (self.e2e_s - ttft) / (self.output_tokens - 1)
 
     def itl_s(self) -> list[float]:
-        times = self.token_times
-        return [(times[i] - times[i - 1]) * NS for i in range(1, len(times))] if self.stream else []
+        """Gaps between consecutive token events, in seconds (none without streaming)."""
+        if not self.stream:
+            return []
+        return [(later - earlier) * NS for earlier, later in pairwise(self.token_times)]
 
     def as_json(self) -> dict:
         """The per-request JSONL record (times in seconds; absolute instants in ns, same clock)."""

@@ -210,3 +210,23 @@ def test_event_loop_choice() -> None:
     else:
         assert eventloop.run(which(), "uvloop") == "uvloop"
         assert eventloop.run(which(), "auto") == "uvloop"
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        (b'{"choices":[{"index":0,"delta":{"content":" hi"},"finish_reason":null}]}', 1),
+        (b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}', 0),
+        (b'{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}', -1),
+        (b'{"choices":[{"index":0,"delta":{"content":"a","reasoning_content":"b"}}]}', -1),
+        (b'{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"completion_tokens":1}}', -1),
+        (b'{"choices":[{"index":1,"delta":{"content":"a"}}]}', -1),
+        (b'{"choices":[{"index":0,"delta":{"role":"assistant"}}]}', -1),
+        ('{"choices":[{"index":0,"delta":{"content":"é"}}]}'.encode(), -1),
+        (b'{"error":{"message":"x","content":"y"}}', -1),
+    ],
+)
+def test_the_fast_path_decides_only_events_it_fully_understands(event: bytes, kind: int) -> None:
+    from loadgen.client import _plain_event
+
+    assert _plain_event(event) == kind
