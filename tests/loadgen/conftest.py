@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadgen import eventloop
 from loadgen.metrics import LoadgenCollector
 from loadgen.runner import Run
 from loadgen.scenario import Scenario
@@ -65,13 +65,14 @@ class Result:
 def run_loadgen(tmp_path: Path) -> Callable[..., Result]:
     counter = iter(range(1000))
 
-    def run(**values) -> Result:
+    def run(event_loop: str = "auto", **values) -> Result:
+        """One run in this process, on the loop the CLI would use (uvloop where installed)."""
         jsonl = tmp_path / f"requests-{next(counter)}.jsonl"
         values = {"metrics_address": "none", "progress": "none", "output_jsonl": str(jsonl), **values}
         scenario = Scenario.build(None, values)
         collector = LoadgenCollector()
         loadgen_run = Run(scenario, collector)
-        report = asyncio.run(loadgen_run.execute())
+        report = eventloop.run(loadgen_run.execute(), event_loop)
         records = [json.loads(line) for line in jsonl.read_text().splitlines()]
         return Result(loadgen_run, report, records, collector)
 

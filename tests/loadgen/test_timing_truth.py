@@ -35,6 +35,7 @@ def p99(values: list[float]) -> float:
     return ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 @pytest.mark.parametrize(
     ("concurrency", "tokens", "mock"),
     [
@@ -44,8 +45,11 @@ def p99(values: list[float]) -> float:
         (500, 8, {"ttft_ms": 1000, "itl_ms": 300}),
     ],
 )
-def test_measured_latency_matches_server_truth_within_1ms(scripted, run_loadgen, concurrency, tokens, mock):
+def test_measured_latency_matches_server_truth_within_1ms(
+    scripted, run_loadgen, concurrency, tokens, mock, event_loop
+):
     result = run_loadgen(
+        event_loop=event_loop,
         url=scripted.url,
         model="scripted",
         concurrency=concurrency,
