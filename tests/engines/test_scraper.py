@@ -550,3 +550,18 @@ def test_a_proxy_prefix_is_kept_for_status_pages(fake_engine: FakeEngine, suffix
     assert value(exposition, "llm_requests_running", target="p", model="tiny") == 46
     assert value(exposition, "llm_kv_cache_capacity_tokens", target="p", model="tiny") == 512
     assert all(path.startswith("/llama/") for path, _ in fake_engine.requests)
+
+
+def test_the_address_each_answer_came_from_is_kept_for_the_gpu_join(fake_engine: FakeEngine) -> None:
+    """A target named by DNS (`http://engine:8000`) is found in /proc by the address it resolved to."""
+    serve_llama(fake_engine)
+    collector = collector_for(TargetConfig("t", fake_engine.url.replace("127.0.0.1", "localhost")))
+    try:
+        scrape(collector)
+        fake_engine.serve("/metrics", "boom\n", status=503)
+        scrape(collector)  # a failed scrape that still reached the server keeps the address
+    finally:
+        collector.close()
+    [scraper] = collector._scrapers
+    port = int(fake_engine.url.rsplit(":", 1)[1])
+    assert scraper.peer in (("127.0.0.1", port), ("::1", port))
