@@ -37,6 +37,7 @@ class EnginesCollector:
         self._scrapers = [TargetScraper(target) for target in config.targets]
         self._passthrough = config.engine_passthrough
         self._join = GpuJoin(gpu_processes, EngineMatcher(config.engine_process_patterns))
+        self._join_lock = threading.Lock()  # scrapes sharing a round still join one at a time
         self._loop = _LoopThread()
         # Every target has its own deadline (at most MAX_TARGET_TIMEOUT_SECONDS); the round ends by the
         # longest of them plus a margin, so an exporter scrape stays inside Prometheus's scrape_timeout.
@@ -90,7 +91,8 @@ class EnginesCollector:
             for r, s in zip(results, self._scrapers, strict=True)
         ]
         try:
-            return self._join.join(targets), set(self._join.ambiguous)
+            with self._join_lock:
+                return self._join.join(targets), set(self._join.ambiguous)
         except Exception:  # a failing GPU side costs the join series only, never the engine series
             log.exception("engine -> GPU join failed")
             return [], set()
