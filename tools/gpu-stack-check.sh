@@ -6,8 +6,13 @@
 #   engine-load.txt                       llama-server's own /metrics during load
 #   compute-apps.csv                      nvidia-smi --query-compute-apps at the same moment
 #   loadgen.json, loadgen.txt             the load generator's report
+#   queries.md                            when Prometheus is available (on the PATH, or PROMETHEUS=binary):
+#                                         it scrapes the stack with prometheus/rules/ loaded, and every
+#                                         dashboard, Grafana-alert and recording-rule query is run against
+#                                         it (tools/check_queries.py), GPU panels and rules included
 # and ends with the engine -> GPU join next to nvidia-smi's view of the same process.
 # Needs: nvidia-smi, cmake and nvcc (or a built binary), Python with this project's dependencies.
+# Without network, LLAMA_CPP_SOURCE=<llama.cpp tree> (see tools/build-llama-server.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,9 +23,12 @@ export LLAMA_EXTRA_CMAKE_ARGS=${LLAMA_EXTRA_CMAKE_ARGS:--DGGML_CUDA=ON -DCMAKE_C
 python=${PYTHON:-python3}
 levels=${LEVELS:-1,16,64}
 step=${STEP_DURATION:-20s}
+shape=${SHAPE:-QWEN3_4B}   # or TINY: seconds to write instead of a minute for the 8.8 GB model
+ctx=${CTX:-65536}
+parallel=${PARALLEL:-64}
 
 server=$(bash tools/build-llama-server.sh)
-model=$($python -c "from tests.support.llama import QWEN3_4B, random_model; print(random_model(QWEN3_4B))")
+model=$($python -c "from tests.support.llama import $shape, random_model; print(random_model($shape))")
 echo "llama-server: $server"
 echo "model: $model ($(du -h "$model" | cut -f1))"
 
@@ -34,7 +42,22 @@ wait_http() {
   return 1
 }
 
-"$server" -m "$model" --alias qwen3-4b-shape -ngl 99 --metrics -np 64 -c 65536 \
+prometheus=${PROMETHEUS:-$(command -v prometheus || true)}
+if [ -n "$prometheus" ]; then
+  cat >"$out/prometheus.yml" <<EOF
+global: {scrape_interval: 2s, evaluation_interval: 2s}
+rule_files: ["$root/prometheus/rules/*.yml"]
+scrape_configs:
+  - {job_name: llmobs-exporter, static_configs: [{targets: ["127.0.0.1:9840"]}]}
+  - {job_name: llmobs-loadgen, static_configs: [{targets: ["127.0.0.1:9841"]}]}
+  - {job_name: engines, static_configs: [{targets: ["127.0.0.1:8080"], labels: {engine_kind: llamacpp}}]}
+EOF
+  "$prometheus" --config.file="$out/prometheus.yml" --storage.tsdb.path="$(mktemp -d)" \
+    --web.listen-address=127.0.0.1:9090 >"$out/prometheus.log" 2>&1 &
+  pids+=($!)
+fi
+
+"$server" -m "$model" --alias "$(basename "$model" .gguf)" -ngl 99 --metrics -np "$parallel" -c "$ctx" \
   --host 127.0.0.1 --port 8080 >"$out/llama-server.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:8080/health
@@ -60,6 +83,9 @@ nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,nohead
 curl -fs http://127.0.0.1:9840/metrics >"$out/exporter-load.txt"
 curl -fs http://127.0.0.1:8080/metrics >"$out/engine-load.txt"
 wait "$loadgen"
+if [ -n "$prometheus" ]; then
+  $python tools/check_queries.py http://127.0.0.1:9090 --out "$out/queries.md" >/dev/null || true
+fi
 
 echo "== loadgen report"
 cat "$out/loadgen.txt"
@@ -70,3 +96,7 @@ grep -E '^(llm_engine_gpu|llm_requests_(running|waiting)|llm_generation_tokens_t
   "$out/exporter-load.txt"
 echo "== engine's own counters at the same moment"
 grep -E '^llamacpp:(tokens_predicted_total|prompt_tokens_total|requests_processing)' "$out/engine-load.txt"
+if [ -f "$out/queries.md" ]; then
+  echo "== Prometheus: dashboard queries and recording rules (queries.md)"
+  grep -E 'queries answered|^Problems|^Rules evaluating|^Alerts|PROBLEM|tokens_per_gpu_joule|gpu_memory_used_bytes_per_total' "$out/queries.md"
+fi

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.stack.promql import KEYWORDS
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 GRAFANA_RULES = ROOT / "grafana" / "provisioning" / "alerting" / "rules.yml"
@@ -66,3 +68,24 @@ def concrete(expr: str) -> str:
         return CONCRETE.get(match.group(1), ".*")
 
     return re.sub(r"\$\{?(\w+)\}?", value, expr)
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors of a (variable-free) query, e.g. 'x{a=~".*"}'."""
+    braces: list[str] = []
+
+    def stash(match: re.Match) -> str:
+        braces.append(match.group(0))
+        return f" @{len(braces) - 1}@ "
+
+    text = re.sub(r"\{[^{}]*\}", stash, expr)
+    text = re.sub(r"\[[^\[\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
+    text = re.sub(r"(?<![\w:.@])\d+(\.\d+)?([eE][+-]?\d+)?", " ", text)
+    found = []
+    for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(@(\d+)@)?", text):
+        name, index = match.group(1), match.group(3)
+        if text[match.end() :].lstrip().startswith("(") or name.lower() in KEYWORDS:
+            continue
+        found.append(name + (braces[int(index)] if index else ""))
+    return found

@@ -10,7 +10,7 @@ return data itself. On a GPU host the GPU panels are checked the same way.
 from __future__ import annotations
 
 import math
-import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack.dashboards import all_queries, concrete
-from tests.stack.promql import KEYWORDS, RULES_DIR, VLLM_NAMES, rule_groups
+from tests.stack.dashboards import all_queries, concrete, selectors
+from tests.stack.promql import RULES_DIR, VLLM_NAMES, rule_groups
 from tests.support.llama import LlamaServer, llama_server
 from tests.support.procs import free_port, running
 from tests.support.prometheus import Prometheus, prometheus_server
@@ -27,27 +27,6 @@ from tests.support.prometheus import Prometheus, prometheus_server
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 PYTHON = sys.executable
-
-
-def selectors(expr: str) -> list[str]:
-    """The instant-vector selectors of a (variable-free) query, e.g. 'x{a=~".*"}'."""
-    braces: list[str] = []
-
-    def stash(match: re.Match) -> str:
-        braces.append(match.group(0))
-        return f" @{len(braces) - 1}@ "
-
-    text = re.sub(r"\{[^{}]*\}", stash, expr)
-    text = re.sub(r"\[[^\[\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", text)
-    text = re.sub(r"(?<![\w:.@])\d+(\.\d+)?([eE][+-]?\d+)?", " ", text)
-    found = []
-    for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(@(\d+)@)?", text):
-        name, index = match.group(1), match.group(3)
-        if text[match.end() :].lstrip().startswith("(") or name.lower() in KEYWORDS:
-            continue
-        found.append(name + (braces[int(index)] if index else ""))
-    return found
 
 
 def has_data(prometheus: Prometheus, expr: str) -> bool:
@@ -174,6 +153,16 @@ def test_every_rule_evaluates_without_error(stack) -> None:
     assert len(rules) == sum(len(group["rules"]) for _, group in rule_groups())
     failing = {(rule["name"], rule.get("lastError")) for rule in rules if rule["health"] != "ok"}
     assert failing == set()
+
+
+def test_the_gpu_host_query_tool_finds_no_problem(stack) -> None:
+    """tools/check_queries.py, run on GPU hosts, judges a live stack as the test above does."""
+    prometheus, _ = stack
+    result = subprocess.run(
+        [PYTHON, "tools/check_queries.py", prometheus.url], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Problems: 0" in result.stdout and "queries answered with data" in result.stdout
 
 
 def test_selector_extraction() -> None:
