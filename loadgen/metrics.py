@@ -31,6 +31,11 @@ E2E_BUCKETS = (
 
 LABELS = ("scenario", "run_id")
 
+# Joint goodput objectives: vLLM's TTFT bounds from 0.1 s to 10 s and its ITL bounds from 25 ms to
+# 0.3 s, the choices the dashboards offer for $ttft_slo and $tpot_slo.
+GOODPUT_TTFT = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+GOODPUT_TPOT = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+
 
 class Histogram:
     __slots__ = ("bounds", "counts", "total")
@@ -58,6 +63,34 @@ class Histogram:
         return cumulative
 
 
+class GoodputGrid:
+    """Successful requests meeting both a TTFT and a TPOT objective, for every pair of the grid.
+
+    One increment per request, in the cell of the smallest objectives it meets; a pair's count is the
+    sum of the cells at or below it, taken at scrape time. A request without a TTFT (not streamed)
+    meets no pair; one without a TPOT (a one-token answer) meets every TPOT objective, as in the report.
+    """
+
+    __slots__ = ("cells",)
+
+    def __init__(self) -> None:
+        self.cells = [[0] * (len(GOODPUT_TPOT) + 1) for _ in range(len(GOODPUT_TTFT) + 1)]
+
+    def observe(self, ttft: float, tpot: float | None) -> None:
+        row = bisect_left(GOODPUT_TTFT, ttft)
+        self.cells[row][bisect_left(GOODPUT_TPOT, tpot) if tpot is not None else 0] += 1
+
+    def met(self) -> Iterator[tuple[float, float, int]]:
+        """(TTFT objective, TPOT objective, requests meeting both)."""
+        columns = [0] * len(GOODPUT_TPOT)  # running sums over the rows so far, per column
+        for row, ttft in enumerate(GOODPUT_TTFT):
+            running = 0
+            for column, tpot in enumerate(GOODPUT_TPOT):
+                running += self.cells[row][column]
+                columns[column] += running
+                yield ttft, tpot, columns[column]
+
+
 class RunMetrics:
     """The live series of one run."""
 
@@ -70,6 +103,7 @@ class RunMetrics:
         self.tpot = Histogram(ITL_BUCKETS)
         self.itl = Histogram(ITL_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
+        self.goodput = GoodputGrid()
         self.sent = 0
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.prompt_tokens = 0
@@ -107,6 +141,7 @@ class RunMetrics:
         tpot = record.tpot_s
         if tpot is not None:
             self.tpot.observe(tpot)
+        self.goodput.observe(ttft, tpot)
         self.itl.observe_many(record.itl_s())
 
 
@@ -165,6 +200,11 @@ class LoadgenCollector(Collector):
         info = GaugeMetricFamily(
             "loadgen_run_info", "The run's identity.", labels=(*LABELS, "model", "endpoint_kind", "shape")
         )
+        goodput = CounterMetricFamily(
+            "loadgen_requests_slo_met",
+            "Succeeded requests with TTFT <= ttft_le and TPOT <= tpot_le (one-token answers meet any TPOT).",
+            labels=(*LABELS, "ttft_le", "tpot_le"),
+        )
         for run in runs:
             labels = list(run.labels)
             sent.add_metric(labels, run.sent)
@@ -180,4 +220,6 @@ class LoadgenCollector(Collector):
                 rate.add_metric(labels, run.target_rate)
             phase.add_metric([*labels, run.phase], 1)
             info.add_metric([*labels, run.info["model"], run.info["endpoint_kind"], run.info["shape"]], 1)
-        yield from (sent, finished, *tokens.values(), in_flight, concurrency, rate, phase, info)
+            for ttft, tpot, count in run.goodput.met():
+                goodput.add_metric([*labels, repr(ttft), repr(tpot)], count)
+        yield from (sent, finished, *tokens.values(), goodput, in_flight, concurrency, rate, phase, info)

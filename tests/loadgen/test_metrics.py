@@ -89,3 +89,40 @@ def test_the_collector_keeps_only_the_last_runs(scripted):
         run_ids.append(scenario.run_id)
     seen = {s.labels.get("run_id") for f in families(collector).values() for s in f.samples}
     assert seen == {"keep-1", "keep-2"}
+
+
+def test_goodput_grid_counts_every_pair_as_a_direct_count_would():
+    import random
+
+    rng = random.Random(7)
+    grid = metrics.GoodputGrid()
+    requests = []
+    for _ in range(500):
+        ttft = rng.choice([rng.uniform(0, 12), 0.1, 1.0, 10.0])  # bounds themselves included
+        tpot = rng.choice([None, rng.uniform(0, 0.4), 0.025, 0.3])
+        grid.observe(ttft, tpot)
+        requests.append((ttft, tpot))
+    met = {(ttft_le, tpot_le): count for ttft_le, tpot_le, count in grid.met()}
+    assert len(met) == len(metrics.GOODPUT_TTFT) * len(metrics.GOODPUT_TPOT)
+    for (ttft_le, tpot_le), count in met.items():
+        direct = sum(1 for ttft, tpot in requests if ttft <= ttft_le and (tpot is None or tpot <= tpot_le))
+        assert count == direct, (ttft_le, tpot_le)
+
+
+@pytest.mark.parametrize(("ttft_slo", "tpot_slo"), [("0.1", "0.025"), ("0.1", "0.05"), ("1.0", "0.3")])
+def test_joint_goodput_on_metrics_equals_the_reports(scripted, run_loadgen, ttft_slo, tpot_slo):
+    # TTFT about 30 ms and tokens 5 ms apart, with some requests slowed past 0.1 s to the first token
+    result = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=16, output_len=5,
+        slo=[f"ttft<={ttft_slo}s", f"tpot<={tpot_slo}s"],
+        extra_body={"mock": {"ttft_ms": 30, "itl_ms": 5, "slow_headers_ms": 150, "fault_every": 4}},
+    )  # fmt: skip
+    good = sum(p["slo"]["good_requests"] for p in result.report["phases"])
+    # every fourth request starts 150 ms late: it misses a 0.1 s TTFT objective, and meets 1 s
+    assert (0 < good < 16) if ttft_slo == "0.1" else good == 16
+    samples = scraped(result.collector)
+    labels = tuple(
+        sorted((("run_id", result.run.run_id), ("scenario", "default"), ("ttft_le", ttft_slo),
+                ("tpot_le", tpot_slo)))
+    )  # fmt: skip
+    assert samples[("loadgen_requests_slo_met_total", labels)] == good
