@@ -3,6 +3,7 @@ on this machine; only NVML's process list is faked (no GPU here)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -68,20 +69,27 @@ class EngineTree:
 
 def start(argv: list[str], argv0: str | None = None) -> tuple[subprocess.Popen, dict]:
     process = subprocess.Popen(
-        [argv0 or argv[0], *argv[1:]], executable=argv[0], stdout=subprocess.PIPE, text=True, env=ENV
-    )
+        [argv0 or argv[0], *argv[1:]], executable=argv[0], stdout=subprocess.PIPE, text=True, env=ENV,
+        start_new_session=True,
+    )  # fmt: skip
     line = process.stdout.readline()
     assert line, f"{argv0 or argv[0]} did not start"
     return process, json.loads(line)
 
 
 def kill_tree(process: subprocess.Popen) -> None:
+    """The process, its descendants, and whatever else is left in its session (each test process is
+    started in a session of its own, so engines a shell backgrounded and orphaned go too)."""
     try:
         root = psutil.Process(process.pid)
         for member in [*root.children(recursive=True), root]:
             member.kill()
     except psutil.Error:
         pass
+    for member in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(member.pid) == process.pid:
+                member.kill()
     process.wait(timeout=10)
 
 
@@ -239,7 +247,9 @@ def engine_in_namespace(
     started: list[subprocess.Popen], address: str, port: int, argv0: str = "vllm"
 ) -> dict:
     script = f'exec -a {argv0} "$TEST_PYTHON" -c "$TEST_SERVER" {port} 2 0.0.0.0'
-    process = subprocess.Popen(in_namespace(address, script), stdout=subprocess.PIPE, text=True, env=ENV)
+    process = subprocess.Popen(
+        in_namespace(address, script), stdout=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
     started.append(process)
     line = process.stdout.readline()
     assert line, "the server in the new network namespace did not start"
@@ -280,7 +290,9 @@ def test_two_engines_in_one_namespace_need_the_socket_owner(
         f'(exec -a vllm "$TEST_PYTHON" -c "$TEST_SERVER" {port} 1 0.0.0.0 &) && '
         f'(exec -a vllm "$TEST_PYTHON" -c "$TEST_SERVER" {other_port} 1 0.0.0.0 &) && sleep 120'
     )
-    shell = subprocess.Popen(in_namespace("10.231.0.3", script), stdout=subprocess.PIPE, text=True, env=ENV)
+    shell = subprocess.Popen(
+        in_namespace("10.231.0.3", script), stdout=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
     namespaces.append(shell)
     first, second = (json.loads(shell.stdout.readline()) for _ in range(2))
     served = first if first["port"] == port else second
