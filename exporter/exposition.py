@@ -61,12 +61,14 @@ def _sample_lines(metric: Metric, out: list[str]) -> None:
             out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
 
 
-class _One:
-    def __init__(self, metric: Metric) -> None:
-        self.metric = metric
+class Families:
+    """Ready families in the shape prometheus_client's encoders take (an object with collect())."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
 
     def collect(self) -> list[Metric]:
-        return [self.metric]
+        return self.families
 
 
 def render_families(metrics: Iterable[Metric], openmetrics: bool) -> bytes:
@@ -75,9 +77,11 @@ def render_families(metrics: Iterable[Metric], openmetrics: bool) -> bytes:
     for metric in metrics:
         if not _fast_family(metric):
             if openmetrics:
-                out.append(om_exposition.generate_latest(_One(metric)).decode().removesuffix(EOF.decode()))
+                out.append(
+                    om_exposition.generate_latest(Families([metric])).decode().removesuffix(EOF.decode())
+                )
             else:
-                out.append(exposition.generate_latest(_One(metric)).decode())
+                out.append(exposition.generate_latest(Families([metric])).decode())
             continue
         if openmetrics:
             name, help_text = metric.name, _value_escape(metric.documentation)
@@ -114,4 +118,4 @@ def fast_encoder(accept_header: str | None) -> tuple[Callable[[object], bytes], 
     return encoder, content_type
 
 
-__all__ = ["EOF", "fast_encoder", "render_families", "render_openmetrics", "render_text"]
+__all__ = ["EOF", "Families", "fast_encoder", "render_families", "render_openmetrics", "render_text"]

@@ -42,7 +42,7 @@ def exporter_version() -> str:  # importlib.metadata parses the METADATA file on
 
 
 class CollectorStats:
-    """What the wrappers learned on the last scrape of each collector."""
+    """What the wrappers learned on the last run (refresher pass or scrape) of each collector."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

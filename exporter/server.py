@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client.exposition import gzip_accepted
 
-from exporter.exposition import fast_encoder, render_openmetrics, render_text
+from exporter.exposition import Families, fast_encoder, render_openmetrics, render_text
 from exporter.registry import Exporter
 from exporter.web_config import WebConfig
 
@@ -53,7 +53,7 @@ def make_app(
             if encoder in (render_text, render_openmetrics):
                 body = exporter.scrape(openmetrics=encoder is render_openmetrics, gzipped=gzipped)
             else:  # an unusual negotiation (e.g. another escaping scheme): prometheus_client renders it
-                body = encoder(_Families(exporter.families()))
+                body = encoder(Families(exporter.families()))
                 body = gzip.compress(body, compresslevel=1) if gzipped else body
         finally:
             scrape_slots.release()
@@ -85,14 +85,6 @@ def make_app(
         return _text(start_response, "404 Not Found", "not found\n")
 
     return app
-
-
-class _Families:
-    def __init__(self, families: list) -> None:
-        self._families = families
-
-    def collect(self) -> list:
-        return self._families
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:

@@ -14,8 +14,7 @@ import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import monotonic as _monotonic
-from time import perf_counter_ns
+from time import monotonic, perf_counter_ns
 
 import httpx
 
@@ -172,7 +171,7 @@ class LoadClient:
         try:
             if self._raw is not None:  # the pool releases the slot when the response closes
                 # the whole-request deadline rides on the read timers (transport.fill)
-                timeouts = {**self._timeouts, "deadline": _loop_time() + self.timeouts.request_s}
+                timeouts = {**self._timeouts, "deadline": monotonic() + self.timeouts.request_s}
                 response = await self._raw.post_raw(self._host, self._port, payload, timeouts)
                 record.retries = int(response.retried)
                 await self._consume_and_close(response, record)
@@ -350,10 +349,6 @@ class LoadClient:
         elif record.token_source == "counted":
             record.output_tokens = record.content_events + record.reasoning_events
             record.reasoning_tokens = record.reasoning_events
-
-
-def _loop_time() -> float:
-    return _monotonic()
 
 
 _NOT_PLAIN = re.compile(rb'"reasoning|"tool_calls"|"usage"|"error"|"finish_reason": ?"|"index": ?[1-9]')

@@ -44,7 +44,7 @@ class Distribution:
         if not values:
             return
         self.count += len(values)
-        self.total += math.fsum(values) if len(values) > 64 else sum(values)
+        self.total += sum(values)
         low, high = min(values), max(values)
         if low < self.min:
             self.min = low
