@@ -23,6 +23,7 @@ from exporter.engines.collector import EnginesCollector
 from exporter.engines.gpu_join import GpuJoin, JoinTarget, local_port
 from tests.engines.conftest import scrape, value
 from tests.support.procs import free_port
+from tests.support.real import missing
 
 GIB = 1 << 30
 # A server that listens on a port and starts `workers` children (vLLM's API server and engine cores);
@@ -233,10 +234,10 @@ def in_namespace(address: str, script: str) -> list[str]:
 @pytest.fixture
 def namespaces() -> Iterator[list[subprocess.Popen]]:
     if not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip("unshare and ip (iproute2) are needed to make a network namespace")
+        missing("unshare and ip", "util-linux and iproute2, to make a network namespace")
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "true"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"no unprivileged network namespaces here: {probe.stderr.decode().strip()}")
+        missing("unprivileged network namespaces", probe.stderr.decode().strip())
     started: list[subprocess.Popen] = []
     yield started
     for process in started:
