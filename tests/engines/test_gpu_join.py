@@ -35,7 +35,9 @@ bind = sys.argv[3] if len(sys.argv) > 3 and not sys.argv[3].startswith("-") else
 sock = socket.socket(); sock.bind((bind, port)); sock.listen()
 python = os.environ["TEST_PYTHON"]  # sys.executable is empty when argv[0] is an engine's name
 children = [subprocess.Popen([python, "-c", "import time; time.sleep(120)"]) for _ in range(workers)]
-print(json.dumps({"server": os.getpid(), "port": port, "workers": [c.pid for c in children]}), flush=True)
+# one write() of the whole line: servers sharing a pipe must not interleave their lines
+line = json.dumps({"server": os.getpid(), "port": port, "workers": [c.pid for c in children]}) + "\\n"
+os.write(1, line.encode())
 time.sleep(120)
 """
 # TGI's layout: the launcher starts the router (which listens) and the GPU shards, side by side.
@@ -47,7 +49,7 @@ router = subprocess.Popen(["text-generation-router", "-c", sys.argv[1], sys.argv
 shard = ["text-generation-server", "-c", "import time; time.sleep(120)"]
 shards = [subprocess.Popen(shard, executable=python) for _ in range(2)]
 listening = json.loads(router.stdout.readline())
-print(json.dumps({"router": listening["server"], "shards": [s.pid for s in shards]}), flush=True)
+os.write(1, (json.dumps({"router": listening["server"], "shards": [s.pid for s in shards]}) + "\\n").encode())
 time.sleep(120)
 """
 ENV = {**os.environ, "TEST_PYTHON": sys.executable, "TEST_SERVER": SERVER}
