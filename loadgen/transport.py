@@ -313,47 +313,54 @@ class _Body(httpx.AsyncByteStream):
                 return
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        # Parsed by index over one copy of what has arrived, consumed from the buffer once per read
+        # (deleting from the front of a bytearray chunk by chunk cost more than the parsing).
         buffer = self._connection.buffer
-        need = -1  # bytes of chunk data still to come; -1: a size line is next
+        need = -1  # data bytes of the current chunk still to come; -1: a size line is next
         while True:
+            data = bytes(buffer)
             pieces = []
+            at = 0
             while True:
                 if need < 0:
-                    end = buffer.find(b"\r\n")
+                    end = data.find(b"\r\n", at)
                     if end < 0:
                         break
                     try:
-                        need = int(bytes(buffer[:end]).split(b";", 1)[0], 16)
-                    except ValueError:
-                        raise MalformedResponse("bad chunk size line", request=self._request) from None
-                    if need == 0:
-                        trailer_end = buffer.find(b"\r\n\r\n", end)
-                        if not buffer.startswith(b"\r\n", end + 2) and trailer_end < 0:
+                        need = int(data[at:end], 16)
+                    except ValueError:  # chunk extensions (`;name=value`), or not a size at all
+                        need = _chunk_size(data[at:end], self._request)
+                    if need < 0:
+                        raise MalformedResponse("negative chunk size", request=self._request)
+                    if need == 0:  # the last chunk, then optional trailers and a blank line
+                        stop = data.find(b"\r\n\r\n", end)
+                        if stop < 0:
                             need = -1
                             break  # wait for the end of the trailers
-                        stop = end + 4 if buffer.startswith(b"\r\n", end + 2) else trailer_end + 4
-                        del buffer[:stop]
+                        del buffer[: stop + 4]
                         if pieces:
                             yield b"".join(pieces)
                         self._complete = True
                         return
-                    del buffer[: end + 2]
-                if len(buffer) >= need + 2:
-                    if buffer[need : need + 2] != b"\r\n":
+                    at = end + 2
+                stop = at + need
+                if len(data) >= stop + 2:
+                    if data[stop : stop + 2] != b"\r\n":
                         raise MalformedResponse("chunk not followed by CRLF", request=self._request)
                     if need:
-                        pieces.append(bytes(buffer[:need]))
-                    del buffer[: need + 2]
+                        pieces.append(data[at:stop])
+                    at = stop + 2
                     need = -1
                     continue
-                take = min(len(buffer), need)  # a large chunk: hand over what has arrived
-                if take:
-                    pieces.append(bytes(buffer[:take]))
-                    del buffer[:take]
+                take = min(len(data) - at, need)  # a large chunk: hand over what has arrived
+                if take > 0:
+                    pieces.append(data[at : at + take])
+                    at += take
                     need -= take
                 break
+            del buffer[:at]
             if pieces:
-                yield b"".join(pieces)
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             await self._more()
 
     async def aclose(self) -> None:
@@ -524,6 +531,13 @@ def _serialize(request: httpx.Request, body: bytes) -> bytes:
     lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
     lines += [name + b": " + value for name, value in request.headers.raw]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _chunk_size(line: bytes, request: httpx.Request | None) -> int:
+    try:
+        return int(line.split(b";", 1)[0], 16)
+    except ValueError:
+        raise MalformedResponse(f"bad chunk size line {line[:40]!r}", request=request) from None
 
 
 def _framing(
