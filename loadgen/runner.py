@@ -21,6 +21,8 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter_ns
 from typing import IO, Any
 
+import orjson
+
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient, Timeouts
 from loadgen.metrics import LoadgenCollector, RunMetrics
@@ -30,7 +32,6 @@ from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
 from loadgen.transport import raise_open_file_limit
 from loadgen.workloads import (
-    WORDS,
     LengthDist,
     Synthetic,
     TextMaker,
@@ -39,6 +40,7 @@ from loadgen.workloads import (
     WorkloadError,
     load_jsonl,
     load_sharegpt,
+    random_words,
 )
 
 log = logging.getLogger("loadgen")
@@ -46,6 +48,15 @@ log = logging.getLogger("loadgen")
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 OPEN_LOOP_CONNECTIONS = 1000  # connection cap of an open loop without --max-concurrency
 SYNTHETIC_OUTPUT_LEN = "128"  # max_tokens of synthetic requests unless --output-len is given
+
+
+def _compact_json(obj: object) -> bytes:
+    """Compact JSON (20x json.dumps here: one body and one JSONL line per request); keys that are
+    not strings (a YAML `extra_body` may have them) are written as strings, as json.dumps does."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson does not write (integers beyond 64 bits), written as json.dumps does
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class Run:
@@ -70,7 +81,7 @@ class Run:
         self._in_flight: set[asyncio.Task] = set()
         self._issuer: asyncio.Task | None = None
         self._seq = 0
-        self._jsonl: IO[str] | None = None
+        self._jsonl: IO[bytes] | None = None
         self._workload: Synthetic | object | None = None
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
@@ -183,7 +194,7 @@ class Run:
         if self.collector is not None:
             self.collector.add(self.metrics)
         if scenario.output_jsonl:
-            self._jsonl = open(scenario.output_jsonl, "w", encoding="utf-8")  # noqa: SIM115 (closed in teardown)
+            self._jsonl = open(scenario.output_jsonl, "wb")  # noqa: SIM115 (closed in teardown)
 
     def _max_connections(self) -> int:
         """--max-connections, else the peak closed-loop concurrency or open-loop --max-concurrency,
@@ -209,7 +220,7 @@ class Run:
         """Tokens per word of our synthetic text, from the server's prompt-token counts of two probes."""
         counts = []
         for words in (16, 216):
-            prompt = " ".join(self._rng.choices(WORDS, k=words))
+            prompt = random_words(self._rng, words)
             record = RequestRecord(f"{self.run_id}-calibrate-{words}", "calibrate", perf_counter_ns(), False)
             body = self._body(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
             await self._client.execute(PATHS[self.scenario.endpoint], body, record)  # type: ignore[union-attr]
@@ -237,7 +248,7 @@ class Run:
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update(self.scenario.extra_body)
-        return json.dumps(body, separators=(",", ":")).encode()
+        return _compact_json(body)
 
     # -- phases --------------------------------------------------------------------------------
 
@@ -386,7 +397,7 @@ class Run:
             self.metrics.on_done(record)
             stats.add(record)
             if self._jsonl is not None:
-                self._jsonl.write(json.dumps(record.as_json(), separators=(",", ":")) + "\n")
+                self._jsonl.write(_compact_json(record.as_json()) + b"\n")
         return record
 
     def _estimate_prompt_tokens(

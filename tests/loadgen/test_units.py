@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
 import statistics
+from time import perf_counter_ns
 
 import pytest
 
@@ -110,6 +112,18 @@ def test_synthetic_workload_is_deterministic_and_shares_prefixes():
     assert all(len(item.followups) == 1 and item.max_tokens == 20 for item in first)
 
 
+def test_random_words_are_uniform_over_256_distinct_words():
+    from collections import Counter
+
+    from loadgen.workloads import WORDS, random_words
+
+    assert len(WORDS) == len(set(WORDS)) == 256  # one random byte per word
+    counts = Counter(random_words(random.Random(3), 256 * 400).split())
+    assert set(counts) == set(WORDS)
+    assert min(counts.values()) > 250 and max(counts.values()) < 560  # 400 expected each
+    assert random_words(random.Random(5), 32) == random_words(random.Random(5), 32)
+
+
 def test_sharegpt_and_jsonl_loading(tmp_path):
     sharegpt = tmp_path / "sg.json"
     sharegpt.write_text(json.dumps([
@@ -212,21 +226,99 @@ def test_event_loop_choice() -> None:
         assert eventloop.run(which(), "auto") == "uvloop"
 
 
+VLLM_TOKEN = (
+    b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"%s"},"logprobs":null,"finish_reason":null}]}'
+)
+
+
 @pytest.mark.parametrize(
-    ("event", "kind"),
+    ("text", "same"),
     [
-        (b'{"choices":[{"index":0,"delta":{"content":" hi"},"finish_reason":null}]}', 1),
-        (b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}', 0),
-        (b'{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}', -1),
-        (b'{"choices":[{"index":0,"delta":{"content":"a","reasoning_content":"b"}}]}', -1),
-        (b'{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"completion_tokens":1}}', -1),
-        (b'{"choices":[{"index":1,"delta":{"content":"a"}}]}', -1),
-        (b'{"choices":[{"index":0,"delta":{"role":"assistant"}}]}', -1),
-        ('{"choices":[{"index":0,"delta":{"content":"é"}}]}'.encode(), -1),
-        (b'{"error":{"message":"x","content":"y"}}', -1),
+        (b" the", True),
+        (b"x", True),
+        (b"\\n\\t", True),  # escapes other than a quote: still one plain string
+        (b"", False),  # nothing to count: parsed, as the role chunk is
+        (b'a\\"b', False),  # an escaped quote: parsed in full
+        (b"a\\", False),  # a trailing backslash would escape the closing quote
+        ("é".encode(), False),  # non-ASCII: parsed, so that invalid UTF-8 is found and counted
+        (b'a","reasoning_content":"b', False),  # not how a server escapes it, and not plain either way
     ],
 )
-def test_the_fast_path_decides_only_events_it_fully_understands(event: bytes, kind: int) -> None:
-    from loadgen.client import _plain_event
+def test_a_token_shape_matches_only_the_same_bytes_around_plain_text(text: bytes, same: bool) -> None:
+    from loadgen.client import TokenShape
 
-    assert _plain_event(event) == kind
+    shape = TokenShape.learn(VLLM_TOKEN % b"hello")
+    assert shape is not None and shape.matches(VLLM_TOKEN % text) is same
+
+
+def test_a_token_shape_rejects_every_other_byte_change() -> None:
+    from loadgen.client import TokenShape
+
+    shape = TokenShape.learn(VLLM_TOKEN % b"hello")
+    assert shape is not None
+    for old, new in [
+        (b'"finish_reason":null', b'"finish_reason":"stop"'),
+        (b'"index":0', b'"index":1'),
+        (b'"chatcmpl-1"', b'"chatcmpl-2"'),
+        (b"]}", b'],"usage":{"completion_tokens":3}}'),
+        (b'{"content"', b'{"reasoning_content":"r","content"'),
+    ]:
+        assert not shape.matches((VLLM_TOKEN % b"hi").replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        VLLM_TOKEN % b"a\\nb",  # nothing with a backslash is learned
+        VLLM_TOKEN.replace(b"}]}", b',"message":{"content":"x"}}]}') % b"a",  # two "content" keys
+        VLLM_TOKEN.replace(b'"m"', '"é"'.encode()) % b"a",  # non-ASCII around the text
+    ],
+)
+def test_token_shapes_are_learned_only_from_unambiguous_events(event: bytes) -> None:
+    from loadgen.client import TokenShape
+
+    assert TokenShape.learn(event) is None
+
+
+def _stream_record(events: list[bytes]) -> RequestRecord:
+    """One streamed request over the HTTPS code path (httpx MockTransport), `events` as its data lines."""
+    import httpx
+
+    from loadgen.client import LoadClient, Timeouts
+
+    body = [b"data: %s\n\n" % event for event in events] + [b"data: [DONE]\n\n"]
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b"".join(body)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Body())
+
+    async def main() -> RequestRecord:
+        client = LoadClient("https://h", None, Timeouts(), 1, https_transport=httpx.MockTransport(handler))
+        record = RequestRecord("r", "p", perf_counter_ns(), True)
+        await client.execute("/v1/chat/completions", b"{}", record)
+        await client.aclose()
+        return record
+
+    return asyncio.run(main())
+
+
+def test_streams_count_the_same_with_and_without_learned_shapes() -> None:
+    sglang = (
+        b'{"id":"s","choices":[{"index":0,"delta":{"role":null,"content":"%s","reasoning_content":null,'
+        b'"tool_calls":null},"logprobs":null,"finish_reason":null,"matched_stop":null}],"usage":null}'
+    )
+    reasoning = b'{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":null}]}'
+    usage = b'{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":9}}'
+    for token in (VLLM_TOKEN, sglang):
+        finish = token.replace(b'"finish_reason":null', b'"finish_reason":"length"')
+        texts = (b"a", b"b", "é".encode(), b'\\"', b"c", b"\xff", b"d")  # invalid UTF-8 in one
+        events = [token % b"", reasoning, *(token % text for text in texts), finish % b"e", usage]
+        record = _stream_record(events)
+        assert record.ok, record.error
+        assert (record.content_events, record.reasoning_events, len(record.token_times)) == (8, 1, 9)
+        assert (record.output_tokens, record.token_source, record.finish_reason) == (9, "usage", "length")
+        assert record.invalid_utf8 == 1
