@@ -1,4 +1,5 @@
-"""The raw HTTP/1.1 pool's resource handling: sockets never leak, the open-file limit is raised."""
+"""The raw HTTP/1.1 pool: chunked framing however the reads split it, sockets never leak, the
+open-file limit is raised."""
 
 from __future__ import annotations
 
@@ -10,7 +11,65 @@ import socket
 import subprocess
 import sys
 
+import httpx
+import pytest
+
 from loadgen import transport
+
+CHUNKED = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nx-trailer: 1\r\n\r\n"
+
+
+class _Reads:
+    """A connection that delivers `data` in the given pieces, one per fill()."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.buffer = bytearray()
+        self.pieces = list(pieces)
+
+    async def fill(self, *_args: object) -> bool:
+        if not self.pieces:
+            return False
+        self.buffer += self.pieces.pop(0)
+        return True
+
+
+def _dechunk(pieces: list[bytes]) -> tuple[bytes, bool, bytes]:
+    """(body, complete, bytes left on the connection) of a chunked response read in `pieces`."""
+    connection = _Reads(pieces[1:])
+    connection.buffer += pieces[0]
+    body = transport._Body(None, connection, None, None, None, True, True)  # type: ignore[arg-type]
+
+    async def read() -> bytes:
+        return b"".join([piece async for piece in body])
+
+    data = asyncio.run(read())
+    return data, body._complete, bytes(connection.buffer)
+
+
+def test_chunked_bodies_come_out_whole_however_the_reads_split_them():
+    expected = b"hello, world" + b"z" * 26
+    assert _dechunk([CHUNKED + b"NEXT"]) == (expected, True, b"NEXT")  # the next response stays
+    for cut in range(1, len(CHUNKED)):
+        assert _dechunk([CHUNKED[:cut], CHUNKED[cut:]]) == (expected, True, b""), cut
+    assert _dechunk([bytes([byte]) for byte in CHUNKED]) == (expected, True, b"")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"zz\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+        (b"-5\r\nhello\r\n0\r\n\r\n", "negative chunk size"),
+        (b"5\r\nhelloXX0\r\n\r\n", "not followed by CRLF"),
+    ],
+)
+def test_bad_chunked_framing_is_malformed(body: bytes, message: str):
+    with pytest.raises(transport.MalformedResponse, match=message):
+        _dechunk([body])
+
+
+def test_a_chunked_body_cut_short_is_a_protocol_error():
+    with pytest.raises(httpx.RemoteProtocolError, match="closed before the response ended"):
+        _dechunk([CHUNKED[:20]])
 
 
 def open_fds() -> int:
