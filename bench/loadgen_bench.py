@@ -44,6 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from loadgen.workloads import WORDS  # noqa: E402
 from tests.support.procs import free_port, running  # noqa: E402
 
 VENV = ROOT / ".cache" / "bench-venv"
@@ -78,7 +79,9 @@ def peer_version(package: str) -> str:
 
 def ensure_tokenizer() -> Path:
     """A word-level tokenizer.json + tokenizer_config.json (PreTrainedTokenizerFast) for GuideLLM."""
-    if (TOKENIZER_DIR / "tokenizer.json").exists():
+    words = TOKENIZER_DIR / "words.txt"  # the vocabulary it was built from: rebuilt when WORDS change
+    vocabulary = "\n".join(WORDS)
+    if (TOKENIZER_DIR / "tokenizer.json").exists() and words.exists() and words.read_text() == vocabulary:
         return TOKENIZER_DIR
     TOKENIZER_DIR.mkdir(parents=True, exist_ok=True)
     code = f"""
@@ -97,6 +100,7 @@ config = {{"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]", "
 json.dump(config, open({str(TOKENIZER_DIR / "tokenizer_config.json")!r}, "w"))
 """
     subprocess.run([str(PEER_PYTHON), "-c", code], check=True)
+    words.write_text(vocabulary)
     return TOKENIZER_DIR
 
 
