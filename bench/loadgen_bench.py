@@ -414,7 +414,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / ".cache" / "bench-loadgen.json")
     args = parser.parse_args()
     duration = 5.0 if args.quick else 10.0
-    rates = [50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000]
+    rates = [50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000]
     ensure_peer_venv()
     ensure_tokenizer()
     results: dict = {
