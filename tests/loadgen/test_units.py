@@ -281,6 +281,22 @@ def test_token_shapes_are_learned_only_from_unambiguous_events(event: bytes) -> 
     assert TokenShape.learn(event) is None
 
 
+def test_only_what_the_shape_cannot_vouch_for_is_parsed(monkeypatch) -> None:
+    """A stream parses its first token event, and again when the template changes (llama.cpp stamps
+    `created` per event, in seconds); the other token events are counted from their shape."""
+    from loadgen import client
+
+    parsed: list[bytes] = []
+    monkeypatch.setattr(client, "_loads", lambda data: parsed.append(data) or client.orjson.loads(data))
+    later = VLLM_TOKEN.replace(b'"created":1', b'"created":2')
+    finish = later.replace(b'"finish_reason":null', b'"finish_reason":"length"') % b"z"
+    usage = b'{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":11}}'
+    events = [VLLM_TOKEN % b"", *(VLLM_TOKEN % b"a" for _ in range(5)), *(later % b"b" for _ in range(5))]
+    record = _stream_record([*events, finish, usage])
+    assert record.ok and record.content_events == 11 and record.output_tokens == 11
+    assert parsed == [VLLM_TOKEN % b"", VLLM_TOKEN % b"a", later % b"b", finish, usage]
+
+
 def _stream_record(events: list[bytes]) -> RequestRecord:
     """One streamed request over the HTTPS code path (httpx MockTransport), `events` as its data lines."""
     import httpx
