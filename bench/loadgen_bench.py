@@ -354,23 +354,28 @@ def markdown(results: dict) -> str:
         f"Closed loop, {results['streams']} streams, {results['duration']:g} s per run, "
         f"{results['rounds']} interleaved rounds, 10 SSE content events per request:",
         "",
-        "| client | requests/s (mean; per round) | SSE events/s (mean) | failed | client CPU s / 1,000 req |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| client | requests/s (mean; per round) | SSE events/s (mean) | failed | client CPU s / 1,000 req "
+        "| dispatch p99 ms (worst round) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for tool in CLIENTS:
         rows = [r for r in results["closed_loop"] if r["tool"] == tool]
         good = [r for r in rows if "error" not in r]
         if not good:
             error = rows[0].get("error", "no result")[:200] if rows else "no result"
-            lines.append(f"| {tool} | did not run: {error} | | | |")
+            lines.append(f"| {tool} | did not run: {error} | | | | |")
             continue
         rates = [r["requests_per_s"] for r in good]
         events = sum(r["events_per_s"] for r in good) / len(good)
         cpu = [r["cpu_s_per_1000"] for r in good if r["cpu_s_per_1000"]]
         per_round = ", ".join(f"{rate:.0f}" for rate in rates)
+        # closed loop: from a user's previous response to its next send (Locust and the vLLM-style
+        # client do not measure it)
+        dispatch = [r["dispatch_p99"] for r in good if r.get("dispatch_p99") is not None]
         lines.append(
             f"| {tool} | {sum(rates) / len(rates):.0f} ({per_round}) | {events:.0f} | "
-            f"{sum(r['failed'] for r in good)} | {sum(cpu) / len(cpu):.2f} |"
+            f"{sum(r['failed'] for r in good)} | {sum(cpu) / len(cpu):.2f} | "
+            + (f"{max(dispatch) * 1e3:.2f} |" if dispatch else "not measured |")
         )
     lines += [
         "",
