@@ -297,6 +297,19 @@ def test_only_what_the_shape_cannot_vouch_for_is_parsed(monkeypatch) -> None:
     assert parsed == [VLLM_TOKEN % b"", VLLM_TOKEN % b"a", later % b"b", finish, usage]
 
 
+def test_events_orjson_refuses_are_read_as_the_json_module_reads_them() -> None:
+    """NaN/-Infinity (a logprob of -inf) and invalid UTF-8 are not fatal; only non-JSON is malformed."""
+    events = [
+        b'{"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[{"logprob":-Infinity}]}}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"\xff"}}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}',
+    ]
+    record = _stream_record(events)
+    assert record.ok and record.content_events == 3 and record.invalid_utf8 == 1
+    broken = _stream_record([events[0], b'{"choices":[{"index":0,"delta":{"content":"c"}}'])
+    assert broken.outcome == "malformed" and "not JSON" in broken.error
+
+
 def _stream_record(events: list[bytes]) -> RequestRecord:
     """One streamed request over the HTTPS code path (httpx MockTransport), `events` as its data lines."""
     import httpx
