@@ -26,7 +26,7 @@ log = logging.getLogger("loadgen.client")
 
 ERROR_BODY_BYTES = 2048
 REDACTED = "<redacted>"
-_loads = orjson.loads  # 4x json.loads per event here; invalid input is retried by _lenient_json
+_loads = orjson.loads  # 4x json.loads per event here; what it refuses is retried by _parse_json
 
 
 @dataclass(frozen=True)
@@ -265,13 +265,10 @@ class LoadClient:
         """Account one SSE event: _TOKEN for an event that is one content token and nothing else,
         _ACCOUNTED for any other, _FAILED (falsy) when the request has failed and reading should stop."""
         try:
-            obj = _loads(data)
+            obj = _parse_json(data, record)
         except ValueError:
-            try:
-                obj = _lenient_json(data, record)
-            except ValueError:
-                record.fail("malformed", f"event is not JSON: {data[:120]!r}")
-                return _FAILED
+            record.fail("malformed", f"event is not JSON: {data[:120]!r}")
+            return _FAILED
         if type(obj) is not dict:
             record.fail("malformed", f"event is not a JSON object: {data[:120]!r}")
             return _FAILED
@@ -322,10 +319,7 @@ class LoadClient:
         network = response.extensions.get("network_stream")
         record.end_ns = getattr(network, "arrival_ns", 0) or perf_counter_ns()
         try:
-            try:
-                obj = _loads(raw)
-            except ValueError:
-                obj = _lenient_json(raw, record)
+            obj = _parse_json(raw, record)
             choice = obj["choices"][0]
             message = choice.get("message")
             text = message.get("content") if message is not None else choice.get("text")
@@ -404,10 +398,14 @@ class TokenShape:
         return bool(text) and b'"' not in text and text[-1] != 92 and text.isascii()  # 92: backslash
 
 
-def _lenient_json(data: bytes, record: RequestRecord) -> object:
-    """What orjson refused, parsed as Python's json module would: invalid UTF-8 replaced (and counted
-    on the record), NaN and Infinity accepted (some servers write them in logprobs). ValueError when
-    it is not JSON at all."""
+def _parse_json(data: bytes, record: RequestRecord) -> object:
+    """`data` parsed with orjson; what orjson refuses, parsed as Python's json module would: invalid
+    UTF-8 replaced (and counted on the record), NaN and Infinity accepted (some servers write them in
+    logprobs). ValueError when it is not JSON at all."""
+    try:
+        return _loads(data)
+    except ValueError:
+        pass
     try:
         text = data.decode()
     except UnicodeDecodeError:
