@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grafana import generate
+from grafana import catalog, generate
 from tests.stack.dashboards import DASHBOARDS, all_queries, concrete, dashboards
 from tests.stack.promql import contract, metric_names, recorded_names
 from tests.support.real import require_binary
@@ -36,6 +36,27 @@ def test_check_mode_reports_stale_json(tmp_path: Path, monkeypatch: pytest.Monke
     assert generate.main(["--check"]) == 0
     (tmp_path / "gpu.json").write_text("{}")
     assert generate.main(["--check"]) == 1
+
+
+def test_catalog_finds_a_dashboard_by_name_uid_or_title() -> None:
+    board = catalog.find("load-tests")
+    assert catalog.find(board.uid) == board == catalog.find(board.title)
+    with pytest.raises(KeyError, match="overview, gpu, engine, load-tests"):
+        catalog.find("nope")
+
+
+def test_one_catalog_panel_per_grafana_panel() -> None:
+    """The JSON is a rendering of the catalog: same titles, queries, units and thresholds, in order."""
+    for board in catalog.dashboards():
+        rendered = dashboards()[f"{board.name}.json"]["panels"]
+        assert [p["title"] for p in rendered] == [p.title for p in board.panels]
+        for panel, body in zip(board.panels, rendered, strict=True):
+            if panel.kind == "row":
+                continue
+            assert [t["expr"] for t in body["targets"]] == [query.expr for query in panel.queries]
+            assert body["fieldConfig"]["defaults"]["unit"] == panel.unit
+            steps = body["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert [(s["value"], s["color"]) for s in steps] == list(panel.thresholds)
 
 
 def walk(node: object) -> list[dict]:
