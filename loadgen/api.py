@@ -32,11 +32,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from loadgen.client import ClientError, redact_url
+from loadgen.client import redact_url
+from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.runner import Run
-from loadgen.scenario import Scenario, ScenarioError
-from loadgen.workloads import WorkloadError
+from loadgen.scenario import Scenario
 
 log = logging.getLogger("loadgen.api")
 
@@ -167,7 +167,7 @@ class RunManager:
     async def _execute(self, run: Run) -> None:
         try:
             await run.execute()
-        except (ScenarioError, WorkloadError, ClientError) as exc:
+        except LoadgenError as exc:  # the run recorded it as its error
             log.warning("run %s failed: %s", run.run_id, exc)
         except Exception as exc:  # the control server must outlive a broken run
             log.exception("run %s crashed", run.run_id)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadgen import eventloop
-from loadgen.client import ClientError, redact_url
+from loadgen.client import redact_url
+from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
 from loadgen.scenario import Scenario, ScenarioError, read_secret
-from loadgen.workloads import WorkloadError
 
 if TYPE_CHECKING:
     from loadgen.api import Policy
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
         scenario = Scenario.build(file_values, flags)
         return eventloop.run(_run(scenario, token), args.event_loop)
-    except (ScenarioError, WorkloadError, ClientError, eventloop.EventLoopError) as exc:
+    except LoadgenError as exc:
         print(f"llmobs-loadgen: {exc}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ from time import monotonic, perf_counter_ns
 import httpx
 import orjson
 
+from loadgen.errors import ClientError
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
 from loadgen.transport import DeadlineExceeded, MalformedResponse, StackPoolTransport
@@ -34,10 +35,6 @@ class Timeouts:
     connect_s: float = 10.0
     read_s: float = 120.0  # longest silence between two chunks of one response
     request_s: float = 900.0  # whole request, first byte sent to last byte received
-
-
-class ClientError(RuntimeError):
-    """A setup-time failure (model discovery) with a message meant for people."""
 
 
 class LoadClient:

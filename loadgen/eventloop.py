@@ -13,12 +13,10 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from loadgen.errors import EventLoopError
+
 KINDS = ("auto", "uvloop", "asyncio")
 T = TypeVar("T")
-
-
-class EventLoopError(ValueError):
-    """The event loop asked for cannot be had (unknown name, uvloop not installed)."""
 
 
 def loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:

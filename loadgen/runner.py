@@ -24,9 +24,10 @@ from typing import IO, Any
 import orjson
 
 from loadgen import report as reports
-from loadgen.client import ClientError, LoadClient, Timeouts
+from loadgen.client import LoadClient, Timeouts
+from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
-from loadgen.scenario import Scenario, ScenarioError
+from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
@@ -37,7 +38,6 @@ from loadgen.workloads import (
     TextMaker,
     Tokenizer,
     WorkItem,
-    WorkloadError,
     load_jsonl,
     load_sharegpt,
     random_words,
@@ -129,7 +129,7 @@ class Run:
                     log.info("sweep: %s misses the SLOs; stopping here", phase.name)
                     break
             self.state = "finished"
-        except (ScenarioError, WorkloadError, ClientError) as exc:
+        except LoadgenError as exc:
             self.state, self.error = "failed", str(exc)
             raise
         finally:

@@ -18,13 +18,9 @@ import httpx
 import yaml
 
 from loadgen.client import check_header_value, redact_url
+from loadgen.errors import ScenarioError
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
-
-
-class ScenarioError(ValueError):
-    """A configuration problem, with a message for people."""
-
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

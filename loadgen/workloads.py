@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadgen.errors import WorkloadError
+
 # Short common words: one token each in the BPE vocabularies of most chat models (with the leading space).
 _WORD_TEXT = (
     "the of and to in is you that it he was for on are as with his they at be this have from or one "
@@ -38,10 +40,6 @@ def random_words(rng: random.Random, count: int) -> str:
     """`count` words drawn uniformly from WORDS: one C call for the randomness (`rng.choices` makes
     one Python-level call per word, a visible share of the load generator's CPU per request)."""
     return " ".join(map(WORDS.__getitem__, rng.randbytes(count)))
-
-
-class WorkloadError(ValueError):
-    """A dataset or length specification that cannot be used, with a message for people."""
 
 
 @dataclass(frozen=True)
