@@ -87,7 +87,7 @@ class Policy:
         values["api_key_env"], values["api_key_file"] = self.api_key_env, self.api_key_file
         try:
             return Scenario.build(None, values)
-        except (ScenarioError, TypeError, ValueError) as exc:
+        except LoadgenError as exc:
             raise HTTPException(400, str(exc)) from exc
 
     def _local_file(self, path: str, what: str) -> Path:

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from loadgen import eventloop
 from loadgen.client import redact_url
-from loadgen.errors import LoadgenError
+from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
-from loadgen.scenario import Scenario, ScenarioError, read_secret
+from loadgen.scenario import Scenario, check_url, read_secret
 
 if TYPE_CHECKING:
     from loadgen.api import Policy
@@ -212,7 +212,7 @@ def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
     allowed = tuple(args.allow_url or ())
     for url in allowed:
         try:
-            Scenario(url=url).validate_url()
+            check_url(url)
         except ScenarioError:
             raise ScenarioError(f"--allow-url {redact_url(url)} is not an http(s) URL") from None
     if has_key and not allowed:

@@ -1,18 +1,17 @@
 """The report: one JSON document with every figure and the exact configuration, and a console
-rendering in the style of `vllm bench serve` (mean, median, p90, p95, p99, max per metric)."""
+rendering in the style of `vllm bench serve` (mean, median, p90, p95, p99, max per metric).
+
+Built from a run's data (result.RunResult), never from the runner itself."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from loadgen.stats import STREAM_ONLY
+from loadgen.result import RunResult
+from loadgen.stats import STREAM_ONLY, PhaseStats, Slo
 from loadgen.timing import OUTCOMES
-
-if TYPE_CHECKING:
-    from loadgen.runner import Run
-    from loadgen.scenario import Scenario
 
 DEFINITIONS = {
     "ttft": "first token event of any kind (content or reasoning) - request sent",
@@ -40,8 +39,9 @@ _ROWS = (
 )
 
 
-def build(run: Run) -> dict:
-    phases = [stats.summary(run.percentile) for stats in run.stats]
+def build(run: RunResult) -> dict:
+    percentile = run.scenario.slo_percentile
+    phases = [stats.summary(percentile) for stats in run.stats]
     totals: dict[str, Any] = {"sent": 0, "by_outcome": dict.fromkeys(OUTCOMES, 0)}
     for stats in run.stats:
         totals["sent"] += stats.sent
@@ -54,8 +54,8 @@ def build(run: Run) -> dict:
         "model": run.model,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at)),
         "state": run.state,
-        "stopped_early": run.stopping,
-        "workload": run._workload.describe() if run._workload is not None else None,
+        "stopped_early": run.stopped_early,
+        "workload": run.workload,
         "config": run.scenario.redacted(),
         "definitions": DEFINITIONS,
         "phases": phases,
@@ -69,12 +69,12 @@ def build(run: Run) -> dict:
     return report
 
 
-def measurability_notes(run: Run) -> list[str]:
+def measurability_notes(run: RunResult) -> list[str]:
     """What the report cannot show for this configuration, said once instead of left blank."""
     if run.scenario.stream:
         return []
     notes = ["TTFT, TTFO, TPOT, ITL and per-user tok/s are not measurable without streaming (--no-stream)"]
-    blind = [str(slo) for slo in run.slos if slo.metric in STREAM_ONLY]
+    blind = [str(slo) for slo in run.scenario.slos if slo.metric in STREAM_ONLY]
     if blind:
         notes.append(
             f"SLO {', '.join(blind)} cannot be met without streaming: no request counts as good "
@@ -83,19 +83,21 @@ def measurability_notes(run: Run) -> list[str]:
     return notes
 
 
-def sweep_result(run: Run) -> dict:
+def sweep_result(run: RunResult) -> dict:
     """The highest level meeting every SLO, and one sentence that says so with the figures."""
-    phases = {phase.name: phase for phase in run.phases}
-    passed = [s for s in run.stats if s.slos_met(run.percentile)]
-    failed = [s for s in run.stats if not s.slos_met(run.percentile)]
+    scenario = run.scenario
+    percentile = scenario.slo_percentile
+    phases = {phase.name: phase for phase in scenario.phases}
+    passed = [s for s in run.stats if s.slos_met(percentile)]
+    failed = [s for s in run.stats if not s.slos_met(percentile)]
     best = passed[-1] if passed else None
     first_fail = failed[0] if failed else None
-    unit = "concurrent users" if run.phases[0].closed else "requests/s"
+    unit = "concurrent users" if scenario.phases[0].closed else "requests/s"
 
-    def figures(stats) -> str:
+    def figures(stats: PhaseStats) -> str:
         return ", ".join(
-            _slo_figure(slo, stats.slo_value(slo, run.percentile), run.percentile, run.scenario.stream)
-            for slo in run.slos
+            _slo_figure(slo, stats.slo_value(slo, percentile), percentile, scenario.stream)
+            for slo in scenario.slos
         )
 
     if not run.stats:
@@ -120,7 +122,7 @@ def sweep_result(run: Run) -> dict:
     }
 
 
-def _slo_figure(slo, value: float | None, percentile: float, stream: bool = True) -> str:
+def _slo_figure(slo: Slo, value: float | None, percentile: float, stream: bool = True) -> str:
     if value is None and not stream and slo.metric in STREAM_ONLY:
         return f"{slo.metric.upper()} not measurable without streaming"
     if value is None:
@@ -136,9 +138,10 @@ def _seconds(value: float) -> str:
     return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
 
 
-def write(report: dict, scenario: Scenario) -> None:
-    if scenario.output_json:
-        with open(scenario.output_json, "w", encoding="utf-8") as handle:
+def write(report: dict, path: str | None) -> None:
+    """The report as JSON at `path` (nothing without one)."""
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2, default=str)
             handle.write("\n")
 

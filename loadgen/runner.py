@@ -24,9 +24,10 @@ from typing import IO, Any
 import orjson
 
 from loadgen import report as reports
-from loadgen.client import LoadClient, Timeouts
+from loadgen.client import LoadClient
 from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
+from loadgen.result import RunResult
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import PhaseStats
@@ -47,7 +48,7 @@ log = logging.getLogger("loadgen")
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 OPEN_LOOP_CONNECTIONS = 1000  # connection cap of an open loop without --max-concurrency
-SYNTHETIC_OUTPUT_LEN = "128"  # max_tokens of synthetic requests unless --output-len is given
+SYNTHETIC_OUTPUT_LEN = LengthDist("fixed", (128.0,))  # max_tokens of synthetic requests without --output-len
 
 
 def _compact_json(obj: object) -> bytes:
@@ -62,11 +63,8 @@ def _compact_json(obj: object) -> bytes:
 class Run:
     def __init__(self, scenario: Scenario, collector: LoadgenCollector | None = None) -> None:
         self.scenario = scenario
-        self.run_id = scenario.resolved_run_id()
-        self.phases: tuple[Phase, ...] = scenario.phases()
-        self.slos = scenario.slos()
-        self.percentile = float(scenario.slo_percentile)
-        self.connect_s, self.read_s, self.request_s, self.grace_s = scenario.timeouts()
+        self.run_id = scenario.run_id
+        self.phases: tuple[Phase, ...] = scenario.phases
         self.collector = collector
         self.state = "pending"
         self.error: str | None = None
@@ -92,7 +90,7 @@ class Run:
     def stop(self) -> None:
         """Stop issuing; in-flight requests get the grace period, then are cancelled."""
         if not self._stop.is_set():
-            log.info("stopping: no new requests; in-flight ones get %gs", self.grace_s)
+            log.info("stopping: no new requests; in-flight ones get %gs", self.scenario.grace_s)
             self._stop.set()
             if self.state == "running":
                 self.state = "stopping"
@@ -125,7 +123,7 @@ class Run:
                     break
                 stats = await self._run_phase(phase)
                 self.stats.append(stats)
-                if self.scenario.sweep and not stats.slos_met(self.percentile):
+                if self.scenario.sweep and not stats.slos_met(self.scenario.slo_percentile):
                     log.info("sweep: %s misses the SLOs; stopping here", phase.name)
                     break
             self.state = "finished"
@@ -137,9 +135,18 @@ class Run:
             self.metrics.phase = "done"
             self.metrics.target_concurrency = self.metrics.target_rate = None
             await self._teardown()
-        self.report = reports.build(self)
-        reports.write(self.report, self.scenario)
+        self.report = reports.build(self.result())
+        reports.write(self.report, self.scenario.output_json)
         return self.report
+
+    def result(self) -> RunResult:
+        """What the run has done so far, as data (the report is built from it)."""
+        return RunResult(
+            run_id=self.run_id, scenario=self.scenario, model=self.model, started_at=self.started_at,
+            state=self.state, stopped_early=self.stopping,
+            workload=self._workload.describe() if self._workload is not None else None,  # type: ignore[attr-defined]
+            stats=tuple(self.stats),
+        )  # fmt: skip
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless a stop comes first, which cancels it at once (setup has nothing worth
@@ -167,7 +174,7 @@ class Run:
         self._client = LoadClient(
             scenario.url,
             scenario.api_key(),
-            Timeouts(self.connect_s, self.read_s, self.request_s),
+            scenario.timeouts,
             max_connections=connections,
             count_tokens=tokenizer.count if tokenizer else None,
         )
@@ -175,22 +182,21 @@ class Run:
             self.model = await self._client.discover_model()
         # an explicit output length applies to every workload; without one, datasets keep their own
         # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
-        output_len = LengthDist.parse(scenario.output_len) if scenario.output_len not in (None, "") else None
-        if scenario.dataset:
-            kind, _, path = scenario.dataset.partition(":")
-            if kind == "sharegpt":
-                self._workload = load_sharegpt(path, self._rng, output_len, text, scenario.turns)
+        output_len = scenario.output_len
+        dataset = scenario.dataset
+        if dataset is not None:
+            if dataset.kind == "sharegpt":
+                self._workload = load_sharegpt(dataset.path, self._rng, output_len, text, scenario.turns)
             else:
-                self._workload = load_jsonl(path, self._rng, output_len)
+                self._workload = load_jsonl(dataset.path, self._rng, output_len)
         else:
             self._workload = Synthetic(
-                LengthDist.parse(scenario.input_len), output_len or LengthDist.parse(SYNTHETIC_OUTPUT_LEN),
-                text, self._rng,
+                scenario.input_len, output_len or SYNTHETIC_OUTPUT_LEN, text, self._rng,
                 scenario.prefix_groups, scenario.prefix_len, scenario.turns,
             )  # fmt: skip
             if tokenizer is None:
                 await self._calibrate(text)
-        self.metrics = RunMetrics(scenario.name, self.run_id, self.model, scenario.endpoint, scenario.shape())
+        self.metrics = RunMetrics(scenario.name, self.run_id, self.model, scenario.endpoint, scenario.shape)
         if self.collector is not None:
             self.collector.add(self.metrics)
         if scenario.output_jsonl:
@@ -253,7 +259,7 @@ class Run:
     # -- phases --------------------------------------------------------------------------------
 
     async def _run_phase(self, phase: Phase) -> PhaseStats:
-        stats = PhaseStats(phase.name, self.slos)
+        stats = PhaseStats(phase.name, self.scenario.slos)
         self.current = stats
         self.metrics.phase = phase.name
         self.metrics.target_concurrency = phase.level if phase.closed else None
@@ -296,7 +302,9 @@ class Run:
         finished = asyncio.create_task(asyncio.wait(set(self._in_flight)))
         forced = asyncio.create_task(self._forced.wait())
         try:
-            await asyncio.wait({finished, forced}, timeout=self.grace_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {finished, forced}, timeout=self.scenario.grace_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             finished.cancel()  # cancelling the wait leaves the requests themselves alone
             forced.cancel()

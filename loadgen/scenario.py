@@ -2,32 +2,91 @@
 
 YAML keys are the long CLI flags with underscores (`--step-duration` -> `step_duration`), plus
 `steps:` (a list of {concurrency|rate, duration, requests}) for steps with their own durations.
+The control API takes the same keys as a JSON body.
+
+`Scenario.build` is the edge: it checks every value and turns it into typed settings, once. After
+it nothing parses a string: durations are float seconds (names end in `_s`), levels are `Phase`s,
+objectives are `Slo`s, lengths are `LengthDist`s, the HTTP limits a `Timeouts`. What was given is
+kept, redacted, for the report's `config`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import yaml
 
-from loadgen.client import check_header_value, redact_url
+from loadgen.client import Timeouts, check_header_value, redact_url
 from loadgen.errors import ScenarioError
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
+from loadgen.workloads import LengthDist
+
+__all__ = ["INPUTS", "Dataset", "Scenario", "check_url", "parse_duration", "parse_slo", "read_secret"]
+
+Endpoint = Literal["chat", "completions"]
+Progress = Literal["auto", "tty", "plain", "none"]
+ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions")
+PROGRESS: tuple[Progress, ...] = ("auto", "tty", "plain", "none")
+
+# Every setting a person can give (YAML key, flag, control-API body key) with its default as written.
+INPUTS: Mapping[str, object] = {
+    "url": "",
+    "model": None,
+    "endpoint": "chat",
+    "stream": True,
+    "api_key_env": None,
+    "api_key_file": None,
+    "name": "default",
+    "run_id": None,
+    "concurrency": None,
+    "rate": None,
+    "arrival": "poisson",
+    "burstiness": 1.0,
+    "max_concurrency": None,
+    "max_connections": None,
+    "ramp_to": None,
+    "step_duration": None,
+    "requests": None,
+    "soak": False,
+    "steps": None,
+    "sweep": False,
+    "slo": [],
+    "slo_percentile": 95.0,
+    "input_len": "256",
+    "output_len": None,  # synthetic: 128; datasets: their own lengths unless given
+    "dataset": None,
+    "prefix_groups": 0,
+    "prefix_len": 0,
+    "turns": 1,
+    "tokenizer": None,
+    "seed": 0,
+    "extra_body": {},
+    "connect_timeout": "10s",
+    "read_timeout": "120s",
+    "request_timeout": "900s",
+    "grace": "10s",
+    "output_json": None,
+    "output_jsonl": None,
+    "metrics_address": "0.0.0.0:9841",
+    "progress": "auto",
+}
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SLO = re.compile(r"^\s*(ttft|ttfo|tpot|itl|e2e|dispatch|user_tps|error_ratio)\s*(<=|>=)\s*(\S+?)\s*$")
 
 
-def parse_duration(value: Any, what: str = "duration") -> float:
+def parse_duration(value: object, what: str = "duration") -> float:
     """`20s`, `500ms`, `5m`, `2h`, `1d`, a number of seconds, or `inf`."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
@@ -43,7 +102,7 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     return seconds
 
 
-def parse_slo(text: str) -> Slo:
+def parse_slo(text: object) -> Slo:
     """`ttft<=2s`, `tpot<=100ms`, `e2e<=30s`, `user_tps>=10` (tokens/s per user), `error_ratio<=0.01`."""
     match = _SLO.match(str(text))
     if not match:
@@ -66,76 +125,80 @@ def parse_slo(text: str) -> Slo:
     return Slo(metric, op, threshold)
 
 
-def _levels(value: Any, what: str, integer: bool) -> list[float] | None:
-    if value is None:
-        return None
-    items = value if isinstance(value, list) else str(value).split(",")
+def check_url(url: object, what: str = "--url") -> str:
+    """An http(s) base URL with a host, as a string; ScenarioError saying what is wrong otherwise."""
+    if not url or not re.match(r"^https?://", str(url)):
+        raise ScenarioError(f"{what} is required: the server's base URL, e.g. http://127.0.0.1:8000")
     try:
-        levels = [float(str(item).strip()) for item in items if str(item).strip()]
-    except ValueError as exc:
-        raise ScenarioError(f"bad {what} {value!r}: use a number or a comma-separated list") from exc
-    if not levels or min(levels) <= 0 or (integer and any(level != int(level) for level in levels)):
-        raise ScenarioError(f"bad {what} {value!r}: {'whole ' if integer else ''}numbers above 0 needed")
-    return levels
+        host = httpx.URL(str(url)).host
+    except (httpx.InvalidURL, ValueError):
+        host = ""
+    if not host:
+        raise ScenarioError(f"{redact_url(str(url))} is not a usable http(s) URL")
+    return str(url)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Dataset:
+    """`sharegpt:PATH` or `jsonl:PATH`."""
+
+    kind: Literal["sharegpt", "jsonl"]
+    path: str
+
+    @classmethod
+    def parse(cls, spec: object) -> Dataset:
+        kind, _, path = str(spec).partition(":")
+        if kind not in ("sharegpt", "jsonl") or not path:
+            raise ScenarioError("dataset must be sharegpt:PATH or jsonl:PATH")
+        return cls(kind, path)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
-    url: str = ""
-    model: str | None = None
-    endpoint: str = "chat"
-    stream: bool = True
-    api_key_env: str | None = None
-    api_key_file: str | None = None
-    name: str = "default"
-    run_id: str | None = None
-    concurrency: Any = None
-    rate: Any = None
-    arrival: str = "poisson"
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    max_connections: int | None = None
-    ramp_to: float | None = None
-    step_duration: Any = None
-    requests: int | None = None
-    soak: bool = False
-    steps: list | None = None
-    sweep: bool = False
-    slo: list = field(default_factory=list)
-    slo_percentile: float = 95.0
-    input_len: Any = "256"
-    output_len: Any = None  # synthetic: 128; datasets: their own lengths unless given
-    dataset: str | None = None
-    prefix_groups: int = 0
-    prefix_len: int = 0
-    turns: int = 1
-    tokenizer: str | None = None
-    seed: int = 0
-    extra_body: dict = field(default_factory=dict)
-    connect_timeout: Any = "10s"
-    read_timeout: Any = "120s"
-    request_timeout: Any = "900s"
-    grace: Any = "10s"
-    output_json: str | None = None
-    output_jsonl: str | None = None
-    metrics_address: str | None = "0.0.0.0:9841"
-    progress: str = "auto"
+    """A run's settings, checked and typed. Built by `Scenario.build` only: the defaults are in INPUTS."""
+
+    url: str
+    model: str | None
+    endpoint: Endpoint
+    stream: bool
+    api_key_env: str | None
+    api_key_file: str | None
+    name: str
+    run_id: str
+    phases: tuple[Phase, ...]
+    shape: str  # closed, open, closed-steps, open-ramp, sweep, soak, ... (a metric label)
+    sweep: bool
+    soak: bool
+    slos: tuple[Slo, ...]
+    slo_percentile: float
+    max_connections: int | None  # None: from the phases (runner)
+    input_len: LengthDist
+    output_len: LengthDist | None  # None: synthetic 128, datasets their own lengths
+    dataset: Dataset | None
+    prefix_groups: int
+    prefix_len: int
+    turns: int
+    tokenizer: str | None
+    seed: int
+    extra_body: Mapping[str, object]
+    timeouts: Timeouts
+    grace_s: float
+    output_json: str | None
+    output_jsonl: str | None
+    metrics_address: str | None
+    progress: Progress
+    given: Mapping[str, object] = field(repr=False, compare=False)  # as given, defaults filled in
 
     @classmethod
-    def keys(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
-
-    @classmethod
-    def build(cls, file_values: dict | None, flag_values: dict) -> Scenario:
-        values: dict[str, Any] = {}
+    def build(cls, file_values: Mapping | None, flag_values: Mapping) -> Scenario:
+        """The scenario from YAML values and flags (flags win; None means not given)."""
+        values: dict[str, object] = {}
         for source in (file_values or {}, flag_values):
-            unknown = set(source) - cls.keys()
+            unknown = set(source) - set(INPUTS)
             if unknown:
-                raise ScenarioError(f"unknown scenario key(s): {', '.join(sorted(unknown))}")
+                raise ScenarioError(f"unknown scenario key(s): {', '.join(sorted(map(str, unknown)))}")
             values.update({k: v for k, v in source.items() if v is not None})
-        scenario = cls(**values)
-        scenario.validate()
-        return scenario
+        return _parse(copy.deepcopy({**INPUTS, **values}))  # nothing shared with INPUTS or callers
 
     @classmethod
     def load_yaml(cls, path: str) -> dict:
@@ -149,17 +212,27 @@ class Scenario:
             raise ScenarioError(f"scenario {path}: the top level must be a mapping of settings")
         return {str(k).replace("-", "_"): v for k, v in data.items()}
 
-    def validate(self) -> None:
-        self.validate_url()
-        if self.endpoint not in ("chat", "completions"):
-            raise ScenarioError("endpoint must be chat or completions")
-        if self.arrival not in ARRIVALS:
-            raise ScenarioError(f"arrival must be one of {', '.join(ARRIVALS)}")
-        if self.progress not in ("auto", "tty", "plain", "none"):
-            raise ScenarioError("progress must be auto, tty, plain or none")
-        if not isinstance(self.extra_body, dict):
-            raise ScenarioError("extra_body must be a JSON/YAML object")
-        names = (
+    def redacted(self) -> dict:
+        """The configuration as given, safe to write out: names where secrets come from, never values."""
+        values = {**copy.deepcopy(self.given), "run_id": self.run_id}
+        values["url"] = redact_url(self.url)
+        values["api_key"] = "<redacted>" if (self.api_key_env or self.api_key_file) else None
+        return values
+
+    def api_key(self) -> str | None:
+        return read_secret(self.api_key_env, self.api_key_file, "API key")
+
+
+def _parse(v: dict[str, object]) -> Scenario:
+    """Every value checked and typed; the first problem raises ScenarioError (or WorkloadError)."""
+    url = check_url(v["url"])
+    endpoint = _choice(v, "endpoint", ENDPOINTS)
+    progress = _choice(v, "progress", PROGRESS)
+    if not isinstance(v["extra_body"], dict):
+        raise ScenarioError("extra_body must be a JSON/YAML object")
+    counts = {
+        name: _count(v, name)
+        for name in (
             "prefix_groups",
             "prefix_len",
             "turns",
@@ -168,126 +241,198 @@ class Scenario:
             "max_connections",
             "requests",
         )
-        for name in names:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ScenarioError(f"{name} must be a whole number >= 0, got {value!r}")
-        if self.turns < 1:
-            raise ScenarioError("turns must be at least 1")
-        if not 0 < float(self.slo_percentile) < 100:
-            raise ScenarioError("slo_percentile must be between 0 and 100")
-        if self.sweep and not self.slos():
-            raise ScenarioError(
-                "a sweep needs at least one --slo, e.g. --slo 'ttft<=2s' --slo 'user_tps>=10'"
-            )
-        if self.dataset and not re.match(r"^(sharegpt|jsonl):.+", self.dataset):
-            raise ScenarioError("dataset must be sharegpt:PATH or jsonl:PATH")
-        self.timeouts()
-        self.phases()
+    }
+    if counts["turns"] is not None and counts["turns"] < 1:
+        raise ScenarioError("turns must be at least 1")
+    percentile = _number(v, "slo_percentile")
+    if not 0 < percentile < 100:
+        raise ScenarioError("slo_percentile must be between 0 and 100")
+    slo_items = v["slo"] if isinstance(v["slo"], list) else [v["slo"]]
+    slos = tuple(parse_slo(item) for item in slo_items)
+    sweep, soak = _flag(v, "sweep"), _flag(v, "soak")
+    if sweep and not slos:
+        raise ScenarioError("a sweep needs at least one --slo, e.g. --slo 'ttft<=2s' --slo 'user_tps>=10'")
+    dataset = Dataset.parse(v["dataset"]) if v["dataset"] else None
+    timeouts = Timeouts(
+        connect_s=parse_duration(v["connect_timeout"], "connect timeout"),
+        read_s=parse_duration(v["read_timeout"], "read timeout"),
+        request_s=parse_duration(v["request_timeout"], "request timeout"),
+    )
+    grace_s = parse_duration(v["grace"], "grace")
+    phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
+    output_len = v["output_len"]
+    return Scenario(
+        url=url,
+        model=_text(v, "model"),
+        endpoint=endpoint,
+        stream=_flag(v, "stream"),
+        api_key_env=_text(v, "api_key_env"),
+        api_key_file=_text(v, "api_key_file"),
+        name=_text(v, "name") or "default",
+        run_id=_text(v, "run_id") or uuid.uuid4().hex[:8],
+        phases=phases,
+        shape=_shape(phases, sweep, soak),
+        sweep=sweep,
+        soak=soak,
+        slos=slos,
+        slo_percentile=percentile,
+        max_connections=counts["max_connections"],
+        input_len=LengthDist.parse(_length_spec(v, "input_len")),
+        output_len=LengthDist.parse(_length_spec(v, "output_len")) if output_len not in (None, "") else None,
+        dataset=dataset,
+        prefix_groups=counts["prefix_groups"] or 0,
+        prefix_len=counts["prefix_len"] or 0,
+        turns=counts["turns"] or 1,
+        tokenizer=_text(v, "tokenizer"),
+        seed=counts["seed"] or 0,
+        extra_body=v["extra_body"],  # type: ignore[arg-type]
+        timeouts=timeouts,
+        grace_s=grace_s,
+        output_json=_text(v, "output_json"),
+        output_jsonl=_text(v, "output_jsonl"),
+        metrics_address=_text(v, "metrics_address"),
+        progress=progress,
+        given=v,
+    )
 
-    def validate_url(self) -> None:
-        if not self.url or not re.match(r"^https?://", str(self.url)):
-            raise ScenarioError("--url is required: the server's base URL, e.g. http://127.0.0.1:8000")
+
+def _phases(
+    v: dict[str, object], max_concurrency: int | None, requests: int | None, soak: bool
+) -> tuple[Phase, ...]:
+    common: dict[str, object] = {
+        "arrival": _choice(v, "arrival", ARRIVALS),
+        "burstiness": _number(v, "burstiness"),
+        "max_concurrency": max_concurrency,
+        "max_requests": requests,
+    }
+    if v["step_duration"] is not None:
+        duration = parse_duration(v["step_duration"])
+    else:
+        duration = math.inf if soak or requests else 60.0
+    steps = v["steps"]
+    if steps:
+        if not isinstance(steps, list):
+            raise ScenarioError("steps must be a list of mappings with concurrency or rate")
+        phases = tuple(_step(index, step, common, duration) for index, step in enumerate(steps, 1))
+    else:
+        concurrency = _levels(v["concurrency"], "concurrency", integer=True)
+        rate = _levels(v["rate"], "rate", integer=False)
+        if concurrency and rate:
+            raise ScenarioError("give --concurrency (closed loop) or --rate (open loop), not both")
+        levels, closed = (concurrency, True) if concurrency else (rate, False) if rate else ([1.0], True)
+        if v["ramp_to"] is not None:
+            if len(levels) != 1:
+                raise ScenarioError("--ramp-to ramps from one starting --concurrency or --rate")
+            common["ramp_to"] = _number(v, "ramp_to")
+        phases = step_phases(levels, closed, duration_s=duration, **common)
+    for phase in phases:
         try:
-            host = httpx.URL(str(self.url)).host
-        except (httpx.InvalidURL, ValueError):
-            host = ""
-        if not host:
-            raise ScenarioError(f"{redact_url(str(self.url))} is not a usable http(s) URL")
+            phase.validate()
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from exc
+    if not soak and any(math.isinf(p.duration_s) and p.max_requests is None for p in phases):
+        raise ScenarioError("a phase without an end: give --step-duration or --requests, or --soak")
+    return phases
 
-    def slos(self) -> tuple[Slo, ...]:
-        items = self.slo if isinstance(self.slo, list) else [self.slo]
-        return tuple(parse_slo(item) for item in items)
 
-    def timeouts(self) -> tuple[float, float, float, float]:
-        return (
-            parse_duration(self.connect_timeout, "connect timeout"),
-            parse_duration(self.read_timeout, "read timeout"),
-            parse_duration(self.request_timeout, "request timeout"),
-            parse_duration(self.grace, "grace"),
-        )
+def _step(index: int, step: object, common: dict, duration: float) -> Phase:
+    if not isinstance(step, dict) or not ({"concurrency", "rate"} & set(step)):
+        raise ScenarioError(f"steps[{index}] must be a mapping with concurrency or rate")
+    unknown = set(step) - {"concurrency", "rate", "duration", "requests", "ramp_to", "name"}
+    if unknown:
+        raise ScenarioError(f"steps[{index}]: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    kind = "concurrency" if "concurrency" in step else "rate"
+    try:
+        level = int(step[kind]) if kind == "concurrency" else float(step[kind])
+        ramp_to = float(step["ramp_to"]) if step.get("ramp_to") is not None else None
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"steps[{index}]: {kind} and ramp_to must be numbers") from exc
+    requests = step.get("requests", common["max_requests"])
+    if requests is not None and (not isinstance(requests, int) or isinstance(requests, bool)):
+        raise ScenarioError(f"steps[{index}]: requests must be a whole number")
+    return Phase(
+        name=str(step.get("name") or f"step-{index} {kind}={level:g}"),
+        **{kind: level},
+        ramp_to=ramp_to,
+        duration_s=parse_duration(step["duration"]) if "duration" in step else duration,
+        **{**common, "max_requests": requests},
+    )
 
-    def phases(self) -> tuple[Phase, ...]:
-        common: dict[str, Any] = {
-            "arrival": self.arrival,
-            "burstiness": float(self.burstiness),
-            "max_concurrency": self.max_concurrency,
-            "max_requests": self.requests,
-        }
-        if self.soak:
-            duration = math.inf if self.step_duration is None else parse_duration(self.step_duration)
-        elif self.step_duration is not None:
-            duration = parse_duration(self.step_duration)
-        else:
-            duration = math.inf if self.requests else 60.0
-        if self.steps:
-            phases = tuple(
-                self._step(index, step, common, duration) for index, step in enumerate(self.steps, 1)
-            )
-        else:
-            concurrency = _levels(self.concurrency, "concurrency", integer=True)
-            rate = _levels(self.rate, "rate", integer=False)
-            if concurrency and rate:
-                raise ScenarioError("give --concurrency (closed loop) or --rate (open loop), not both")
-            levels, closed = (concurrency, True) if concurrency else (rate, False) if rate else ([1.0], True)
-            if self.ramp_to is not None:
-                if len(levels) != 1:
-                    raise ScenarioError("--ramp-to ramps from one starting --concurrency or --rate")
-                common["ramp_to"] = float(self.ramp_to)
-            phases = step_phases(levels, closed, duration_s=duration, **common)
-        for phase in phases:
-            try:
-                phase.validate()
-            except ValueError as exc:
-                raise ScenarioError(str(exc)) from exc
-        if not self.soak and any(math.isinf(p.duration_s) and p.max_requests is None for p in phases):
-            raise ScenarioError("a phase without an end: give --step-duration or --requests, or --soak")
-        return phases
 
-    def _step(self, index: int, step: Any, common: dict, duration: float) -> Phase:
-        if not isinstance(step, dict) or not ({"concurrency", "rate"} & set(step)):
-            raise ScenarioError(f"steps[{index}] must be a mapping with concurrency or rate")
-        unknown = set(step) - {"concurrency", "rate", "duration", "requests", "ramp_to", "name"}
-        if unknown:
-            raise ScenarioError(f"steps[{index}]: unknown key(s) {', '.join(sorted(unknown))}")
-        kind = "concurrency" if "concurrency" in step else "rate"
-        try:
-            level = int(step[kind]) if kind == "concurrency" else float(step[kind])
-        except (TypeError, ValueError) as exc:
-            raise ScenarioError(f"steps[{index}]: {kind} must be a number") from exc
-        return Phase(
-            name=str(step.get("name") or f"step-{index} {kind}={level:g}"),
-            **{kind: level},
-            ramp_to=float(step["ramp_to"]) if step.get("ramp_to") is not None else None,
-            duration_s=parse_duration(step["duration"]) if "duration" in step else duration,
-            **{**common, "max_requests": step.get("requests", common["max_requests"])},
-        )
+def _shape(phases: tuple[Phase, ...], sweep: bool, soak: bool) -> str:
+    if sweep:
+        return "sweep"
+    if soak:
+        return "soak"
+    kind = "closed" if phases[0].closed else "open"
+    if phases[0].ramp_to is not None:
+        return f"{kind}-ramp"
+    return f"{kind}-steps" if len(phases) > 1 else kind
 
-    def shape(self) -> str:
-        if self.sweep:
-            return "sweep"
-        if self.soak:
-            return "soak"
-        phases = self.phases()
-        kind = "closed" if phases[0].closed else "open"
-        if phases[0].ramp_to is not None:
-            return f"{kind}-ramp"
-        return f"{kind}-steps" if len(phases) > 1 else kind
 
-    def resolved_run_id(self) -> str:
-        if not self.run_id:
-            self.run_id = uuid.uuid4().hex[:8]
-        return self.run_id
+def _levels(value: object, what: str, integer: bool) -> list[float] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        levels = [float(str(item).strip()) for item in items if str(item).strip()]
+    except ValueError as exc:
+        raise ScenarioError(f"bad {what} {value!r}: use a number or a comma-separated list") from exc
+    if (
+        not levels
+        or not all(0 < level < math.inf for level in levels)
+        or (integer and any(level != int(level) for level in levels))
+    ):
+        raise ScenarioError(f"bad {what} {value!r}: {'whole ' if integer else ''}numbers above 0 needed")
+    return levels
 
-    def redacted(self) -> dict:
-        """The exact configuration, safe to write out: names where secrets come from, never values."""
-        values = asdict(self)
-        values["url"] = redact_url(self.url)
-        values["api_key"] = "<redacted>" if (self.api_key_env or self.api_key_file) else None
-        return values
 
-    def api_key(self) -> str | None:
-        return read_secret(self.api_key_env, self.api_key_file, "API key")
+def _choice(v: dict[str, object], name: str, choices: tuple[str, ...]) -> Any:  # one of `choices`
+    if v[name] not in choices:
+        raise ScenarioError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {v[name]!r}")
+    return v[name]
+
+
+def _count(v: dict[str, object], name: str) -> int | None:
+    value = v[name]
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ScenarioError(f"{name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _number(v: dict[str, object], name: str) -> float:
+    value = v[name]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ScenarioError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ScenarioError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _flag(v: dict[str, object], name: str) -> bool:
+    if not isinstance(v[name], bool):
+        raise ScenarioError(f"{name} must be true or false, got {v[name]!r}")
+    return v[name]  # type: ignore[return-value]
+
+
+def _text(v: dict[str, object], name: str) -> str | None:
+    value = v[name]
+    if value is None:
+        return None
+    if isinstance(value, dict | list | bool):
+        raise ScenarioError(f"{name} must be text, got {value!r}")
+    return str(value)
+
+
+def _length_spec(v: dict[str, object], name: str) -> str:
+    value = v[name]
+    if isinstance(value, dict | list | bool):
+        raise ScenarioError(f"{name} must be N, uniform:MIN:MAX, normal:MEAN:STD or hist:LEN=WEIGHT,...")
+    return str(value)
 
 
 def read_secret(env: str | None, file: str | None, what: str) -> str | None:

@@ -40,16 +40,16 @@ def test_flags_override_yaml_and_steps_become_phases(tmp_path):
         "steps:\n  - {concurrency: 5, duration: 3s}\n  - {rate: 2.5}\n"
     )
     scenario = Scenario.build(Scenario.load_yaml(str(path)), {"step_duration": "7s", "seed": None})
-    phases = scenario.phases()
+    phases = scenario.phases
     assert [(p.name, p.concurrency, p.rate, p.duration_s) for p in phases] == [
         ("step-1 concurrency=5", 5, None, 3.0),
         ("step-2 rate=2.5", None, 2.5, 7.0),
     ]
     plain = Scenario.build(None, {"url": "http://h:1", "concurrency": "1,10,50", "step_duration": "20s"})
-    assert [p.name for p in plain.phases()] == [
+    assert [p.name for p in plain.phases] == [
         "step-1 concurrency=1", "step-2 concurrency=10", "step-3 concurrency=50",
     ]  # fmt: skip
-    assert plain.shape() == "closed-steps"
+    assert plain.shape == "closed-steps"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,27 @@
+"""What a run leaves behind: the data its report is built from.
+
+The runner fills a RunResult when a run ends (finished, stopped or failed); the report, and anything
+else that renders or compares runs, reads it and never reaches into the runner. Data flows one way:
+scenario -> runner -> RunResult -> report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loadgen.scenario import Scenario
+from loadgen.stats import PhaseStats
+
+__all__ = ["RunResult"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    scenario: Scenario  # the settings (the planned phases, SLOs and their percentile among them)
+    model: str | None  # as given or discovered; None when the run stopped before discovery
+    started_at: float  # Unix time (s)
+    state: str  # finished, failed (pending/running/stopping only while the run is live)
+    stopped_early: bool  # a stop (signal, API) ended the run before its phases were done
+    workload: dict[str, object] | None  # Workload.describe(); None when setup did not get that far
+    stats: tuple[PhaseStats, ...]  # the phases run, in order (a sweep stops at its first miss)
