@@ -39,6 +39,7 @@ from loadgen.workloads import (
     TextMaker,
     Tokenizer,
     WorkItem,
+    Workload,
     load_jsonl,
     load_sharegpt,
     random_words,
@@ -80,7 +81,7 @@ class Run:
         self._issuer: asyncio.Task | None = None
         self._seq = 0
         self._jsonl: IO[bytes] | None = None
-        self._workload: Synthetic | object | None = None
+        self._workload: Workload | None = None
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
@@ -144,7 +145,7 @@ class Run:
         return RunResult(
             run_id=self.run_id, scenario=self.scenario, model=self.model, started_at=self.started_at,
             state=self.state, stopped_early=self.stopping,
-            workload=self._workload.describe() if self._workload is not None else None,  # type: ignore[attr-defined]
+            workload=self._workload.describe() if self._workload is not None else None,
             stats=tuple(self.stats),
         )  # fmt: skip
 

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from loadgen.errors import WorkloadError
 
@@ -56,6 +57,23 @@ class WorkItem:
         if len(messages) == 1:
             return str(messages[0].get("content", ""))
         return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages)
+
+
+class Workload(Protocol):
+    """What the runner asks of a workload: the next item to send, and what it is, for the report.
+
+    The runner calls `next()` once per conversation it starts (closed loop: each time a user is
+    free; open loop: at each arrival), from the event loop, never concurrently, so a workload may
+    keep state (a cursor, a random generator) without locks. `next()` must return at once: it runs
+    on the dispatch path, where a slow call is dispatch delay for every request behind it. An item
+    with `followups` is a conversation: the runner sends its turns one after another, feeding each
+    answer back. `describe()` is called once, for the report's `workload` section (JSON-ready).
+
+    Implementations: `Synthetic` (generated prompts) and `FileWorkload` (ShareGPT, JSONL)."""
+
+    def next(self) -> WorkItem: ...
+
+    def describe(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -213,7 +231,7 @@ class Synthetic:
         message = {"role": "user", "content": prompt}
         return WorkItem((message,), max_tokens, tuple(followups), length, tuple(lengths))
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         return {
             "kind": "synthetic",
             "input_len": str(self.input_len),
@@ -247,7 +265,7 @@ class FileWorkload:
         self._index += 1
         return item
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         return {
             "kind": self.kind,
             "path": self.path,
