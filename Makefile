@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server prometheus-package dashboards clean
+.PHONY: demo test lint unit venv llama-server prometheus-package dashboards chart chart-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,26 @@ lint: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python -m grafana.generate
 
-test: $(STAMP) prometheus-package llama-server lint
+# The Helm chart's copies of prometheus/rules/ and grafana/dashboards/ (deploy/helm/generate.py).
+chart: dashboards
+	$(BIN)/python deploy/helm/generate.py
+
+# Helm's own engine (helm-python-sdk embeds Helm v4's Go SDK, 244 MB) and the Kubernetes API's JSON schemas
+# (kubernetes-validate) for the chart tests, in a virtual environment of their own cached under
+# $(CACHE), keyed by the pinned versions (tests/deploy/chart.py names the same folder).
+CACHE                ?= $(or $(LLMOBS_CACHE),.cache)
+HELM_SDK_VERSION     := 0.2.2
+K8S_VALIDATE_VERSION := 1.37.0
+CHART_TOOLS          := $(CACHE)/chart-tools-helm$(HELM_SDK_VERSION)-kv$(K8S_VALIDATE_VERSION)
+chart-tools:
+	@[ -x $(CHART_TOOLS)/bin/python ] || { rm -rf $(CHART_TOOLS).part && mkdir -p $(CACHE) && \
+	  $(PYTHON) -m venv $(CHART_TOOLS).part && \
+	  $(CHART_TOOLS).part/bin/pip install --quiet --disable-pip-version-check \
+	    helm-python-sdk==$(HELM_SDK_VERSION) kubernetes-validate==$(K8S_VALIDATE_VERSION) && \
+	  mv $(CHART_TOOLS).part $(CHART_TOOLS); } || \
+	  echo "chart tools not installed: the chart tests skip (fail under CI=true)"
+
+test: $(STAMP) prometheus-package llama-server chart-tools lint
 	$(BIN)/python -m pytest -q -ra
 
 unit: $(STAMP)
