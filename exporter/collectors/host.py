@@ -24,21 +24,10 @@ from prometheus_client.registry import Collector
 
 from exporter.collectors.process_labels import command_label
 from exporter.config import EngineProcessPattern
+from exporter.engines.registry import PROCESS_NAMES
 
 log = logging.getLogger("exporter.host")
 
-# Built-in recognisers: engine_kind -> pattern matched against the program name (see program_names).
-BUILTIN_ENGINES: dict[str, str] = {
-    "vllm": r"vllm(\..*)?",
-    "sglang": r"sglang(\..*)?",
-    "lmdeploy": r"lmdeploy(\..*)?",
-    "xinference": r"xinference(-local|-worker|-supervisor)?(\..*)?",
-    "ollama": r"ollama",
-    "llamacpp": r"llama-server",
-    "tgi": r"text-generation-(launcher|server)",
-    "triton_trtllm": r"tritonserver",
-    "trtllm_serve": r"trtllm-serve",
-}
 # Partitions and virtual devices, as node_exporter's default --collector.diskstats.device-exclude.
 _DISK_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$")
 _PYTHON = re.compile(r"^python[0-9.]*$")
@@ -76,7 +65,8 @@ class EngineTree:
 
 class EngineMatcher:
     def __init__(self, extra: Sequence[EngineProcessPattern] = ()) -> None:
-        self._builtin = [(kind, re.compile(rf"^{pattern}$")) for kind, pattern in BUILTIN_ENGINES.items()]
+        # Each engine's file declares its program names (engines/registry.py collects them).
+        self._builtin = [(kind, re.compile(rf"^{pattern}$")) for kind, pattern in PROCESS_NAMES.items()]
         self._extra = [(p.engine_kind, re.compile(p.pattern)) for p in extra]
 
     def kind(self, argv: Sequence[str]) -> str | None:

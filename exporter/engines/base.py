@@ -1,5 +1,11 @@
 """The one small interface every engine adapter implements, and the table-driven helpers most of them share.
 
+Each adapter's file declares everything the exporter knows about its engine as class attributes:
+`kind` (the `engine_kind` label and the `kind=` of a target), `metrics_path` (its default metrics path),
+`prefixes` (wire-name prefixes that identify its payloads) and `process_names` (the program names its
+processes run as, for the host collector and the GPU join). `engines/registry.py` lists the adapters;
+every other list of engines (configuration, host collector, discovery) is derived from it.
+
 An adapter is three steps:
 - `scrape(fetch)`: the HTTP reads it needs (usually its metrics path, sometimes a JSON status page);
 - `detect(exposition)`: does this payload come from this engine (by its metric-name prefix)?
@@ -21,16 +27,23 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from exporter.engines.parse import Exposition, HistogramValue, parse
-from exporter.engines.schema import FAMILIES, Histogram, Normalized, finish_reason, raw_reason_label
+from exporter.engines.schema import (
+    FAMILIES,
+    ErrorKind,
+    Histogram,
+    Normalized,
+    finish_reason,
+    raw_reason_label,
+)
 
 LabelMap = Callable[[Mapping[str, str]], dict[str, str] | None]
 RATIO_FAMILIES = {"llm_kv_cache_usage_ratio"}
 
 
 class ScrapeError(Exception):
-    """A failed scrape, with `kind` one of schema.ERROR_KINDS; the message never holds secrets."""
+    """A failed scrape, with `kind` one of the counted schema.ErrorKind; the message never holds secrets."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -67,6 +80,9 @@ class Engine:
     kind: ClassVar[str]
     metrics_path: ClassVar[str] = "/metrics"
     prefixes: ClassVar[tuple[str, ...]] = ()  # wire-name prefixes that identify this engine
+    # A regex matched against the whole program name (executable, or the X of `python [-m] X`); None when
+    # the engine's processes have no name of their own (NIM runs a vLLM-derived server).
+    process_names: ClassVar[str | None] = None
     # Pass-through keeps names that start with one of these (after `:` -> `_`); others get `<kind>_` in front.
     passthrough_prefixes: ClassVar[tuple[str, ...] | None] = None
 

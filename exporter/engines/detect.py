@@ -9,25 +9,11 @@ A connection failure or timeout ends discovery at once: the target is down, not 
 from __future__ import annotations
 
 from exporter.engines.base import Engine, Fetch, Scraped, ScrapeError, detection_score, parse_off_loop
-from exporter.engines.llamacpp import LlamaCpp
-from exporter.engines.lmdeploy import LmDeploy
-from exporter.engines.nim import Nim, has_bare_vllm_names
-from exporter.engines.ollama import Ollama, is_version_document
+from exporter.engines.nim import has_bare_vllm_names
+from exporter.engines.ollama import is_version_document
 from exporter.engines.parse import Exposition, ParseError
-from exporter.engines.sglang import Sglang
-from exporter.engines.tgi import Tgi
-from exporter.engines.triton_trtllm import TritonTrtllm
-from exporter.engines.trtllm_serve import TrtllmServe
-from exporter.engines.vllm import Vllm
-from exporter.engines.xinference import Xinference
+from exporter.engines.registry import ENGINES
 
-ENGINES: dict[str, Engine] = {
-    engine.kind: engine
-    for engine in (
-        Vllm(), Sglang(), LlamaCpp(), LmDeploy(), Xinference(), Tgi(), TritonTrtllm(), TrtllmServe(), Nim(),
-        Ollama(),
-    )
-}  # fmt: skip
 PROBE_PATHS = ("/metrics", "/v1/metrics", "/prometheus/metrics")
 
 

@@ -32,6 +32,7 @@ P = "llamacpp:"
 class LlamaCpp(Engine):
     kind = "llamacpp"
     prefixes = (P,)
+    process_names = r"llama-server"
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:

@@ -44,6 +44,7 @@ NAMES: dict[str, tuple[str, ...]] = {
 class LmDeploy(Engine):
     kind = "lmdeploy"
     prefixes = (P,)
+    process_names = r"lmdeploy(\..*)?"
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

@@ -10,51 +10,55 @@ and `request_failure_total` (every other reason; `error` when it carries no reas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from exporter.engines.base import Engine, Fetch, LabelMap, Scraped, add_counted, add_finished
+from exporter.engines.base import Engine, LabelMap, Scraped, add_counted, add_finished
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
-from exporter.engines.vllm import NAMES, REASON_LABELS, Vllm
+from exporter.engines.vllm import (
+    NAMES,
+    REASON_LABELS,
+    VLLM_NAMES,
+    Dialect,
+    add_success_by_reason,
+    normalize_vllm_names,
+)
 
 BARE_MARKERS = ("num_requests_running", "gpu_cache_usage_perc")
-BARE_NAMES: dict[str, tuple[str, ...]] = {
-    **NAMES,
-    "llm_inter_token_latency_seconds": ("inter_token_latency_seconds",),
-    "llm_time_per_output_token_seconds": (
-        "request_time_per_output_token_seconds",
-        "time_per_output_token_seconds",
-    ),
-}
+BARE_NAMES = Dialect(
+    "",
+    {
+        **NAMES,
+        "llm_inter_token_latency_seconds": ("inter_token_latency_seconds",),
+        "llm_time_per_output_token_seconds": (
+            "request_time_per_output_token_seconds",
+            "time_per_output_token_seconds",
+        ),
+    },
+)
 
 
-class Nim(Vllm):
+class Nim(Engine):
     kind = "nim"
     metrics_path = "/v1/metrics"
-    prefixes = ()
-    prefix = ""
 
-    async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
-        return await Engine.scrape(self, fetch, exposition)
-
-    def name_prefix(self, exposition: Exposition) -> str:
-        return "" if exposition.has("num_requests_running") else "vllm:"
-
-    def names(self, prefix: str) -> Mapping[str, tuple[str, ...]]:
-        return BARE_NAMES if prefix == "" else NAMES
-
-    def finished(self, exposition: Exposition, prefix: str, labels: LabelMap, out: Normalized) -> None:
-        """`request_finish_total` (every finished request, by reason) where NIM has it; else its success
-        counter (stop, length) plus its failure counter (every other reason), which do not overlap."""
-        if prefix or not exposition.samples("request_finish_total"):
-            super().finished(exposition, prefix, labels, out)
-            if not prefix:
-                _add_by_reason(exposition, "request_failure_total", "error", labels, out)
-            return
-        _add_by_reason(exposition, "request_finish_total", "other", labels, out)
+    def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
+        exposition = scraped.exposition
+        assert exposition is not None
+        if exposition.has("num_requests_running"):
+            return normalize_vllm_names(scraped, BARE_NAMES, add_bare_finished, model)
+        return normalize_vllm_names(scraped, VLLM_NAMES, add_success_by_reason, model)
 
     def detect(self, exposition: Exposition) -> bool:
         return has_bare_vllm_names(exposition) or exposition.has("vllm:num_requests_running")
+
+
+def add_bare_finished(exposition: Exposition, dialect: Dialect, labels: LabelMap, out: Normalized) -> None:
+    """`request_finish_total` (every finished request, by reason) where NIM has it; else its success
+    counter (stop, length) plus its failure counter (every other reason), which do not overlap."""
+    if exposition.samples("request_finish_total"):
+        _add_by_reason(exposition, "request_finish_total", "other", labels, out)
+        return
+    add_success_by_reason(exposition, dialect, labels, out)
+    _add_by_reason(exposition, "request_failure_total", "error", labels, out)
 
 
 def has_bare_vllm_names(exposition: Exposition) -> bool:

@@ -21,6 +21,7 @@ class Ollama(Engine):
     kind = "ollama"
     metrics_path = "/api/ps"
     prefixes = ()
+    process_names = r"ollama"
 
     def detect(self, exposition: Exposition) -> bool:
         return False  # detected by its /api/version answer, not by an exposition

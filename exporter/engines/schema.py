@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 Kind = Literal["gauge", "counter", "histogram"]
 
@@ -61,7 +61,9 @@ TARGET_FAMILIES: dict[str, Spec] = {
     "llm_target_errors_total": Spec("counter", "Failed scrapes of the engine target by kind."),
 }
 
-ERROR_KINDS = (
+# The `kind` of llm_target_errors_total: every way a target's scrape can fail, each counted from the start.
+# docs/metrics.md and exporter/README.md ("Failure behaviour") list them (tests/engines/test_contract.py).
+ErrorKind = Literal[
     "connect",
     "timeout",
     "http_status",
@@ -70,7 +72,8 @@ ERROR_KINDS = (
     "unknown_engine",
     "no_known_metrics",
     "auth",
-)
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 FINISH_REASONS = ("stop", "length", "completed", "abort", "error", "other")
 MAX_RAW_REASON_CHARS = 48
 

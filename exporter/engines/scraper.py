@@ -24,9 +24,10 @@ import httpx
 
 from exporter.config import MAX_TARGET_TIMEOUT_SECONDS, TargetConfig
 from exporter.engines.base import Engine, ScrapeError
-from exporter.engines.detect import ENGINES, discover, engine_for_payload
+from exporter.engines.detect import discover, engine_for_payload
 from exporter.engines.parse import Exposition, ParseError
-from exporter.engines.schema import ERROR_KINDS, Normalized
+from exporter.engines.registry import ENGINES
+from exporter.engines.schema import ERROR_KINDS, ErrorKind, Normalized
 
 log = logging.getLogger("exporter.engines")
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -44,7 +45,7 @@ class TargetResult:
     up: bool
     duration_seconds: float
     last_success_timestamp: float | None
-    errors: dict[str, int]
+    errors: dict[ErrorKind, int]
     normalized: Normalized | None = None
     exposition: Exposition | None = None
     engine: Engine | None = None
@@ -144,7 +145,7 @@ class TargetScraper:
     target: TargetConfig
     clock: Any = time.time
     engine: Engine | None = None
-    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    errors: dict[ErrorKind, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     last_success: float | None = None
     peer: tuple[str, int] | None = None
     _was_up: bool | None = None
@@ -158,7 +159,8 @@ class TargetScraper:
     async def scrape(self, client: httpx.AsyncClient) -> TargetResult:
         started = time.perf_counter()
         normalized = exposition = None
-        error_kind, message = "", ""
+        error_kind: ErrorKind | None = None
+        message = ""
         try:
             normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
         except TimeoutError:
@@ -179,18 +181,18 @@ class TargetScraper:
 
     def _record(
         self,
-        error_kind: str,
+        error_kind: ErrorKind | None,
         message: str,
         duration: float,
         normalized: Normalized | None = None,
         exposition: Exposition | None = None,
     ) -> TargetResult:
-        up = not error_kind
-        if up:
+        up = error_kind is None
+        if error_kind is None:
             self.last_success = self.clock()
         else:
             self.errors[error_kind] += 1
-        self._log_transition(up, error_kind, message)
+        self._log_transition(up, error_kind or "", message)
         return TargetResult(
             name=self.target.name,
             url=self.target.url,

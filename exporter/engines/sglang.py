@@ -51,6 +51,7 @@ NAMES: dict[str, tuple[str, ...]] = {
 class Sglang(Engine):
     kind = "sglang"
     prefixes = ("sglang:",)
+    process_names = r"sglang(\..*)?"
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

@@ -43,6 +43,7 @@ NAMES: dict[str, tuple[str, ...]] = {
 class Tgi(Engine):
     kind = "tgi"
     prefixes = ("tgi_",)
+    process_names = r"text-generation-(launcher|server)"
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:

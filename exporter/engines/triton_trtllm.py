@@ -23,6 +23,7 @@ from exporter.engines.schema import Normalized, raw_reason_label
 class TritonTrtllm(Engine):
     kind = "triton_trtllm"
     prefixes = ("nv_trt_llm_", "nv_llm_")
+    process_names = r"tritonserver"
     passthrough_prefixes = ("nv_",)
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:

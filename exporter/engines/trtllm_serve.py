@@ -43,6 +43,7 @@ class TrtllmServe(Engine):
     kind = "trtllm_serve"
     metrics_path = "/prometheus/metrics"
     prefixes = (P,)
+    process_names = r"trtllm-serve"
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

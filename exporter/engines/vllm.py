@@ -3,12 +3,14 @@
 Labels: `model_name` -> `model`, `engine` (data-parallel rank) -> `engine_index`. KV capacity comes from
 `vllm:cache_config_info` (`kv_cache_size_tokens`, else `num_gpu_blocks` x `block_size`), which carries
 `engine` but no `model_name`. `vllm:request_num_preemptions` is a per-request histogram and is never used
-as the preemption counter.
+as the preemption counter. NIM reads the same tables in its own spelling (`nim.py`): both go through
+`normalize_vllm_names` with a `Dialect`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from exporter.engines.base import (
     Engine,
@@ -46,10 +48,25 @@ NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """One spelling of vLLM's metric names: vLLM's own (`vllm:` prefix), or NIM's bare names."""
+
+    prefix: str
+    names: Mapping[str, tuple[str, ...]]  # normalized family -> wire names without the prefix
+
+    def wire(self, name: str) -> str:
+        return self.prefix + name
+
+
+VLLM_NAMES = Dialect("vllm:", NAMES)
+Finished = Callable[[Exposition, Dialect, LabelMap, Normalized], None]
+
+
 class Vllm(Engine):
     kind = "vllm"
     prefixes = ("vllm:",)
-    prefix = "vllm:"
+    process_names = r"vllm(\..*)?"
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         scraped = await super().scrape(fetch, exposition)
@@ -58,57 +75,59 @@ class Vllm(Engine):
             scraped.documents["/version"] = version
         return scraped
 
-    def name_prefix(self, exposition: Exposition) -> str:
-        return self.prefix
-
-    def names(self, prefix: str) -> Mapping[str, tuple[str, ...]]:
-        """Wire names (without the prefix) per normalized family."""
-        return NAMES
-
-    def finished(self, exposition: Exposition, prefix: str, labels: LabelMap, out: Normalized) -> None:
-        for reason_label in REASON_LABELS:  # llm-d-inference-sim: finish_reason
-            add_finished(exposition, f"{prefix}request_success_total", reason_label, labels, out)
-
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
-        exposition = scraped.exposition
-        assert exposition is not None
-        prefix = self.name_prefix(exposition)
-        out = Normalized()
+        return normalize_vllm_names(scraped, VLLM_NAMES, add_success_by_reason, model)
 
-        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
-            result = {"model": engine_labels.get("model_name") or model or ""}
-            if "engine" in engine_labels:
-                result["engine_index"] = engine_labels["engine"]
-            return {k: v for k, v in result.items() if v}
 
-        names = {family: [prefix + name for name in wire] for family, wire in self.names(prefix).items()}
-        apply_table(exposition, Table(names, labels), out)
-        self.finished(exposition, prefix, labels, out)
-        self._capacity(exposition, prefix, out)
-        models = models_seen(out) + label_values(
-            exposition, "model_name", [prefix] if prefix else ["vllm:", ""]
-        )
-        version = scraped.documents.get("/version", {}).get("version")
-        add_info(out, models or ([model] if model else []), version)
-        return out
+def add_success_by_reason(
+    exposition: Exposition, dialect: Dialect, labels: LabelMap, out: Normalized
+) -> None:
+    """vLLM's finished requests: `request_success_total` by its reason label."""
+    for reason_label in REASON_LABELS:  # llm-d-inference-sim: finish_reason
+        add_finished(exposition, dialect.wire("request_success_total"), reason_label, labels, out)
 
-    def _capacity(self, exposition: Exposition, prefix: str, out: Normalized) -> None:
-        models_by_engine: dict[str | None, set[str]] = {}
-        for point in out.points:
-            if "model" in point.labels:
-                models_by_engine.setdefault(point.labels.get("engine_index"), set()).add(
-                    point.labels["model"]
-                )
-        all_models = set().union(*models_by_engine.values()) if models_by_engine else set()
-        for sample in exposition.samples(f"{prefix}cache_config_info"):
-            tokens = kv_capacity_tokens(sample.labels)
-            if tokens is None:
-                continue
-            engine = sample.labels.get("engine")
-            models = models_by_engine.get(engine, all_models) if engine is not None else all_models
-            for model_name in sorted(models) or [""]:
-                labels = {"model": model_name, "engine_index": engine or ""}
-                out.add("llm_kv_cache_capacity_tokens", tokens, {k: v for k, v in labels.items() if v})
+
+def normalize_vllm_names(
+    scraped: Scraped, dialect: Dialect, finished: Finished, model: str | None
+) -> Normalized:
+    """The llm_* view of a payload in one of vLLM's spellings (its own, and NIM's, which derives from it)."""
+    exposition = scraped.exposition
+    assert exposition is not None
+    out = Normalized()
+
+    def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
+        result = {"model": engine_labels.get("model_name") or model or ""}
+        if "engine" in engine_labels:
+            result["engine_index"] = engine_labels["engine"]
+        return {k: v for k, v in result.items() if v}
+
+    names = {family: [dialect.wire(name) for name in wire] for family, wire in dialect.names.items()}
+    apply_table(exposition, Table(names, labels), out)
+    finished(exposition, dialect, labels, out)
+    _capacity(exposition, dialect, out)
+    models = models_seen(out) + label_values(
+        exposition, "model_name", [dialect.prefix] if dialect.prefix else ["vllm:", ""]
+    )
+    version = scraped.documents.get("/version", {}).get("version")
+    add_info(out, models or ([model] if model else []), version)
+    return out
+
+
+def _capacity(exposition: Exposition, dialect: Dialect, out: Normalized) -> None:
+    models_by_engine: dict[str | None, set[str]] = {}
+    for point in out.points:
+        if "model" in point.labels:
+            models_by_engine.setdefault(point.labels.get("engine_index"), set()).add(point.labels["model"])
+    all_models = set().union(*models_by_engine.values()) if models_by_engine else set()
+    for sample in exposition.samples(dialect.wire("cache_config_info")):
+        tokens = kv_capacity_tokens(sample.labels)
+        if tokens is None:
+            continue
+        engine = sample.labels.get("engine")
+        models = models_by_engine.get(engine, all_models) if engine is not None else all_models
+        for model_name in sorted(models) or [""]:
+            labels = {"model": model_name, "engine_index": engine or ""}
+            out.add("llm_kv_cache_capacity_tokens", tokens, {k: v for k, v in labels.items() if v})
 
 
 def kv_capacity_tokens(config: Mapping[str, str]) -> float | None:

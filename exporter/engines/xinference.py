@@ -28,6 +28,7 @@ NAMES: dict[str, tuple[str, ...]] = {
 class Xinference(Engine):
     kind = "xinference"
     prefixes = (P,)
+    process_names = r"xinference(-local|-worker|-supervisor)?(\..*)?"
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         exposition = scraped.exposition

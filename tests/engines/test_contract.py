@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from exporter.engines.registry import ENGINE_KINDS
 from exporter.engines.schema import ERROR_KINDS, FAMILIES, FINISH_REASONS, TARGET_FAMILIES
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "metrics.md"
 
 
 def documented_llm_families() -> dict[str, str]:
@@ -34,3 +36,15 @@ def test_documented_label_values() -> None:
         assert f"`{kind}`" in section
     for reason in FINISH_REASONS:
         assert f"`{reason}`" in section
+
+
+def test_documented_engine_kinds_are_the_registry() -> None:
+    section = DOC.read_text().split("## Exporter: engines, normalized")[1]
+    listed = section.split("also carry `engine_kind`")[1].split(")")[0]
+    assert sorted(re.findall(r"`([a-z_]+)`", listed)) == sorted(ENGINE_KINDS)
+
+
+def test_the_readme_failure_table_lists_every_error_kind() -> None:
+    readme = (ROOT / "exporter" / "README.md").read_text()
+    table = readme.split("### Failure behaviour")[1].split("| kind | when |")[1].split("\n\n")[0]
+    assert sorted(re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)) == sorted(ERROR_KINDS)
