@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from exporter.config import Config, ConfigError, EngineProcessPattern, TargetConfig, load_config
+from exporter.config import (
+    CONFIG_FILE,
+    SETTINGS,
+    Config,
+    ConfigError,
+    EngineProcessPattern,
+    TargetConfig,
+    default_of,
+    load_config,
+)
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -222,3 +232,21 @@ def test_help_lists_every_flag() -> None:
         "--engine-process-pattern",
     ):
         assert flag in result.stdout
+
+
+def readme_settings_rows() -> list[tuple[str, ...]]:
+    readme = (Path(__file__).resolve().parents[2] / "exporter" / "README.md").read_text()
+    section = readme.split("\n## Configuration\n")[1]
+    table = section[section.index("\n| flag |") :].split("\n\n")[0].strip().splitlines()
+    return [tuple(cell.strip() for cell in line.strip("|").split("|")) for line in table[2:]]
+
+
+def test_the_readme_settings_table_is_the_settings_table() -> None:
+    """exporter/README.md's flag/environment/YAML/default table equals config.SETTINGS, row for row."""
+    expected = [setting.readme_row(default_of(setting)) for setting in (CONFIG_FILE, *SETTINGS)]
+    assert readme_settings_rows() == expected
+
+
+def test_every_config_field_is_one_setting() -> None:
+    assert [s.key for s in SETTINGS] == [f.name for f in fields(Config)]
+    assert len({s.env for s in (CONFIG_FILE, *SETTINGS)}) == len(SETTINGS) + 1
