@@ -15,9 +15,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -31,6 +31,28 @@ log = logging.getLogger("exporter")
 ON_SCRAPE = frozenset({"engines"})
 # The `collector` label of a refresher pass that failed as a whole (e.g. a family that cannot be rendered).
 SNAPSHOT = "snapshot"
+
+
+@runtime_checkable
+class ExporterCollector(Protocol):
+    """What the exporter asks of each of its collectors: prometheus_client's `collect()`, plus the hooks
+    the refresher, the self-metrics and shutdown call (GpuCollector, HostCollector, EnginesCollector)."""
+
+    def collect(self) -> Iterable[Metric]:
+        """The families of this pass or scrape; raising costs this collector's families only."""
+        ...
+
+    def ready(self) -> bool:
+        """True once the first background pass is done (/readyz waits for every collector)."""
+        ...
+
+    def error_counts(self) -> Mapping[str, int]:
+        """Errors inside the collector by kind, cumulative (exporter_collector_errors_total)."""
+        ...
+
+    def close(self) -> None:
+        """Stop background threads and release what the collector holds."""
+        ...
 
 
 @functools.cache
@@ -52,7 +74,7 @@ class CollectorStats:
 
 
 class TimedCollector(Collector):
-    def __init__(self, name: str, inner: Any, stats: CollectorStats) -> None:
+    def __init__(self, name: str, inner: ExporterCollector, stats: CollectorStats) -> None:
         self.name, self.inner, self.stats = name, inner, stats
 
     def collect(self) -> Iterator[Metric]:
@@ -74,7 +96,7 @@ class TimedCollector(Collector):
 class SelfCollector:
     """exporter_* families, built last, so they report on the collectors of the same pass or scrape."""
 
-    def __init__(self, collectors: dict[str, Any], stats: CollectorStats) -> None:
+    def __init__(self, collectors: Mapping[str, ExporterCollector], stats: CollectorStats) -> None:
         self.collectors, self.stats = collectors, stats
 
     def families(self, snapshot_timestamp: float | None) -> list[Metric]:
@@ -101,7 +123,7 @@ class SelfCollector:
             labels=["collector", "kind"],
         )
         for name, collector in self.collectors.items():
-            counts = dict(getattr(collector, "error_counts", dict)())
+            counts = dict(collector.error_counts())
             if exceptions.get(name):
                 counts["exception"] = exceptions[name]
             for kind, count in sorted(counts.items()):
@@ -170,7 +192,9 @@ class Exporter:
     ON_SCRAPE (engines) are still collected on each scrape and joined to the cached part.
     """
 
-    def __init__(self, collectors: dict[str, Any], collect_interval_seconds: float = 0.5) -> None:
+    def __init__(
+        self, collectors: Mapping[str, ExporterCollector], collect_interval_seconds: float = 0.5
+    ) -> None:
         self.collectors = collectors
         self.collect_interval_seconds = collect_interval_seconds
         self.stats = CollectorStats()
@@ -192,7 +216,7 @@ class Exporter:
     def refresh(self) -> None:
         """One pass: collect, render what scrapes asked for; if it fails, the last good data stays."""
         with self._pass_lock:
-            ready = all(getattr(c, "ready", lambda: True)() for c in self.collectors.values())
+            ready = all(c.ready() for c in self.collectors.values())
             try:
                 data = _Rendered((f for c in self._background for f in c.collect()), time.time(), ready)
                 for openmetrics, _ in tuple(self._wanted):
@@ -274,7 +298,7 @@ class Exporter:
 
 def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True) -> Exporter:
     """Collectors for config; `nvml` replaces the pynvml module (tests inject a fake)."""
-    collectors: dict[str, Any] = {}
+    collectors: dict[str, ExporterCollector] = {}
     gpu = None
     if config.collector_gpu:
         import pynvml

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from exporter.collectors.nvml_events import XidWatcher
 from exporter.collectors.nvml_sampler import NvmlSampler
-from exporter.collectors.nvml_session import CLOCKS, Device, GpuProcess, NvmlSession
+from exporter.collectors.nvml_session import CLOCKS, Device, GpuProcess, NvmlSession, Sample
 
 GPU_LABELS = ("gpu", "uuid")
 
@@ -136,8 +136,6 @@ ECC = [
     ("uncorrected", pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "volatile", pynvml.NVML_VOLATILE_ECC),
     ("uncorrected", pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "aggregate", pynvml.NVML_AGGREGATE_ECC),
 ]
-
-Sample = tuple[str, tuple[str, ...], float]  # (family, label values starting with gpu and uuid, value)
 
 __all__ = ["FAMILIES", "GpuCollector", "GpuProcess", "Sample", "build_families"]
 

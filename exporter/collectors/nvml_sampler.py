@@ -15,17 +15,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 import pynvml
 
-from exporter.collectors.nvml_session import UNSUPPORTED, Device, GpuProcess, NvmlSession, nvml_constant
+from exporter.collectors.nvml_events import XidWatcher
+from exporter.collectors.nvml_session import (
+    UNSUPPORTED,
+    Device,
+    GpuProcess,
+    NvmlSession,
+    Sample,
+    nvml_constant,
+)
 from exporter.collectors.process_labels import command_label
-
-if TYPE_CHECKING:
-    from exporter.collectors.gpu import Sample
-    from exporter.collectors.nvml_events import XidWatcher
 
 log = logging.getLogger("exporter.gpu")
 

@@ -60,6 +60,11 @@ def text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+# One reading, as the refresher pass (gpu.py) and the sampler (nvml_sampler.py) produce them:
+# (family, label values starting with gpu and uuid, value); gpu.build_families turns them into families.
+Sample = tuple[str, tuple[str, ...], float]
+
+
 @dataclass(frozen=True)
 class GpuProcess:
     """A compute process on a GPU (re-exported by exporter.collectors.gpu, where other wings import it)."""

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.collectors.host import EngineMatcher
@@ -32,7 +33,9 @@ _CREATED = "_created"
 T = TypeVar("T")
 
 
-class EnginesCollector:
+class EnginesCollector(Collector):
+    """The exporter's `engines` collector (registry.ExporterCollector): every target, on each scrape."""
+
     def __init__(self, config: Config, gpu_processes: Callable[[], Sequence[GpuProcessLike]] = list) -> None:
         self._scrapers = [TargetScraper(target) for target in config.targets]
         self._passthrough = config.engine_passthrough
@@ -74,6 +77,12 @@ class EnginesCollector:
                     results = [s.round_overrun(self.deadline_seconds) for s in self._scrapers]
                     self._overrun = (round_, results)
                 return self._overrun[1]
+
+    def ready(self) -> bool:
+        return True  # nothing to wait for: engines are read when Prometheus scrapes
+
+    def error_counts(self) -> dict[str, int]:
+        return {}  # a target's failures are llm_target_errors_total{target, kind}, not collector errors
 
     def close(self) -> None:
         self._loop.close()

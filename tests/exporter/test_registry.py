@@ -7,7 +7,7 @@ import sys
 import time
 
 from exporter.config import Config, TargetConfig
-from exporter.registry import build_exporter
+from exporter.registry import ExporterCollector, build_exporter
 from tests.exporter.fake_nvml import FakeGpu, FakeNvml
 from tests.exporter.metrics_util import samples_of
 from tests.support.procs import free_port, wait_http
@@ -23,6 +23,17 @@ def test_collectors_follow_the_config() -> None:
     assert not any(name.startswith("host_") for name in m.names())
     assert m.value("exporter_collector_success", {"collector": "gpu"}) == 1
     exporter.close()
+
+
+def test_every_collector_implements_the_exporter_collector_interface() -> None:
+    config = Config(targets=(TargetConfig("engine", "http://127.0.0.1:9"),))
+    exporter = build_exporter(config, nvml=FakeNvml([]), start_threads=False)
+    try:
+        assert list(exporter.collectors) == ["gpu", "host", "engines"]
+        for collector in exporter.collectors.values():
+            assert isinstance(collector, ExporterCollector), type(collector).__name__
+    finally:
+        exporter.close()
 
 
 def test_targets_add_the_engines_collector_fed_by_the_gpu_collectors_processes() -> None:

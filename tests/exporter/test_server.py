@@ -258,6 +258,12 @@ def test_scrapes_beyond_the_concurrency_cap_get_503_at_once() -> None:
             release.wait(30)
             yield from ()
 
+        def ready(self) -> bool:
+            return True
+
+        def error_counts(self) -> dict[str, int]:
+            return {}
+
         def close(self) -> None:
             pass
 

@@ -81,6 +81,12 @@ class Unrenderable:
         family.add_metric(["1"], "not a number" if self.broken else 1.0)  # type: ignore[arg-type]
         yield family
 
+    def ready(self) -> bool:
+        return True
+
+    def error_counts(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         pass
 
