@@ -18,9 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("exporter", "loadgen", "simulator", "grafana", "tools")
-# Known when this test was written, being removed by the house-exporter workstream (issue 14; see
-# /work/COORD.md): tolerated while it lasts, never required. Delete the entry once it is gone.
-TOLERATED = (["exporter.collectors.gpu", "exporter.collectors.nvml_sampler"],)
 
 
 def module_name(path: Path) -> str:
@@ -109,7 +106,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles() -> None:
-    found = [cycle for cycle in cycles(dependencies(our_modules())) if cycle not in TOLERATED]
+    found = cycles(dependencies(our_modules()))
     assert not found, "import cycles: " + "; ".join(" <-> ".join(cycle) for cycle in found)
 
 
