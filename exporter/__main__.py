@@ -31,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = config.listen_host_port
     exporter = build_exporter(config)
     try:
-        server = ExporterServer(make_app(exporter, web_config), host, port, web_config.ssl_context)
+        app = make_app(exporter, web_config)
+        stats = exporter.collectors["http"]
+        server = ExporterServer(app, host, port, web_config.ssl_context, stats=stats)
     except OSError as exc:
         exporter.close()
         print(

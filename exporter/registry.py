@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from exporter.config import Config
 from exporter.exposition import EOF, render_families
+from exporter.http_protocol import HttpStats
 
 log = logging.getLogger("exporter")
 
@@ -321,6 +322,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             engine_process_limit=config.host_engine_process_limit,
             start_threads=start_threads,
         )
+    collectors["http"] = HttpStats()  # the HTTP server's connections; __main__ hands it to the server
     if config.targets:
         from exporter.engines.collector import EnginesCollector
 

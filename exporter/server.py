@@ -1,26 +1,29 @@
 """HTTP serving: /metrics (Prometheus text, or OpenMetrics when the Accept header asks), /healthz, /readyz.
 
-The app is plain WSGI; ExporterServer, a small threaded HTTP/1.1 server with keep-alive, serves it.
+The app is plain WSGI; ExporterServer, a small HTTP/1.1 server with keep-alive, serves it: one event-loop
+thread reads request heads and writes responses for every connection under deadlines
+(exporter/http_protocol.py), and a pool of worker threads runs the app on complete requests only.
 prometheus_client's content negotiation; the body comes pre-rendered (and pre-compressed when gzip is
 asked) from the exporter's snapshot (registry.py). TLS and basic auth come from an exporter-toolkit web
-config file. TLS handshakes happen in the connection's own thread, so one slow client cannot stall others.
+config file.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import gzip
 import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client.exposition import gzip_accepted
 
 from exporter.exposition import Families, fast_encoder, render_openmetrics, render_text
+from exporter.http_protocol import CloseReason, HttpConnection, HttpStats, ServerLimits
 from exporter.registry import Exporter
 from exporter.web_config import WebConfig
 
@@ -34,9 +37,8 @@ StartResponse = Callable[..., Any]
 
 
 MAX_CONCURRENT_SCRAPES = 40  # as nvidia_gpu_exporter's --web.max-requests; more get 503 at once
-MAX_CONNECTIONS = 256  # open connections (a thread each); more are closed at once
-MAX_HEAD_BYTES = 64 * 1024
-IDLE_TIMEOUT_SECONDS = 30  # a connection may idle this long (also bounds a stalled TLS handshake)
+MAX_WORKERS = MAX_CONCURRENT_SCRAPES + 8  # so /healthz is answered while every scrape slot is taken
+LISTEN_BACKLOG = 512
 
 
 def make_app(
@@ -96,184 +98,93 @@ class ExporterServer:
     """Serve a WSGI app on (host, port) from background threads until close().
 
     A small HTTP/1.1 server of our own, in place of wsgiref: it keeps connections alive (Prometheus
-    reuses its connection from scrape to scrape, so a scrape costs no TCP handshake and no new thread)
-    and parses only what the exporter needs (request line, headers); wsgiref's request handling was a
-    large part of a scrape once the body came pre-rendered (bench/RESULTS.md). One thread per
-    connection, so a slow client or a stalled TLS handshake holds only its own; connections beyond
-    MAX_CONNECTIONS are closed at once.
+    reuses its connection from scrape to scrape, so a scrape costs no TCP handshake) and parses only what
+    the exporter needs (request line, headers); wsgiref's request handling was a large part of a scrape
+    once the body came pre-rendered (bench/RESULTS.md). The event loop holds every connection; a worker
+    thread is taken only by a complete request, so slow or idle clients cannot hold the workers. At most
+    `limits.max_connections` are open: a new one beyond that evicts the connection that has waited longest for
+    its request (an idle keep-alive or a slow head), and is refused only when every connection is being
+    answered. `stats` (HttpStats, the `http` collector) counts connections ended by a deadline, an
+    eviction or a bad request.
     """
 
     def __init__(
-        self, app: Callable, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        app: Callable,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: ServerLimits | None = None,
+        stats: HttpStats | None = None,
     ) -> None:
-        self.app, self.ssl_context = app, ssl_context
+        self.app, self.ssl_context, self.limits = app, ssl_context, limits or ServerLimits()
+        self.stats = stats or HttpStats()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.socket.bind((host, port))
-            self.socket.listen(128)
+            self.socket.listen(LISTEN_BACKLOG)
         except OSError:
             self.socket.close()
             raise
         self.port = self.socket.getsockname()[1]
         self.scheme = "https" if ssl_context is not None else "http"
-        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._accept_forever, name="http", daemon=True)
+        self.executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="http-worker")
+        self.connections: dict[HttpConnection, None] = {}  # in the loop's thread only
+        self._loop = asyncio.new_event_loop()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._serve_forever, name="http", daemon=True)
 
     def start(self) -> ExporterServer:
         self._thread.start()
+        self._listening.wait(10)
         return self
 
     def close(self) -> None:
-        self._closing.set()
-        with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_RDWR)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.socket.close()
-        self._thread.join(timeout=5)
 
-    def _accept_forever(self) -> None:
-        while not self._closing.is_set():
-            try:
-                connection, address = self.socket.accept()
-            except OSError:
-                if self._closing.is_set():
-                    return
-                time.sleep(0.01)  # e.g. out of file descriptors: do not spin
-                continue
-            if not self._connections.acquire(blocking=False):
-                connection.close()
-                continue
-            threading.Thread(
-                target=self._serve_connection, args=(connection, address[0]), name="http-conn", daemon=True
-            ).start()
+    def closed_by_reason(self) -> dict[str, int]:
+        """Connections the server ended, by CloseReason (every reason present, zeros included)."""
+        return self.stats.closed_by_reason()
 
-    def _serve_connection(self, connection: socket.socket, client: str) -> None:
-        try:
-            connection.settimeout(IDLE_TIMEOUT_SECONDS)
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                connection = self.ssl_context.wrap_socket(connection, server_side=True)
-            _HttpConnection(connection, self.app).serve()
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            log.debug("connection from %s ended: %s", client, exc)
-        finally:
-            with contextlib.suppress(OSError):
-                connection.close()
-            self._connections.release()
+    # called by connections, in the loop's thread
 
-
-class _BadRequest(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class _HttpConnection:
-    """Requests of one connection, one after another, until either side closes it."""
-
-    def __init__(self, connection: socket.socket, app: Callable) -> None:
-        self.connection, self.app = connection, app
-        self.buffer = b""
-
-    def serve(self) -> None:
-        while True:
-            try:
-                request = self._read_head()
-            except _BadRequest as bad:
-                self._respond(bad.status, [("Content-Type", "text/plain; charset=utf-8")], [], False, False)
-                return
-            if request is None:
-                return
-            method, path, version, headers = request
-            keep_alive = _keep_alive(version, headers.get("connection", ""))
-            if not self._skip_body(headers):
-                keep_alive = False
-            if method not in ("GET", "HEAD"):
-                body = [b"method not allowed\n"]
-                extra = [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")]
-                self._respond("405 Method Not Allowed", extra, body, keep_alive, False)
-            else:
-                self._call_app(method, path, headers, keep_alive)
-            if not keep_alive:
-                return
-
-    def _read_head(self) -> tuple[str, str, str, dict[str, str]] | None:
-        while b"\r\n\r\n" not in self.buffer:
-            if len(self.buffer) > MAX_HEAD_BYTES:
-                raise _BadRequest("431 Request Header Fields Too Large")
-            chunk = self.connection.recv(65536)
-            if not chunk:
-                return None  # closed between requests (or mid-head: nothing to answer)
-            self.buffer += chunk
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        if len(head) > MAX_HEAD_BYTES:
-            raise _BadRequest("431 Request Header Fields Too Large")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest("400 Bad Request")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip() or line[0] in " \t":
-                raise _BadRequest("400 Bad Request")
-            headers[name.lower()] = value.strip()
-        method, target, version = parts
-        return method, target.split("?", 1)[0], version, headers
-
-    def _skip_body(self, headers: dict[str, str]) -> bool:
-        """Discard a request body (none is expected); False when the connection cannot be reused."""
-        if "transfer-encoding" in headers:
-            return False
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            return False
-        if length < 0 or length > MAX_HEAD_BYTES:
-            return False
-        while len(self.buffer) < length:
-            chunk = self.connection.recv(65536)
-            if not chunk:
+    def admit(self, connection: HttpConnection) -> bool:
+        if len(self.connections) >= self.limits.max_connections:
+            waiting = [c for c in self.connections if not c.busy]
+            if not waiting:
                 return False
-            self.buffer += chunk
-        self.buffer = self.buffer[length:]
+            min(waiting, key=lambda c: c.waiting_since).evict()
+        self.connections[connection] = None
+        self.stats.set_open(len(self.connections))
         return True
 
-    def _call_app(self, method: str, path: str, headers: dict[str, str], keep_alive: bool) -> None:
-        environ = {
-            "REQUEST_METHOD": method,
-            "PATH_INFO": path,
-            "HTTP_ACCEPT": headers.get("accept"),
-            "HTTP_ACCEPT_ENCODING": headers.get("accept-encoding", ""),
-            "HTTP_AUTHORIZATION": headers.get("authorization"),
-        }
-        response: list[Any] = []
+    def forget(self, connection: HttpConnection, reason: CloseReason | None) -> None:
+        self.connections.pop(connection, None)
+        self.stats.set_open(len(self.connections))
+        if reason is not None:
+            self.stats.closed(reason)
 
-        def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
-            response[:] = [status, response_headers]
-
+    def _serve_forever(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(
+            loop.create_server(lambda: HttpConnection(self), sock=self.socket, backlog=LISTEN_BACKLOG)
+        )
+        self._listening.set()
         try:
-            body = self.app(environ, start_response)
-        except Exception:
-            log.exception("request for %s failed", path)
-            body, response[:] = [b"internal error\n"], ["500 Internal Server Error", []]
-        self._respond(response[0], response[1], body, keep_alive, method == "HEAD")
-
-    def _respond(
-        self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], keep_alive: bool, head: bool
-    ) -> None:
-        payload = b"".join(body)
-        lines = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers)]
-        connection = "keep-alive" if keep_alive else "close"
-        lines += [f"Content-Length: {len(payload)}", f"Connection: {connection}"]
-        message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.connection.sendall(message if head else message + payload)
-
-
-def _keep_alive(version: str, connection_header: str) -> bool:
-    tokens = {token.strip().lower() for token in connection_header.split(",")}
-    if version == "HTTP/1.0":
-        return "keep-alive" in tokens
-    return "close" not in tokens
+            loop.run_forever()
+        finally:
+            server.close()
+            for connection in list(self.connections):
+                connection.evict()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()

@@ -32,7 +32,7 @@ def test_serves_until_sigterm_then_exits_0(tmp_path: Path) -> None:
             process.kill()
             process.wait()
     assert process.returncode == 0
-    assert f"serving http://127.0.0.1:{port}/metrics (collectors: host)" in output
+    assert f"serving http://127.0.0.1:{port}/metrics (collectors: host, http)" in output
     assert "shutting down" in output
 
 

@@ -16,9 +16,9 @@ UUID = "GPU-00000000-1111-2222-3333-444444444444"
 
 
 def test_collectors_follow_the_config() -> None:
-    assert list(build_exporter(Config(collector_gpu=False), start_threads=False).collectors) == ["host"]
+    assert list(build_exporter(Config(collector_gpu=False), start_threads=False).collectors) == ["host", "http"]
     exporter = build_exporter(Config(collector_host=False), nvml=FakeNvml([]), start_threads=False)
-    assert list(exporter.collectors) == ["gpu"]
+    assert list(exporter.collectors) == ["gpu", "http"]
     m = samples_of(exporter.collect())
     assert not any(name.startswith("host_") for name in m.names())
     assert m.value("exporter_collector_success", {"collector": "gpu"}) == 1
@@ -50,7 +50,7 @@ def test_targets_add_the_engines_collector_fed_by_the_gpu_collectors_processes()
         config = Config(targets=(TargetConfig("engine", f"http://127.0.0.1:{port}", kind="vllm"),))
         exporter = build_exporter(config, nvml=nvml, start_threads=False)
         try:
-            assert list(exporter.collectors) == ["gpu", "host", "engines"]
+            assert list(exporter.collectors) == ["gpu", "host", "http", "engines"]
             exporter.collectors["gpu"].sampler.run_once()
             deadline = time.monotonic() + 20
             while True:

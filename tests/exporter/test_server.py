@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from exporter.config import Config, ConfigError
+from exporter.http_protocol import ServerLimits
 from exporter.registry import Exporter, build_exporter
 from exporter.server import ExporterServer, make_app
 from exporter.web_config import WebConfig, load_web_config
@@ -321,34 +322,33 @@ def test_keep_alive_head_and_protocol_errors() -> None:
         old = raw_exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n")  # 1.0 closes unless asked
         assert b"Connection: close" in old
         assert raw_exchange(port, b"GET /metrics\r\n\r\n").startswith(b"HTTP/1.1 400")
+        bare_lf = raw_exchange(port, b"GET /healthz HTTP/1.1\nConnection: close\n\n")  # RFC 9112 2.2
+        assert bare_lf.startswith(b"HTTP/1.1 200 OK") and bare_lf.endswith(b"ok\n")
+        assert raw_exchange(port, b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n").startswith(b"HTTP/1.1 400")
         assert raw_exchange(port, b"GET / HTTP/1.1\r\n folded: header\r\n\r\n").startswith(b"HTTP/1.1 400")
         huge = b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"
         assert raw_exchange(port, huge).startswith(b"HTTP/1.1 431")
         assert httpx.get(f"{url}/metrics", timeout=10).status_code == 200  # still serving
 
 
-def test_connections_beyond_the_cap_are_closed_and_the_server_recovers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import exporter.server as server_module
-
-    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
-    with serving(fake_exporter()) as url:
-        port = int(url.rsplit(":", 1)[1])
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
-        try:
-            time.sleep(0.2)  # both accepted and held by their threads
-            with contextlib.suppress(ConnectionResetError):  # a reset when the request was still unread
-                assert raw_exchange(port, b"GET /healthz HTTP/1.1\r\n\r\n") == b""  # closed unanswered
-        finally:
-            for connection in idle:
-                connection.close()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "slots were not given back"
-            time.sleep(0.05)
+def test_at_the_connection_cap_the_longest_waiting_connection_makes_room() -> None:
+    exporter = fake_exporter()
+    server = ExporterServer(
+        make_app(exporter, WebConfig()), "127.0.0.1", 0, limits=ServerLimits(max_connections=2)
+    ).start()
+    try:
+        oldest = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        time.sleep(0.05)
+        newer = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        time.sleep(0.05)
+        answer = raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert oldest.recv(1) == b""  # evicted
+        newer.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert newer.recv(65536).startswith(b"HTTP/1.1 200 OK")  # still served
+        assert server.closed_by_reason()["evicted"] == 1
+        oldest.close()
+        newer.close()
+    finally:
+        server.close()
+        exporter.close()

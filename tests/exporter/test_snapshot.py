@@ -160,6 +160,7 @@ def test_openmetrics_with_engines_is_one_valid_exposition(fake_engine: FakeEngin
     assert {s.labels["collector"] for s in families["exporter_collector_duration_seconds"].samples} == {
         "gpu",
         "host",
+        "http",
         "engines",
     }
     up = {s.labels["target"]: s.value for s in families["llm_target_up"].samples}
