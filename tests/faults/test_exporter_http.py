@@ -1,0 +1,188 @@
+"""The exporter's HTTP server against slow, idle, oversized and malformed clients, over real sockets.
+
+The process cases run the real exporter (scraping a simulator) with its default limits (a request must
+be in within 10 s of its first byte, 512 connections); the in-process cases shorten the idle and write
+timeouts through ServerLimits to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from exporter.http_protocol import ServerLimits
+from exporter.server import ExporterServer
+from tests.faults import checks, clients
+from tests.faults.stack import Proc
+
+CLOSED = "exporter_http_connections_closed_total"
+HEAD = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\nUser-Agent: slow\r\n\r\n"
+
+pytestmark = pytest.mark.slow
+
+
+def test_500_slow_heads_neither_delay_scrapes_nor_outlive_the_request_deadline(exp: Proc) -> None:
+    before, start = checks.scrape(exp.metrics_url), exp.resources()
+    idle = clients.timed_scrapes(exp.metrics_url, 20)
+    with clients.SlowClients(exp.port, 500, HEAD, interval=1.0) as slow:
+        time.sleep(1.5)  # every connection has begun its head
+        under_attack = clients.timed_scrapes(exp.metrics_url, 20)
+        assert checks.scrape(exp.metrics_url).value("exporter_http_connections_open") >= 500
+        slow.wait_all_closed(timeout=20)
+    # Scrapes are answered at once (the unpatched server answered none); the ratio is the benchmark's.
+    assert clients.percentile(under_attack, 50) < 3 * clients.percentile(idle, 50) + 0.05, (
+        idle,
+        under_attack,
+    )
+    assert max(under_attack) < 2.0
+    # Closed by the whole-head deadline (10 s from the first byte), not after 10 s of silence per read.
+    assert min(slow.closed_after.values()) >= 9.0 and max(slow.closed_after.values()) < 16.0
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "request_timeout"}, 500)
+    checks.assert_alive(exp)
+    checks.wait_until(lambda: exp.resources().fds <= start.fds + 5, 10, "file descriptors not given back")
+    checks.assert_bounded(start, exp.resources(), rss_mb=30, fds=5, threads=4)
+
+
+def test_a_trickled_body_is_cut_at_the_same_deadline(exp: Proc) -> None:
+    before = checks.scrape(exp.metrics_url)
+    head = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", exp.port), timeout=20) as raw:
+        started = time.monotonic()
+        raw.sendall(head)
+        with contextlib.suppress(ConnectionError):
+            while time.monotonic() - started < 20:
+                raw.sendall(b"x")
+                time.sleep(0.5)
+                if raw.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b"":
+                    break
+    assert 9.0 <= time.monotonic() - started < 13.0
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "request_timeout"})
+    checks.assert_alive(exp)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /metrics HTTP/1.1\nHost: x\nConnection: close\n\n",
+        b"GET /metrics HTTP/1.0\n\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\nConnection: close\r\n\n",  # mixed
+        b"\r\n\nGET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",  # empty lines before it (RFC 9112 2.2)
+    ],
+)
+def test_bare_lf_requests_are_answered_at_once(exp: Proc, request_bytes: bytes) -> None:
+    started = time.monotonic()
+    answer = clients.raw_exchange(exp.port, request_bytes, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"llm_target_up" in answer
+    assert time.monotonic() - started < 2.0
+
+
+def test_500_idle_connections_leave_scrapes_served(exp: Proc) -> None:
+    with clients.idle_connections(exp.port, 500):
+        time.sleep(0.5)
+        latencies = clients.timed_scrapes(exp.metrics_url, 10)
+        assert checks.scrape(exp.metrics_url).value("exporter_http_connections_open") >= 500
+    assert max(latencies) < 2.0
+    checks.wait_until(
+        lambda: checks.scrape(exp.metrics_url).value("exporter_http_connections_open") <= 2, 10, "not closed"
+    )
+    checks.assert_alive(exp)
+
+
+def test_beyond_the_connection_cap_the_longest_waiting_make_room(exp: Proc) -> None:
+    before = checks.scrape(exp.metrics_url)
+    with clients.idle_connections(exp.port, 600) as idle:
+        time.sleep(0.5)
+        latencies = clients.timed_scrapes(exp.metrics_url, 10)
+        evicted = [sock for sock in idle[:100] if _closed_by_peer(sock)]
+    assert max(latencies) < 2.0
+    assert len(evicted) >= 85  # 600 + the scraper's connection - 512, the oldest first
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "evicted"}, 85)
+    checks.assert_alive(exp)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\n" + b"X-Many: b\r\n" * 7_000 + b"\r\n", b"431"),
+        (b"A" * 1_000_000, b"431"),  # no line end at all: cut at 64 KiB, not read to the end
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n", b"400"),  # TLS hello
+        (b"\x00\xff\xfe garbage \x80\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/9.9\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nbad header\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+    ],
+    ids=[
+        "long-header",
+        "many-headers",
+        "no-newline",
+        "tls-hello",
+        "binary",
+        "version",
+        "header",
+        "neg",
+        "big",
+    ],
+)
+def test_oversized_and_malformed_requests_get_an_answer_and_a_count(
+    exp: Proc, request_bytes: bytes, status: bytes
+) -> None:
+    before = checks.scrape(exp.metrics_url)
+    with contextlib.suppress(ConnectionResetError):  # closed while unread bytes were still coming
+        answer = clients.raw_exchange(exp.port, request_bytes, timeout=5)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "bad_request"})
+    assert httpx.get(exp.metrics_url, timeout=5).status_code == 200
+    checks.assert_alive(exp)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(2)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+# In-process: the same server class with short timeouts, and an app whose answer is large.
+
+
+def big_app(environ: dict, start_response) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [b"x" * (64 * 2**20 if environ["PATH_INFO"] == "/big" else 10)]
+
+
+@contextlib.contextmanager
+def short_server(**limits: float) -> Iterator[ExporterServer]:
+    server = ExporterServer(big_app, "127.0.0.1", 0, limits=ServerLimits(**limits)).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
+    with short_server(idle_timeout_seconds=0.5) as server, clients.idle_connections(server.port, 50) as idle:
+        started = time.monotonic()
+        assert all(_closed_by_peer(sock) for sock in idle)
+        assert time.monotonic() - started < 3
+        checks.wait_until(lambda: server.closed_by_reason()["idle_timeout"] == 50, 5, "not counted")
+        checks.wait_until(lambda: server.stats.open_connections() == 0, 5, "not forgotten")
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_at_the_write_deadline() -> None:
+    with short_server(write_timeout_seconds=1.0) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+            checks.wait_until(lambda: server.closed_by_reason()["write_timeout"] == 1, 15, "not cut")
+        answer = httpx.get(f"http://127.0.0.1:{server.port}/small", timeout=5)
+        assert answer.status_code == 200 and answer.content == b"x" * 10
