@@ -16,7 +16,8 @@ UUID = "GPU-00000000-1111-2222-3333-444444444444"
 
 
 def test_collectors_follow_the_config() -> None:
-    assert list(build_exporter(Config(collector_gpu=False), start_threads=False).collectors) == ["host", "http"]
+    host_only = build_exporter(Config(collector_gpu=False), start_threads=False)
+    assert list(host_only.collectors) == ["host", "http"]
     exporter = build_exporter(Config(collector_host=False), nvml=FakeNvml([]), start_threads=False)
     assert list(exporter.collectors) == ["gpu", "http"]
     m = samples_of(exporter.collect())
