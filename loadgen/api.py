@@ -22,7 +22,6 @@ import contextlib
 import hmac
 import logging
 import socket
-import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from loadgen.client import redact_url
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
+from loadgen.redact import redact_url
 from loadgen.runner import Run
 from loadgen.scenario import Scenario
+from loadgen.urls import normalize, under
 
 log = logging.getLogger("loadgen.api")
 
@@ -74,11 +74,14 @@ class Policy:
         for key, reason in REFUSED_KEYS.items():
             if values.get(key) not in (None, ""):
                 raise HTTPException(400, f"{key} cannot be set over the API: {reason}")
-        if self.allowed_urls and not any(_under(str(values.get("url", "")), a) for a in self.allowed_urls):
-            raise HTTPException(
-                403, "url is not one this server may send to (serve --allow-url): "
-                + ", ".join(redact_url(a) for a in self.allowed_urls),
-            )  # fmt: skip
+        if self.allowed_urls:  # compared, and then sent, as a server reads it (urls.normalize)
+            url = str(values.get("url", ""))
+            if not any(under(url, allowed) for allowed in self.allowed_urls):
+                raise HTTPException(
+                    403, "url is not one this server may send to (serve --allow-url): "
+                    + ", ".join(redact_url(a) for a in self.allowed_urls),
+                )  # fmt: skip
+            values["url"] = normalize(url)
         if values.get("dataset"):
             kind, _, path = str(values["dataset"]).partition(":")
             values["dataset"] = f"{kind}:{self._local_file(path, 'dataset')}"
@@ -107,28 +110,6 @@ class Policy:
             return True
         scheme, _, given = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
-
-
-def _under(url: str, allowed: str) -> bool:
-    """Whether base URL `url` is `allowed` or below it: same scheme, host and port, and a path
-    under its path (a trailing /v1 ignored on both)."""
-    try:
-        a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(allowed)
-        ports = (a.port or _DEFAULT_PORTS.get(a.scheme), b.port or _DEFAULT_PORTS.get(b.scheme))
-    except ValueError:
-        return False
-    if (a.scheme, a.hostname) != (b.scheme, b.hostname) or ports[0] != ports[1]:
-        return False
-    path, prefix = _base_path(a.path), _base_path(b.path)
-    return path == prefix or path.startswith(prefix + "/")
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _base_path(path: str) -> str:
-    path = path.rstrip("/")
-    return path[:-3] if path.endswith("/v1") else path
 
 
 class RunManager:

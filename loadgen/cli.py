@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadgen import eventloop
-from loadgen.client import redact_url
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
-from loadgen.scenario import Scenario, check_url, read_secret
+from loadgen.scenario import Scenario, read_secret
+from loadgen.urls import normalize
 
 if TYPE_CHECKING:
     from loadgen.api import Policy
@@ -209,12 +209,7 @@ def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
     from loadgen.api import Policy
 
     has_key = read_secret(args.api_key_env, args.api_key_file, "API key") is not None
-    allowed = tuple(args.allow_url or ())
-    for url in allowed:
-        try:
-            check_url(url)
-        except ScenarioError:
-            raise ScenarioError(f"--allow-url {redact_url(url)} is not an http(s) URL") from None
+    allowed = tuple(normalize(url, "--allow-url") for url in args.allow_url or ())
     if has_key and not allowed:
         raise ScenarioError(
             "--api-key-env/--api-key-file need --allow-url URL: the key is sent only to the servers named"

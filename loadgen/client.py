@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import logging
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic, perf_counter_ns
@@ -18,7 +17,9 @@ from time import monotonic, perf_counter_ns
 import httpx
 import orjson
 
+from loadgen import redact
 from loadgen.errors import ClientError
+from loadgen.redact import redact_url
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
 from loadgen.transport import DeadlineExceeded, MalformedResponse, StackPoolTransport
@@ -26,7 +27,6 @@ from loadgen.transport import DeadlineExceeded, MalformedResponse, StackPoolTran
 log = logging.getLogger("loadgen.client")
 
 ERROR_BODY_BYTES = 2048
-REDACTED = "<redacted>"
 _loads = orjson.loads  # 4x json.loads per event here; what it refuses is retried by _parse_json
 
 
@@ -59,7 +59,8 @@ class LoadClient:
             token = base64.b64encode(f"{base.username}:{base.password}".encode()).decode("ascii")
             headers["authorization"] = f"Basic {token}"
         self.base_url = base.copy_with(username=None, password=None)  # credentials travel in the header
-        self._secrets = url_secrets(base_url) + ([api_key] if api_key else [])
+        redact.register(api_key)
+        redact.register_url(base_url)
         self.timeouts = timeouts
         self._count_tokens = count_tokens
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
@@ -110,13 +111,6 @@ class LoadClient:
             head = self._heads[path] = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         return head
 
-    def scrub(self, text: str) -> str:
-        """`text` without the API key or the URL's credentials and query values (error messages)."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -132,7 +126,7 @@ class LoadClient:
             return str(body["data"][0]["id"])  # type: ignore[index]
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ClientError(
-                self.scrub(
+                redact.scrub(
                     f"could not discover the model from {redact_url(str(self.url('/v1/models')))} "
                     f"({exc!r}); pass --model"
                 )
@@ -199,8 +193,8 @@ class LoadClient:
                 self._slots.release()
             if not record.end_ns or not record.ok:
                 record.end_ns = perf_counter_ns()
-            if record.error and self._secrets:
-                record.error = self.scrub(record.error)
+            if record.error:
+                record.error = redact.scrub(record.error)
             self._settle_tokens(record)
 
     async def _consume_and_close(self, response: httpx.Response, record: RequestRecord) -> None:
@@ -462,39 +456,3 @@ def check_header_value(value: str, what: str) -> None:
         raise ValueError(f"{what} contains a line break (CR or LF); refusing to send it in a header")
     if not value.isascii() or not value.isprintable():
         raise ValueError(f"{what} must be printable ASCII")
-
-
-def redact_url(url: str) -> str:
-    """The URL with credentials (`user:pw@`) and query values replaced by <redacted>."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return REDACTED
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{name}={REDACTED}" if sep else REDACTED
-        for name, sep, _ in (item.partition("=") for item in parts.query.split("&"))
-    ) if parts.query else ""  # fmt: skip
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The pieces of a URL that may be secret (userinfo, password, query values), raw and decoded,
-    longest first, for scrubbing error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return []
-    found: set[str] = set()
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
-        found |= {userinfo, urllib.parse.unquote(userinfo)}
-        password = userinfo.partition(":")[2]
-        found |= {password, urllib.parse.unquote(password)}
-    for item in parts.query.split("&") if parts.query else ():
-        name, sep, value = item.partition("=")
-        value = value if sep else name
-        found |= {value, urllib.parse.unquote_plus(value)}
-    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)

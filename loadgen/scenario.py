@@ -22,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import yaml
 
-from loadgen.client import Timeouts, check_header_value, redact_url
+from loadgen import redact
+from loadgen.client import Timeouts, check_header_value
 from loadgen.errors import ScenarioError
+from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
+from loadgen.urls import check_url
 from loadgen.workloads import LengthDist
 
-__all__ = ["INPUTS", "Dataset", "Scenario", "check_url", "parse_duration", "parse_slo", "read_secret"]
+__all__ = ["INPUTS", "Dataset", "Scenario", "parse_duration", "parse_slo", "read_secret"]
 
 Endpoint = Literal["chat", "completions"]
 Progress = Literal["auto", "tty", "plain", "none"]
@@ -125,19 +127,6 @@ def parse_slo(text: object) -> Slo:
     return Slo(metric, op, threshold)
 
 
-def check_url(url: object, what: str = "--url") -> str:
-    """An http(s) base URL with a host, as a string; ScenarioError saying what is wrong otherwise."""
-    if not url or not re.match(r"^https?://", str(url)):
-        raise ScenarioError(f"{what} is required: the server's base URL, e.g. http://127.0.0.1:8000")
-    try:
-        host = httpx.URL(str(url)).host
-    except (httpx.InvalidURL, ValueError):
-        host = ""
-    if not host:
-        raise ScenarioError(f"{redact_url(str(url))} is not a usable http(s) URL")
-    return str(url)
-
-
 @dataclass(frozen=True)
 class Dataset:
     """`sharegpt:PATH` or `jsonl:PATH`."""
@@ -204,8 +193,14 @@ class Scenario:
     def load_yaml(cls, path: str) -> dict:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ScenarioError(f"cannot read scenario {path}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ScenarioError(f"cannot read scenario {path}: {reason}") from exc
+        except yaml.YAMLError as exc:  # the problem and where, never the line itself (it may hold a secret)
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "not YAML"
+            raise ScenarioError(f"scenario {path} is not valid YAML: {problem}{where}") from None
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -226,6 +221,7 @@ class Scenario:
 def _parse(v: dict[str, object]) -> Scenario:
     """Every value checked and typed; the first problem raises ScenarioError (or WorkloadError)."""
     url = check_url(v["url"])
+    redact.register_url(url)
     endpoint = _choice(v, "endpoint", ENDPOINTS)
     progress = _choice(v, "progress", PROGRESS)
     if not isinstance(v["extra_body"], dict):
@@ -456,4 +452,5 @@ def read_secret(env: str | None, file: str | None, what: str) -> str | None:
         check_header_value(secret, f"the {what} from {file or env}")
     except ValueError as exc:
         raise ScenarioError(str(exc)) from None
+    redact.register(secret)
     return secret

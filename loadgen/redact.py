@@ -1,0 +1,125 @@
+"""Credentials never leave the process: the one place that knows them, and scrubs every way out.
+
+A secret is registered where it enters: the API key and the control token when they are read
+(scenario.read_secret), a URL's userinfo and query values when a scenario, a client or an
+--allow-url takes the URL (register_url). `scrub(text)` replaces every registered secret, in its raw
+and percent-decoded forms, with `<redacted>`; `redact_url(url)` writes a URL without its userinfo
+and query values. Every way out goes through them: log lines (LogScrubber, on the process's
+handlers), error messages on request records, the report (config and error messages), the
+control API's answers, messages on stderr, and /metrics label values.
+
+URL pieces and query values shorter than MIN_SCRUB characters are not scrubbed from free text (a
+query value `1` would garble every number); URLs themselves are always written redacted. The
+registry keeps the latest MAX_SECRETS secrets, so a long-lived `serve` does not grow with its runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from collections import OrderedDict
+
+__all__ = ["REDACTED", "LogScrubber", "redact_url", "register", "register_url", "scrub", "scrub_json"]
+
+REDACTED = "<redacted>"
+MIN_SCRUB = 4
+MAX_SECRETS = 1024
+
+_secrets: OrderedDict[str, None] = OrderedDict()  # longest first when scrubbing (see _ordered)
+_ordered: list[str] = []
+_lock = threading.Lock()  # logging may run on other threads (uvicorn, the progress writer)
+
+
+def register(*secrets: str | None) -> None:
+    """Remember secrets (an API key, a token) so that no output carries them."""
+    global _ordered
+    new = [s for s in secrets if s and s not in _secrets]
+    if not new:
+        return
+    with _lock:
+        for secret in new:
+            _secrets[secret] = None
+        while len(_secrets) > MAX_SECRETS:
+            _secrets.popitem(last=False)
+        _ordered = sorted(_secrets, key=len, reverse=True)
+
+
+def register_url(url: str) -> None:
+    """Remember the secret parts of a URL: userinfo, password, query values (raw and decoded)."""
+    register(*url_secrets(url))
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced by <redacted>."""
+    for secret in _ordered:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def scrub_json(value: object) -> object:
+    """A JSON-ready value (dicts, lists, strings) with every string scrubbed, keys included."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(k) if isinstance(k, str) else k: scrub_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_json(item) for item in value]
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with credentials (`user:pw@`) and query values replaced by <redacted>."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _ in (item.partition("=") for item in parts.query.split("&"))
+    ) if parts.query else ""  # fmt: skip
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The pieces of a URL that may be secret (userinfo, password, query values), raw and decoded."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    found: set[str] = set()
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found |= {userinfo, urllib.parse.unquote(userinfo)}
+        password = userinfo.partition(":")[2]
+        found |= {password, urllib.parse.unquote(password)}
+    for item in parts.query.split("&") if parts.query else ():
+        name, sep, value = item.partition("=")
+        value = value if sep else name
+        found |= {value, urllib.parse.unquote_plus(value)}
+    return sorted((s for s in found if len(s) >= MIN_SCRUB), key=len, reverse=True)
+
+
+class LogScrubber(logging.Filter):
+    """A handler filter: the formatted message, and any traceback, scrubbed before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _ordered:
+            record.msg, record.args = scrub(record.getMessage()), ()
+            if record.exc_info:
+                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+                record.msg = f"{record.msg}\n{record.exc_text}"
+                record.exc_text = None
+        return True
+
+    @classmethod
+    def install(cls) -> None:
+        """On every handler of the root logger (call after logging is configured)."""
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, cls) for f in handler.filters):
+                handler.addFilter(cls())
