@@ -22,7 +22,7 @@ from loadgen.errors import ClientError
 from loadgen.redact import redact_url
 from loadgen.sse import SSEError, SSEParser
 from loadgen.timing import RequestRecord
-from loadgen.transport import DeadlineExceeded, MalformedResponse, StackPoolTransport
+from loadgen.transport import MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
 
@@ -172,12 +172,9 @@ class LoadClient:
                     response.request = request
                     record.retries = 1 if request.extensions.get("loadgen_retried") else 0
                     await self._consume_and_close(response, record)
-        except (TimeoutError, DeadlineExceeded):
-            record.fail("timeout", f"no complete response within {self.timeouts.request_s:g}s")
-        except httpx.ConnectTimeout as exc:
-            record.fail("connect", _describe(exc))
-        except httpx.TimeoutException as exc:
-            record.fail("timeout", _describe(exc))
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            outcome, message = self._timed_out(exc)
+            record.fail(outcome, message)
         except (httpx.DecodingError, SSEError, MalformedResponse) as exc:
             record.fail("malformed", _describe(exc))
         except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -196,6 +193,19 @@ class LoadClient:
             if record.error:
                 record.error = redact.scrub(record.error)
             self._settle_tokens(record)
+
+    def _timed_out(self, exc: BaseException) -> tuple[str, str]:
+        """The outcome and a message that names the limit that fired (whatever the exception says)."""
+        limits = self.timeouts
+        if isinstance(exc, httpx.ConnectTimeout):
+            return "connect", f"connect timeout: no connection in {limits.connect_s:g}s (--connect-timeout)"
+        if isinstance(exc, httpx.ReadTimeout):
+            return "timeout", f"read timeout: no data for {limits.read_s:g}s (--read-timeout)"
+        if isinstance(exc, httpx.WriteTimeout):
+            return "timeout", f"write timeout: could not send for {limits.read_s:g}s (--read-timeout)"
+        # the raw path's deadline (DeadlineExceeded) or asyncio's timeout (HTTPS path)
+        whole = limits.request_s
+        return "timeout", f"request timeout: no complete response within {whole:g}s (--request-timeout)"
 
     async def _consume_and_close(self, response: httpx.Response, record: RequestRecord) -> None:
         try:

@@ -214,8 +214,11 @@ class _Connection:
                 loop.add_reader(self.fd, self._on_readable)
                 self.reading = True
             wait = timeout
-            if deadline is not None and (wait is None or deadline - monotonic() < wait):
-                wait = deadline - monotonic()
+            # the limit that sets the timer is the one that fired (timers may fire a little early,
+            # so the clock alone cannot tell a whole-request deadline from a read timeout)
+            by_deadline = deadline is not None and (wait is None or deadline - monotonic() < wait)
+            if by_deadline:
+                wait = deadline - monotonic()  # type: ignore[operator]
             waiter = self.waiter = loop.create_future()
             timer = loop.call_later(wait, _wake, waiter, False) if wait is not None else None
             try:
@@ -225,7 +228,7 @@ class _Connection:
                 if timer is not None:
                     timer.cancel()
             if not arrived:
-                if deadline is not None and monotonic() >= deadline:
+                if by_deadline:
                     raise DeadlineExceeded("the request deadline passed", request=request)
                 raise httpx.ReadTimeout(f"no data for {timeout:g}s", request=request)
         if self.reads:

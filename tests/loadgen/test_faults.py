@@ -113,3 +113,24 @@ def test_keepalive_connections_are_reused(scripted, run_loadgen):
     result = run_loadgen(url=scripted.url, model="scripted", concurrency=3, requests=30, output_len=2)
     assert_accounted(result, {"success": 30})
     assert scripted.stats()["connections"] - before <= 4  # 3 users, plus the calibration probes' connection
+
+
+@pytest.mark.parametrize(
+    ("mock", "options", "message"),
+    [
+        ({"slow_headers_ms": 1500}, {"read_timeout": "300ms"},
+         "read timeout: no data for 0.3s (--read-timeout)"),
+        # the whole-request limit fires while the read timer is long: it names itself, not the read limit
+        ({"slow_headers_ms": 2000}, {"request_timeout": "500ms"},
+         "request timeout: no complete response within 0.5s (--request-timeout)"),
+        ({"itl_ms": 100, "tokens": 20}, {"request_timeout": "500ms"},
+         "request timeout: no complete response within 0.5s (--request-timeout)"),
+    ],
+)  # fmt: skip
+def test_each_timeout_names_the_limit_that_fired(scripted, run_loadgen, mock, options, message):
+    result = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=4, output_len=20,
+        extra_body={"mock": mock}, **options,
+    )  # fmt: skip
+    assert_accounted(result, {"timeout": 4})
+    assert {r["error"] for r in result.records} == {message}
