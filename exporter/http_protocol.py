@@ -24,7 +24,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -62,7 +62,8 @@ Request = tuple[str, str, str, dict[str, str]]  # method, path, version, headers
 
 
 class HttpStats:
-    """What the server did with connections, for /metrics: a collector (registry.py lists it as `http`).
+    """What the server did with connections, for /metrics: a collector (registry.ExporterCollector) that
+    registry.py lists as `http`.
 
     Written by the server's event-loop thread, read by the refresher: plain integers under a lock.
     """
@@ -98,6 +99,12 @@ class HttpStats:
         yield GaugeMetricFamily(
             "exporter_http_connections_open", "Open HTTP connections.", value=self.open_connections()
         )
+
+    def ready(self) -> bool:
+        return True
+
+    def error_counts(self) -> Mapping[str, int]:
+        return {}  # the closes are counted in their own family, by reason
 
     def close(self) -> None:
         pass

@@ -30,7 +30,7 @@ def test_every_collector_implements_the_exporter_collector_interface() -> None:
     config = Config(targets=(TargetConfig("engine", "http://127.0.0.1:9"),))
     exporter = build_exporter(config, nvml=FakeNvml([]), start_threads=False)
     try:
-        assert list(exporter.collectors) == ["gpu", "host", "engines"]
+        assert list(exporter.collectors) == ["gpu", "host", "http", "engines"]
         for collector in exporter.collectors.values():
             assert isinstance(collector, ExporterCollector), type(collector).__name__
     finally:
