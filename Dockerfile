@@ -1,5 +1,6 @@
-# One image for the three llmobs processes; the compose file picks one with `command`:
-#   llmobs-exporter (GPU host), llmobs-loadgen (anywhere), llmobs-simulator (demo, no GPU).
+# One image for the three llmobs processes; the compose file and the Helm chart pick one with `command`:
+#   llmobs-exporter (GPU host), llmobs-loadgen run|serve (anywhere), llmobs-simulator (demo, no GPU).
+# The kubernetes extra adds gRPC for the kubelet's pod-resources API (GPU -> pod attribution).
 FROM python:3.11.13-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -9,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY exporter exporter
 COPY loadgen loadgen
 COPY simulator simulator
-RUN pip install . && useradd --system --uid 10001 --no-create-home llmobs && rm -rf /src
+RUN pip install '.[kubernetes]' && useradd --system --uid 10001 --no-create-home llmobs && rm -rf /src
 
 WORKDIR /
 USER 10001

@@ -69,12 +69,23 @@ class Rendered:
 
 
 def render(cases: dict[str, dict]) -> dict[str, Rendered]:
+    results = _run_tool({"cases": cases})["cases"]
+    return {case: Rendered(**result) for case, result in results.items()}
+
+
+def invalid_objects(objects: list[dict], kube_version: str) -> list[str]:
+    """What one Kubernetes version's API schemas (strict) say about these objects: [] when all are valid."""
+    request = {"cases": {}, "objects": objects, "object_versions": [kube_version]}
+    return _run_tool(request)["objects_invalid"]
+
+
+def _run_tool(request: dict[str, Any]) -> dict[str, Any]:
     request = {
         "chart": str(CHART),
         "release": RELEASE,
         "namespace": NAMESPACE,
         "kube_versions": list(KUBE_VERSIONS),
-        "cases": cases,
+        **request,
     }
     tool = Path(__file__).with_name("helm_tool.py")
     done = subprocess.run(
@@ -88,5 +99,4 @@ def render(cases: dict[str, dict]) -> dict[str, Rendered]:
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise AssertionError(f"helm_tool.py failed with status {done.returncode}")
-    results = json.loads(done.stdout)["cases"]
-    return {case: Rendered(**result) for case, result in results.items()}
+    return json.loads(done.stdout)

@@ -4,10 +4,11 @@ This script runs in the cached virtual environment of `make chart-tools` (helm-p
 Go SDK, kubernetes-validate carries the Kubernetes API's JSON schemas), not in the project's .venv, so it
 imports nothing from the project. Input on stdin, JSON:
     {"chart": DIR, "release": NAME, "namespace": NS, "kube_versions": ["1.25.0", ...],
-     "cases": {CASE: VALUES, ...}}
+     "cases": {CASE: VALUES, ...}, "objects": [OBJECT, ...]}
 Output on stdout, JSON, per case: {"manifests": {template: text}, "error": str | null, "lint": report,
 "invalid": ["<kind>/<name> (k8s <version>): <message>", ...]}. Objects of kinds the Kubernetes schemas do
-not know (the Prometheus Operator's) are left to the caller, which holds their CRDs.
+not know (the Prometheus Operator's) are left to the caller, which holds their CRDs. The "objects" (test
+fixtures) are validated the same way, into "objects_invalid".
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def run_case(request: dict, values: dict) -> dict:
 def main() -> int:
     request = json.load(sys.stdin)
     results = {case: run_case(request, values) for case, values in request["cases"].items()}
-    json.dump({"helm": helm_python.helm_sdk_version(), "cases": results}, sys.stdout)
+    objects = validate(request.get("objects", []), request.get("object_versions", request["kube_versions"]))
+    json.dump(
+        {"helm": helm_python.helm_sdk_version(), "cases": results, "objects_invalid": objects}, sys.stdout
+    )
     return 0
 
 

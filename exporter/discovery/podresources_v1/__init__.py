@@ -1,0 +1,1 @@
+"""Generated from api.proto (see README.md); not edited by hand."""
