@@ -8,7 +8,7 @@ the other keys are annotations:
 
 | key | value | default |
 | --- | --- | --- |
-| `llmobs.io/engine` | `vllm`, `sglang`, ... (exporter.config.ENGINE_KINDS) or `auto` | none: not scraped |
+| `llmobs.io/engine` | `vllm`, `sglang`, ... (engines/registry.py) or `auto` | none: not scraped |
 | `llmobs.io/port` | the port: a number or a container port's name | the pod's only declared container port |
 | `llmobs.io/path` | a target URL's path: `/metrics` (exact) or a base path (a proxy prefix) | none |
 | `llmobs.io/scheme` | `http` or `https` | `http` |
@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.config import ENGINE_KINDS
 from exporter.discovery.cgroup import pod_uid_key
+from exporter.engines.registry import ENGINE_KINDS
 
 PREFIX = "llmobs.io/"
 ENGINE_KEY = PREFIX + "engine"
