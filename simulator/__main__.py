@@ -9,7 +9,8 @@ import os
 import sys
 
 from simulator.faults import FaultConfigError, Faults, load_faults, parse_error_rate, parse_pair
-from simulator.profile import ProfileError, available_profiles, load_profile
+from simulator.profile import Profile, ProfileError, available_profiles, load_profile
+from simulator.sends import SendLog
 
 DEFAULT_PROFILE = "rtx4090d-qwen3-4b-fp8"
 
@@ -46,6 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="require `Authorization: Bearer <value of VAR>` on /v1 paths, like vLLM's --api-key",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    streaming = parser.add_argument_group("tokens per event and reasoning (override the profile)")
+    streaming.add_argument(
+        "--speculative-tokens",
+        type=int,
+        metavar="K",
+        help="speculative decoding (vLLM's --speculative-config num_speculative_tokens): each decode step "
+        "emits 1 + the accepted drafts in one event",
+    )
+    streaming.add_argument(
+        "--acceptance-rate", type=float, metavar="P", help="chance that each draft position is accepted"
+    )
+    streaming.add_argument(
+        "--stream-interval", type=int, metavar="N", help="vLLM's --stream-interval: N tokens per event"
+    )
+    streaming.add_argument(
+        "--reasoning-tokens",
+        metavar="MIN:MAX",
+        help="a reasoning model: each answer starts with MIN to MAX reasoning tokens (0:0 = off)",
+    )
+    streaming.add_argument(
+        "--reasoning-field",
+        choices=["reasoning", "reasoning_content"],
+        help="the delta field of reasoning text (vLLM >= 0.12: reasoning)",
+    )
+    parser.add_argument(
+        "--record-sends",
+        type=int,
+        metavar="N",
+        help="keep when each SSE event of the last N requests was sent (GET /_simulator/sends; for tests)",
+    )
     faults = parser.add_argument_group("fault injection (a --faults file, then flags on top of it)")
     faults.add_argument("--faults", metavar="FILE", help="YAML fault settings (see simulator/README.md)")
     faults.add_argument(
@@ -96,12 +127,32 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
     return dataclasses.replace(faults, **changes)
 
 
+def profile_from_args(args: argparse.Namespace) -> Profile:
+    profile = load_profile(args.profile)
+    if args.time_scale is not None:
+        profile = profile.with_time_scale(args.time_scale)
+    changes: dict[str, dict] = {"speculative": {}, "scheduler": {}, "reasoning": {}}
+    if args.speculative_tokens is not None:
+        changes["speculative"]["num_speculative_tokens"] = args.speculative_tokens
+    if args.acceptance_rate is not None:
+        changes["speculative"]["acceptance_rate"] = args.acceptance_rate
+    if args.stream_interval is not None:
+        changes["scheduler"]["stream_interval"] = args.stream_interval
+    if args.reasoning_tokens is not None:
+        low, _, high = args.reasoning_tokens.partition(":")
+        try:
+            changes["reasoning"].update(min_tokens=int(low), max_tokens=int(high or low))
+        except ValueError:
+            raise ProfileError(f"--reasoning-tokens {args.reasoning_tokens!r}: use MIN:MAX") from None
+    if args.reasoning_field is not None:
+        changes["reasoning"]["field"] = args.reasoning_field
+    return profile.with_changes("flags", **{name: fields for name, fields in changes.items() if fields})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        profile = load_profile(args.profile)
-        if args.time_scale is not None:
-            profile = profile.with_time_scale(args.time_scale)
+        profile = profile_from_args(args)
         faults = faults_from_args(args)
     except (ProfileError, FaultConfigError) as exc:
         print(f"llmobs-simulator: {exc}", file=sys.stderr)
@@ -117,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.data_parallel_size <= 64:
         print("llmobs-simulator: --data-parallel-size must be between 1 and 64", file=sys.stderr)
         return 2
+    sends = None
+    if args.record_sends is not None:
+        try:
+            sends = SendLog(args.record_sends)
+        except ValueError as exc:
+            print(f"llmobs-simulator: {exc}", file=sys.stderr)
+            return 2
     if not 0 < args.port < 65536:
         print(f"llmobs-simulator: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
@@ -129,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model = args.model or profile.model
     engines = [Engine(profile, faults, seed=args.seed + index) for index in range(args.data_parallel_size)]
-    sim = Simulator(engines, model, faults, seed=args.seed)
+    sim = Simulator(engines, model, faults, seed=args.seed, sends=sends)
     print(
         f"llmobs-simulator: {model} on profile {profile.name} ({profile.kv_capacity_tokens} KV tokens, "
         f"max {profile.scheduler.max_num_seqs} seqs), listening on http://{args.host}:{args.port}"

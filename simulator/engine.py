@@ -24,13 +24,16 @@ import random
 import time
 import zlib
 from array import array
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from simulator.blocks import BlockPool
 from simulator.faults import Faults
 from simulator.profile import Profile
-from simulator.stats import EngineStats
+from simulator.stats import EngineStats, StepTiming, VirtualClock
+
+__all__ = ["AdmissionError", "Batch", "Engine", "Sequence", "Status", "VirtualClock"]
 
 
 class AdmissionError(Exception):
@@ -61,6 +64,7 @@ class Sequence:
     min_tokens: int
     seed: int
     arrival: float
+    reasoning_len: int = 0  # the answer's first tokens that are reasoning (a reasoning profile)
     status: Status = Status.WAITING
     num_computed: int = 0
     output_len: int = 0
@@ -74,6 +78,10 @@ class Sequence:
     finish_reason: str | None = None
     abort_requested: bool = False
     waiter: asyncio.Future | None = None
+    drafts: int = 0  # speculative draft tokens scheduled for verification in the current step
+    # output_len after each step, while the HTTP side has not streamed them (speculative decoding
+    # only: one step can produce several tokens, and each step is one SSE event, as in vLLM)
+    step_ends: deque[int] | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -94,107 +102,6 @@ class Sequence:
             waiter.set_result(None)
 
 
-class BlockPool:
-    """KV blocks as counts: plain free blocks, plus content-hashed blocks with reference counts.
-    A hashed block nobody references is still free (it counts as free for usage, like in vLLM)
-    but keeps its content until it is evicted, oldest first."""
-
-    def __init__(self, num_blocks: int) -> None:
-        self.num_blocks = num_blocks
-        self.free_plain = num_blocks
-        self.refs: dict[int, int] = {}
-        self.evictable: OrderedDict[int, None] = OrderedDict()
-
-    @property
-    def num_free(self) -> int:
-        return self.free_plain + len(self.evictable)
-
-    @property
-    def usage(self) -> float:
-        return 1.0 - self.num_free / self.num_blocks
-
-    def cached_prefix(self, hashes: list[int], limit: int) -> list[int]:
-        hits: list[int] = []
-        for block_hash in hashes[:limit]:
-            if block_hash not in self.refs:
-                break
-            hits.append(block_hash)
-        return hits
-
-    def acquire(self, block_hash: int) -> None:
-        count = self.refs[block_hash]
-        if count == 0:
-            del self.evictable[block_hash]
-        self.refs[block_hash] = count + 1
-
-    def allocate(self, count: int) -> bool:
-        if count > self.num_free:
-            return False
-        from_plain = min(count, self.free_plain)
-        self.free_plain -= from_plain
-        for _ in range(count - from_plain):
-            evicted, _ = self.evictable.popitem(last=False)
-            del self.refs[evicted]
-        return True
-
-    def promote(self, block_hash: int) -> None:
-        """A plain block of a request now holds this content: share it, or make it the cached copy."""
-        if block_hash in self.refs:
-            self.acquire(block_hash)
-            self.free_plain += 1  # our duplicate plain block is not needed
-        else:
-            self.refs[block_hash] = 1
-
-    def release(self, seq: Sequence) -> None:
-        # Tail blocks first, so a chain is evicted from its end and its prefix lives longest.
-        for block_hash in reversed(seq.cached_refs):
-            count = self.refs[block_hash] - 1
-            self.refs[block_hash] = count
-            if count == 0:
-                self.evictable[block_hash] = None
-        self.free_plain += seq.plain_blocks
-        seq.cached_refs = []
-        seq.plain_blocks = 0
-
-
-@dataclass(slots=True)
-class StepTiming:
-    """Ground truth about the step loop keeping time, for tests and benchmarks."""
-
-    steps: int = 0
-    lag_total: float = 0.0
-    lag_max: float = 0.0
-    recent_lags: deque = field(default_factory=lambda: deque(maxlen=2000))
-
-    def record(self, lag: float) -> None:
-        self.steps += 1
-        self.lag_total += lag
-        self.lag_max = max(self.lag_max, lag)
-        self.recent_lags.append(lag)
-
-    def as_dict(self) -> dict[str, float]:
-        recent = sorted(self.recent_lags)
-        return {
-            "steps": self.steps,
-            "lag_mean_seconds": self.lag_total / self.steps if self.steps else 0.0,
-            "lag_max_seconds": self.lag_max,
-            "lag_p99_recent_seconds": recent[int(len(recent) * 0.99)] if recent else 0.0,
-        }
-
-
-class VirtualClock:
-    """A clock that moves only when told to: `clock()` reads it, `advance(seconds)` moves it."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 Batch = list[tuple[Sequence, int]]  # (request, tokens computed for it in this step)
 
 
@@ -213,6 +120,7 @@ class Engine:
         self.rng = random.Random(seed)
         self.block_size = profile.cache.block_size
         self.prefix_caching = profile.cache.enable_prefix_caching
+        self.num_spec = profile.speculative.num_speculative_tokens
         self.timing = StepTiming()
         self.restarts = 0
         self._task: asyncio.Task | None = None
@@ -225,7 +133,7 @@ class Engine:
         self.pool = BlockPool(self.profile.cache.num_gpu_blocks)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self.stats = EngineStats(max_model_len=self.profile.max_model_len)
+        self.stats = EngineStats(max_model_len=self.profile.max_model_len, num_spec_tokens=self.num_spec)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -287,18 +195,22 @@ class Engine:
                 "The server is overloaded: too many queued requests.", 503, "ServiceUnavailable"
             )
         seed = zlib.crc32(array("I", prompt_ids).tobytes(), self.seed)
-        output = self.profile.output
-        natural = random.Random(seed).randint(output.min_tokens, output.max_tokens)
+        output, reasoning = self.profile.output, self.profile.reasoning
+        lengths = random.Random(seed)
+        natural = lengths.randint(output.min_tokens, output.max_tokens)
+        thinking = lengths.randint(reasoning.min_tokens, reasoning.max_tokens) if reasoning.max_tokens else 0
         seq = Sequence(
             request_id=request_id,
             prompt_len=prompt_len,
             block_hashes=self._block_hashes(prompt_ids) if self.prefix_caching else [],
             max_tokens=max_tokens or limit - prompt_len,
             max_tokens_param=max_tokens,
-            stop_at=None if ignore_eos else natural,
+            stop_at=None if ignore_eos else thinking + natural,
             min_tokens=min_tokens,
             seed=seed,
             arrival=self.clock(),
+            reasoning_len=thinking,
+            step_ends=deque() if self.num_spec else None,
         )
         self.waiting.append(seq)
         self._work.set()
@@ -357,9 +269,10 @@ class Engine:
         timing = self.profile.timing
         decode_seqs = prefill_tokens = context_tokens = 0
         for seq, count in batch:
-            if count == 1 and seq.output_len:
+            if seq.output_len and seq.total_tokens - seq.num_computed == 1:
                 decode_seqs += 1
                 context_tokens += seq.num_computed
+                prefill_tokens += seq.drafts  # draft tokens are verified like prompt tokens
             else:
                 prefill_tokens += count
         seconds = (
@@ -397,6 +310,12 @@ class Engine:
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
             count = min(seq.total_tokens - seq.num_computed, budget)
+            seq.drafts = 0
+            if self.num_spec and seq.output_len and seq.total_tokens - seq.num_computed == 1:
+                # vLLM trims drafts to the token budget and to max_model_len
+                room = self.profile.max_model_len - seq.total_tokens - 1
+                seq.drafts = max(0, min(self.num_spec, budget - 1, room))
+                count += seq.drafts
             needed = self._blocks_for(seq.num_computed + count) - seq.num_blocks
             while needed > 0 and not self.pool.allocate(needed):
                 victim = self.running.pop()
@@ -434,6 +353,7 @@ class Engine:
             seq.cached_refs = hits
             seq.plain_blocks = needed
             seq.num_computed = hit_tokens
+            seq.drafts = 0
             if seq.num_cached_tokens < 0:
                 seq.num_cached_tokens = hit_tokens
                 seq.scheduled_ts = now
@@ -465,17 +385,24 @@ class Engine:
         for seq, count in batch:
             if seq.status is not Status.RUNNING or seq.abort_requested:
                 continue  # preempted later in this step's scheduling, or aborted meanwhile
-            seq.num_computed += count
-            self._cache_full_blocks(seq)
-            if seq.num_computed < seq.total_tokens:
-                continue  # a prefill chunk; no token yet
+            if seq.drafts:
+                new = min(1 + self._verify(seq), self._room(seq))
+                seq.num_computed += new  # rejected drafts' KV is dropped
+            else:
+                new = 1
+                seq.num_computed += count
+                self._cache_full_blocks(seq)
+                if seq.num_computed < seq.total_tokens:
+                    continue  # a prefill chunk; no token yet
             if seq.output_len == 0:
                 self._first_token(seq, now)
             else:
-                stats.itl.observe(now - seq.last_token_ts)
-            seq.output_len += 1
+                stats.itl.observe(now - seq.last_token_ts)  # one gap per step, however many tokens
+            seq.output_len += new
             seq.last_token_ts = now
-            stats.generation_tokens += 1
+            stats.generation_tokens += new
+            if seq.step_ends is not None:
+                seq.step_ends.append(seq.output_len)
             reason = self._finish_reason(seq)
             if reason is not None:
                 self.pool.release(seq)
@@ -490,6 +417,29 @@ class Engine:
         stats.iteration_tokens.observe(
             stats.prompt_tokens_computed - computed_before + stats.generation_tokens - generated_before
         )
+
+    def _verify(self, seq: Sequence) -> int:
+        """How many of this step's draft tokens the target model accepts: a leading run of positions,
+        each accepted with the profile's rate (deterministic per request and position); counted as
+        vLLM's scheduler counts them (SpecDecodingStats.observe_draft)."""
+        rate = self.profile.speculative.acceptance_rate
+        accepted = 0
+        while accepted < seq.drafts and (rate >= 1 or _uniform(seq.seed, seq.output_len, accepted) < rate):
+            accepted += 1
+        stats = self.stats
+        stats.spec_drafts += 1
+        stats.spec_draft_tokens += seq.drafts
+        stats.spec_accepted_tokens += accepted
+        for position in range(accepted):
+            stats.spec_accepted_per_position[position] += 1
+        return accepted
+
+    def _room(self, seq: Sequence) -> int:
+        """Tokens this request may still produce before it finishes (length, max_model_len or stop)."""
+        room = min(seq.max_tokens - seq.output_len, self.profile.max_model_len - seq.total_tokens)
+        if seq.stop_at is not None:
+            room = min(room, max(seq.stop_at, seq.min_tokens) - seq.output_len)
+        return max(1, room)
 
     def _cache_full_blocks(self, seq: Sequence) -> None:
         if len(seq.cached_refs) == len(seq.block_hashes):
@@ -555,3 +505,12 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return len(self.waiting)
+
+
+def _uniform(seed: int, step: int, position: int) -> float:
+    """A deterministic pseudo-random number in [0, 1) for one draft position of one step."""
+    mixed = (seed * 0x9E3779B1 + step * 0x85EBCA77 + position * 0xC2B2AE3D) & 0xFFFFFFFF
+    mixed ^= mixed >> 15
+    mixed = (mixed * 0x2C1B3C6D) & 0xFFFFFFFF
+    mixed ^= mixed >> 12
+    return mixed / 2**32

@@ -51,6 +51,13 @@ MFU_COUNTERS = {
         "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations)."
     ),
 }
+# Registered only with a speculative config (vllm/v1/spec_decode/metrics.py SpecDecodingProm), before
+# every other vllm:* family.
+SPEC_DECODE_HELP = {
+    "vllm:spec_decode_num_drafts": "Number of spec decoding drafts.",
+    "vllm:spec_decode_num_draft_tokens": "Number of draft tokens.",
+    "vllm:spec_decode_num_accepted_tokens": "Number of accepted tokens.",
+}
 RUNNING_HELP = "Number of requests in model execution batches."
 WAITING_HELP = "Number of requests waiting to be processed."
 KV_USAGE_HELP = "KV-cache usage. 1 means 100 percent usage."
@@ -105,6 +112,8 @@ class VllmCollector:
 
     def collect(self) -> Iterator[Metric]:
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        if self.engines[0].num_spec:
+            yield from self._spec_decode()
         # Registered by vLLM 0.33 in every deployment; they only move with --enable-mfu-metrics.
         for name, documentation in MFU_COUNTERS.items():
             yield self._counter(name, documentation, zero)
@@ -151,6 +160,26 @@ class VllmCollector:
         for short_name in HISTOGRAM_ORDER:
             yield self._histogram(short_name)
         yield self._cache_config_info()
+
+    def _spec_decode(self) -> Iterator[Metric]:
+        values: dict[str, Value] = {
+            "vllm:spec_decode_num_drafts": lambda engine: engine.stats.spec_drafts,
+            "vllm:spec_decode_num_draft_tokens": lambda engine: engine.stats.spec_draft_tokens,
+            "vllm:spec_decode_num_accepted_tokens": lambda engine: engine.stats.spec_accepted_tokens,
+        }
+        for name, value in values.items():
+            yield self._counter(name, SPEC_DECODE_HELP[name], value)
+        family = CounterMetricFamily(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            "Accepted tokens per draft position.",
+            labels=[*LABELS, "position"],
+        )
+        for index, engine in enumerate(self.engines):  # vLLM creates them engine by engine
+            for position, accepted in enumerate(engine.stats.spec_accepted_per_position):
+                family.add_metric(
+                    [*self._labels(index), str(position)], accepted, created=engine.stats.created
+                )
+        yield family
 
     def _labels(self, index: int) -> list[str]:
         return [self.model_name, str(index)]

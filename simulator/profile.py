@@ -35,6 +35,9 @@ class SchedulerProfile:
     max_num_batched_tokens: int = 2048
     # 0 means no cap; vLLM answers 503 and counts vllm:admission_rejections_total beyond it.
     max_num_queued_reqs: int = 0
+    # vLLM's --stream-interval: an SSE event goes out once this many tokens are waiting (the first
+    # token and the last always go out at once), so one event can carry several tokens.
+    stream_interval: int = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,32 @@ class OutputProfile:
 
 
 @dataclass(frozen=True)
+class SpeculativeProfile:
+    """vLLM's --speculative-config (EAGLE, MTP, n-gram ...): each decode step verifies
+    num_speculative_tokens draft tokens and emits 1 + the accepted ones, all in one SSE event.
+    Draft position i is accepted with probability acceptance_rate when every earlier one was
+    (deterministic per request and position). 0 tokens: speculative decoding off."""
+
+    num_speculative_tokens: int = 0
+    acceptance_rate: float = 1.0
+
+
+@dataclass(frozen=True)
+class ReasoningProfile:
+    """A reasoning model served with a reasoning parser: each answer starts with a number of
+    reasoning tokens drawn uniformly from [min_tokens, max_tokens] per request, streamed in the
+    delta field `field` (`reasoning` since vLLM 0.12; `reasoning_content` before, and in SGLang
+    and DeepSeek's API). max_tokens 0: not a reasoning model."""
+
+    min_tokens: int = 0
+    max_tokens: int = 0
+    field: str = "reasoning"
+
+
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -69,6 +98,8 @@ class Profile:
     scheduler: SchedulerProfile
     timing: TimingProfile
     output: OutputProfile
+    speculative: SpeculativeProfile = SpeculativeProfile()
+    reasoning: ReasoningProfile = ReasoningProfile()
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -77,6 +108,16 @@ class Profile:
     def with_time_scale(self, time_scale: float) -> Profile:
         _positive("timing.time_scale", time_scale)
         return dataclasses.replace(self, timing=dataclasses.replace(self.timing, time_scale=time_scale))
+
+    def with_changes(self, source: str = "flags", **sections: dict[str, Any]) -> Profile:
+        """This profile with some fields of some sections replaced (`scheduler={"stream_interval": 4}`),
+        checked like a profile file."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **fields) for name, fields in sections.items()
+        }
+        profile = dataclasses.replace(self, **changed)
+        _check(source, profile)
+        return profile
 
 
 def available_profiles() -> list[str]:
@@ -104,6 +145,7 @@ def parse_profile(data: Any, source: str = "profile") -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: expected a mapping at the top level")
     known = {"name", "description", "model", "max_model_len", "cache", "scheduler", "timing", "output"}
+    known |= {"speculative", "reasoning"}
     _no_unknown(source, data, known)
     profile = Profile(
         name=_str(source, data, "name"),
@@ -114,6 +156,8 @@ def parse_profile(data: Any, source: str = "profile") -> Profile:
         scheduler=_section(source, data, "scheduler", SchedulerProfile),
         timing=_section(source, data, "timing", TimingProfile),
         output=_section(source, data, "output", OutputProfile),
+        speculative=_section(source, data, "speculative", SpeculativeProfile),
+        reasoning=_section(source, data, "reasoning", ReasoningProfile),
     )
     _check(source, profile)
     return profile
@@ -128,6 +172,7 @@ def _check(source: str, profile: Profile) -> None:
         ("scheduler.max_num_batched_tokens", profile.scheduler.max_num_batched_tokens),
         ("timing.time_scale", profile.timing.time_scale),
         ("output.min_tokens", profile.output.min_tokens),
+        ("scheduler.stream_interval", profile.scheduler.stream_interval),
     ]:
         _positive(f"{source}: {field}", value)
     for field in dataclasses.fields(TimingProfile):
@@ -139,6 +184,15 @@ def _check(source: str, profile: Profile) -> None:
         raise ProfileError(f"{source}: cache.gpu_memory_utilization must be in (0, 1]")
     if profile.output.max_tokens < profile.output.min_tokens:
         raise ProfileError(f"{source}: output.max_tokens must be >= output.min_tokens")
+    speculative, reasoning = profile.speculative, profile.reasoning
+    if not 0 <= speculative.num_speculative_tokens <= 32:
+        raise ProfileError(f"{source}: speculative.num_speculative_tokens must be in [0, 32]")
+    if not 0 <= speculative.acceptance_rate <= 1:
+        raise ProfileError(f"{source}: speculative.acceptance_rate must be in [0, 1]")
+    if not 0 <= reasoning.min_tokens <= reasoning.max_tokens:
+        raise ProfileError(f"{source}: reasoning needs 0 <= min_tokens <= max_tokens")
+    if reasoning.field not in REASONING_FIELDS:
+        raise ProfileError(f"{source}: reasoning.field must be one of {', '.join(REASONING_FIELDS)}")
     if profile.max_model_len > profile.kv_capacity_tokens:
         # vLLM refuses to start when one max-length request cannot fit in the KV cache.
         raise ProfileError(

@@ -1,11 +1,9 @@
 """The HTTP face of the simulator: vLLM's OpenAI-compatible API, /health, /metrics, faults.
 
-Responses follow vLLM 0.33's shapes: SSE chunks of one token each (`data: {...}\\n\\n`), the role
-chunk with the first token, finish_reason on the last token's chunk, an optional usage chunk with
-empty choices, then `data: [DONE]`. Errors are `{"error": {"message", "type", "param", "code"}}`.
-When the client falls behind, several one-token events go out in one write, never merged events.
+Requests are parsed and admitted here; responses.py writes them out in vLLM 0.33's shapes. Errors
+are `{"error": {"message", "type", "param", "code"}}`.
 
-Simulator-only endpoints live under /_simulator/ (stats, restart) and are not part of vLLM's API.
+Simulator-only endpoints live under /_simulator/ (stats, restart, sends) and are not part of vLLM's API.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,15 +27,11 @@ from simulator import text
 from simulator.engine import AdmissionError, Engine, Sequence
 from simulator.faults import Faults
 from simulator.metrics import build_registry, render
+from simulator.responses import CompletionResponse, FaultPlan, InjectedDrop, ParsedRequest
+from simulator.sends import SendLog
 
 VERSION = "0.33.0+llmobs.simulator"
 VOCABULARY_SIZE = 151936  # Qwen3's; token-id prompts beyond it are rejected like vLLM rejects them
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-JSON_START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [(b"content-type", b"application/json")],
-}
 log = logging.getLogger("simulator")
 
 
@@ -52,10 +45,6 @@ class RequestError(Exception):
         self.param = param
 
 
-class InjectedDrop(Exception):
-    """Raised on purpose to make the server close a connection mid-response."""
-
-
 class _HideInjectedDrops(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], InjectedDrop))
@@ -66,29 +55,17 @@ def error_response(message: str, status: int, error_type: str, param: str | None
     return JSONResponse(body, status_code=status)
 
 
-@dataclass(frozen=True)
-class ParsedRequest:
-    kind: str  # "chat" or "completion"
-    prompt_ids: list[int]
-    max_tokens: int | None
-    stream: bool
-    include_usage: bool
-    continuous_usage: bool
-    ignore_eos: bool
-    min_tokens: int
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """What goes wrong with one request, decided when it arrives."""
-
-    stall_at: int | None = None
-    drop_at: int | None = None
-
-
 class Simulator:
-    def __init__(self, engines: list[Engine], model: str, faults: Faults, seed: int = 0) -> None:
+    def __init__(
+        self,
+        engines: list[Engine],
+        model: str,
+        faults: Faults,
+        seed: int = 0,
+        sends: SendLog | None = None,
+    ) -> None:
         self.engines = engines
+        self.sends = sends
         self._next_start = 0
         self.model = model
         self.faults = faults
@@ -99,7 +76,7 @@ class Simulator:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def parse(self, kind: str, body: Any) -> ParsedRequest:
+    def parse(self, kind: str, body: Any, request_key: str = "") -> ParsedRequest:
         if not isinstance(body, dict):
             raise RequestError("The request body must be a JSON object.")
         model = body.get("model")
@@ -135,15 +112,16 @@ class Simulator:
             continuous_usage=bool(options.get("continuous_usage_stats")),
             ignore_eos=_flag(body, "ignore_eos"),
             min_tokens=min_tokens,
+            request_key=request_key,
         )
 
-    def admit(self, kind: str, raw: bytes) -> Response:
+    def admit(self, kind: str, raw: bytes, request_key: str = "") -> Response:
         """One completion request: parsed, maybe failed by an injected fault, else into the engine."""
         try:
             body = json.loads(raw)
         except ValueError:
             raise RequestError("The request body is not valid JSON.") from None
-        parsed = self.parse(kind, body)
+        parsed = self.parse(kind, body, request_key)
         status = self.injected_error()
         if status is not None:
             return error_response(f"Injected fault: HTTP {status}.", status, "InjectedFault")
@@ -272,206 +250,6 @@ def _prompt_ids(prompt: Any) -> list[int]:
     )
 
 
-class CompletionResponse(Response):
-    """An ASGI response that follows one request through the engine, streamed or not."""
-
-    def __init__(
-        self, sim: Simulator, engine: Engine, request: ParsedRequest, seq: Sequence, plan: FaultPlan
-    ) -> None:
-        self.background = None
-        self.status_code = 200
-        self.sim = sim
-        self.engine = engine
-        self.request = request
-        self.seq = seq
-        self.plan = plan
-        self.chat = request.kind == "chat"
-        self.response_id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
-        self.created = int(time.time())
-        self._object = "chat.completion.chunk" if self.chat else "text_completion"
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        watcher = asyncio.create_task(self._watch_disconnect(receive))
-        self.sim.in_flight += 1
-        try:
-            if self.request.stream:
-                await self._stream(send)
-            else:
-                await self._whole(send)
-        finally:
-            self.sim.in_flight -= 1
-            watcher.cancel()
-
-    async def _watch_disconnect(self, receive: Any) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.engine.abort(self.seq)
-
-    async def _whole(self, send: Any) -> None:
-        seq = self.seq
-        while seq.finish_reason is None:
-            await seq.wait()
-        if seq.finish_reason == "abort":
-            return  # the client is gone
-        await send(JSON_START)
-        if seq.finish_reason == "error" or self.plan.drop_at is not None:
-            # Headers out, body never: the client sees the connection close mid-response.
-            raise InjectedDrop("engine crashed" if seq.finish_reason == "error" else "drop fault")
-        await send({"type": "http.response.body", "body": self._whole_body()})
-
-    def _whole_body(self) -> bytes:
-        seq = self.seq
-        content = text.generated_text(seq.seed, 0, seq.output_len)
-        if self.chat:
-            message = {
-                "role": "assistant",
-                "content": content,
-                "refusal": None,
-                "tool_calls": [],
-                "reasoning_content": None,
-            }
-            choice = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": seq.finish_reason,
-                "stop_reason": None,
-            }
-            kind = "chat.completion"
-        else:
-            choice = {
-                "index": 0,
-                "text": content,
-                "logprobs": None,
-                "finish_reason": seq.finish_reason,
-                "stop_reason": None,
-                "prompt_logprobs": None,
-            }
-            kind = "text_completion"
-        return json.dumps(
-            {
-                "id": self.response_id,
-                "object": kind,
-                "created": self.created,
-                "model": self.sim.model,
-                "choices": [choice],
-                "usage": self._usage(seq.output_len),
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    def _usage(self, completion_tokens: int) -> dict[str, int | None]:
-        prompt = self.seq.prompt_len
-        return {
-            "prompt_tokens": prompt,
-            "total_tokens": prompt + completion_tokens,
-            "completion_tokens": completion_tokens,
-            "prompt_tokens_details": None,
-        }
-
-    async def _stream(self, send: Any) -> None:
-        seq, plan = self.seq, self.plan
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        head, tail = self._chunk_template()
-        words = text.WORD_PIECES
-        sent = 0
-        while True:
-            produced = seq.output_len
-            if produced == sent and seq.finish_reason is None:
-                await seq.wait()
-                continue
-            if seq.finish_reason == "abort":
-                return
-            if seq.finish_reason == "error":
-                raise InjectedDrop("engine crashed")
-            limit = produced
-            for fault_at in (plan.stall_at, plan.drop_at):
-                if fault_at is not None and sent < fault_at:
-                    limit = min(limit, fault_at)
-            done = seq.finish_reason is not None and limit == produced
-            parts = []
-            if sent == 0 and self.chat and limit > 0:
-                parts.append(self._role_chunk())
-            last_plain = limit - 1 if done else limit
-            if self.request.continuous_usage:
-                for position in range(sent, last_plain):
-                    parts.append(self._usage_chunk(position, seq.seed, None))
-            else:
-                for position in range(sent, last_plain):
-                    parts.append(head + words[text.word_index(seq.seed, position)] + tail)
-            if done:
-                parts.append(self._final_chunks(limit - 1))
-            sent = limit
-            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": not done})
-            if done:
-                return
-            if plan.drop_at is not None and sent >= plan.drop_at:
-                raise InjectedDrop("drop fault")
-            if plan.stall_at is not None and sent >= plan.stall_at:
-                plan = FaultPlan(stall_at=None, drop_at=plan.drop_at)
-                await asyncio.sleep(self.sim.faults.stall_seconds)
-
-    def _chunk_template(self) -> tuple[bytes, bytes]:
-        start = (
-            f'data: {{"id":"{self.response_id}","object":"{self._object}",'
-            f'"created":{self.created},"model":{json.dumps(self.sim.model)},"choices":[{{"index":0,'
-        )
-        if self.chat:
-            return (
-                start + '"delta":{"content":"'
-            ).encode(), b'"},"logprobs":null,"finish_reason":null}]}\n\n'
-        return (
-            start + '"text":"'
-        ).encode(), b'","logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
-
-    def _event(self, choices: list, usage: dict | None = None) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.response_id,
-            "object": self._object,
-            "created": self.created,
-            "model": self.sim.model,
-            "choices": choices,
-        }
-        if usage is not None:
-            body["usage"] = usage
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-    def _role_chunk(self) -> bytes:
-        usage = self._usage(0) if self.request.continuous_usage else None
-        delta = {"role": "assistant", "content": ""}
-        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], usage)
-
-    def _choice(self, position: int, seed: int, finish_reason: str | None) -> dict:
-        word = " " + text.WORDS[text.word_index(seed, position)]
-        if self.chat:
-            return {
-                "index": 0,
-                "delta": {"content": word},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-                "stop_reason": None,
-            }
-        return {
-            "index": 0,
-            "text": word,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-            "stop_reason": None,
-        }
-
-    def _usage_chunk(self, position: int, seed: int, finish_reason: str | None) -> bytes:
-        return self._event([self._choice(position, seed, finish_reason)], self._usage(position + 1))
-
-    def _final_chunks(self, position: int) -> bytes:
-        seq = self.seq
-        usage = self._usage(position + 1) if self.request.continuous_usage else None
-        parts = [self._event([self._choice(position, seq.seed, seq.finish_reason)], usage)]
-        if self.request.include_usage:
-            parts.append(self._event([], self._usage(seq.output_len)))
-        parts.append(b"data: [DONE]\n\n")
-        return b"".join(parts)
-
-
 COMPLETION_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
@@ -489,12 +267,19 @@ async def read_body(receive: Any) -> bytes:
 async def completion_endpoint(sim: Simulator, kind: str, scope: dict, receive: Any, send: Any) -> None:
     """The hot path, as a plain ASGI handler: no routing or validation layers per request."""
     try:
-        response = sim.admit(kind, await read_body(receive))
+        response = sim.admit(kind, await read_body(receive), _request_key(scope) if sim.sends else "")
     except ConnectionResetError:
         return
     except RequestError as exc:
         response = error_response(str(exc), exc.status, exc.error_type, exc.param)
     await response(scope, receive, send)
+
+
+def _request_key(scope: dict) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            return value.decode("latin-1")[:200]
+    return ""
 
 
 def bearer_matches(scope: dict, key_digest: bytes) -> bool:
@@ -592,6 +377,12 @@ def create_api(sim: Simulator) -> FastAPI:
     @app.get("/_simulator/stats")
     async def stats() -> dict:
         return sim.stats()
+
+    @app.get("/_simulator/sends")
+    async def sends() -> dict:
+        if sim.sends is None:
+            raise RequestError("start the simulator with --record-sends N to record sends.", 404, "NotFound")
+        return sim.sends.as_dict()
 
     @app.post("/_simulator/restart")
     async def restart(down_seconds: float = 2.0) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass, field
 
 TIME_TO_FIRST_TOKEN_BUCKETS = (
@@ -85,6 +86,7 @@ class EngineStats:
     """Counters and histograms since the engine (re)started; `created` is that moment (Unix time)."""
 
     max_model_len: int
+    num_spec_tokens: int = 0
     created: float = field(default_factory=time.time)
     prompt_tokens: int = 0
     prompt_tokens_computed: int = 0
@@ -95,6 +97,11 @@ class EngineStats:
     prefix_cache_hits: int = 0
     request_success: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISH_REASONS, 0))
     admission_rejections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ADMISSION_REASONS, 0))
+    # speculative decoding (vLLM's SpecDecodingStats), with num_spec_tokens > 0
+    spec_drafts: int = 0
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_accepted_per_position: list[int] = field(default_factory=list)
     histograms: dict[str, Histogram] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,6 +111,45 @@ class EngineStats:
         self.histograms["iteration_tokens_total"] = Histogram(ITERATION_TOKENS_BUCKETS)
         self.histograms["request_params_n"] = Histogram(REQUEST_PARAMS_N_BUCKETS)
         self.histograms["request_num_preemptions"] = Histogram(REQUEST_NUM_PREEMPTIONS_BUCKETS)
+        self.spec_accepted_per_position = [0] * self.num_spec_tokens
         self.ttft = self.histograms["time_to_first_token_seconds"]
         self.itl = self.histograms["inter_token_latency_seconds"]
         self.iteration_tokens = self.histograms["iteration_tokens_total"]
+
+
+@dataclass(slots=True)
+class StepTiming:
+    """Ground truth about the step loop keeping time, for tests and benchmarks."""
+
+    steps: int = 0
+    lag_total: float = 0.0
+    lag_max: float = 0.0
+    recent_lags: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    def record(self, lag: float) -> None:
+        self.steps += 1
+        self.lag_total += lag
+        self.lag_max = max(self.lag_max, lag)
+        self.recent_lags.append(lag)
+
+    def as_dict(self) -> dict[str, float]:
+        recent = sorted(self.recent_lags)
+        return {
+            "steps": self.steps,
+            "lag_mean_seconds": self.lag_total / self.steps if self.steps else 0.0,
+            "lag_max_seconds": self.lag_max,
+            "lag_p99_recent_seconds": recent[int(len(recent) * 0.99)] if recent else 0.0,
+        }
+
+
+class VirtualClock:
+    """A clock that moves only when told to: `clock()` reads it, `advance(seconds)` moves it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -35,6 +35,9 @@ def base() -> dict:
         (lambda d: d["output"].update(min_tokens=10, max_tokens=5), "output.max_tokens"),
         (lambda d: d.pop("model"), "model must be a non-empty string"),
         (lambda d: d.update(scheduler=[1]), "scheduler must be a mapping"),
+        (lambda d: d.update(speculative={"acceptance_rate": 2.0}), "acceptance_rate must be in [0, 1]"),
+        (lambda d: d.update(reasoning={"max_tokens": 5, "field": "thoughts"}), "reasoning.field"),
+        (lambda d: d["scheduler"].update(stream_interval=0), "stream_interval must be > 0"),
     ],
 )
 def test_bad_profiles_are_clear_errors(change, fragment: str) -> None:

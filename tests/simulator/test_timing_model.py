@@ -71,6 +71,22 @@ def test_every_term_of_the_step_cost_counts() -> None:
     assert seconds == pytest.approx(2.0 * (0.01 + 0.002 * 3 + 0.0001 * 50 + 0.00001 * 120))
 
 
+def test_a_speculative_step_verifies_its_drafts_like_prompt_tokens() -> None:
+    timing = TimingProfile(0.01, 0.002, 0.0001, 0.0, 1.0)
+    profile = load_profile("tiny").with_changes(speculative={"num_speculative_tokens": 3})
+    engine, clock = virtual_engine(dataclasses.replace(profile, timing=timing))
+    seq = engine.add("s", distinct_prompt(40), 9, ignore_eos=True)
+    step(engine, clock)  # prefill: the first token, alone
+    assert seq.output_len == 1
+    batch, seconds = step(engine, clock)
+    assert [count for _, count in batch] == [4]  # the last token and 3 drafts, against the budget
+    assert seconds == pytest.approx(0.01 + 0.002 + 0.0001 * 3)
+    assert seq.output_len == 5 and seq.total_tokens - seq.num_computed == 1
+    run_until_finished(engine, clock, [seq])
+    assert (seq.output_len, seq.finish_reason) == (9, "length")
+    assert engine.stats.spec_accepted_per_position == [2, 2, 2]  # two verify steps, all accepted
+
+
 def test_decode_step_time_grows_with_batch_size() -> None:
     timing = RTX.timing
     gaps = {}
