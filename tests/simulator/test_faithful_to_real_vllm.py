@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines" / "vllm"
-ENUMERATED = ("finished_reason", "reason", "source", "sleep_state")
+ENUMERATED = ("finished_reason", "reason", "source", "sleep_state", "position")
 TOKEN_COUNT_HISTOGRAMS = {  # 1-2-5 buckets up to max_model_len, which differs between the two servers
     "vllm:request_prompt_tokens",
     "vllm:request_generation_tokens",
@@ -43,11 +43,17 @@ def families(text: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize(
-    ("fixture", "engines"), [("v0.33.0-idle.txt", 1), ("v0.33.0-load.txt", 1), ("v0.33.0-dp2-load.txt", 2)]
+    ("fixture", "engines", "flags"),
+    [
+        ("v0.33.0-idle.txt", 1, ()),
+        ("v0.33.0-load.txt", 1, ()),
+        ("v0.33.0-dp2-load.txt", 2, ()),
+        ("v0.33.0-spec3-load.txt", 1, ("--speculative-tokens", "3")),  # vLLM with 3-token EAGLE/MTP
+    ],
 )
-def test_same_families_as_real_vllm_033(start_simulator, fixture: str, engines: int) -> None:
+def test_same_families_as_real_vllm_033(start_simulator, fixture: str, engines: int, flags: tuple) -> None:
     real = families((FIXTURES / fixture).read_text())
-    url = start_simulator("--profile", "tiny", "--data-parallel-size", str(engines))
+    url = start_simulator("--profile", "tiny", "--data-parallel-size", str(engines), *flags)
     httpx.post(f"{url}/v1/completions", json={"prompt": "hello", "max_tokens": 3}, timeout=10)
     ours = families(httpx.get(f"{url}/metrics", timeout=5).text)
 
