@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server prometheus-package dashboards chart chart-tools clean
+.PHONY: demo test lint unit venv llama-server prometheus-package dashboards chart chart-tools soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ test: $(STAMP) prometheus-package llama-server chart-tools lint
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not real"
+
+# Simulator + exporter + load generator + Prometheus for SOAK_DURATION; fails on resource growth or inexact
+# accounting (tools/soak.py says the rule). CI runs a 90 s one as tests/soak/test_soak.py.
+SOAK_DURATION ?= 10m
+soak: $(STAMP) prometheus-package
+	$(BIN)/python tools/soak.py --duration $(SOAK_DURATION) --out out/soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
