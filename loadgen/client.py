@@ -20,13 +20,15 @@ import orjson
 from loadgen import redact
 from loadgen.errors import ClientError
 from loadgen.redact import redact_url
-from loadgen.sse import SSEError, SSEParser
+from loadgen.sse import EventTooLarge, SSEError, SSEParser
 from loadgen.timing import RequestRecord
 from loadgen.transport import MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
 
 ERROR_BODY_BYTES = 2048
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a streamed response, all events together
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a non-streamed response (held whole, to be parsed)
 _loads = orjson.loads  # 4x json.loads per event here; what it refuses is retried by _parse_json
 
 
@@ -46,6 +48,9 @@ class LoadClient:
         max_connections: int,
         count_tokens: Callable[[str], int] | None = None,
         https_transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_event_bytes: int | None = None,  # None: sse.MAX_EVENT_BYTES
     ) -> None:
         base = httpx.URL(base_url)
         headers = {"content-type": "application/json", "user-agent": "llmobs-loadgen"}
@@ -63,6 +68,8 @@ class LoadClient:
         redact.register_url(base_url)
         self.timeouts = timeouts
         self._count_tokens = count_tokens
+        self._max_response, self._max_body = max_response_bytes, max_body_bytes
+        self._max_event = max_event_bytes
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
         self._raw: StackPoolTransport | None = None
         if base.scheme == "http":
@@ -115,9 +122,16 @@ class LoadClient:
         await self._http.aclose()
 
     async def get_json(self, path: str) -> object:
-        response = await self._http.get(self.url(path), timeout=self.timeouts.connect_s + 10)
-        response.raise_for_status()
-        return response.json()
+        """GET a JSON document of at most MAX_BODY_BYTES (model discovery)."""
+        async with self._http.stream("GET", self.url(path), timeout=self.timeouts.connect_s + 10) as response:
+            response.raise_for_status()
+            pieces, size = [], 0
+            async for piece in response.aiter_bytes():
+                size += len(piece)
+                if size > self._max_body:
+                    raise ValueError(f"{path} answered more than {self._max_body} bytes")
+                pieces.append(piece)
+        return json.loads(b"".join(pieces))
 
     async def discover_model(self) -> str:
         """The first model id the server lists under /v1/models."""
@@ -231,7 +245,10 @@ class LoadClient:
             await self._consume_body(response, record)
 
     async def _consume_stream(self, response: httpx.Response, record: RequestRecord) -> None:
-        parser = SSEParser()
+        """Read events as they arrive. Over budget (one event past the event cap, or the whole
+        response past MAX_RESPONSE_BYTES) the request fails as `too_large` and reading stops; the
+        connection is then closed, not reused, and what was buffered is freed."""
+        parser = SSEParser(self._max_event)
         feed = parser.feed
         done = False
         shape: TokenShape | None = None
@@ -239,20 +256,29 @@ class LoadClient:
         network = response.extensions.get("network_stream")
         stamped = hasattr(network, "arrival_ns")
         chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
-        async for chunk in chunks:
-            now = network.arrival_ns if stamped else perf_counter_ns()  # type: ignore[union-attr]
-            for event, data in feed(chunk):
-                if done:
-                    continue
-                if shape is not None and shape.matches(data) and not event:
-                    token_times.append(now)
-                    record.content_events += 1
-                elif data == b"[DONE]":
-                    done = True
-                elif not (kind := self._event(event, data, now, record)):
+        left = self._max_response
+        try:
+            async for chunk in chunks:
+                now = network.arrival_ns if stamped else perf_counter_ns()  # type: ignore[union-attr]
+                left -= len(chunk)
+                if left < 0:
+                    record.fail("too_large", f"response larger than {self._max_response} bytes")
                     return
-                elif kind is _TOKEN and record.text is None:  # (re)learned: llama.cpp's `created` ticks
-                    shape = TokenShape.learn(data) or shape
+                for event, data in feed(chunk):
+                    if done:
+                        continue
+                    if shape is not None and shape.matches(data) and not event:
+                        token_times.append(now)
+                        record.content_events += 1
+                    elif data == b"[DONE]":
+                        done = True
+                    elif not (kind := self._event(event, data, now, record)):
+                        return
+                    elif kind is _TOKEN and record.text is None:  # (re)learned: llama.cpp's `created` ticks
+                        shape = TokenShape.learn(data) or shape
+        except EventTooLarge as exc:
+            record.fail("too_large", str(exc))
+            return
         if stamped:
             record.end_ns = network.arrival_ns  # type: ignore[union-attr]
         for event, data in parser.finish():
@@ -315,8 +341,15 @@ class LoadClient:
         return kind
 
     async def _consume_body(self, response: httpx.Response, record: RequestRecord) -> None:
-        """A non-streamed JSON response (or a server that ignored stream=true)."""
-        raw = await response.aread()
+        """A non-streamed JSON response (or a server that ignored stream=true), at most MAX_BODY_BYTES."""
+        pieces, size = [], 0
+        async for piece in response.aiter_bytes():
+            size += len(piece)
+            if size > self._max_body:
+                record.fail("too_large", f"response body larger than {self._max_body} bytes")
+                return
+            pieces.append(piece)
+        raw = b"".join(pieces)
         network = response.extensions.get("network_stream")
         record.end_ns = getattr(network, "arrival_ns", 0) or perf_counter_ns()
         try:

@@ -25,6 +25,7 @@ OUTCOMES = (
     "http_5xx",
     "stream_broken",
     "malformed",
+    "too_large",
     "cancelled",
 )
 

@@ -17,6 +17,8 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   error_after           send an `error` event after this many token events
   invalid_utf8          put an invalid UTF-8 byte into every token (raw, inside the JSON string)
   huge_bytes            one token event carrying this many bytes of content
+  event_bytes           every token event carrying this many bytes of content
+  many_lines            the first token event sent as this many `data:` lines of 1,000 bytes each
   split                 write every event in two pieces (split inside a UTF-8 character)
   no_done               end the stream without [DONE] and without a finish_reason
   no_usage              never send usage
@@ -216,6 +218,12 @@ async def _answer(
         text = f"tok{i} "
         if mock.get("huge_bytes") and i == 0:
             text = "x" * int(mock["huge_bytes"])
+        if mock.get("event_bytes"):
+            text = "x" * int(mock["event_bytes"])
+        if mock.get("many_lines") and i == 0:
+            line = b"data: " + b"y" * 1000 + b"\n"
+            writer.write(_chunk(line * int(mock["many_lines"]) + b"\n"))
+            await writer.drain()
         field = "reasoning_content" if i < reasoning else "content"
         finish = "length" if i == tokens - 1 and not mock.get("no_done") else None
         if chat:

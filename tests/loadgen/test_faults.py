@@ -3,10 +3,16 @@ in the report, the per-request records and /metrics alike."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from time import perf_counter_ns
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.client import LoadClient, Timeouts
+from loadgen.timing import RequestRecord
 from tests.support.procs import free_port
 
 REQUESTS = 6
@@ -61,6 +67,8 @@ CASES = {
     "no_done_no_finish_reason": ({"no_done": True}, {}, {"stream_broken": REQUESTS}),
     "invalid_utf8": ({"invalid_utf8": True}, {}, {"success": REQUESTS}),
     "huge_event": ({"huge_bytes": 5_000_000}, {}, {"success": REQUESTS}),
+    "event_of_many_lines_past_the_cap": ({"many_lines": 40_000}, {}, {"too_large": REQUESTS}),  # 40 MB
+    "event_of_many_lines_within_the_cap": ({"many_lines": 100}, {}, {"malformed": REQUESTS}),  # not JSON
     "events_split_inside_utf8": ({"split": True}, {}, {"success": REQUESTS}),
     "server_closes_keepalive": ({"close_after": True}, {}, {"success": REQUESTS}),
 }
@@ -134,3 +142,25 @@ def test_each_timeout_names_the_limit_that_fired(scripted, run_loadgen, mock, op
     )  # fmt: skip
     assert_accounted(result, {"timeout": 4})
     assert {r["error"] for r in result.records} == {message}
+
+
+def test_a_response_past_its_budget_is_too_large_and_its_connection_is_closed(scripted):
+    def body(stream: bool, tokens: int, **mock) -> bytes:
+        return json.dumps({"model": "m", "stream": stream, "max_tokens": tokens, "mock": mock}).encode()
+
+    async def main() -> tuple[list[RequestRecord], int]:
+        client = LoadClient(scripted.url, None, Timeouts(), 1, max_response_bytes=1_000_000,
+                            max_body_bytes=200_000)  # fmt: skip
+        records = [RequestRecord(f"cap-{i}", "p", perf_counter_ns(), stream) for i, stream in
+                   enumerate((True, False, True))]  # fmt: skip
+        await client.execute("/v1/chat/completions", body(True, 50, event_bytes=100_000), records[0])  # 5 MB
+        await client.execute("/v1/chat/completions", body(False, 50_000), records[1])  # a 440 KB body
+        await client.execute("/v1/chat/completions", body(True, 3), records[2])
+        opened = client._raw.opened  # type: ignore[union-attr]
+        await client.aclose()
+        return records, opened
+
+    records, opened = asyncio.run(main())
+    assert [r.outcome for r in records] == ["too_large", "too_large", "success"], [r.error for r in records]
+    assert "larger than 1000000 bytes" in records[0].error and "larger than 200000" in records[1].error
+    assert opened == 3  # a refused response's connection is closed, never reused

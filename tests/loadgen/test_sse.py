@@ -1,6 +1,6 @@
 import pytest
 
-from loadgen.sse import SSEError, SSEParser
+from loadgen.sse import EventTooLarge, SSEError, SSEParser
 
 
 def feed_all(chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -33,7 +33,7 @@ def test_comments_ids_and_retry_are_ignored():
 
 
 def test_a_line_beyond_the_cap_is_an_error(monkeypatch):
-    monkeypatch.setattr("loadgen.sse.MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr("loadgen.sse.MAX_EVENT_BYTES", 1000)
     parser = SSEParser()
     parser.feed(b"data: " + b"x" * 600)
     with pytest.raises(SSEError):
@@ -56,3 +56,23 @@ def test_mixed_line_ends_split_anywhere_keep_event_types():
         assert feed_all(chunks) == expected, size
     for cut in range(1, len(stream)):
         assert feed_all([stream[:cut], stream[cut:]]) == expected, cut
+
+
+def test_an_event_of_many_lines_is_capped_and_read_in_linear_time():
+    parser = SSEParser(max_event_bytes=1_000_000)
+    chunk = b"data: ab\n" * 7000  # 63 KB of short lines, one event that never ends
+    kept = []
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):
+            parser.feed(chunk)
+            kept.append(parser._partial_len)  # only the line still being read is kept, never the event
+    assert len(kept) == 47 and max(kept) == 0  # 1 MB of data / 21 KB a chunk: the cap ended it
+    parser = SSEParser(max_event_bytes=1_000_000)
+    parser.feed(b"data: x")
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"x" * 1_000_000)  # one line, no newline yet
+
+
+def test_an_event_within_the_cap_whatever_its_lines():
+    events = feed_all([b"data: a\n" * 3 + b"\n", b"data: " + b"b" * 5000 + b"\n\n"])
+    assert events == [(b"", b"a\na\na"), (b"", b"b" * 5000)]
