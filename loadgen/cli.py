@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadgen import eventloop
+from loadgen.client import OUTPUT_TOKENS_FROM
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
@@ -155,6 +156,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     work.add_argument("--turns", type=int, metavar="N", help="turns per conversation (multi-turn)")
     work.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or its dir) or tiktoken:NAME")
     work.add_argument("--seed", type=int, help="random seed (default 0)")
+    work.add_argument(
+        "--output-tokens-from", choices=OUTPUT_TOKENS_FROM,
+        help="output tokens of a stream: the server's usage, or counted token events; auto: usage "
+        "unless it disagrees with the events (fewer tokens than events, or more than 16 per event)",
+    )  # fmt: skip
 
     out = p.add_argument_group("output")
     out.add_argument("--name", help="scenario name (metric label; default 'default')")

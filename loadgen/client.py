@@ -29,6 +29,11 @@ log = logging.getLogger("loadgen.client")
 ERROR_BODY_BYTES = 2048
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a streamed response, all events together
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a non-streamed response (held whole, to be parsed)
+# --output-tokens-from: where a streamed request's output-token count comes from
+OUTPUT_TOKENS_FROM = ("auto", "usage", "events")
+# usage agrees with a stream when it reports at least one token per token event and at most this
+# many (servers may send several tokens per event: speculative decoding, a stream interval)
+MAX_TOKENS_PER_EVENT = 16
 _loads = orjson.loads  # 4x json.loads per event here; what it refuses is retried by _parse_json
 
 
@@ -51,6 +56,7 @@ class LoadClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_event_bytes: int | None = None,  # None: sse.MAX_EVENT_BYTES
+        output_tokens_from: str = "auto",
     ) -> None:
         base = httpx.URL(base_url)
         headers = {"content-type": "application/json", "user-agent": "llmobs-loadgen"}
@@ -70,6 +76,8 @@ class LoadClient:
         self._count_tokens = count_tokens
         self._max_response, self._max_body = max_response_bytes, max_body_bytes
         self._max_event = max_event_bytes
+        self._tokens_from = output_tokens_from
+        self._disagreement_logged = False
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
         self._raw: StackPoolTransport | None = None
         if base.scheme == "http":
@@ -369,20 +377,39 @@ class LoadClient:
             record.first_output_ns = record.token_times[0]
         if record.text is not None and isinstance(text, str):
             record.text.append(text)
-        if record.token_source != "usage":
+        if record.usage_tokens is None:
             if self._count_tokens is not None:
                 record.output_tokens = self._count_tokens((text or "") + (reasoning or ""))
                 record.token_source = "tokenizer"
             else:
                 record.token_source = "none"
 
-    @staticmethod
-    def _settle_tokens(record: RequestRecord) -> None:
-        if record.token_source == "usage":
+    def _settle_tokens(self, record: RequestRecord) -> None:
+        """The output-token count and its source. A stream that has both a usage count and token
+        events is checked: usage disagrees when it reports fewer tokens than events, or more than
+        MAX_TOKENS_PER_EVENT per event. --output-tokens-from auto then counts the events, `usage`
+        keeps the server's figure anyway, `events` always counts them; the disagreement is recorded
+        either way (and logged once)."""
+        events = record.content_events + record.reasoning_events
+        usage = record.usage_tokens
+        if usage is not None and events:
+            record.usage_disagrees = not events <= usage <= events * MAX_TOKENS_PER_EVENT
+            if record.usage_disagrees and not self._disagreement_logged:
+                self._disagreement_logged = True
+                log.warning(
+                    "request %s: usage.completion_tokens is %d for %d token events; %s "
+                    "(--output-tokens-from %s; later disagreements are counted in the report)",
+                    record.request_id, usage, events,
+                    "using the server's usage" if self._tokens_from == "usage" else "counting the events",
+                    self._tokens_from,
+                )  # fmt: skip
+        trust = self._tokens_from == "usage" or (self._tokens_from == "auto" and not record.usage_disagrees)
+        if usage is not None and (trust or not events):
+            record.output_tokens, record.token_source = usage, "usage"
             if not record.reasoning_tokens:
                 record.reasoning_tokens = record.reasoning_events
         elif record.token_source == "counted":
-            record.output_tokens = record.content_events + record.reasoning_events
+            record.output_tokens = events
             record.reasoning_tokens = record.reasoning_events
 
 
@@ -449,17 +476,20 @@ def _parse_json(data: bytes, record: RequestRecord) -> object:
 
 
 def _take_usage(usage: dict, record: RequestRecord) -> None:
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    if isinstance(prompt, int):
+    """The server's counts, where they are counts (whole numbers >= 0); _settle_tokens decides."""
+    prompt = _count(usage.get("prompt_tokens"))
+    if prompt is not None:
         record.prompt_tokens = prompt
         record.prompt_source = "usage"
-    if isinstance(completion, int):
-        record.output_tokens = completion
-        record.token_source = "usage"
+    record.usage_tokens = _count(usage.get("completion_tokens"))
     details = usage.get("completion_tokens_details")
-    if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
-        record.reasoning_tokens = details["reasoning_tokens"]
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    if reasoning is not None:
+        record.reasoning_tokens = reasoning
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
 
 
 async def _read_some(response: httpx.Response) -> str:

@@ -109,6 +109,7 @@ class RunMetrics:
         self.prompt_tokens = 0
         self.output_tokens = 0
         self.reasoning_tokens = 0
+        self.usage_disagreements = 0
         self.in_flight = 0
         self.target_concurrency: float | None = None
         self.target_rate: float | None = None
@@ -130,6 +131,7 @@ class RunMetrics:
             self.prompt_tokens += record.prompt_tokens
         self.output_tokens += record.output_tokens
         self.reasoning_tokens += record.reasoning_tokens
+        self.usage_disagreements += record.usage_disagrees
         self.e2e.observe(record.e2e_s)
         ttft = record.ttft_s
         if ttft is None:
@@ -144,6 +146,16 @@ class RunMetrics:
         self.goodput.observe(ttft, tpot)
         self.itl.observe_many(record.itl_s())
 
+
+# counters of a run: (name without _total, RunMetrics attribute, help)
+_COUNTERS = (
+    ("loadgen_prompt_tokens", "prompt_tokens",
+     "Prompt tokens of succeeded requests (usage, else estimated)."),
+    ("loadgen_output_tokens", "output_tokens", "Output tokens of succeeded requests (usage, else counted)."),
+    ("loadgen_reasoning_tokens", "reasoning_tokens", "Reasoning tokens of succeeded requests."),
+    ("loadgen_output_token_disagreements", "usage_disagreements",
+     "Succeeded streamed requests whose usage.completion_tokens disagreed with their token events."),
+)  # fmt: skip
 
 _HISTOGRAMS = (
     ("loadgen_time_to_first_token_seconds", "ttft", "Client-side time to the first token of any kind."),
@@ -179,14 +191,10 @@ class LoadgenCollector(Collector):
         finished = CounterMetricFamily(
             "loadgen_requests", "Requests finished, by outcome.", labels=(*LABELS, "outcome")
         )
-        tokens = {
-            name: CounterMetricFamily(name, documentation, labels=LABELS)
-            for name, documentation in (
-                ("loadgen_prompt_tokens", "Prompt tokens of succeeded requests (usage, else estimated)."),
-                ("loadgen_output_tokens", "Output tokens of succeeded requests (usage, else counted)."),
-                ("loadgen_reasoning_tokens", "Reasoning tokens of succeeded requests."),
-            )
-        }
+        counters = [
+            (CounterMetricFamily(name, documentation, labels=LABELS), attribute)
+            for name, attribute, documentation in _COUNTERS
+        ]
         in_flight = GaugeMetricFamily(
             "loadgen_requests_in_flight", "Requests sent, not finished.", labels=LABELS
         )
@@ -210,9 +218,8 @@ class LoadgenCollector(Collector):
             sent.add_metric(labels, run.sent)
             for outcome, count in run.outcomes.items():
                 finished.add_metric([*labels, outcome], count)
-            tokens["loadgen_prompt_tokens"].add_metric(labels, run.prompt_tokens)
-            tokens["loadgen_output_tokens"].add_metric(labels, run.output_tokens)
-            tokens["loadgen_reasoning_tokens"].add_metric(labels, run.reasoning_tokens)
+            for family, attribute in counters:
+                family.add_metric(labels, getattr(run, attribute))
             in_flight.add_metric(labels, run.in_flight)
             if run.target_concurrency is not None:
                 concurrency.add_metric(labels, run.target_concurrency)
@@ -222,4 +229,5 @@ class LoadgenCollector(Collector):
             info.add_metric([*labels, run.info["model"], run.info["endpoint_kind"], run.info["shape"]], 1)
             for ttft, tpot, count in run.goodput.met():
                 goodput.add_metric([*labels, repr(ttft), repr(tpot)], count)
-        yield from (sent, finished, *tokens.values(), goodput, in_flight, concurrency, rate, phase, info)
+        yield from (sent, finished, *(family for family, _ in counters))
+        yield from (goodput, in_flight, concurrency, rate, phase, info)

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from loadgen.client import MAX_TOKENS_PER_EVENT
 from loadgen.result import RunResult
 from loadgen.stats import STREAM_ONLY, PhaseStats, Slo
 from loadgen.timing import OUTCOMES
@@ -61,7 +62,7 @@ def build(run: RunResult) -> dict:
         "phases": phases,
         "totals": totals,
     }
-    notes = measurability_notes(run)
+    notes = measurability_notes(run) + token_notes(run)
     if notes:
         report["notes"] = notes
     if run.scenario.sweep:
@@ -79,6 +80,31 @@ def measurability_notes(run: RunResult) -> list[str]:
         notes.append(
             f"SLO {', '.join(blind)} cannot be met without streaming: no request counts as good "
             "and the SLOs are not met"
+        )
+    return notes
+
+
+def token_notes(run: RunResult) -> list[str]:
+    """Where output-token counts came from when that is not simply the server's usage, and why."""
+    mode = run.scenario.output_tokens_from
+    notes = []
+    if mode == "events":
+        notes.append(
+            "output tokens of streamed requests were counted from their token events "
+            "(--output-tokens-from events), not taken from the server's usage"
+        )
+    disagreed = sum(stats.usage_disagreements for stats in run.stats)
+    if disagreed:
+        succeeded = sum(stats.outcomes["success"] for stats in run.stats)
+        used = {
+            "auto": "their token events were counted instead",
+            "usage": "the server's usage was used anyway, as asked",
+            "events": "their token events were counted",
+        }[mode]
+        notes.append(
+            f"usage.completion_tokens disagreed with the stream in {disagreed} of {succeeded} succeeded "
+            f"requests (fewer tokens than token events, or more than {MAX_TOKENS_PER_EVENT} per event): "
+            f"{used} (--output-tokens-from {mode}); TPOT and token throughput use the count used"
         )
     return notes
 
@@ -165,7 +191,9 @@ def render(report: dict) -> str:
             ("Total input tokens", tokens["prompt"]),
             ("Total generated tokens", tokens["output"]),
             ("  of which reasoning", tokens["reasoning"]),
-            ("Output token count source", _sources(tokens["output_source"])),
+            ("Output token count source", _sources(tokens["output_source"]) + (
+                f"; usage disagreed with the stream in {tokens['usage_disagreements']}"
+                if tokens["usage_disagreements"] else "")),
             ("Input token count source", _sources(tokens["prompt_source"])),
             ("Request throughput (req/s)", _fmt(throughput["requests_per_s"])),
             ("Output token throughput (tok/s)", _fmt(throughput["output_tokens_per_s"])),

@@ -178,6 +178,7 @@ class Run:
             scenario.timeouts,
             max_connections=connections,
             count_tokens=tokenizer.count if tokenizer else None,
+            output_tokens_from=scenario.output_tokens_from,
         )
         if not self.model:
             self.model = await self._client.discover_model()

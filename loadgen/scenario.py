@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from loadgen import redact
-from loadgen.client import Timeouts, check_header_value
+from loadgen.client import OUTPUT_TOKENS_FROM, Timeouts, check_header_value
 from loadgen.errors import ScenarioError
 from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
@@ -71,6 +71,7 @@ INPUTS: Mapping[str, object] = {
     "prefix_len": 0,
     "turns": 1,
     "tokenizer": None,
+    "output_tokens_from": "auto",
     "seed": 0,
     "extra_body": {},
     "connect_timeout": "10s",
@@ -168,6 +169,7 @@ class Scenario:
     prefix_len: int
     turns: int
     tokenizer: str | None
+    output_tokens_from: Literal["auto", "usage", "events"]
     seed: int
     extra_body: Mapping[str, object]
     timeouts: Timeouts
@@ -280,6 +282,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         prefix_len=counts["prefix_len"] or 0,
         turns=counts["turns"] or 1,
         tokenizer=_text(v, "tokenizer"),
+        output_tokens_from=_choice(v, "output_tokens_from", OUTPUT_TOKENS_FROM),
         seed=counts["seed"] or 0,
         extra_body=v["extra_body"],  # type: ignore[arg-type]
         timeouts=timeouts,

@@ -123,6 +123,7 @@ class PhaseStats:
         self.token_sources: dict[str, int] = {}
         self.prompt_sources: dict[str, int] = {}
         self.invalid_utf8_events = 0
+        self.usage_disagreements = 0  # succeeded requests whose usage disagreed with their token events
         self.retries = 0
         self.errors: dict[str, int] = {}
         self.start_ns = 0
@@ -142,6 +143,7 @@ class PhaseStats:
             return
         self.prompt_tokens += record.prompt_tokens or 0
         self.output_tokens += record.output_tokens
+        self.usage_disagreements += record.usage_disagrees
         self.reasoning_tokens += record.reasoning_tokens
         self.token_sources[record.token_source] = self.token_sources.get(record.token_source, 0) + 1
         prompt_source = record.prompt_source or "none"
@@ -227,6 +229,7 @@ class PhaseStats:
                 "output_source": dict(self.token_sources),
                 "prompt_source": dict(self.prompt_sources),
                 "invalid_utf8_events": self.invalid_utf8_events,
+                "usage_disagreements": self.usage_disagreements,
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},
             "slo": {

@@ -58,6 +58,8 @@ class RequestRecord:
         "text",
         "token_source",
         "token_times",
+        "usage_disagrees",
+        "usage_tokens",
     )
 
     def __init__(self, request_id: str, phase: str, scheduled_ns: int, stream: bool) -> None:
@@ -77,7 +79,9 @@ class RequestRecord:
         self.prompt_source: str | None = None  # usage, tokenizer, synthetic; None: unknown
         self.output_tokens = 0
         self.reasoning_tokens = 0
-        self.token_source = "counted"
+        self.token_source = "counted"  # usage, counted (token events), tokenizer, none
+        self.usage_tokens: int | None = None  # usage.completion_tokens as the server sent it
+        self.usage_disagrees = False  # usage and the stream's token events disagree (client._settle_tokens)
         self.content_events = 0
         self.reasoning_events = 0
         self.invalid_utf8 = 0
@@ -148,6 +152,8 @@ class RequestRecord:
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "token_source": self.token_source,
+            "usage_output_tokens": self.usage_tokens,
+            "usage_disagrees": self.usage_disagrees,
             "finish_reason": self.finish_reason,
             "invalid_utf8_events": self.invalid_utf8,
             "retries": self.retries,

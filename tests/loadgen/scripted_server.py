@@ -22,6 +22,7 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   split                 write every event in two pieces (split inside a UTF-8 character)
   no_done               end the stream without [DONE] and without a finish_reason
   no_usage              never send usage
+  usage_factor          usage.completion_tokens = this many times the tokens actually sent
   close_after           close the keep-alive connection right after the response (no notice)
   ttft_per_in_flight_ms added to ttft_ms per request in flight (a server that slows with load)
   fault_every           apply the fault options above only to every N-th completion request (the
@@ -175,10 +176,11 @@ async def _answer(
         writer.write(_response(status, json.dumps({"error": {"message": f"scripted {status}"}}).encode()))
         return True
     prompt_tokens = len(json.dumps(request.get("messages") or request.get("prompt")).split())
+    completion = round(tokens * float(mock.get("usage_factor", 1)))
     usage = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": tokens,
-        "total_tokens": prompt_tokens + tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
     }
     if reasoning:
         usage["completion_tokens_details"] = {"reasoning_tokens": min(reasoning, tokens)}
