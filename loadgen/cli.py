@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadgen import eventloop
-from loadgen.client import OUTPUT_TOKENS_FROM
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
 from loadgen.scenario import Scenario, read_secret
+from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import normalize
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from loadgen.errors import ClientError
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
 from loadgen.timing import RequestRecord
+from loadgen.tokens import TokenCounter, TokenShape, take_usage
 from loadgen.transport import MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
@@ -29,11 +30,6 @@ log = logging.getLogger("loadgen.client")
 ERROR_BODY_BYTES = 2048
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # a streamed response, all events together
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a non-streamed response (held whole, to be parsed)
-# --output-tokens-from: where a streamed request's output-token count comes from
-OUTPUT_TOKENS_FROM = ("auto", "usage", "events")
-# usage agrees with a stream when it reports at least one token per token event and at most this
-# many (servers may send several tokens per event: speculative decoding, a stream interval)
-MAX_TOKENS_PER_EVENT = 16
 _loads = orjson.loads  # 4x json.loads per event here; what it refuses is retried by _parse_json
 
 
@@ -76,8 +72,7 @@ class LoadClient:
         self._count_tokens = count_tokens
         self._max_response, self._max_body = max_response_bytes, max_body_bytes
         self._max_event = max_event_bytes
-        self._tokens_from = output_tokens_from
-        self._disagreement_logged = False
+        self._tokens = TokenCounter(output_tokens_from)
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
         self._raw: StackPoolTransport | None = None
         if base.scheme == "http":
@@ -214,7 +209,7 @@ class LoadClient:
                 record.end_ns = perf_counter_ns()
             if record.error:
                 record.error = redact.scrub(record.error)
-            self._settle_tokens(record)
+            self._tokens.settle(record)
 
     def _timed_out(self, exc: BaseException) -> tuple[str, str]:
         """The outcome and a message that names the limit that fired (whatever the exception says)."""
@@ -341,7 +336,7 @@ class LoadClient:
                     kind = _ACCOUNTED
             usage = obj.get("usage")
             if usage:
-                _take_usage(usage, record)
+                take_usage(usage, record)
                 kind = _ACCOUNTED
         except (AttributeError, TypeError, IndexError, KeyError) as exc:
             record.fail("malformed", f"unexpected event shape ({exc!r}): {data[:120]!r}")
@@ -368,7 +363,7 @@ class LoadClient:
             reasoning = message.get("reasoning_content") or message.get("reasoning") if message else None
             record.finish_reason = choice.get("finish_reason")
             if obj.get("usage"):
-                _take_usage(obj["usage"], record)
+                take_usage(obj["usage"], record)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             record.fail("malformed", f"response is not an OpenAI completion ({exc!r}): {raw[:120]!r}")
             return
@@ -384,79 +379,8 @@ class LoadClient:
             else:
                 record.token_source = "none"
 
-    def _settle_tokens(self, record: RequestRecord) -> None:
-        """The output-token count and its source. A stream that has both a usage count and token
-        events is checked: usage disagrees when it reports fewer tokens than events, or more than
-        MAX_TOKENS_PER_EVENT per event. --output-tokens-from auto then counts the events, `usage`
-        keeps the server's figure anyway, `events` always counts them; the disagreement is recorded
-        either way (and logged once)."""
-        events = record.content_events + record.reasoning_events
-        usage = record.usage_tokens
-        if usage is not None and events:
-            record.usage_disagrees = not events <= usage <= events * MAX_TOKENS_PER_EVENT
-            if record.usage_disagrees and not self._disagreement_logged:
-                self._disagreement_logged = True
-                log.warning(
-                    "request %s: usage.completion_tokens is %d for %d token events; %s "
-                    "(--output-tokens-from %s; later disagreements are counted in the report)",
-                    record.request_id, usage, events,
-                    "using the server's usage" if self._tokens_from == "usage" else "counting the events",
-                    self._tokens_from,
-                )  # fmt: skip
-        trust = self._tokens_from == "usage" or (self._tokens_from == "auto" and not record.usage_disagrees)
-        if usage is not None and (trust or not events):
-            record.output_tokens, record.token_source = usage, "usage"
-            if not record.reasoning_tokens:
-                record.reasoning_tokens = record.reasoning_events
-        elif record.token_source == "counted":
-            record.output_tokens = events
-            record.reasoning_tokens = record.reasoning_events
-
 
 _FAILED, _ACCOUNTED, _TOKEN = None, "accounted", "token"
-
-
-class TokenShape:
-    """The bytes of a stream's plain token event around its content text, to recognize the next
-    token events of that stream without parsing their JSON.
-
-    Engines render every token event of a stream from one template: the same id, model, created
-    time, index, null finish_reason and so on; only the content text changes. Once one event has
-    been parsed and found to be a content token and nothing else (no reasoning, tool call,
-    finish_reason, usage or error), a later event that has exactly its bytes before and after the
-    content string, with a content string that is plain (ASCII, no quote, no trailing backslash,
-    so it cannot end the string early or hide other fields), is a content token too. Anything else
-    (finish, usage, a non-ASCII or escaped-quote token, a server whose events vary) is parsed in
-    full, and a parsed plain token event renews the shape (llama.cpp stamps `created` per event, in
-    seconds). Parsing every event in JSON was the largest share of the client's CPU."""
-
-    __slots__ = ("_cut", "_prefix", "_suffix")
-
-    def __init__(self, prefix: bytes, suffix: bytes) -> None:
-        self._prefix = prefix
-        self._suffix = suffix
-        self._cut = -len(suffix)
-
-    @classmethod
-    def learn(cls, data: bytes) -> TokenShape | None:
-        """The shape of `data`, a parsed plain token event, when its content text is plain."""
-        key = data.find(b'"content":')
-        if key < 0 or data.find(b'"content":', key + 1) >= 0:
-            return None  # one "content" key, so the one found is the delta's
-        start = data.find(b'"', key + 10) + 1
-        if not start or data[key + 10 : start - 1].strip() or not data.isascii():
-            return None
-        end = data.find(b'"', start)
-        text = data[start:end]
-        if end < 0 or not text or b"\\" in text:
-            return None
-        return cls(data[:start], data[end:])
-
-    def matches(self, data: bytes) -> bool:
-        if not (data.startswith(self._prefix) and data.endswith(self._suffix)):
-            return False
-        text = data[len(self._prefix) : self._cut]
-        return bool(text) and b'"' not in text and text[-1] != 92 and text.isascii()  # 92: backslash
 
 
 def _parse_json(data: bytes, record: RequestRecord) -> object:
@@ -473,23 +397,6 @@ def _parse_json(data: bytes, record: RequestRecord) -> object:
         record.invalid_utf8 += 1
         text = data.decode("utf-8", "replace")
     return json.loads(text)
-
-
-def _take_usage(usage: dict, record: RequestRecord) -> None:
-    """The server's counts, where they are counts (whole numbers >= 0); _settle_tokens decides."""
-    prompt = _count(usage.get("prompt_tokens"))
-    if prompt is not None:
-        record.prompt_tokens = prompt
-        record.prompt_source = "usage"
-    record.usage_tokens = _count(usage.get("completion_tokens"))
-    details = usage.get("completion_tokens_details")
-    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
-    if reasoning is not None:
-        record.reasoning_tokens = reasoning
-
-
-def _count(value: object) -> int | None:
-    return value if type(value) is int and value >= 0 else None
 
 
 async def _read_some(response: httpx.Response) -> str:

@@ -9,10 +9,10 @@ import json
 import time
 from typing import Any
 
-from loadgen.client import MAX_TOKENS_PER_EVENT
 from loadgen.result import RunResult
 from loadgen.stats import STREAM_ONLY, PhaseStats, Slo
 from loadgen.timing import OUTCOMES
+from loadgen.tokens import MAX_TOKENS_PER_EVENT
 
 DEFINITIONS = {
     "ttft": "first token event of any kind (content or reasoning) - request sent",

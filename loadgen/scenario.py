@@ -25,11 +25,12 @@ from typing import Any, Literal
 import yaml
 
 from loadgen import redact
-from loadgen.client import OUTPUT_TOKENS_FROM, Timeouts, check_header_value
+from loadgen.client import Timeouts, check_header_value
 from loadgen.errors import ScenarioError
 from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
+from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import check_url
 from loadgen.workloads import LengthDist
 

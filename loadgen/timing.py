@@ -81,7 +81,7 @@ class RequestRecord:
         self.reasoning_tokens = 0
         self.token_source = "counted"  # usage, counted (token events), tokenizer, none
         self.usage_tokens: int | None = None  # usage.completion_tokens as the server sent it
-        self.usage_disagrees = False  # usage and the stream's token events disagree (client._settle_tokens)
+        self.usage_disagrees = False  # usage and the stream's token events disagree (tokens.TokenCounter)
         self.content_events = 0
         self.reasoning_events = 0
         self.invalid_utf8 = 0
