@@ -140,6 +140,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         help="ttft<=2s, ttfo<=, tpot<=100ms, itl<=, e2e<=30s, user_tps>=10, error_ratio<=0.01",
     )
     shape.add_argument("--slo-percentile", type=float, metavar="P", help="percentile SLOs are judged at (95)")
+    shape.add_argument(
+        "--max-error-ratio", type=float, metavar="R",
+        help="exit 1 when more than this fraction of requests failed, e.g. 0.01 (default: only when "
+        "every request failed)",
+    )  # fmt: skip
     shape.add_argument("--grace", metavar="DUR", help="on stop, time in-flight requests get (default 10s)")
 
     work = p.add_argument_group("workload")
@@ -276,7 +281,12 @@ async def _run(scenario: Scenario, token: str | None = None) -> int:
         if server is not None:
             await server.close()
     print(render(report))
-    return 130 if run.stopping else 0
+    if run.stopping:
+        return 130
+    if report.get("failure"):
+        print(f"llmobs-loadgen: run failed: {report['failure']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _escalating(stop: Callable[[], None], force: Callable[[], None]) -> Callable[[], None]:

@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from loadgen import redact
+from loadgen.backoff import ConnectBackoff
 from loadgen.errors import ClientError
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
@@ -73,6 +74,7 @@ class LoadClient:
         self._max_response, self._max_body = max_response_bytes, max_body_bytes
         self._max_event = max_event_bytes
         self._tokens = TokenCounter(output_tokens_from)
+        self.backoff = ConnectBackoff()
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
         self._raw: StackPoolTransport | None = None
         if base.scheme == "http":
@@ -170,6 +172,8 @@ class LoadClient:
             headers = {"x-request-id": record.request_id}
             request = self._http.build_request("POST", self.url(path), content=body, headers=headers)
         try:
+            if self.backoff.until:  # connects have been failing: wait before trying (dispatch delay)
+                await self.backoff.wait()
             await self._slots.acquire()
         except asyncio.CancelledError:
             record.sent_ns = record.end_ns = perf_counter_ns()
@@ -192,10 +196,14 @@ class LoadClient:
         except (TimeoutError, httpx.TimeoutException) as exc:
             outcome, message = self._timed_out(exc)
             record.fail(outcome, message)
+            if isinstance(exc, httpx.ConnectTimeout):
+                self.backoff.failed()
         except (httpx.DecodingError, SSEError, MalformedResponse) as exc:
             record.fail("malformed", _describe(exc))
         except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             record.fail("connect", _describe(exc))  # no response at all
+            if isinstance(exc, httpx.ConnectError):
+                self.backoff.failed()
         except asyncio.CancelledError:
             record.fail("cancelled", "cancelled by stop")
             raise
@@ -225,6 +233,7 @@ class LoadClient:
         return "timeout", f"request timeout: no complete response within {whole:g}s (--request-timeout)"
 
     async def _consume_and_close(self, response: httpx.Response, record: RequestRecord) -> None:
+        self.backoff.answered()
         try:
             await self._consume(response, record)
         except MalformedResponse as exc:

@@ -62,9 +62,10 @@ def build(run: RunResult) -> dict:
         "phases": phases,
         "totals": totals,
     }
-    notes = measurability_notes(run) + token_notes(run)
+    notes = measurability_notes(run) + token_notes(run) + backoff_notes(run)
     if notes:
         report["notes"] = notes
+    report["failure"] = failure(run, totals["by_outcome"])
     if run.scenario.sweep:
         report["sweep"] = sweep_result(run)
     return report
@@ -82,6 +83,36 @@ def measurability_notes(run: RunResult) -> list[str]:
             "and the SLOs are not met"
         )
     return notes
+
+
+def failure(run: RunResult, by_outcome: dict[str, int]) -> str | None:
+    """One line saying what failed, when the run failed its error check (--max-error-ratio; by
+    default, every request failed); None otherwise. Requests cancelled by a stop do not count."""
+    counted = {outcome: n for outcome, n in by_outcome.items() if outcome != "cancelled" and n}
+    finished = sum(counted.values())
+    failed = finished - counted.get("success", 0)
+    limit = run.scenario.max_error_ratio
+    if not finished or (failed < finished if limit is None else failed / finished <= limit):
+        return None
+    rule = "every request failed" if limit is None else (
+        f"{failed / finished:.1%} of requests failed, above --max-error-ratio {limit:g}"
+    )  # fmt: skip
+    classes = ", ".join(f"{k} {n}" for k, n in sorted(counted.items(), key=lambda i: -i[1]) if k != "success")
+    errors: dict[str, int] = {}
+    for stats in run.stats:
+        for message, count in stats.errors.items():
+            errors[message] = errors.get(message, 0) + count
+    common = max(errors, key=errors.__getitem__, default="")
+    return f"{rule}: {failed} of {finished} ({classes})" + (f"; most often {common}" if common else "")
+
+
+def backoff_notes(run: RunResult) -> list[str]:
+    if not run.backoff_waits:
+        return []
+    return [
+        f"connections to the server failed one after another: {run.backoff_waits} requests waited "
+        f"{run.backoff_waited_s:.1f} s in all before trying (connect back-off, counted as dispatch delay)"
+    ]
 
 
 def token_notes(run: RunResult) -> list[str]:
@@ -222,6 +253,8 @@ def render(report: dict) -> str:
             out.append(f"  {count} x {message}")
     out.append("=" * width)
     out += [f"Note: {note}." for note in report.get("notes", ())]
+    if report.get("failure"):
+        out.append(f"Run failed: {report['failure']}")
     if "sweep" in report:
         out.append(report["sweep"]["sentence"])
     return "\n".join(out)

@@ -147,6 +147,8 @@ class Run:
             state=self.state, stopped_early=self.stopping,
             workload=self._workload.describe() if self._workload is not None else None,
             stats=tuple(self.stats),
+            backoff_waits=self._client.backoff.waits if self._client else 0,
+            backoff_waited_s=self._client.backoff.waited_s if self._client else 0.0,
         )  # fmt: skip
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:

@@ -65,6 +65,7 @@ INPUTS: Mapping[str, object] = {
     "sweep": False,
     "slo": [],
     "slo_percentile": 95.0,
+    "max_error_ratio": None,  # None: the run fails only when every request failed
     "input_len": "256",
     "output_len": None,  # synthetic: 128; datasets: their own lengths unless given
     "dataset": None,
@@ -162,6 +163,7 @@ class Scenario:
     soak: bool
     slos: tuple[Slo, ...]
     slo_percentile: float
+    max_error_ratio: float | None  # the run fails (exit 1) above it; None: only when nothing succeeded
     max_connections: int | None  # None: from the phases (runner)
     input_len: LengthDist
     output_len: LengthDist | None  # None: synthetic 128, datasets their own lengths
@@ -246,6 +248,9 @@ def _parse(v: dict[str, object]) -> Scenario:
     percentile = _number(v, "slo_percentile")
     if not 0 < percentile < 100:
         raise ScenarioError("slo_percentile must be between 0 and 100")
+    max_error_ratio = None if v["max_error_ratio"] is None else _number(v, "max_error_ratio")
+    if max_error_ratio is not None and not 0 <= max_error_ratio < 1:
+        raise ScenarioError(f"max_error_ratio must be from 0 to below 1, got {v['max_error_ratio']!r}")
     slo_items = v["slo"] if isinstance(v["slo"], list) else [v["slo"]]
     slos = tuple(parse_slo(item) for item in slo_items)
     sweep, soak = _flag(v, "sweep"), _flag(v, "soak")
@@ -275,6 +280,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         soak=soak,
         slos=slos,
         slo_percentile=percentile,
+        max_error_ratio=max_error_ratio,
         max_connections=counts["max_connections"],
         input_len=LengthDist.parse(_length_spec(v, "input_len")),
         output_len=LengthDist.parse(_length_spec(v, "output_len")) if output_len not in (None, "") else None,
