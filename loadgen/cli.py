@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadgen import eventloop
+from loadgen.capacity import command as capacity
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
@@ -35,6 +36,7 @@ EXAMPLES = """examples:
       --step-duration 60s --slo 'ttft<=2s' --slo 'user_tps>=10'
   llmobs-loadgen run --url http://127.0.0.1:8000 --concurrency 50 --soak --output-jsonl requests.jsonl
   llmobs-loadgen run --scenario scenario.yaml --output-json report.json
+  llmobs-loadgen capacity --model ./Qwen3-4B --gpu-memory 24GiB --engine-url http://127.0.0.1:8000
   LOADGEN_TOKEN=... llmobs-loadgen serve --listen-address 0.0.0.0:9841 --control-token-env LOADGEN_TOKEN
 """
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None,
     )  # fmt: skip
     _run_flags(run)
+    capacity.add_parser(commands)
     serve = commands.add_parser(
         "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
     )
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        if args.command == "capacity":
+            return capacity.run(args)
         token = read_secret(args.control_token_env, args.control_token_file, "control token")
         if args.command == "serve":
             return eventloop.run(_serve(args.listen_address, _serve_policy(args, token)), args.event_loop)
