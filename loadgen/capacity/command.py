@@ -11,7 +11,8 @@ from typing import Any
 from loadgen.capacity import live
 from loadgen.capacity.errors import CapacityError
 from loadgen.capacity.gpu import parse_size, read_nvml
-from loadgen.capacity.model import FULL, GIB, KIB, MIB, SLIDING, load
+from loadgen.capacity.loader import load
+from loadgen.capacity.model import FULL, GIB, KIB, MIB, SLIDING
 from loadgen.capacity.plan import EngineSettings, Gpu, Plan, make_plan
 from loadgen.capacity.sweep import beside_sweep
 

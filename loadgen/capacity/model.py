@@ -264,14 +264,9 @@ def _moe(spec: ModelSpec, p: str, h: int, tp: int, fused: bool, linear) -> Itera
 # -- reading config.json -------------------------------------------------------------------------
 
 
-def load(path: str | Path, dtype: str = "auto") -> ModelSpec:
+def load_config(path: Path, dtype: str = "auto") -> ModelSpec:
     """A model directory (config.json, and model.safetensors.index.json or model.safetensors when
-    present), a config.json file, or a .gguf file."""
-    path = Path(path)
-    if path.suffix == ".gguf":
-        from loadgen.capacity.gguf_model import load_gguf
-
-        return load_gguf(path)
+    present) or a config.json file."""
     config_path = path / "config.json" if path.is_dir() else path
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
