@@ -26,8 +26,12 @@ prometheus-package:
 	      --no-install-recommends prometheus prometheus-alertmanager) >/dev/null \
 	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
 
+# The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.
+LLAMA_BUILD_LOG ?= $(or $(LLMOBS_CACHE),$(CURDIR)/.cache)/llama-server-build.log
 llama-server:
-	@bash tools/build-llama-server.sh >/dev/null || echo "llama-server build failed: tests that need it skip (fail under CI=true)"
+	@LLAMA_BUILD_LOG="$(LLAMA_BUILD_LOG)" bash tools/build-llama-server.sh >/dev/null || { \
+	  echo "llama-server build failed (full output: $(LLAMA_BUILD_LOG)); tests that need it skip (fail under CI=true)"; \
+	  tail -n 25 "$(LLAMA_BUILD_LOG)" 2>/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
