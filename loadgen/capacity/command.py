@@ -12,7 +12,7 @@ from loadgen.capacity import live
 from loadgen.capacity.errors import CapacityError
 from loadgen.capacity.gpu import parse_size, read_nvml
 from loadgen.capacity.loader import load
-from loadgen.capacity.model import FULL, GIB, KIB, MIB, SLIDING
+from loadgen.capacity.model import FULL, GIB, KIB, MIB, SLIDING, size
 from loadgen.capacity.plan import EngineSettings, Gpu, Plan, make_plan
 from loadgen.capacity.sweep import beside_sweep
 
@@ -172,7 +172,7 @@ def render(plan: Plan, lengths: list[int], comparison: list[str], measured: list
     s, settings = plan.spec, plan.settings
     rows = [("Model", f"{s.architecture} ({s.source}), {s.dtype}"), ("Shape", _shape(plan))]
     params = "" if s.gguf_tensors else f" ({s.parameters():,} parameters)"
-    rows.append(("Weights", f"{_gib(plan.weights_checkpoint)} in the checkpoint{params}"))
+    rows.append(("Weights", f"{size(plan.weights_checkpoint)} in the checkpoint{params}"))
     if plan.weights_loaded != plan.weights_checkpoint:
         # four decimals, as vLLM's "Model loading took X GiB" line, so the two can be read side by side
         rows.append(("", f"{plan.weights_loaded / GIB:.4f} GiB as vLLM loads them ({plan.loaded_detail})"))
@@ -182,21 +182,21 @@ def render(plan: Plan, lengths: list[int], comparison: list[str], measured: list
         rows.append(
             (
                 "GPU",
-                f"{_gib(plan.gpu.memory)} ({plan.gpu.source}) x {settings.gpu_memory_utilization:g} "
-                f"gpu_memory_utilization = {_gib(plan.budget)} budget",
+                f"{size(plan.gpu.memory)} ({plan.gpu.source}) x {settings.gpu_memory_utilization:g} "
+                f"gpu_memory_utilization = {size(plan.budget)} budget",
             )
         )
         reserve = (
-            f"activation {_gib(plan.activation)} ({plan.activation_detail}), non-torch {_gib(plan.non_torch)}"
+            f"activation {size(plan.activation)} ({plan.activation_detail}), non-torch {size(plan.non_torch)}"
         )
         if settings.cuda_graph_reserve:
-            reserve += f", CUDA graphs {_gib(settings.cuda_graph_reserve)}"
+            reserve += f", CUDA graphs {size(settings.cuda_graph_reserve)}"
         rows.append(("Reserved", reserve))
     rows.append(
         (
             "KV cache",
-            f"{_gib(plan.kv_memory)} ({plan.kv_memory_detail}) = {plan.blocks:,} blocks of "
-            f"{settings.block_size} = {plan.capacity_tokens:,} tokens ({plan.tokens_per_gib():,.0f} per GiB)",
+            f"{size(plan.kv_memory)} ({plan.kv_memory_detail}) = {plan.blocks:,} blocks of "
+            f"{settings.block_size} = {plan.capacity_tokens:,} tokens ({plan.tokens_persize():,.0f} per GiB)",
         )
     )
     rows.append(
@@ -249,7 +249,7 @@ def _kv_formula(plan: Plan) -> str:
 def _per_length(plan: Plan, tokens: int) -> str:
     fits = plan.capacity_tokens / tokens
     label = " (max_model_len)" if tokens == plan.max_model_len else ""
-    return f"{_gib(plan.kv_bytes(tokens))} for {tokens:,} tokens{label}; {fits:,.2f} such sequences fit"
+    return f"{size(plan.kv_bytes(tokens))} for {tokens:,} tokens{label}; {fits:,.2f} such sequences fit"
 
 
 def as_json(
@@ -296,10 +296,6 @@ def as_json(
         "engine": None if engine is None else {**vars(engine), "explanation": comparison},
         "measured": measured,
     }
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f} GiB"
 
 
 def _kib(nbytes: float) -> str:

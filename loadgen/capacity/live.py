@@ -18,13 +18,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.capacity.errors import CapacityError
-from loadgen.capacity.model import GIB
+from loadgen.capacity.model import GIB, size
 from loadgen.capacity.plan import Plan
 from loadgen.redact import redact_url
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 TIMEOUT_S = 10.0
 CAPACITY_FAMILY = "llm_kv_cache_capacity_tokens"
+INFO_FAMILY = "llm_target_info"  # {target, engine_kind}
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class EngineReport:
 
     source: str  # where it was read, in words (URL redacted)
     kind: str  # vllm, sglang, llamacpp, exporter, prometheus
-    capacity_tokens: int | None
+    engine_kind: str | None
+    capacity_tokens: int | None = None
     detail: str = ""
     blocks: int | None = None
     block_size: int | None = None
@@ -53,7 +55,9 @@ def _get(url: str, params: dict | None = None) -> httpx.Response:
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
                     raise CapacityError(f"{redact_url(url)}: answer larger than {MAX_ANSWER_BYTES} bytes")
-            return httpx.Response(response.status_code, content=bytes(body), headers=response.headers)
+            # the body is decoded already: keep only its type, or httpx would decode it again
+            kept = {"content-type": response.headers.get("content-type", "text/plain")}
+            return httpx.Response(response.status_code, content=bytes(body), headers=kept)
     except httpx.HTTPError as exc:
         raise CapacityError(f"{redact_url(url)}: {type(exc).__name__}") from None
 
@@ -79,7 +83,9 @@ def read_engine(url: str) -> EngineReport:
         return _vllm(samples["vllm:cache_config_info"], base)
     if "sglang:max_total_num_tokens" in samples:
         value = int(samples["sglang:max_total_num_tokens"][0].value)
-        return EngineReport(f"SGLang at {redact_url(base)}", "sglang", value, "sglang:max_total_num_tokens")
+        return EngineReport(
+            f"SGLang at {redact_url(base)}", "sglang", "sglang", value, "sglang:max_total_num_tokens"
+        )
     props = _get(f"{base}/props")
     if props.status_code == 200:
         return _llamacpp(props, base)
@@ -116,6 +122,7 @@ def _vllm(infos: list, base: str) -> EngineReport:
     return EngineReport(
         source=f"vLLM at {redact_url(base)}",
         kind="vllm",
+        engine_kind="vllm",
         capacity_tokens=capacity or None,
         detail=detail,
         blocks=blocks,
@@ -145,69 +152,72 @@ def _llamacpp(props: httpx.Response, base: str) -> EngineReport:
         raise CapacityError(f"{redact_url(base)}/props: no n_ctx ({exc})") from None
     source = f"llama.cpp at {redact_url(base)}"
     if slots == 1:
-        return EngineReport(source, "llamacpp", n_ctx, "/props: n_ctx of its one slot", max_model_len=n_ctx)
+        return EngineReport(
+            source, "llamacpp", "llamacpp", n_ctx, "/props: n_ctx of its one slot", max_model_len=n_ctx
+        )
     detail = (
         f"/props: n_ctx {n_ctx:,} per slot x {slots} slots: the cache holds {n_ctx * slots:,} tokens "
         f"split between the slots (the default), or {n_ctx:,} shared with --kv-unified; /props "
         "does not say which"
     )
-    return EngineReport(source, "llamacpp", None, detail, max_model_len=n_ctx)
+    return EngineReport(source, "llamacpp", "llamacpp", None, detail, max_model_len=n_ctx)
 
 
 def read_exporter(url: str, target: str | None = None) -> EngineReport:
-    """llm_kv_cache_capacity_tokens from the exporter's /metrics (one target's, summed over engines)."""
+    """llm_kv_cache_capacity_tokens from the exporter's /metrics (one target's, summed over engines),
+    and the target's engine kind from llm_target_info."""
     base = url.rstrip("/").removesuffix("/metrics")
     response = _get(f"{base}/metrics")
     if response.status_code != 200:
         raise CapacityError(f"{redact_url(base)}/metrics: HTTP {response.status_code}")
+    found = _samples(response.text, url)
     samples = [
-        s
-        for s in _samples(response.text, url).get(CAPACITY_FAMILY, [])
-        if target is None or s.labels.get("target") == target
+        s for s in found.get(CAPACITY_FAMILY, []) if target is None or s.labels.get("target") == target
     ]
+    kinds = {s.labels.get("target"): s.labels.get("engine_kind") for s in found.get(INFO_FAMILY, [])}
     return _from_samples(
-        samples, f"exporter at {redact_url(base)}", "exporter", lambda s: s.labels, lambda s: s.value
+        [(s.labels, s.value) for s in samples], f"exporter at {redact_url(base)}", "exporter", kinds
     )
 
 
 def read_prometheus(url: str, target: str | None = None) -> EngineReport:
-    """llm_kv_cache_capacity_tokens from Prometheus' query API (the latest value)."""
+    """llm_kv_cache_capacity_tokens from Prometheus' query API (the latest value), and llm_target_info."""
     base = url.rstrip("/")
-    query = CAPACITY_FAMILY + (f'{{target="{target}"}}' if target else "")
-    response = _get(f"{base}/api/v1/query", params={"query": query})
+    selector = f'{{target="{target}"}}' if target else ""
+    results = _query(base, CAPACITY_FAMILY + selector)
+    kinds = {labels.get("target"): labels.get("engine_kind") for labels, _ in _query(base, INFO_FAMILY)}
+    return _from_samples(results, f"Prometheus at {redact_url(base)}", "prometheus", kinds)
+
+
+def _query(base: str, expr: str) -> list[tuple[dict, float]]:
+    response = _get(f"{base}/api/v1/query", params={"query": expr})
     try:
-        body = json.loads(response.content)
-        results = body["data"]["result"]
-    except (ValueError, KeyError, TypeError):
+        results = json.loads(response.content)["data"]["result"]
+        return [(r["metric"], float(r["value"][1])) for r in results]
+    except (ValueError, KeyError, TypeError, IndexError):
         raise CapacityError(
             f"{redact_url(base)}: not a Prometheus query answer (HTTP {response.status_code})"
         ) from None
-    return _from_samples(
-        results,
-        f"Prometheus at {redact_url(base)}",
-        "prometheus",
-        lambda r: r["metric"],
-        lambda r: float(r["value"][1]),
-    )
 
 
-def _from_samples(samples: list, source: str, kind: str, labels_of, value_of) -> EngineReport:
+def _from_samples(samples: list[tuple[dict, float]], source: str, kind: str, kinds: dict) -> EngineReport:
+    """One target's capacity from (labels, value) pairs; kinds: target -> engine_kind."""
     if not samples:
         raise CapacityError(
             f"{source}: no {CAPACITY_FAMILY} (the engine does not publish its KV capacity, "
             "or --target names no target)"
         )
-    targets = sorted({labels_of(s).get("target", "?") for s in samples})
+    targets = sorted({labels.get("target", "?") for labels, _ in samples})
     if len(targets) > 1:
         raise CapacityError(
             f"{source}: {CAPACITY_FAMILY} for several targets ({', '.join(targets)}): "
             "choose one with --target"
         )
-    total = int(sum(value_of(s) for s in samples))
+    total = int(sum(value for _, value in samples))
     detail = f"{CAPACITY_FAMILY}{{target={targets[0]!r}}}"
     if len(samples) > 1:
         detail += f", {len(samples)} engines added up"
-    return EngineReport(source, kind, total, detail)
+    return EngineReport(source, kind, kinds.get(targets[0]), total, detail)
 
 
 # -- the comparison ---------------------------------------------------------------------------------
@@ -220,11 +230,11 @@ def explain(plan: Plan, engine: EngineReport) -> list[str]:
     reported, planned = engine.capacity_tokens, plan.capacity_tokens
     per_token = f"{plan.kv_bytes_per_token / 1024:g} KiB per token"
     lines = [f"{engine.source} reports {reported:,} tokens ({engine.detail}); the plan has {planned:,}."]
-    if engine.kind == "llamacpp":
+    if engine.engine_kind == "llamacpp":
         budget = f"; the GPU's budget would hold {planned:,}" if plan.budget is not None else ""
         lines.append(
             f"llama.cpp sizes its cache by its context (-c), not by free memory: {reported:,} tokens take "
-            f"{_gib(plan.kv_bytes(reported))} at {per_token}{budget}."
+            f"{size(plan.kv_bytes(reported))} at {per_token}{budget}."
         )
         return lines
     if engine.blocks_override:
@@ -237,7 +247,7 @@ def explain(plan: Plan, engine: EngineReport) -> list[str]:
     if abs(difference) < block:
         lines.append(f"They agree to within one block ({block} tokens): the difference is block rounding.")
         return lines
-    gap = _gib(abs(difference) * plan.kv_bytes_per_token)
+    gap = size(abs(difference) * plan.kv_bytes_per_token)
     share = f"{difference / planned:+.1%}" if planned else "the plan has none"
     direction = "fewer" if difference < 0 else "more"
     if plan.budget is None:
@@ -251,7 +261,7 @@ def explain(plan: Plan, engine: EngineReport) -> list[str]:
     if implied_reserve < 0:
         lines.append(
             f"The engine holds {difference:,} tokens more ({share}): "
-            f"{_gib(reported * plan.kv_bytes_per_token)} at {per_token}, more than the {_gib(left)} left of "
+            f"{size(reported * plan.kv_bytes_per_token)} at {per_token}, more than the {size(left)} left of "
             "gpu_memory_utilization x GPU memory after the weights. Its KV dtype is smaller than planned "
             "(fp8 halves it), its GPU or gpu_memory_utilization is larger, or its block count was set "
             "directly."
@@ -259,15 +269,11 @@ def explain(plan: Plan, engine: EngineReport) -> list[str]:
         return lines
     lines.append(
         f"The engine holds {abs(difference):,} tokens {direction} ({share}), {gap} of KV cache at "
-        f"{per_token}: it kept {_gib(implied_reserve)} of its budget beyond the weights (the activation "
+        f"{per_token}: it kept {size(implied_reserve)} of its budget beyond the weights (the activation "
         "peak of its profiling run, CUDA graphs, memory outside PyTorch) where the plan assumed "
-        f"{_gib(plan.reserve)} ({plan.activation_detail}). Block rounding accounts for less than one "
+        f"{size(plan.reserve)} ({plan.activation_detail}). Block rounding accounts for less than one "
         f"block ({block} tokens)."
     )
     activation = max(0.0, implied_reserve - plan.non_torch - plan.settings.cuda_graph_reserve)
     lines.append(f"To plan with the engine's figure: --activation-reserve {activation / GIB:.2f}GiB.")
     return lines
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f} GiB"

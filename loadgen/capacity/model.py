@@ -48,6 +48,18 @@ KV_DTYPE_BYTES = {
     "iq4_nl": 18 / 32,
 }
 FULL, SLIDING, OTHER = "full", "sliding", "other"  # layer kinds for the KV cache
+
+
+def size(nbytes: float) -> str:
+    """Bytes for people: GiB from 1 GiB up (negative too), else MiB, else KiB."""
+    magnitude = abs(nbytes)
+    if magnitude >= GIB or magnitude == 0:
+        return f"{nbytes / GIB:.2f} GiB"
+    if magnitude >= MIB:
+        return f"{nbytes / MIB:.2f} MiB"
+    return f"{nbytes / KIB:.2f} KiB"
+
+
 _FULL_NAMES = ("full_attention", "attention", "global_attention")
 _SLIDING_NAMES = ("sliding_attention", "local_attention", "chunked_attention")
 

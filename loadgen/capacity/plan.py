@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from loadgen.capacity.errors import CapacityError
-from loadgen.capacity.model import DTYPE_BYTES, GIB, KV_DTYPE_BYTES, MIB, SLIDING, ModelSpec
+from loadgen.capacity.model import DTYPE_BYTES, GIB, KV_DTYPE_BYTES, MIB, SLIDING, ModelSpec, size
 
 SAMPLER_BYTES_PER_LOGIT = 38.5  # fitted: vLLM V1's sampler warm-up, bytes per (sequence x vocab entry)
 NON_TORCH_BYTES = int(0.15 * GIB)  # vLLM on one H100 logged 0.13-0.14 GiB outside PyTorch
@@ -112,7 +112,7 @@ class Plan:
     def kv_bytes(self, tokens: int) -> float:
         return tokens * self.kv_bytes_per_token
 
-    def tokens_per_gib(self) -> float:
+    def tokens_persize(self) -> float:
         return GIB / self.kv_bytes_per_token if self.kv_bytes_per_token else math.inf
 
 
@@ -136,7 +136,7 @@ def weights_as_loaded(spec: ModelSpec, tensor_parallel: int = 1) -> tuple[int, s
     if spec.checkpoint_bytes is not None and abs(computed - checkpoint) > 0.005 * checkpoint:
         return checkpoint + rope, (
             f"the checkpoint's size plus the rotary cache ({_mib(rope)}); the shape computed from "
-            f"config.json gives {_gib(computed)}, so the allocator's rounding is not added"
+            f"config.json gives {size(computed)}, so the allocator's rounding is not added"
         )
     allocated = sum(allocated_bytes(t.nbytes) for t in tensors)
     return allocated + rope, (
@@ -269,10 +269,6 @@ def make_plan(spec: ModelSpec, settings: EngineSettings, gpu: Gpu | None) -> Pla
         sequences=sequences,
         notes=tuple(notes),
     )
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f} GiB"
 
 
 def _mib(nbytes: float) -> str:

@@ -33,32 +33,34 @@ def plan_json(tmp_path: Path, *args: str) -> dict:
 @pytest.mark.slow
 def test_llamacpp_kv_bytes_weights_and_capacity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = str(tiny_model())
-    with llama_server(tmp_path, parallel=1, ctx_size=512) as server:
-        direct = plan_json(tmp_path, "--model", model, "--gpu-memory", "1GiB", "--engine-url", server.url)
+    # -lv 4: llama.cpp logs its KV cache's and its weights' sizes at this verbosity
+    with llama_server(tmp_path, parallel=1, ctx_size=2048, extra_args=["-lv", "4"]) as server:
+        direct = plan_json(tmp_path, "--model", model, "--gpu-memory", "8GiB", "--engine-url", server.url)
         port = free_port()
         exporter = [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{port}",
                     "--no-collector.gpu", "--target", f"llama={server.url},kind=llamacpp"]  # fmt: skip
         with running(exporter, f"http://127.0.0.1:{port}/healthz", tmp_path / "exporter.log"):
             exporter_url = f"http://127.0.0.1:{port}"
-            via_exporter = plan_json(tmp_path, "--model", model, "--gpu-memory", "1GiB",
+            via_exporter = plan_json(tmp_path, "--model", model, "--gpu-memory", "8GiB",
                                      "--exporter-url", exporter_url)  # fmt: skip
             config = scrape_config({"exporter": [f"127.0.0.1:{port}"]})
             with prometheus_server(tmp_path, config) as prometheus:
                 prometheus.wait_for("llm_kv_cache_capacity_tokens")
-                via_prometheus = plan_json(tmp_path, "--model", model, "--gpu-memory", "1GiB",
+                via_prometheus = plan_json(tmp_path, "--model", model, "--gpu-memory", "8GiB",
                                            "--prometheus-url", prometheus.url)  # fmt: skip
     log = (tmp_path / "llama-server.log").read_text(errors="replace")
     size_mib, cells, layers = KV_LINE.search(log).groups()
     # llama.cpp's own account of its cache: cells x our bytes per token (f16), to the 0.01 MiB it prints
-    assert int(cells) == 512 and int(layers) == direct["model"]["kv_layers"]
+    assert int(cells) == 2048 and int(layers) == direct["model"]["kv_layers"]
     assert direct["kv_bytes_per_token"] * int(cells) / MIB == pytest.approx(float(size_mib), abs=0.006)
     assert direct["weights_bytes"]["checkpoint"] / MIB == pytest.approx(
         float(FILE_SIZE.search(log).group(1)), abs=0.006
     )
     for plan in (direct, via_exporter, via_prometheus):
-        assert plan["engine"]["capacity_tokens"] == 512  # one slot: n_ctx is the whole cache
+        assert plan["engine"]["capacity_tokens"] == 2048  # one slot below the trained 4096: the whole cache
+        assert "sizes its cache by its context" in " ".join(plan["engine"]["explanation"])
     assert direct["engine"]["kind"] == "llamacpp" and via_exporter["engine"]["kind"] == "exporter"
-    assert "sizes its cache by its context" in " ".join(direct["engine"]["explanation"])
+    assert via_exporter["engine"]["engine_kind"] == via_prometheus["engine"]["engine_kind"] == "llamacpp"
     capsys.readouterr()
 
 
@@ -67,7 +69,7 @@ def test_llamacpp_kv_bytes_weights_and_capacity(tmp_path: Path, capsys: pytest.C
 def test_llamacpp_with_several_slots_says_what_props_cannot_tell(tmp_path: Path) -> None:
     with llama_server(tmp_path, parallel=2, ctx_size=1024) as server:
         plan = plan_json(
-            tmp_path, "--model", str(tiny_model()), "--gpu-memory", "1GiB", "--engine-url", server.url
+            tmp_path, "--model", str(tiny_model()), "--gpu-memory", "8GiB", "--engine-url", server.url
         )
     assert plan["engine"]["capacity_tokens"] is None
     assert "--kv-unified" in plan["engine"]["explanation"][0]
