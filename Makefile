@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server prometheus-package dashboards chart chart-tools soak clean
+.PHONY: demo test lint unit venv llama-server prometheus-package chromium-package dashboards chart chart-tools soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ prometheus-package:
 
 # The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.
 LLAMA_BUILD_LOG ?= $(or $(LLMOBS_CACHE),$(CURDIR)/.cache)/llama-server-build.log
+
+# Debian's Chromium: the tests open every HTML page we produce in it (tests/support/chromium.py).
+chromium-package:
+	@command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends chromium) >/dev/null \
+	    || echo "chromium not installed and not root: tests that need it skip (fail under CI=true)"; }
+
 llama-server:
 	@LLAMA_BUILD_LOG="$(LLAMA_BUILD_LOG)" bash tools/build-llama-server.sh >/dev/null || { \
 	  echo "llama-server build failed (full output: $(LLAMA_BUILD_LOG)); tests that need it skip (fail under CI=true)"; \
@@ -59,7 +67,7 @@ chart-tools:
 	  mv $(CHART_TOOLS).part $(CHART_TOOLS); } || \
 	  echo "chart tools not installed: the chart tests skip (fail under CI=true)"
 
-test: $(STAMP) prometheus-package llama-server chart-tools lint
+test: $(STAMP) prometheus-package chromium-package llama-server chart-tools lint
 	$(BIN)/python -m pytest -q -ra
 
 unit: $(STAMP)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +41,48 @@ def finite(result: list[dict[str, Any]]) -> bool:
     return all(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
-def check_dashboards(url: str) -> tuple[list[str], int]:
-    lines, problems = ["## Dashboard and Grafana-alert queries", ""], 0
-    answered, silent = [], []
+@dataclass
+class Verdicts:
+    answered: list[str] = field(default_factory=list)  # "overview.json: panel 'Title' A", ...
+    silent: list[str] = field(default_factory=list)  # with the selectors that have no data
+    problems: list[str] = field(default_factory=list)
+
+
+def classify(url: str) -> Verdicts:
+    """Each dashboard and Grafana-alert query: answered, silent for want of data, or a problem."""
+    verdicts = Verdicts()
     for where, expr in all_queries():
         text = concrete(expr)
         try:
             result = query(url, text)
         except RuntimeError as exc:
-            lines.append(f"- PROBLEM (does not run) {where}: {exc}")
-            problems += 1
+            verdicts.problems.append(f"PROBLEM (does not run) {where}: {exc}")
             continue
         if not finite(result):
-            lines.append(f"- PROBLEM (NaN or Inf) {where}: `{text}`")
-            problems += 1
+            verdicts.problems.append(f"PROBLEM (NaN or Inf) {where}: `{text}`")
         empty = [s for s in selectors(text) if not query(url, f"count({s})")]
         if result:
-            answered.append(where)
+            verdicts.answered.append(where)
         elif empty:
-            silent.append(f"{where} (no data for {', '.join(f'`{s}`' for s in empty[:3])})")
+            verdicts.silent.append(f"{where} (no data for {', '.join(f'`{s}`' for s in empty[:3])})")
         else:
-            lines.append(f"- PROBLEM (no answer although every selector has data) {where}: `{text}`")
-            problems += 1
-    total = len(answered) + len(silent)
+            verdicts.problems.append(
+                f"PROBLEM (no answer although every selector has data) {where}: `{text}`"
+            )
+    return verdicts
+
+
+def check_dashboards(url: str) -> tuple[list[str], int]:
+    verdicts = classify(url)
+    lines = ["## Dashboard and Grafana-alert queries", "", *(f"- {p}" for p in verdicts.problems)]
+    answered, silent = len(verdicts.answered), len(verdicts.silent)
     lines += [
         "",
-        f"{len(answered)} of {total} queries answered with data; {len(silent)} silent for want of data:",
+        f"{answered} of {answered + silent} queries answered with data; {silent} silent for want of data:",
         "",
     ]
-    lines += [f"- {entry}" for entry in silent]
-    return lines, problems
+    lines += [f"- {entry}" for entry in verdicts.silent]
+    return lines, len(verdicts.problems)
 
 
 def check_rules(url: str) -> tuple[list[str], int]:
