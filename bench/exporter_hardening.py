@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Exporter scrape latency idle, under 500 slow clients, and with one 30 MB engine target, in one run.
+
+    python3 bench/exporter_hardening.py                       # ours; uvicorn and waitress serving our app
+    python3 bench/exporter_hardening.py --baseline-rev 9e4d1db  # also ours at an older revision
+    python3 bench/exporter_hardening.py --servers ours --big-mb 0   # ours only, no 30 MB target
+
+Every exporter scrapes one simulator (`--profile tiny`) as its engine target. Per server:
+- idle: --scrapes scrapes, --interval apart, with Prometheus's headers (OpenMetrics, gzip), alternately
+  over one kept-alive connection (as Prometheus scrapes) and over a new connection each (as after a
+  restart or an evicted connection: the case a full server refuses); latency from request to last byte;
+- slow: the same while --slow connections each send a request head that never ends, one byte every
+  --slow-byte-interval seconds (slowloris), reconnecting whenever the server closes them; the table gives
+  how many were open when the scrapes began, how many the server closed, and the longest one lived;
+- 30 MB (ours only): the same scrapes with a second target serving a valid vLLM /metrics of --big-mb MB
+  (about 300,000 series) beside the simulator.
+"ours" is this tree's `python -m exporter`; "uvicorn" and "waitress" serve the same app through
+bench/exporter_peer_server.py (waitress is not a dependency: `pip install waitress`, else its row says
+not installed). A failed scrape is counted and left out of the percentiles, never counted as 0.
+Target: ours, p99 under slow clients within 2x of idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import importlib.util
+import os
+import platform
+import selectors
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def process(argv: list[str], ready_url: str, cwd: Path = ROOT) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[:4]} exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code < 500:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{ready_url} did not answer in 60 s")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# the hostile clients
+
+
+@dataclass
+class Slowloris:
+    """`count` connections sending a never-ending head, one byte per `byte_interval` s, from one thread."""
+
+    port: int
+    count: int
+    byte_interval: float
+    closed_by_server: int = 0
+    lifetimes: list[float] = field(default_factory=list)
+    connect_failures: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._slots: dict[socket.socket, tuple[float, int, float]] = {}  # opened, bytes sent, next send
+        self._selector = selectors.DefaultSelector()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Slowloris:
+        spread = self.byte_interval / self.count
+        for i in range(self.count):
+            self._open(time.monotonic() + i * spread)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in list(self._slots):
+            sock.close()
+
+    def open_now(self) -> int:
+        return len(self._slots)
+
+    def _open(self, next_send: float) -> None:
+        sock = socket.socket()
+        try:
+            sock.connect(("127.0.0.1", self.port))
+        except OSError:
+            self.connect_failures += 1
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._slots[sock] = (time.monotonic(), 0, next_send)
+
+    def _run(self) -> None:
+        head = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        header = b"X-Slow: 1\r\n"
+        missing = 0
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.05):
+                self._lost(key.fileobj)  # type: ignore[arg-type]
+                missing += 1
+            now = time.monotonic()
+            for sock, (opened, sent, next_send) in list(self._slots.items()):
+                if next_send > now:
+                    continue
+                data = (
+                    head[sent : sent + 1]
+                    if sent < len(head)
+                    else header[(sent - len(head)) % len(header) :][:1]
+                )
+                try:
+                    sock.send(data)
+                except OSError:
+                    self._lost(sock)
+                    missing += 1
+                    continue
+                self._slots[sock] = (opened, sent + 1, now + self.byte_interval)
+            for _ in range(min(missing, 50)):  # reconnect, at most 50 per 50 ms: no busy loop
+                self._open(time.monotonic())
+                missing -= 1
+
+    def _lost(self, sock: socket.socket) -> None:
+        if sock not in self._slots:
+            return
+        opened = self._slots.pop(sock)[0]
+        self.lifetimes.append(time.monotonic() - opened)
+        self.closed_by_server += 1
+        self._selector.unregister(sock)
+        sock.close()
+
+
+# the 30 MB target
+
+
+def big_payload(megabytes: float) -> bytes:
+    lines = [
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+        "# TYPE vllm:num_requests_running gauge",
+        'vllm:num_requests_running{engine="0",model_name="big"} 1.0',
+        "# HELP vllm:request_success_total Count of successfully processed requests.",
+        "# TYPE vllm:request_success_total counter",
+    ]
+    size, i = sum(map(len, lines)), 0
+    while size < megabytes * 1e6:
+        labels = f'engine="0",finished_reason="stop",model_name="big",x="{i:08d}"'
+        line = f"vllm:request_success_total{{{labels}}} {i}.0"
+        lines.append(line)
+        size += len(line) + 1
+        i += 1
+    return ("\n".join(lines) + "\n").encode()
+
+
+@contextlib.contextmanager
+def static_target(body: bytes) -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# measuring
+
+
+@dataclass
+class Phase:
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def pct(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def scrape_phase(url: str, count: int, interval: float, timeout: float = 10) -> tuple[Phase, Phase]:
+    """count scrapes alternating between one kept-alive connection (as Prometheus) and a new one each."""
+    kept, new = Phase(), Phase()
+    with httpx.Client(headers=PROMETHEUS_HEADERS, timeout=timeout) as client:
+        for i in range(count):
+            phase = kept if i % 2 == 0 else new
+            started = time.perf_counter()
+            try:
+                if phase is kept:
+                    response = client.get(url)
+                else:
+                    response = httpx.get(url, headers=PROMETHEUS_HEADERS, timeout=timeout)
+                response.raise_for_status()
+                phase.latencies.append(time.perf_counter() - started)
+            except httpx.HTTPError as exc:
+                phase.failures.append(type(exc).__name__)
+            time.sleep(interval)
+    return kept, new
+
+
+def exporter_argv(server: str, port: int, targets: list[str], cwd: Path) -> list[str]:
+    args = ["--listen-address", f"127.0.0.1:{port}", "--no-collector.gpu"]
+    for target in targets:
+        args += ["--target", target]
+    if server.startswith("ours"):
+        return [PYTHON, "-m", "exporter", *args]
+    return [PYTHON, str(ROOT / "bench" / "exporter_peer_server.py"), server, *args]
+
+
+def measure_server(server: str, sim_url: str, args: argparse.Namespace, cwd: Path) -> dict[str, Phase]:
+    port = free_port()
+    argv = exporter_argv(server, port, [f"sim={sim_url},kind=vllm"], cwd)
+    url = f"http://127.0.0.1:{port}/metrics"
+    with process(argv, url, cwd=cwd):
+        scrape_phase(url, 10, args.interval)  # warm-up: first connections, first renders
+        idle, idle_new = scrape_phase(url, args.scrapes, args.interval)
+        with Slowloris(port, args.slow, args.slow_byte_interval) as slow:
+            time.sleep(2)
+            open_at_start = slow.open_now()
+            under, under_new = scrape_phase(url, args.scrapes, args.interval)
+            longest = max([*slow.lifetimes, *(time.monotonic() - t for t, _, _ in slow._slots.values())])
+            under.note = (
+                f"{open_at_start} slow open at start; server closed {slow.closed_by_server}; "
+                f"longest lived {longest:.1f} s; connect failures {slow.connect_failures}"
+            )
+    under_new.note = under.note
+    new = ", new connections"
+    return {"idle": idle, "slow": under, "idle" + new: idle_new, "slow" + new: under_new}
+
+
+def measure_big(sim_url: str, args: argparse.Namespace) -> Phase:
+    body = big_payload(args.big_mb)
+    with static_target(body) as big_url:
+        port = free_port()
+        argv = exporter_argv("ours", port, [f"sim={sim_url},kind=vllm", f"big={big_url},kind=vllm"], ROOT)
+        url = f"http://127.0.0.1:{port}/metrics"
+        with process(argv, f"http://127.0.0.1:{port}/healthz"):
+            phase = merge(*scrape_phase(url, args.big_scrapes, args.interval, timeout=60))
+            text = httpx.get(url, timeout=60).text
+            up = [line for line in text.splitlines() if line.startswith("llm_target_up{")]
+            errors = [
+                line for line in text.splitlines() if line.startswith("llm_target_scrape_errors_total{")
+            ]
+            phase.note = f"{len(body) / 1e6:.1f} MB payload; " + "; ".join(
+                up + [e for e in errors if " 0" not in e]
+            )
+    return phase
+
+
+def merge(*phases: Phase) -> Phase:
+    return Phase([x for p in phases for x in p.latencies], [x for p in phases for x in p.failures])
+
+
+@contextlib.contextmanager
+def revision_tree(revision: str) -> Iterator[Path]:
+    """The exporter package of another revision, unpacked into a temporary folder to run from."""
+    with tempfile.TemporaryDirectory(prefix="exporter-rev-") as folder:
+        archive = subprocess.run(
+            ["git", "archive", revision, "exporter"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        path = Path(folder) / "exporter.tar"
+        path.write_bytes(archive)
+        with tarfile.open(path) as tar:
+            tar.extractall(folder, filter="data")
+        yield Path(folder)
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="ours,uvicorn,waitress")
+    parser.add_argument("--baseline-rev", help="also run ours at this git revision (e.g. before a change)")
+    parser.add_argument("--scrapes", type=int, default=200, help="per phase, half on a new connection")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between scrapes (0.05)")
+    parser.add_argument("--slow", type=int, default=500)
+    parser.add_argument("--slow-byte-interval", type=float, default=10.0)
+    parser.add_argument("--big-mb", type=float, default=30.0, help="0: skip the big-target phase")
+    parser.add_argument("--big-scrapes", type=int, default=20)
+    args = parser.parse_args()
+    rows: list[tuple[str, str, Phase]] = []
+    sim_port = free_port()
+    sim_argv = [
+        PYTHON,
+        "-m",
+        "simulator",
+        "--profile",
+        "tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sim_port),
+    ]
+    with process(sim_argv, f"http://127.0.0.1:{sim_port}/health"):
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        servers = args.servers.split(",") + ([f"ours@{args.baseline_rev}"] if args.baseline_rev else [])
+        for server in servers:
+            if server == "waitress" and importlib.util.find_spec("waitress") is None:
+                rows.append((server, "idle", Phase(note="not installed (pip install waitress)")))
+                continue
+            with contextlib.ExitStack() as stack:
+                cwd = ROOT
+                if "@" in server:
+                    cwd = stack.enter_context(revision_tree(server.split("@", 1)[1]))
+                for name, phase in measure_server(server, sim_url, args, cwd).items():
+                    rows.append((server, name, phase))
+                    print(f"{server} {name}: p50 {fmt(phase.pct(50))} ms p99 {fmt(phase.pct(99))} ms "
+                          f"failed {len(phase.failures)} {phase.note}", flush=True)  # fmt: skip
+        if args.big_mb > 0:
+            phase = measure_big(sim_url, args)
+            rows.append(("ours", f"{args.big_mb:.0f} MB target", phase))
+    print(report(rows, args))
+    return 0
+
+
+def report(rows: list[tuple[str, str, Phase]], args: argparse.Namespace) -> str:
+    lines = [
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, Python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end",
+        "",
+        "| server | phase | scrapes ok | failed | p50 ms | p99 ms | max ms | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for server, name, phase in rows:
+        top = max(phase.latencies) if phase.latencies else None
+        failed = ", ".join(f"{k} {phase.failures.count(k)}" for k in sorted(set(phase.failures))) or "0"
+        lines.append(
+            f"| {server} | {name} | {len(phase.latencies)} | {failed} | {fmt(phase.pct(50))} | "
+            f"{fmt(phase.pct(99))} | {fmt(top)} | {phase.note} |"
+        )
+    by = {(s, n): p for s, n, p in rows}
+    lines.append("")
+    for server in dict.fromkeys(s for s, _, _ in rows):
+        for suffix in ("", ", new connections"):
+            idle, slow = by.get((server, "idle" + suffix)), by.get((server, "slow" + suffix))
+            if idle and slow and idle.pct(99) and slow.pct(99):
+                ratio = slow.pct(99) / idle.pct(99)  # type: ignore[operator]
+                what = f"p99 under {args.slow} slow clients / p99 idle"
+                lines.append(f"- {server}{suffix}: {what} = {ratio:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
