@@ -29,6 +29,7 @@ import importlib.util
 import os
 import platform
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -274,6 +275,11 @@ def measure_server(server: str, sim_url: str, args: argparse.Namespace, cwd: Pat
                 f"{open_at_start} slow open at start; server closed {slow.closed_by_server}; "
                 f"longest lived {longest:.1f} s; connect failures {slow.connect_failures}"
             )
+            if server == "ours":
+                lines = httpx.get(url, timeout=30).text.splitlines()
+                reasons = [line.split("reason=")[1] for line in lines if line.startswith("exporter_http_conn")
+                           and "reason=" in line and not line.endswith(" 0.0")]  # fmt: skip
+                under.note += "; by reason: " + ", ".join(reasons)
     under_new.note = under.note
     new = ", new connections"
     return {"idle": idle, "slow": under, "idle" + new: idle_new, "slow" + new: under_new}
@@ -321,6 +327,7 @@ def fmt(value: float | None) -> str:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the servers it started are stopped
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default="ours,uvicorn,waitress")
     parser.add_argument("--baseline-rev", help="also run ours at this git revision (e.g. before a change)")

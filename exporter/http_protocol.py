@@ -141,6 +141,7 @@ class HttpConnection(asyncio.Protocol):
         self.head: tuple[Request, bool, int] | None = None  # a head whose body is still coming
         self.busy = False  # a request is with a worker or its response is being written
         self.waiting_since = time.monotonic()  # when it began waiting for its current request
+        self.served = 0  # requests answered on it: a connection that was ever answered is evicted last
         self.closed = False
         self.eof = False
         self._task: asyncio.Task[None] | None = None  # the loop keeps only a weak reference
@@ -316,6 +317,7 @@ class HttpConnection(asyncio.Protocol):
             await self._drained
             if self.closed:
                 return
+        self.served += 1
         if not keep_alive or self.eof:
             self._finish()
             return

@@ -102,10 +102,12 @@ class ExporterServer:
     the exporter needs (request line, headers); wsgiref's request handling was a large part of a scrape
     once the body came pre-rendered (bench/RESULTS.md). The event loop holds every connection; a worker
     thread is taken only by a complete request, so slow or idle clients cannot hold the workers. At most
-    `limits.max_connections` are open: a new one beyond that evicts the connection that has waited longest for
-    its request (an idle keep-alive or a slow head), and is refused only when every connection is being
-    answered. `stats` (HttpStats, the `http` collector) counts connections ended by a deadline, an
-    eviction or a bad request.
+    `limits.max_connections` are open: a new one beyond that evicts the connection that has waited
+    longest for its request among those never answered (a slow or empty head), else among the rest (an
+    idle keep-alive, as Prometheus holds), and is refused only when every connection is being answered.
+    So clients that reconnect as fast as they are evicted churn among themselves, not through
+    Prometheus's connection. `stats` (HttpStats, the `http` collector) counts connections ended by a
+    deadline, an eviction or a bad request.
     """
 
     def __init__(
@@ -159,7 +161,7 @@ class ExporterServer:
             waiting = [c for c in self.connections if not c.busy]
             if not waiting:
                 return False
-            min(waiting, key=lambda c: c.waiting_since).evict()
+            min(waiting, key=lambda c: (c.served > 0, c.waiting_since)).evict()
         self.connections[connection] = None
         self.stats.set_open(len(self.connections))
         return True

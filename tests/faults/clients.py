@@ -128,3 +128,61 @@ def timed_scrapes(url: str, count: int, interval: float = 0.05, timeout: float =
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class ReconnectingIdle:
+    """count connections that say nothing and reconnect as soon as the server closes one (from a thread)."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count, self.reconnects = port, count, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconnecting-idle", daemon=True)
+
+    def __enter__(self) -> ReconnectingIdle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for _ in range(self.count):
+            selector.register(
+                socket.create_connection(("127.0.0.1", self.port), timeout=10), selectors.EVENT_READ
+            )
+        while not self._stop.is_set():
+            for key, _ in selector.select(timeout=0.05):
+                selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+                with contextlib.suppress(OSError):
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                    selector.register(sock, selectors.EVENT_READ)
+                    self.reconnects += 1
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        selector.close()
+
+
+def exchange_on(sock: socket.socket, request: bytes) -> bytes:
+    """One request on a kept-alive socket; the response up to its Content-Length (b"" if closed)."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -186,3 +186,16 @@ def test_a_client_that_never_reads_its_answer_is_cut_at_the_write_deadline() -> 
             checks.wait_until(lambda: server.closed_by_reason()["write_timeout"] == 1, 15, "not cut")
         answer = httpx.get(f"http://127.0.0.1:{server.port}/small", timeout=5)
         assert answer.status_code == 200 and answer.content == b"x" * 10
+
+
+def test_clients_reconnecting_as_fast_as_they_are_evicted_churn_among_themselves() -> None:
+    with short_server(max_connections=20) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as kept:  # as Prometheus's
+            request = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert clients.exchange_on(kept, request).startswith(b"HTTP/1.1 200 OK")
+            with clients.ReconnectingIdle(server.port, 40) as churn:
+                for _ in range(20):
+                    time.sleep(0.05)
+                    assert clients.exchange_on(kept, request).startswith(b"HTTP/1.1 200 OK")
+            assert churn.reconnects > 20
+        assert server.closed_by_reason()["evicted"] > 20
