@@ -149,6 +149,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "every request failed)",
     )  # fmt: skip
     shape.add_argument("--grace", metavar="DUR", help="on stop, time in-flight requests get (default 10s)")
+    shape.add_argument(
+        "--honor-retry-after", action="store_true", default=None,
+        help="closed loop: a user throttled (429, 503) waits as its Retry-After asks before its next "
+        "request; open loop: throttled requests are only counted, the schedule is kept",
+    )  # fmt: skip
 
     work = p.add_argument_group("workload")
     work.add_argument(

@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from loadgen import redact
-from loadgen.backoff import ConnectBackoff
+from loadgen.backoff import ConnectBackoff, retry_after_s
 from loadgen.errors import ClientError
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
@@ -247,6 +247,9 @@ class LoadClient:
         status = response.status_code
         record.http_status = status
         if not 200 <= status < 300:
+            if status in (429, 503):  # throttled: a 429, or a 503 that says when to come back
+                record.retry_after_s = retry_after_s(response.headers.get("retry-after"))
+                record.throttled = status == 429 or record.retry_after_s is not None
             text = await _read_some(response)
             outcome = "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx"
             record.fail(outcome if status >= 400 else "malformed", f"HTTP {status}: {text}")

@@ -110,6 +110,7 @@ class RunMetrics:
         self.output_tokens = 0
         self.reasoning_tokens = 0
         self.usage_disagreements = 0
+        self.throttled = 0
         self.in_flight = 0
         self.target_concurrency: float | None = None
         self.target_rate: float | None = None
@@ -124,6 +125,7 @@ class RunMetrics:
         self.outcomes[record.outcome] += 1
         self.dispatch.observe(record.dispatch_s)
         if not record.ok:
+            self.throttled += record.throttled
             return
         # tokens of succeeded requests only, as in the report (a failed request's partial tokens
         # and latencies would mix unfinished work into the figures)
@@ -155,6 +157,8 @@ _COUNTERS = (
     ("loadgen_reasoning_tokens", "reasoning_tokens", "Reasoning tokens of succeeded requests."),
     ("loadgen_output_token_disagreements", "usage_disagreements",
      "Succeeded streamed requests whose usage.completion_tokens disagreed with their token events."),
+    ("loadgen_requests_throttled", "throttled",
+     "Requests the server throttled: 429, or 503 with Retry-After (also counted by outcome)."),
 )  # fmt: skip
 
 _HISTOGRAMS = (

@@ -62,7 +62,7 @@ def build(run: RunResult) -> dict:
         "phases": phases,
         "totals": totals,
     }
-    notes = measurability_notes(run) + token_notes(run) + backoff_notes(run)
+    notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
     if notes:
         report["notes"] = notes
     report["failure"] = failure(run, totals["by_outcome"])
@@ -104,6 +104,25 @@ def failure(run: RunResult, by_outcome: dict[str, int]) -> str | None:
             errors[message] = errors.get(message, 0) + count
     common = max(errors, key=errors.__getitem__, default="")
     return f"{rule}: {failed} of {finished} ({classes})" + (f"; most often {common}" if common else "")
+
+
+def throttle_notes(run: RunResult) -> list[str]:
+    """Throttling, apart from errors: how much, and what was done about Retry-After."""
+    throttled = sum(stats.throttled for stats in run.stats)
+    if not throttled:
+        return []
+    waited = sum(stats.retry_after_waited_s for stats in run.stats)
+    closed = [phase.closed for phase in run.scenario.phases[: len(run.stats)]]
+    if not run.scenario.honor_retry_after:
+        done = "Retry-After was not honoured (--honor-retry-after makes closed-loop users wait)"
+    elif all(closed):
+        done = f"closed-loop users waited {waited:.1f} s in all as Retry-After asked"
+    else:
+        done = (
+            f"open-loop phases kept their schedule (throttled requests only counted); closed-loop "
+            f"users waited {waited:.1f} s in all as Retry-After asked"
+        )
+    return [f"the server throttled {throttled} requests (429, or 503 with Retry-After): {done}"]
 
 
 def backoff_notes(run: RunResult) -> list[str]:
@@ -236,6 +255,8 @@ def render(report: dict) -> str:
                           "met" if phase["slo"]["met"] else "NOT met"))  # fmt: skip
         errors = {k: v for k, v in requests["by_outcome"].items() if k != "success" and v}
         lines.append(("Errors by class", ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"))
+        if requests["throttled"]:
+            lines.append(("  of which throttled (429, 503 + Retry-After)", requests["throttled"]))
         if tokens["invalid_utf8_events"]:
             lines.append(("Events with invalid UTF-8 (replaced)", tokens["invalid_utf8_events"]))
         out += [f"{label + ':':<44}{value}" for label, value in lines]

@@ -10,6 +10,7 @@ cancels them (counted as `cancelled`); the report is still written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -330,7 +331,9 @@ class Run:
                 if now >= deadline or index >= phase.target_at((now - start) * 1e-9):
                     budget.give_back()
                     return
-                await self._session(self._workload.next(), now, stats)  # type: ignore[union-attr]
+                record = await self._session(self._workload.next(), now, stats)  # type: ignore[union-attr]
+                if record.retry_after_s and self.scenario.honor_retry_after and not budget.exhausted:
+                    await self._retry_after(record.retry_after_s, deadline, stats)
 
         while not self.stopping:
             now = perf_counter_ns()
@@ -365,8 +368,21 @@ class Run:
             if not self.stopping:  # arrivals still queued for a slot when a stop came are never sent
                 await self._session(item, due, stats)
 
-    async def _session(self, item: WorkItem, scheduled: int, stats: PhaseStats) -> None:
-        """One request, or one multi-turn conversation (each turn a request, replies fed back)."""
+    async def _retry_after(self, seconds: float, deadline: int, stats: PhaseStats) -> None:
+        """Closed loop with --honor-retry-after: the user waits as the server asked before its next
+        request (until the phase ends or a stop comes at the latest). The open loop never waits:
+        its schedule is the experiment, so throttled requests are only counted."""
+        pause = min(seconds, (deadline - perf_counter_ns()) * 1e-9)
+        if pause <= 0:
+            return
+        began = perf_counter_ns()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), pause)
+        stats.retry_after_waited_s += (perf_counter_ns() - began) * 1e-9
+
+    async def _session(self, item: WorkItem, scheduled: int, stats: PhaseStats) -> RequestRecord:
+        """One request, or one multi-turn conversation (each turn a request, replies fed back);
+        the last request's record."""
         messages = list(item.messages)
         known = item.prompt_tokens  # synthetic prompts: the length drawn; None for datasets
         record = await self._request(
@@ -375,7 +391,7 @@ class Run:
         turn_lengths = item.followup_tokens or (None,) * len(item.followups)
         for turn, turn_tokens in zip(item.followups, turn_lengths, strict=True):
             if not record.ok or self.stopping:
-                return
+                return record
             messages += [
                 {"role": "assistant", "content": "".join(record.text or ())},
                 {"role": "user", "content": turn},
@@ -386,6 +402,7 @@ class Run:
                 self._body(item, messages=list(messages)), perf_counter_ns(), stats, True,
                 list(messages), item, known,
             )  # fmt: skip
+        return record
 
     async def _request(
         self,

@@ -80,6 +80,7 @@ INPUTS: Mapping[str, object] = {
     "read_timeout": "120s",
     "request_timeout": "900s",
     "grace": "10s",
+    "honor_retry_after": False,
     "output_json": None,
     "output_jsonl": None,
     "metrics_address": "0.0.0.0:9841",
@@ -177,6 +178,7 @@ class Scenario:
     extra_body: Mapping[str, object]
     timeouts: Timeouts
     grace_s: float
+    honor_retry_after: bool  # closed loop: a throttled user waits as Retry-After asks
     output_json: str | None
     output_jsonl: str | None
     metrics_address: str | None
@@ -294,6 +296,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         extra_body=v["extra_body"],  # type: ignore[arg-type]
         timeouts=timeouts,
         grace_s=grace_s,
+        honor_retry_after=_flag(v, "honor_retry_after"),
         output_json=_text(v, "output_json"),
         output_jsonl=_text(v, "output_jsonl"),
         metrics_address=_text(v, "metrics_address"),

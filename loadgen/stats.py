@@ -124,6 +124,8 @@ class PhaseStats:
         self.prompt_sources: dict[str, int] = {}
         self.invalid_utf8_events = 0
         self.usage_disagreements = 0  # succeeded requests whose usage disagreed with their token events
+        self.throttled = 0  # failed requests the server throttled (429, 503 with Retry-After)
+        self.retry_after_waited_s = 0.0  # closed loop, --honor-retry-after: users' waits, summed
         self.retries = 0
         self.errors: dict[str, int] = {}
         self.start_ns = 0
@@ -137,6 +139,7 @@ class PhaseStats:
             self.end_ns = record.end_ns
         self.dist["dispatch"].add(record.dispatch_s)
         if not record.ok:
+            self.throttled += record.throttled
             key = f"{record.outcome}: {record.error}"[:200]
             if key in self.errors or len(self.errors) < MAX_ERROR_MESSAGES:
                 self.errors[key] = self.errors.get(key, 0) + 1
@@ -215,6 +218,8 @@ class PhaseStats:
                 "failed": self.failed,
                 "by_outcome": dict(self.outcomes),
                 "retried_connections": self.retries,
+                "throttled": self.throttled,
+                "retry_after_waited_s": self.retry_after_waited_s,
             },
             "throughput": {
                 "requests_per_s": per_s(succeeded),

@@ -52,10 +52,12 @@ class RequestRecord:
         "reasoning_tokens",
         "request_id",
         "retries",
+        "retry_after_s",
         "scheduled_ns",
         "sent_ns",
         "stream",
         "text",
+        "throttled",
         "token_source",
         "token_times",
         "usage_disagrees",
@@ -86,6 +88,8 @@ class RequestRecord:
         self.reasoning_events = 0
         self.invalid_utf8 = 0
         self.retries = 0
+        self.throttled = False  # a 429, or a 503 with Retry-After
+        self.retry_after_s: float | None = None  # what a throttled response's Retry-After asked for
         self.text: list[str] | None = None
 
     def fail(self, outcome: str, error: str) -> None:
@@ -157,4 +161,6 @@ class RequestRecord:
             "finish_reason": self.finish_reason,
             "invalid_utf8_events": self.invalid_utf8,
             "retries": self.retries,
+            "throttled": self.throttled,
+            "retry_after_s": self.retry_after_s,
         }

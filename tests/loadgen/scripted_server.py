@@ -10,6 +10,7 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   ttft_ms, itl_ms       delays before the first and between token events
   reasoning             reasoning_content events before the content (counted in max_tokens)
   status                answer with this HTTP status and a JSON error body
+  retry_after           with `status`: a Retry-After header with this value
   garbage               answer with bytes that are not HTTP
   slow_headers_ms       wait this long before sending the response headers
   die_after             close the connection abruptly after this many token events
@@ -81,12 +82,13 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict, b
     return method, path, headers, body
 
 
-def _response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+def _response(status: int, body: bytes, content_type: str = "application/json", extra: str = "") -> bytes:
     reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
         status, "Status"
     )
     return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
+        f"{extra}\r\n"
     ).encode() + body
 
 
@@ -173,7 +175,9 @@ async def _answer(
         return True
     if mock.get("status"):
         status = int(mock["status"])
-        writer.write(_response(status, json.dumps({"error": {"message": f"scripted {status}"}}).encode()))
+        extra = f"retry-after: {mock['retry_after']}\r\n" if "retry_after" in mock else ""
+        body = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
+        writer.write(_response(status, body, extra=extra))
         return True
     prompt_tokens = len(json.dumps(request.get("messages") or request.get("prompt")).split())
     completion = round(tokens * float(mock.get("usage_factor", 1)))
