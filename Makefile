@@ -17,13 +17,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
 
-# The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool), installed
-# when we are root, as CI is, and llama.cpp's llama-server built from the llama-cpp-python sdist
-# (cached under .cache/).
+# The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool) and
+# openssl (a throwaway CA for the HTTPS tests), installed when we are root, as CI is, and llama.cpp's
+# llama-server built from the llama-cpp-python sdist (cached under .cache/).
 prometheus-package:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null || \
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null \
+	  && command -v openssl >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	      --no-install-recommends prometheus prometheus-alertmanager) >/dev/null \
+	      --no-install-recommends prometheus prometheus-alertmanager openssl) >/dev/null \
 	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
 
 # The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.

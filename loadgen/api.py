@@ -23,7 +23,8 @@ import hmac
 import logging
 import socket
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -48,6 +49,9 @@ REFUSED_KEYS = {
     "output_json": "the API writes no files: fetch the report with GET /runs/{id}",
     "output_jsonl": "the API writes no files: fetch the report with GET /runs/{id}",
     "metrics_address": "runs started over the API are served on this server's /metrics",
+    "ca_file": "TLS settings are fixed when the server starts (serve --ca-file/--insecure)",
+    "insecure": "TLS settings are fixed when the server starts (serve --ca-file/--insecure)",
+    "proxy_from_env": "proxies are fixed when the server starts (serve --proxy-from-env)",
 }
 
 
@@ -61,6 +65,7 @@ class Policy:
     api_key_file: str | None = None
     allowed_urls: tuple[str, ...] = ()  # base URLs runs may target (prefixes); empty: any
     dataset_dir: Path | None = None  # datasets and tokenizer files must be inside; None: none allowed
+    network: Mapping[str, object] = field(default_factory=dict)  # serve's --ca-file etc., for every run
 
     def scenario(self, values: dict) -> Scenario:
         """The scenario a POST /runs body asks for, within this policy (HTTPException otherwise)."""
@@ -88,6 +93,7 @@ class Policy:
         if values.get("tokenizer") and not str(values["tokenizer"]).startswith("tiktoken:"):
             values["tokenizer"] = str(self._local_file(str(values["tokenizer"]), "tokenizer"))
         values["api_key_env"], values["api_key_file"] = self.api_key_env, self.api_key_file
+        values.update(self.network)
         try:
             return Scenario.build(None, values)
         except LoadgenError as exc:

@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dataset-dir", metavar="DIR", help="datasets and tokenizer files of runs must be in DIR"
     )
+    _network_flags(serve)  # for every run: a caller of /runs cannot choose them
     for command in (run, serve):
         command.add_argument(
             "--control-token-env", metavar="VAR",
@@ -105,6 +106,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--extra-body", metavar="JSON", type=_json_object,
         help='fields merged into every request body, e.g. \'{"ignore_eos": true}\'',
     )  # fmt: skip
+    _network_flags(target)
     target.add_argument("--connect-timeout", metavar="DUR", help="TCP connect timeout (default 10s)")
     target.add_argument(
         "--read-timeout", metavar="DUR", help="longest silence inside a response (default 120s)"
@@ -188,6 +190,19 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument("--progress", choices=("auto", "tty", "plain", "none"), help="live progress (auto)")
 
 
+def _network_flags(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--ca-file", metavar="FILE", help="verify HTTPS servers against this PEM CA bundle")
+    group.add_argument(
+        "--insecure", action="store_true", default=None,
+        help="do not verify HTTPS certificates (anyone on the path can then read the API key)",
+    )  # fmt: skip
+    group.add_argument(
+        "--proxy-from-env", action="store_true", default=None,
+        help="send through the proxy HTTP_PROXY/HTTPS_PROXY/ALL_PROXY name (NO_PROXY honoured); "
+        "off by default, and then the run is timed without kernel timestamps",
+    )  # fmt: skip
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -243,6 +258,7 @@ def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
     return Policy(
         token=token, api_key_env=args.api_key_env, api_key_file=args.api_key_file,
         allowed_urls=allowed, dataset_dir=directory,
+        network={"ca_file": args.ca_file, "insecure": args.insecure, "proxy_from_env": args.proxy_from_env},
     )  # fmt: skip
 
 

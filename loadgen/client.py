@@ -20,6 +20,7 @@ import orjson
 from loadgen import redact
 from loadgen.backoff import ConnectBackoff, retry_after_s
 from loadgen.errors import ClientError
+from loadgen.network import Network, route
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
 from loadgen.timing import RequestRecord
@@ -54,6 +55,7 @@ class LoadClient:
         max_body_bytes: int = MAX_BODY_BYTES,
         max_event_bytes: int | None = None,  # None: sse.MAX_EVENT_BYTES
         output_tokens_from: str = "auto",
+        network: Network | None = None,
     ) -> None:
         base = httpx.URL(base_url)
         headers = {"content-type": "application/json", "user-agent": "llmobs-loadgen"}
@@ -76,15 +78,13 @@ class LoadClient:
         self._tokens = TokenCounter(output_tokens_from)
         self.backoff = ConnectBackoff()
         self._urls: dict[str, httpx.URL] = {}  # parsed once (a large part of httpx's per-request cost)
-        self._raw: StackPoolTransport | None = None
-        if base.scheme == "http":
-            self._transport: httpx.AsyncBaseTransport = StackPoolTransport(max_connections)
-            self._raw = self._transport
-        elif https_transport is not None:  # tests: the HTTPS code path without a TLS server
-            self._transport = https_transport
+        if https_transport is not None and base.scheme == "https":  # tests: the HTTPS path, no server
+            self._transport: httpx.AsyncBaseTransport = https_transport
+            self._raw: StackPoolTransport | None = None
+            self.timing_path = "client read time (test transport)"
         else:
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            self._transport = httpx.AsyncHTTPTransport(limits=limits)
+            way = route(base, network or Network(), max_connections)
+            self._transport, self._raw, self.timing_path = way.transport, way.raw, way.timing_path
         # The client holds the configuration (headers, timeouts) and serves everything but the load
         # itself. Load requests skip its per-request machinery (cookie jar, redirects, auth flow,
         # Request/Response objects), which cost more than the request itself at thousands of

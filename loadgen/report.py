@@ -57,6 +57,7 @@ def build(run: RunResult) -> dict:
         "state": run.state,
         "stopped_early": run.stopped_early,
         "workload": run.workload,
+        "timing_path": run.timing_path,
         "config": run.scenario.redacted(),
         "definitions": DEFINITIONS,
         "phases": phases,
@@ -230,6 +231,8 @@ def render(report: dict) -> str:
     """Console text: one block per phase, then the sweep verdict."""
     out = []
     width = 78
+    if report.get("timing_path"):
+        out.append(f"Timing: {report['timing_path']}")
     for phase in report["phases"]:
         requests, throughput, tokens = phase["requests"], phase["throughput"], phase["tokens"]
         out.append(f" {phase['phase']} ".center(width, "="))

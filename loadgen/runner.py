@@ -148,6 +148,7 @@ class Run:
             state=self.state, stopped_early=self.stopping,
             workload=self._workload.describe() if self._workload is not None else None,
             stats=tuple(self.stats),
+            timing_path=self._client.timing_path if self._client else None,
             backoff_waits=self._client.backoff.waits if self._client else 0,
             backoff_waited_s=self._client.backoff.waited_s if self._client else 0.0,
         )  # fmt: skip
@@ -182,6 +183,7 @@ class Run:
             max_connections=connections,
             count_tokens=tokenizer.count if tokenizer else None,
             output_tokens_from=scenario.output_tokens_from,
+            network=scenario.network,
         )
         if not self.model:
             self.model = await self._client.discover_model()

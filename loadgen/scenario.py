@@ -27,6 +27,7 @@ import yaml
 from loadgen import redact
 from loadgen.client import Timeouts, check_header_value
 from loadgen.errors import ScenarioError
+from loadgen.network import Network
 from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
@@ -76,6 +77,9 @@ INPUTS: Mapping[str, object] = {
     "output_tokens_from": "auto",
     "seed": 0,
     "extra_body": {},
+    "ca_file": None,
+    "insecure": False,
+    "proxy_from_env": False,
     "connect_timeout": "10s",
     "read_timeout": "120s",
     "request_timeout": "900s",
@@ -176,6 +180,7 @@ class Scenario:
     output_tokens_from: Literal["auto", "usage", "events"]
     seed: int
     extra_body: Mapping[str, object]
+    network: Network  # TLS verification, proxies from the environment
     timeouts: Timeouts
     grace_s: float
     honor_retry_after: bool  # closed loop: a throttled user waits as Retry-After asks
@@ -265,6 +270,11 @@ def _parse(v: dict[str, object]) -> Scenario:
         request_s=parse_duration(v["request_timeout"], "request timeout"),
     )
     grace_s = parse_duration(v["grace"], "grace")
+    network = Network(
+        ca_file=_text(v, "ca_file"), insecure=_flag(v, "insecure"), proxy_from_env=_flag(v, "proxy_from_env")
+    )
+    if network.ca_file and network.insecure:
+        raise ScenarioError("give --ca-file (verify against that CA) or --insecure (no checks), not both")
     phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
     output_len = v["output_len"]
     return Scenario(
@@ -294,6 +304,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         output_tokens_from=_choice(v, "output_tokens_from", OUTPUT_TOKENS_FROM),
         seed=counts["seed"] or 0,
         extra_body=v["extra_body"],  # type: ignore[arg-type]
+        network=network,
         timeouts=timeouts,
         grace_s=grace_s,
         honor_retry_after=_flag(v, "honor_retry_after"),

@@ -34,6 +34,7 @@ import httpx
 # SO_TIMESTAMPNS == SCM_TIMESTAMPNS; Python's socket module does not name it (35 on Linux)
 _TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
 _ANCILLARY = socket.CMSG_SPACE(16) if _TIMESTAMPNS is not None else 0
+TIMESTAMPS = _TIMESTAMPNS is not None  # reads carry the kernel's receive time
 _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _HIGH_WATER = 4 * 1024 * 1024

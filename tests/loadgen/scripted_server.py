@@ -29,6 +29,10 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   fault_every           apply the fault options above only to every N-th completion request (the
                         others succeed), for runs that mix successes and failures
 
+With --tls-port, --tls-cert and --tls-key it also serves HTTPS on that port (same state). A request
+in proxy form (`POST http://host/v1/... HTTP/1.1`, as a client sends to a forward proxy) is served as
+if it were for this server, so a test can stand in for a proxy; its record's path keeps the form.
+
 Any path prefix before /v1/ is accepted (a gateway's /api/v1/...); each record keeps the request's
 path, its authorization header and whether usage was asked for (stream_options.include_usage).
 """
@@ -39,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 
 now_ns = time.perf_counter_ns
@@ -103,6 +108,8 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
             received = now_ns()
             method, path, headers, body = request
             route = path.split("?", 1)[0]
+            if route.startswith("http://"):  # proxy form: route by the path part
+                route = "/" + route.split("/", 3)[3]
             if route == "/health":
                 writer.write(_response(200, b"{}"))
             elif route.endswith("/v1/models"):
@@ -296,11 +303,21 @@ def _fast_stream(state: State, writer: asyncio.StreamWriter, tokens: int) -> boo
     return True
 
 
-async def serve(host: str, port: int, defaults: dict, keep_records: bool, fast: bool = False) -> None:
+async def serve(
+    host: str, port: int, defaults: dict, keep_records: bool, fast: bool = False,
+    tls: tuple[int, str, str] | None = None,
+) -> None:  # fmt: skip
     state = State(defaults, keep_records)
     state.fast = fast
     server = await asyncio.start_server(lambda r, w: handle(state, r, w), host, port, backlog=4096)
     print(f"listening on {host}:{port}", flush=True)
+    if tls is not None:
+        tls_port, cert, key = tls
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        secure = await asyncio.start_server(lambda r, w: handle(state, r, w), host, tls_port, ssl=context)
+        print(f"listening with TLS on {host}:{tls_port}", flush=True)
+        await secure.start_serving()
     async with server:
         await server.serve_forever()
 
@@ -316,10 +333,14 @@ def main() -> None:
     parser.add_argument(
         "--fast", action="store_true", help="benchmarks: pre-rendered chat streams, no delays"
     )
+    parser.add_argument("--tls-port", type=int, help="also serve HTTPS here (needs --tls-cert, --tls-key)")
+    parser.add_argument("--tls-cert", help="PEM certificate chain for --tls-port")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-port")
     args = parser.parse_args()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens": args.tokens}
+    tls = (args.tls_port, args.tls_cert, args.tls_key) if args.tls_port else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, defaults, not args.no_records, args.fast))
+        asyncio.run(serve(args.host, args.port, defaults, not args.no_records, args.fast, tls))
 
 
 if __name__ == "__main__":

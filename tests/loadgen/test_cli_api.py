@@ -162,7 +162,8 @@ def test_control_api_refuses_secrets_output_paths_and_files_outside_its_director
             "api_key_env": ("HOME", 400), "api_key_file": ("/etc/hostname", 400),
             "output_json": (str(tmp_path / "r.json"), 400), "output_jsonl": (str(tmp_path / "r.jsonl"), 400),
             "url": ("http://127.0.0.1:1", 403), "dataset": (f"jsonl:{outside}", 403),
-            "tokenizer": ("/etc/passwd", 403),
+            "tokenizer": ("/etc/passwd", 403), "ca_file": ("/etc/hostname", 400), "insecure": (True, 400),
+            "proxy_from_env": (True, 400),
         }  # fmt: skip
         for name, (value, status) in refused.items():
             answer = post(**{name: value})
