@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import free_port, running
+from tests.support.procs import free_port, killed_at_exit, running, wait_http
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 
@@ -82,7 +82,7 @@ def test_run_stops_cleanly_on_sigint_and_writes_the_report(scripted, tmp_path):
     jsonl_path = tmp_path / "requests.jsonl"
     metrics_port = free_port()
     secret = "sk-test-do-not-leak-1234"
-    process = subprocess.Popen(
+    with killed_at_exit(subprocess.Popen(
         [
             sys.executable, "-m", "loadgen", "run", "--url", scripted.url, "--concurrency", "3", "--soak",
             "--output-len", "40", "--extra-body", '{"mock": {"itl_ms": 20}}', "--grace", "5s",
@@ -92,21 +92,24 @@ def test_run_stops_cleanly_on_sigint_and_writes_the_report(scripted, tmp_path):
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={"TEST_LOADGEN_KEY": secret, "TEST_CONTROL_TOKEN": "ctl-run-token", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    time.sleep(3)
-    control = f"http://127.0.0.1:{metrics_port}/runs"
-    auth = {"authorization": "Bearer ctl-run-token"}
-    assert httpx.get(control, timeout=10).status_code == 401
-    runs = httpx.get(control, headers=auth, timeout=10).json()
-    assert len(runs) == 1 and runs[0]["state"] == "running"
-    # a `run` process runs its own scenario only: starting another over HTTP is refused
-    other = httpx.post(control, json={"url": scripted.url}, headers=auth, timeout=10)
-    assert other.status_code == 403 and "llmobs-loadgen serve" in other.text
-    live = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    assert "loadgen_time_to_first_token_seconds_bucket" in live
-    assert re.search(r'loadgen_target_concurrency\{run_id="[0-9a-f]{8}",scenario="default"\} 3.0', live)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=30)
+    )) as process:  # fmt: skip
+        wait_http(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60, process=process)
+        control = f"http://127.0.0.1:{metrics_port}/runs"
+        auth = {"authorization": "Bearer ctl-run-token"}
+        assert httpx.get(control, timeout=10).status_code == 401
+        deadline = time.monotonic() + 60  # past setup, with a few answers in
+        while (runs := httpx.get(control, headers=auth, timeout=10).json())[0]["outcomes"]["success"] < 4:
+            assert time.monotonic() < deadline, runs
+            time.sleep(0.2)
+        assert len(runs) == 1 and runs[0]["state"] == "running"
+        # a `run` process runs its own scenario only: starting another over HTTP is refused
+        other = httpx.post(control, json={"url": scripted.url}, headers=auth, timeout=10)
+        assert other.status_code == 403 and "llmobs-loadgen serve" in other.text
+        live = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert "loadgen_time_to_first_token_seconds_bucket" in live
+        assert re.search(r'loadgen_target_concurrency\{run_id="[0-9a-f]{8}",scenario="default"\} 3.0', live)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
     report = json.loads(report_path.read_text())
     requests = report["phases"][0]["requests"]

@@ -4,6 +4,7 @@ report; a second Ctrl-C skips the grace period."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -20,7 +21,7 @@ from loadgen.report import render
 from loadgen.runner import Run
 from loadgen.scenario import Scenario
 from tests.loadgen.test_cli_api import wait_state
-from tests.support.procs import free_port, running
+from tests.support.procs import free_port, killed_at_exit, running
 
 
 @pytest.fixture
@@ -56,22 +57,23 @@ def test_stop_during_model_discovery_is_immediate_and_reported(black_hole):
     assert "No level was tested" in render(report)
 
 
-def loadgen_run(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def loadgen_run(*args: str) -> contextlib.AbstractContextManager[subprocess.Popen]:
+    """`loadgen run ARGS` for a with-block, killed at its end if still running."""
+    return killed_at_exit(subprocess.Popen(
         [sys.executable, "-m", "loadgen", "run", "--progress", "none", "--metrics-address", "none", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_sigint_during_calibration_exits_with_a_report(black_hole, tmp_path):
     # --model given: setup goes straight to calibration, whose probe never gets an answer
     report_path = tmp_path / "report.json"
-    process = loadgen_run("--url", black_hole, "--model", "m", "--concurrency", "1", "--requests", "3",
-                          "--grace", "10s", "--output-json", str(report_path))  # fmt: skip
-    time.sleep(1.5)
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=30)
+    with loadgen_run("--url", black_hole, "--model", "m", "--concurrency", "1", "--requests", "3",
+                     "--grace", "10s", "--output-json", str(report_path)) as process:  # fmt: skip
+        time.sleep(1.5)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
     assert time.monotonic() - signalled < 5
     assert process.returncode == 130, stderr
     assert "stopped during setup" in stderr and "Traceback" not in stderr
@@ -83,17 +85,17 @@ def test_sigint_during_calibration_exits_with_a_report(black_hole, tmp_path):
 def test_a_second_sigint_skips_the_grace_period(scripted, tmp_path):
     # each request streams for ~10 s; the grace period (60 s) would let them finish
     report_path = tmp_path / "report.json"
-    process = loadgen_run(
+    with loadgen_run(
         "--url", scripted.url, "--model", "scripted", "--concurrency", "2", "--soak", "--output-len", "200",
         "--extra-body", '{"mock": {"itl_ms": 50}}', "--grace", "60s", "--output-json", str(report_path),
-    )  # fmt: skip
-    time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    assert process.poll() is None  # the first stop waits for in-flight requests
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=30)
+    ) as process:  # fmt: skip
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert process.poll() is None  # the first stop waits for in-flight requests
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
     assert time.monotonic() - signalled < 5, stderr
     assert process.returncode == 130
     requests = json.loads(report_path.read_text())["phases"][0]["requests"]

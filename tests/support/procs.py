@@ -36,6 +36,18 @@ def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None 
 
 
 @contextlib.contextmanager
+def killed_at_exit(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`process` for the block; killed when the block ends if still running, so a test that fails
+    before it stops the process (a failed assertion, a timeout) leaves nothing behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@contextlib.contextmanager
 def running(
     argv: Sequence[str],
     ready_url: str,
