@@ -83,6 +83,10 @@ class Config:
     host_engine_process_limit: int = 16
     nvml_retry_seconds: float = 30.0
     log_level: str = "info"
+    kubernetes_discovery: bool = False
+    kubernetes_node_name: str | None = None
+    kubernetes_api_url: str | None = None
+    kubernetes_pod_resources_socket: Path | None = None
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -207,6 +211,21 @@ def parse_engine_pattern(raw: Any, where: str) -> EngineProcessPattern:
     return EngineProcessPattern(kind, parse_regex(pattern, f"{where}:"))
 
 
+def _node_name(value: Any, where: str, _: Mapping[str, str]) -> str:
+    name = str(value)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
+        raise ConfigError(f"{where}: {name!r} is not a Kubernetes node name (a DNS subdomain)")
+    return name
+
+
+def _api_url(value: Any, where: str, _: Mapping[str, str]) -> str:
+    url = str(value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.path:
+        raise ConfigError(f"{where}: {url!r} is not http(s)://HOST[:PORT] (no path, no credentials)")
+    return url
+
+
 def _engine_patterns(raw: Any, where: str, _: Mapping[str, str]) -> tuple[EngineProcessPattern, ...]:
     return tuple(parse_engine_pattern(item, item_where) for item_where, item in raw)
 
@@ -291,6 +310,35 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("nvml_retry_seconds", "--nvml-retry-seconds", number(1, 86400), "NVML re-init period", "S"),
     Setting("log_level", "--log-level", choice(LOG_LEVELS), "log level", "LEVEL", choices=LOG_LEVELS),
+    Setting(
+        "kubernetes_discovery",
+        "--kubernetes.discovery",
+        boolean(),
+        "scrape the engine pods of this node that opt in (llmobs.io/engine); needs the node's name",
+    ),
+    Setting(
+        "kubernetes_node_name",
+        "--kubernetes.node-name",
+        _node_name,
+        "this node's name (in a pod: the downward API's spec.nodeName)",
+        "NODE",
+    ),
+    Setting(
+        "kubernetes_api_url",
+        "--kubernetes.api-url",
+        _api_url,
+        "the Kubernetes API, e.g. http://127.0.0.1:8001 for `kubectl proxy`",
+        "URL",
+        default_note=" (in a pod: its service account's API server)",
+    ),
+    Setting(
+        "kubernetes_pod_resources_socket",
+        "--kubernetes.pod-resources-socket",
+        lambda value, where, _: Path(str(value)),
+        "the kubelet's pod-resources socket, for GPU -> pod attribution",
+        "PATH",
+        default_note=" (off; the kubelet's: /var/lib/kubelet/pod-resources/kubelet.sock)",
+    ),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
@@ -382,7 +430,23 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     raw.update(_from_environment(environ))
     raw.update(_from_flags(namespace))
     values = {key: _BY_KEY[key].parse(value, where, environ) for key, (where, value) in raw.items()}
-    return Config(**values)
+    config = Config(**values)
+    if config.kubernetes_discovery:
+        _check_discovery(config, raw["kubernetes_discovery"][0], environ)
+    return config
+
+
+def _check_discovery(config: Config, where: str, environ: Mapping[str, str]) -> None:
+    if not config.kubernetes_node_name:
+        raise ConfigError(
+            f"{where}: Kubernetes discovery needs this node's name: set --kubernetes.node-name "
+            "(EXPORTER_KUBERNETES_NODE_NAME; in a pod, from the downward API's spec.nodeName)"
+        )
+    if not config.kubernetes_api_url and not environ.get("KUBERNETES_SERVICE_HOST"):
+        raise ConfigError(
+            f"{where}: not in a pod ($KUBERNETES_SERVICE_HOST is not set): set --kubernetes.api-url "
+            "(e.g. http://127.0.0.1:8001 with `kubectl proxy`)"
+        )
 
 
 __all__ = [

@@ -300,6 +300,12 @@ class Exporter:
 def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True) -> Exporter:
     """Collectors for config; `nvml` replaces the pynvml module (tests inject a fake)."""
     collectors: dict[str, ExporterCollector] = {}
+    kubernetes = None
+    if config.kubernetes_discovery or config.kubernetes_pod_resources_socket is not None:
+        from exporter.discovery.service import KubernetesCollector
+
+        kubernetes = KubernetesCollector(config, start_threads=start_threads)
+    process_labels = kubernetes.process_labels if kubernetes is not None else None
     gpu = None
     if config.collector_gpu:
         import pynvml
@@ -312,6 +318,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             retry_seconds=config.nvml_retry_seconds,
             process_limit=config.gpu_process_limit,
             start_threads=start_threads,
+            process_labels=process_labels,
         )
         collectors["gpu"] = gpu
     if config.collector_host:
@@ -321,12 +328,16 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             engine_patterns=config.engine_process_patterns,
             engine_process_limit=config.host_engine_process_limit,
             start_threads=start_threads,
+            process_labels=process_labels,
         )
+    if kubernetes is not None:
+        collectors["kubernetes"] = kubernetes
     collectors["http"] = HttpStats()  # the HTTP server's connections; __main__ hands it to the server
-    if config.targets:
+    if config.targets or config.kubernetes_discovery:
         from exporter.engines.collector import EnginesCollector
 
         gpu_processes = gpu.running_processes if gpu is not None else list
-        collectors["engines"] = EnginesCollector(config, gpu_processes=gpu_processes)
+        discovered = kubernetes.engine_targets if kubernetes is not None else None
+        collectors["engines"] = EnginesCollector(config, gpu_processes, discovered)
     exporter = Exporter(collectors, config.collect_interval_seconds)
     return exporter.start() if start_threads else exporter

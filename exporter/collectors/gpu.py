@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from exporter.collectors.nvml_events import XidWatcher
 from exporter.collectors.nvml_sampler import NvmlSampler
 from exporter.collectors.nvml_session import CLOCKS, Device, GpuProcess, NvmlSession, Sample
+from exporter.collectors.process_labels import POD_LABELS, ProcessLabels
 
 GPU_LABELS = ("gpu", "uuid")
 
@@ -119,6 +120,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
 }
 
+PROCESS_FAMILIES = frozenset({"gpu_process_memory_used_bytes", "gpu_process_sm_utilization_ratio"})
+
 CLOCK_EVENT_REASONS = {
     "gpu_idle": 0x1,
     "applications_clocks_setting": 0x2,
@@ -151,8 +154,10 @@ class GpuCollector(Collector):
         process_limit: int = 32,
         start_threads: bool = True,
         lock_timeout_seconds: float = 0.1,
+        process_labels: ProcessLabels | None = None,
     ) -> None:
         self.session = NvmlSession(nvml, retry_seconds=retry_seconds)
+        self._process_labels = process_labels
         self.xid = XidWatcher(self.session)
         self.sampler = NvmlSampler(self.session, self.xid, sampler_interval_seconds, process_limit)
         self._lock_timeout = lock_timeout_seconds
@@ -210,12 +215,24 @@ class GpuCollector(Collector):
             samples.append(("gpu_info", (*device.labels, *self._identity(device)), 1.0))
         live = {d.uuid for d in devices if available and not session.is_lost(d)}
         samples += [s for s in self.sampler.samples() if s[1][1] in live]
+        if self._process_labels is not None:
+            samples = [self._with_pod(s) if s[0] in PROCESS_FAMILIES else s for s in samples]
         samples += [("gpu_xid_errors_total", key, float(n)) for key, n in self.xid.counts().items()]
         samples += [("gpu_nvml_errors_total", key, float(n)) for key, n in session.error_counts().items()]
         yield GaugeMetricFamily(
             "gpu_nvml_available", "1 when NVML is initialised, else 0.", value=float(available)
         )
-        yield from build_families(samples)
+        yield from build_families(samples, pod_labels=self._process_labels is not None)
+
+    def _with_pod(self, sample: Sample) -> Sample:
+        """A process sample with the namespace, pod and container its process runs in ("" where none)."""
+        name, labels, value = sample
+        pid, uuid = labels[2], labels[1]
+        try:
+            pod = self._process_labels(int(pid), uuid) if self._process_labels else {}
+        except Exception:  # attribution never costs the GPU series
+            pod = {}
+        return name, (*labels, *(pod.get(label, "") for label in POD_LABELS)), value
 
     def _identity(self, device: Device) -> tuple[str, ...]:
         s = self.session
@@ -308,15 +325,16 @@ class GpuCollector(Collector):
         ]
 
 
-def build_families(samples: Iterable[Sample]) -> Iterator[Metric]:
-    """Group samples into metric families, in FAMILIES order, skipping families without samples."""
+def build_families(samples: Iterable[Sample], pod_labels: bool = False) -> Iterator[Metric]:
+    """Group samples into metric families, in FAMILIES order, skipping families without samples;
+    `pod_labels`: the process families carry namespace, pod and container (Kubernetes attribution)."""
     grouped: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         grouped[sample[0]].append(sample)
     for name, (kind, help_text, extra) in FAMILIES.items():
         if name not in grouped:
             continue
-        labels = [*GPU_LABELS, *extra]
+        labels = [*GPU_LABELS, *extra, *(POD_LABELS if pod_labels and name in PROCESS_FAMILIES else ())]
         if kind == "counter":
             family: Metric = CounterMetricFamily(name, help_text, labels=labels)
         else:

@@ -22,7 +22,7 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.collectors.process_labels import command_label
+from exporter.collectors.process_labels import POD_LABELS, ProcessLabels, command_label
 from exporter.config import EngineProcessPattern
 from exporter.engines.registry import PROCESS_NAMES
 
@@ -91,8 +91,11 @@ class HostCollector(Collector):
         engine_process_limit: int = 16,
         scan_interval_seconds: float = SCAN_INTERVAL_SECONDS,
         start_threads: bool = True,
+        process_labels: ProcessLabels | None = None,
     ) -> None:
         self.matcher = EngineMatcher(engine_patterns)
+        # namespace, pod, container of a process (Kubernetes attribution); None: no such labels
+        self._process_labels = process_labels
         self.engine_process_limit = engine_process_limit
         self.scan_interval = scan_interval_seconds
         self._own_pid = os.getpid()
@@ -306,35 +309,46 @@ class HostCollector(Collector):
         yield from families.values()
 
     def _engine_processes(self) -> Iterator[Metric]:
+        pod = list(POD_LABELS) if self._process_labels is not None else []
         info = GaugeMetricFamily(
             "host_engine_process_info",
             "A recognised engine process (value 1).",
-            labels=["pid", "engine_kind", "process", "command"],
+            labels=["pid", "engine_kind", *pod, "process", "command"],
         )
         cpu = CounterMetricFamily(
             "host_engine_process_cpu_seconds_total",
             "CPU time of the engine's process tree.",
-            labels=["pid", "engine_kind", "mode"],
+            labels=["pid", "engine_kind", *pod, "mode"],
         )
         rss = GaugeMetricFamily(
             "host_engine_process_resident_memory_bytes",
             "RSS of the process tree.",
-            labels=["pid", "engine_kind"],
+            labels=["pid", "engine_kind", *pod],
         )
         threads = GaugeMetricFamily(
-            "host_engine_process_threads", "Threads in the process tree.", labels=["pid", "engine_kind"]
+            "host_engine_process_threads", "Threads in the process tree.", labels=["pid", "engine_kind", *pod]
         )
         for tree in self._engines:
             usage = self._tree_usage(tree)
             if usage is None:
                 continue  # the engine exited since the last scan
-            labels = [str(tree.pid), tree.engine_kind]
+            labels = [str(tree.pid), tree.engine_kind, *self._pod_of(tree.pid)]
             info.add_metric([*labels, tree.process, tree.command], 1)
             cpu.add_metric([*labels, "user"], usage[0])
             cpu.add_metric([*labels, "system"], usage[1])
             rss.add_metric(labels, usage[2])
             threads.add_metric(labels, usage[3])
         yield from (info, cpu, rss, threads)
+
+    def _pod_of(self, pid: int) -> list[str]:
+        """namespace, pod, container of the engine's root process ("" where unknown); [] without them."""
+        if self._process_labels is None:
+            return []
+        try:
+            found = self._process_labels(pid, None)
+        except Exception:  # attribution never costs the host series
+            found = {}
+        return [found.get(label, "") for label in POD_LABELS]
 
     def _tree_usage(self, tree: EngineTree) -> tuple[float, float, float, float] | None:
         user = system = rss = threads = 0.0

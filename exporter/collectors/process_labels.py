@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+# The pod a process runs in, where the exporter attributes processes to pods (exporter/discovery/).
+POD_LABELS = ("namespace", "pod", "container")
+# (pid, GPU UUID or None) -> {namespace, pod, container}, as far as known
+ProcessLabels = Callable[[int, str | None], Mapping[str, str]]
 
 MAX_COMMAND_CHARS = 120
 MAX_ARGS = 8

@@ -4,6 +4,10 @@ All targets are fetched concurrently on one background event loop, each under it
 slow or dead target costs at most its own timeout and touches only its own `llm_target_*` series.
 collect() builds every family from that one round of results: target health, normalized engine
 series, the GPU join, and (with --engine-passthrough) the engines' own families renamed.
+
+Targets are the configured ones plus, with Kubernetes discovery, the engine pods of this node (`discovered`,
+asked before each round): a pod that appears gets a scraper, one that goes loses it, and every series of a
+discovered target carries its extra labels (`namespace`, `pod`, `container`).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -21,7 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.collectors.host import EngineMatcher
-from exporter.config import Config
+from exporter.config import Config, TargetConfig
 from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse, JoinTarget
 from exporter.engines.schema import FAMILIES, TARGET_FAMILIES, Spec
 from exporter.engines.scraper import UNKNOWN_KIND, TargetResult, TargetScraper
@@ -31,52 +36,70 @@ MAX_MODELS_PER_TARGET = 64
 ROUND_MARGIN_SECONDS = 0.5
 _CREATED = "_created"
 T = TypeVar("T")
+# Engine targets found at run time (Kubernetes pods): each with the labels its series carry.
+DiscoveredTargets = Callable[[], Sequence[tuple[TargetConfig, Mapping[str, str]]]]
 
 
 class EnginesCollector(Collector):
     """The exporter's `engines` collector (registry.ExporterCollector): every target, on each scrape."""
 
-    def __init__(self, config: Config, gpu_processes: Callable[[], Sequence[GpuProcessLike]] = list) -> None:
-        self._scrapers = [TargetScraper(target) for target in config.targets]
+    def __init__(
+        self,
+        config: Config,
+        gpu_processes: Callable[[], Sequence[GpuProcessLike]] = list,
+        discovered: DiscoveredTargets | None = None,
+    ) -> None:
+        self._configured = [TargetScraper(target) for target in config.targets]
+        self._discovered_source = discovered
+        self._discovered: dict[str, TargetScraper] = {}  # by name; kept while the config stays the same
+        self._labels: dict[str, Mapping[str, str]] = {}
+        self._scrapers = list(self._configured)
         self._passthrough = config.engine_passthrough
         self._join = GpuJoin(gpu_processes, EngineMatcher(config.engine_process_patterns))
         self._join_lock = threading.Lock()  # scrapes sharing a round still join one at a time
         self._loop = _LoopThread()
-        # Every target has its own deadline (at most MAX_TARGET_TIMEOUT_SECONDS); the round ends by the
-        # longest of them plus a margin, so an exporter scrape stays inside Prometheus's scrape_timeout.
-        self.deadline_seconds = max((s.timeout for s in self._scrapers), default=1.0) + ROUND_MARGIN_SECONDS
         # A scrape that arrives while a round runs waits for that round and shares its results: each round
         # updates the per-target counters once, and no scrape waits for more than one round.
         self._round_lock = threading.Lock()
-        self._round: Future[list[TargetResult]] | None = None
+        self._round: _Round | None = None
         self._overrun: tuple[Future[list[TargetResult]] | None, list[TargetResult]] = (None, [])
 
     def describe(self) -> Iterator[Metric]:
         for name, spec in {**TARGET_FAMILIES, **FAMILIES}.items():
             yield _family(name, spec)
 
-    def collect(self) -> Iterator[Metric]:
-        results = self._results()
-        uses, ambiguous = self._gpu_uses(results)
-        yield from build_families(results, uses, self._passthrough, ambiguous)
+    @property
+    def deadline_seconds(self) -> float:
+        """Every target has its own deadline (at most MAX_TARGET_TIMEOUT_SECONDS); the round ends by the
+        longest of them plus a margin, so an exporter scrape stays inside Prometheus's scrape_timeout."""
+        return max((s.timeout for s in self._scrapers), default=1.0) + ROUND_MARGIN_SECONDS
 
-    def _results(self) -> list[TargetResult]:
+    def collect(self) -> Iterator[Metric]:
+        round_, results = self._results()
+        uses, ambiguous = self._gpu_uses(round_.scrapers, results)
+        yield from build_families(results, uses, self._passthrough, ambiguous, round_.labels)
+
+    def _results(self) -> tuple[_Round, list[TargetResult]]:
         with self._round_lock:
             round_ = self._round
-            if round_ is None or round_.done():
-                round_ = self._round = self._loop.submit(self._scrape_all())
+            if round_ is None or round_.future.done():
+                self._sync_discovered()
+                scrapers = list(self._scrapers)
+                future = self._loop.submit(self._scrape_all(scrapers))
+                round_ = self._round = _Round(future, scrapers, self._labels)
+        deadline = max((s.timeout for s in round_.scrapers), default=1.0) + ROUND_MARGIN_SECONDS
         try:
-            return round_.result(self.deadline_seconds)
+            return round_, round_.future.result(deadline)
         except (TimeoutError, CancelledError):
             # Only a loop held up by something else gets here (each target has its own deadline inside);
             # a scrape sharing the round sees it cancelled by the first one that gave up on it.
             with self._round_lock:
-                if self._overrun[0] is not round_:
-                    round_.cancel()
-                    log.warning("engines round passed its %.1fs deadline", self.deadline_seconds)
-                    results = [s.round_overrun(self.deadline_seconds) for s in self._scrapers]
-                    self._overrun = (round_, results)
-                return self._overrun[1]
+                if self._overrun[0] is not round_.future:
+                    round_.future.cancel()
+                    log.warning("engines round passed its %.1fs deadline", deadline)
+                    results = [s.round_overrun(deadline) for s in round_.scrapers]
+                    self._overrun = (round_.future, results)
+                return round_, self._overrun[1]
 
     def ready(self) -> bool:
         return True  # nothing to wait for: engines are read when Prometheus scrapes
@@ -87,7 +110,30 @@ class EnginesCollector(Collector):
     def close(self) -> None:
         self._loop.close()
 
-    def _gpu_uses(self, results: Sequence[TargetResult]) -> tuple[list[GpuUse], set[str]]:
+    def _sync_discovered(self) -> None:
+        """Scrapers for the targets discovery names now (between rounds, so a round's list is fixed)."""
+        if self._discovered_source is None:
+            return
+        try:
+            found = self._discovered_source()
+        except Exception:  # discovery failing costs the discovered targets' changes only
+            log.exception("engine target discovery failed; keeping the previous targets")
+            return
+        configured = {s.target.name for s in self._configured}
+        kept: dict[str, TargetScraper] = {}
+        labels: dict[str, Mapping[str, str]] = {}
+        for target, extra in found:
+            if target.name in configured or target.name in kept:
+                continue
+            scraper = self._discovered.get(target.name)
+            kept[target.name] = scraper if scraper and scraper.target == target else TargetScraper(target)
+            labels[target.name] = dict(extra)
+        self._discovered, self._labels = kept, labels
+        self._scrapers = [*self._configured, *kept.values()]
+
+    def _gpu_uses(
+        self, scrapers: Sequence[TargetScraper], results: Sequence[TargetResult]
+    ) -> tuple[list[GpuUse], set[str]]:
         targets = [
             JoinTarget(
                 name=r.name,
@@ -97,7 +143,7 @@ class EnginesCollector(Collector):
                 peer=r.peer,
                 answered=r.up,
             )
-            for r, s in zip(results, self._scrapers, strict=True)
+            for r, s in zip(results, scrapers, strict=True)
         ]
         try:
             with self._join_lock:
@@ -106,10 +152,19 @@ class EnginesCollector(Collector):
             log.exception("engine -> GPU join failed")
             return [], set()
 
-    async def _scrape_all(self) -> list[TargetResult]:
+    async def _scrape_all(self, scrapers: Sequence[TargetScraper]) -> list[TargetResult]:
         # A fresh client per round: no keep-alive connection outlives an engine restart.
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) as client:
-            return list(await asyncio.gather(*(s.scrape(client) for s in self._scrapers)))
+            return list(await asyncio.gather(*(s.scrape(client) for s in scrapers)))
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One engines round: its scrapes, the scrapers it ran and the extra labels of their targets."""
+
+    future: Future[list[TargetResult]]
+    scrapers: Sequence[TargetScraper]
+    labels: Mapping[str, Mapping[str, str]]
 
 
 def build_families(
@@ -117,7 +172,10 @@ def build_families(
     uses: Iterable[GpuUse],
     passthrough: bool,
     ambiguous: Iterable[str] = (),
+    target_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Metric]:
+    """The families of one round; `target_labels` are extra labels on every series of a target."""
+    extra = target_labels or {}
     families: dict[str, Metric] = {}
 
     def family(name: str) -> Metric:
@@ -129,7 +187,7 @@ def build_families(
     for result in results:
         # Health series carry `target` only: discovery (unknown -> kind) or a kind flip must not move
         # the error counts to new series, which increase() would lose. The kind is on llm_target_info.
-        target = {"target": result.name}
+        target = {"target": result.name, **extra.get(result.name, {})}
         base = {**target, "engine_kind": result.engine_kind}
         family("llm_target_info").add_sample("llm_target_info", base, 1.0)
         family("llm_target_up").add_sample("llm_target_up", target, float(result.up))
@@ -152,6 +210,7 @@ def build_families(
     for use in uses:
         labels = {
             "target": use.target,
+            **extra.get(use.target, {}),
             "engine_kind": kinds.get(use.target, ""),
             "gpu": use.gpu,
             "uuid": use.uuid,

@@ -269,7 +269,7 @@ def _exporter_loads_web_config(web: dict, tmp_path: Path) -> None:
 def test_exporter_accepts_its_rendered_flags(
     rendered: dict[str, Rendered], case: str, tmp_path: Path
 ) -> None:
-    from exporter.config import load_config
+    from exporter.config import SETTINGS, load_config
 
     result = rendered[case]
     container = result.get("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
@@ -279,8 +279,15 @@ def test_exporter_accepts_its_rendered_flags(
         config = tmp_path / "exporter.yml"
         config.write_text(result.get("ConfigMap", "-exporter")["data"]["exporter.yml"])
         args.append(f"--config={config}")
-    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    # as in the pod: the downward API's node name, the API server's address the kubelet sets
+    environ = {e["name"]: e.get("value", "gpu-node-1") for e in container["env"]}
+    environ["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+    unknown = {n for n in environ if n.startswith("EXPORTER_")} - {s.env for s in SETTINGS}
+    assert not unknown, f"the exporter has no setting {unknown}"
     loaded = load_config(args, environ)
+    if case == "defaults":
+        assert loaded.kubernetes_discovery and loaded.kubernetes_node_name == "gpu-node-1"
+        assert str(loaded.kubernetes_pod_resources_socket) == "/var/lib/kubelet/pod-resources/kubelet.sock"
     if case == "minimal":
         assert [t.name for t in loaded.targets] == ["external"] and loaded.log_level == "debug"
 

@@ -92,10 +92,10 @@ class FakeKubeApi:
             self.lock.notify_all()
 
     def watches(self) -> list[dict[str, str]]:
-        return [r for r in self.requests if r.get("watch") == "1"]
+        return [r for r in self.requests if r.get("watch") in ("1", "true", "True")]
 
     def lists(self) -> list[dict[str, str]]:
-        return [r for r in self.requests if r.get("watch") != "1"]
+        return [r for r in self.requests if r.get("watch") not in ("1", "true", "True")]
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class FakeKubeApi:
                 if api.status_override is not None:
                     return self._json(api.status_override, {"kind": "Status", "code": api.status_override})
                 node = query.get("fieldSelector", "").removeprefix("spec.nodeName=")
-                if query.get("watch") == "1":
+                if query.get("watch") in ("1", "true", "True"):
                     return self._watch(node, int(query.get("resourceVersion") or 0), query)
                 return self._list(node, query)
 
@@ -158,7 +158,7 @@ class FakeKubeApi:
                 if expired:
                     self._chunk({"type": "ERROR", "object": GONE_STATUS})
                     return self._end()
-                bookmarks = query.get("allowWatchBookmarks") == "true"
+                bookmarks = query.get("allowWatchBookmarks") in ("true", "True")
                 sent = since
                 while True:
                     with api.lock:
