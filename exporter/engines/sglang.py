@@ -7,6 +7,12 @@ retractions. Prefix-cache queries/hits come from `sglang:prefill_effective_token
 (hits = the `*_hit` modes), else from the cached/prompt token counters. SGLang counts finished
 requests without reasons (`num_requests_total`, aborted ones included): they appear as one `other`
 series; its separate abort counter overlaps that total and is not published.
+
+Names arrive as SGLang serves them (`sglang:num_running_reqs`) or with the colon turned into an
+underscore (`sglang_num_running_reqs`): sgl-router's `/engine_metrics` rewrites them so (SGLang issue
+12618), and so does a Prometheus that negotiates `escaping=underscores`; SGLang's own example dashboard
+has flipped between the two (PRs 12970, 15076, 33796). Both spellings are read; where a payload has a
+name in both, the served (colon) one wins.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from exporter.engines.base import (
     label_values,
     models_seen,
 )
-from exporter.engines.parse import Exposition
+from exporter.engines.parse import Exposition, Family, Sample
 from exporter.engines.schema import Normalized
 
 RANK_LABELS = ("tp_rank", "pp_rank", "moe_ep_rank", "attn_cp_rank", "cp_rank")
@@ -50,12 +56,12 @@ NAMES: dict[str, tuple[str, ...]] = {
 
 class Sglang(Engine):
     kind = "sglang"
-    prefixes = ("sglang:",)
+    prefixes = ("sglang:", "sglang_")
     process_names = r"sglang(\..*)?"
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
-        exposition = scraped.exposition
-        assert exposition is not None
+        assert scraped.exposition is not None
+        exposition = colon_names(scraped.exposition)
         out = Normalized()
 
         def labels(engine_labels: Mapping[str, str]) -> dict[str, str] | None:
@@ -109,3 +115,27 @@ class Sglang(Engine):
             # A query group without hit series yet has had zero hits: the engine has the concept.
             out.add("llm_prefix_cache_queries_total", sum(values), dict(key))
             out.add("llm_prefix_cache_hits_total", sum(hits_by_key.get(key, [])), dict(key))
+
+
+def colon_names(exposition: Exposition) -> Exposition:
+    """The payload with `sglang_*` names spelled `sglang:*` (what SGLang serves); itself when it has none."""
+    if not any(name.startswith(UNDERSCORE) for name in exposition.families):
+        return exposition
+    families: dict[str, Family] = {}
+    by_sample_name: dict[str, list[Sample]] = {}
+    for name, family in exposition.families.items():
+        renamed = _colon(name)
+        if renamed != name and renamed in exposition.families:
+            continue  # the same family under its served name: that one wins
+        samples = [Sample(_colon(sample.name), sample.labels, sample.value) for sample in family.samples]
+        families[renamed] = Family(renamed, family.type, family.help, samples)
+        for sample in samples:
+            by_sample_name.setdefault(sample.name, []).append(sample)
+    return Exposition(families, by_sample_name)
+
+
+UNDERSCORE = "sglang_"
+
+
+def _colon(name: str) -> str:
+    return "sglang:" + name[len(UNDERSCORE) :] if name.startswith(UNDERSCORE) else name

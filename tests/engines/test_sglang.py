@@ -120,3 +120,23 @@ def test_sglang_0523_real_render_every_concept_equals_its_source(path: Path) -> 
         assert not finished
     # The `le`-labelled per-stage family and the pid-labelled gauges never leak into the schema.
     assert {p.family for p in out.points} | {h.family for h in out.histograms} <= set(FAMILIES)
+
+
+def test_sglang_names_with_underscores_read_as_the_served_ones() -> None:
+    """sgl-router's /engine_metrics (and Prometheus with escaping=underscores) turn `sglang:` into
+    `sglang_` (SGLang issue 12618); the same payload must normalize to the same figures."""
+    served = normalize("sglang", "v0.5.23-load.txt")
+    rewritten = normalize("sglang", "router-underscores-v0.5.23-load.txt")
+    assert sorted(map(repr, served.points)) == sorted(map(repr, rewritten.points))
+    assert sorted(map(repr, served.histograms)) == sorted(map(repr, rewritten.histograms))
+    assert len(served.points) >= 10 and served.families() >= {"llm_requests_running", "llm_kv_cache_usage_ratio"}
+
+
+def test_sglang_a_payload_with_both_spellings_reads_the_served_one() -> None:
+    text = (FIXTURES / "sglang" / "v0.5.23-load.txt").read_text()
+    stale = (
+        "# HELP sglang_num_running_reqs stale copy\n# TYPE sglang_num_running_reqs gauge\n"
+        'sglang_num_running_reqs{model_name="x",tp_rank="0"} 999\n'
+    )
+    out = ENGINES["sglang"].normalize(Scraped(parse(text + stale), {}), None)
+    assert 999 not in [p.value for p in matching(out.points, "llm_requests_running", {})]
