@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grafana import variables as var
+from grafana.catalog.names import either_vllm_name
 from grafana.model import Dashboard, heatmap, q, row, table, timeseries
 from grafana.promql import ENGINE_KIND, HOST, VLLM, increase_buckets, mean, quantile, rate, ratio
 
@@ -244,14 +245,21 @@ def engine_detail() -> Dashboard:
         ),
         timeseries(
             "vLLM latency",
-            "TTFT, inter-token latency and per-request TPOT from vLLM directly (p95).",
+            "TTFT, inter-token latency and per-request TPOT from vLLM directly (p95). ITL reads "
+            "vllm:inter_token_latency_seconds, or vllm:time_per_output_token_seconds on vLLM before 0.11 "
+            "(the same per-gap histogram); per-request TPOT exists since 0.11. vLLM observes one gap per "
+            "engine step, so with speculative decoding its ITL is per event, not per token.",
             [
                 q(
                     quantile(0.95, "vllm:time_to_first_token_seconds", VLLM, "model_name"),
                     "{{model_name}} TTFT",
                 ),
                 q(
-                    quantile(0.95, "vllm:inter_token_latency_seconds", VLLM, "model_name"),
+                    either_vllm_name(
+                        lambda name: quantile(
+                            0.95, name("vllm:inter_token_latency_seconds"), VLLM, "model_name"
+                        )
+                    ),
                     "{{model_name}} ITL",
                 ),
                 q(
@@ -283,9 +291,11 @@ def engine_detail() -> Dashboard:
                 ),
                 q(rate("vllm:num_preemptions_total", VLLM, "model_name"), "{{model_name}} preemptions"),
                 q(
-                    ratio(
-                        rate("vllm:prefix_cache_hits_total", VLLM, "model_name"),
-                        rate("vllm:prefix_cache_queries_total", VLLM, "model_name"),
+                    either_vllm_name(
+                        lambda name: ratio(
+                            rate(name("vllm:prefix_cache_hits_total"), VLLM, "model_name"),
+                            rate(name("vllm:prefix_cache_queries_total"), VLLM, "model_name"),
+                        )
                     ),
                     "{{model_name}} prefix hit ratio",
                 ),
@@ -295,9 +305,13 @@ def engine_detail() -> Dashboard:
         ),
         timeseries(
             "vLLM KV cache",
-            "vLLM's KV cache usage per engine rank.",
+            "vLLM's KV cache usage per engine rank (vllm:kv_cache_usage_perc, or "
+            "vllm:gpu_cache_usage_perc before the rename).",
             [
-                q(f"vllm:kv_cache_usage_perc{{{VLLM}}}", "{{model_name}} {{engine}}"),
+                q(
+                    either_vllm_name(lambda name: f"{name('vllm:kv_cache_usage_perc')}{{{VLLM}}}"),
+                    "{{model_name}} {{engine}}",
+                ),
             ],
             "percentunit",
             width=8,

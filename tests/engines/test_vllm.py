@@ -11,6 +11,7 @@ from exporter.engines.base import Scraped
 from exporter.engines.parse import parse
 from exporter.engines.registry import ENGINES
 from exporter.engines.schema import FAMILIES
+from exporter.engines.vllm import NAMES
 from tests.engines.normalizing import FIXTURES, histogram, matching, one
 
 VLLM_DP2 = (FIXTURES / "vllm" / "constructed-0.10-dp2.txt").read_text()
@@ -51,6 +52,56 @@ def test_vllm_unknown_future_names_leave_concepts_absent() -> None:
     text = '# TYPE vllm:brand_new_gauge gauge\nvllm:brand_new_gauge{model_name="m"} 1\n'
     out = ENGINES["vllm"].normalize(Scraped(parse(text)), None)
     assert out.families() == {"llm_engine_info"}
+
+
+VLLM_0102 = (FIXTURES / "vllm" / "v0.10.2-load.txt").read_text()
+RENAMED = [(family, names) for family, names in NAMES.items() if len(names) > 1]
+
+
+def without_family(text: str, name: str) -> str:
+    """The exposition without the family `name` (its HELP/TYPE lines, samples and _created series)."""
+    base = name.removesuffix("_total")
+    drop = {name, f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{base}_created", f"{name}_created"}
+    kept = []
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        metric = words[2] if line.startswith("#") and len(words) > 2 else line.split("{")[0].split(" ")[0]
+        if metric not in drop:
+            kept.append(line)
+    return "".join(kept)
+
+
+def test_vllm_0102_real_render_reads_its_concepts() -> None:
+    """vLLM 0.10.2 serves old and new names side by side (tools/fixtures/render_vllm_010.py)."""
+    out = ENGINES["vllm"].normalize(Scraped(parse(VLLM_0102)), None)
+    m = "Qwen/Qwen3-8B"
+    exposition = parse(VLLM_0102)
+    assert (
+        one(out, "llm_kv_cache_usage_ratio", model=m)
+        == exposition.samples("vllm:kv_cache_usage_perc")[0].value
+    )
+    assert one(out, "llm_prefix_cache_hits_total", model=m) == 98816  # one value per source name pair
+    itl = histogram(out, "llm_inter_token_latency_seconds", model=m)
+    assert itl.count == exposition.samples("vllm:inter_token_latency_seconds_count")[0].value > 0
+    # 0.10.2 had no per-request TPOT (request_time_per_output_token_seconds came in 0.11): absent, and its
+    # per-gap time_per_output_token_seconds is never taken for one
+    assert "llm_time_per_output_token_seconds" not in out.families()
+
+
+@pytest.mark.parametrize(("family", "names"), RENAMED, ids=[family for family, _ in RENAMED])
+def test_vllm_each_older_name_stands_in_for_the_newer_one_on_a_real_payload(
+    family: str, names: tuple
+) -> None:
+    """vLLM 0.10.2 fills each old name from the same statistic as its new name; with the new name gone
+    (as in the releases before it), the old one gives the same figures."""
+    full = ENGINES["vllm"].normalize(Scraped(parse(VLLM_0102)), None)
+    text = without_family(VLLM_0102, f"vllm:{names[0]}")
+    gone = parse(text)
+    assert not gone.has(f"vllm:{names[0]}") and not gone.has(f"vllm:{names[0]}_count")
+    older = ENGINES["vllm"].normalize(Scraped(parse(text)), None)
+    assert matching(older.points, family, {}) == matching(full.points, family, {})
+    assert matching(older.histograms, family, {}) == matching(full.histograms, family, {})
+    assert matching(full.points, family, {}) or matching(full.histograms, family, {})
 
 
 VLLM_RENDERS = sorted((FIXTURES / "vllm").glob("v0.33.0-*.txt"))
