@@ -6,10 +6,14 @@ oldest first (LRU), and a later request whose prompt starts with the same blocks
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from simulator.engine import Sequence
+
+class HoldsBlocks(Protocol):
+    """What a request holds: the hashes of its leading cached blocks and a count of plain ones."""
+
+    cached_refs: list[int]
+    plain_blocks: int
 
 
 class BlockPool:
@@ -63,7 +67,7 @@ class BlockPool:
         else:
             self.refs[block_hash] = 1
 
-    def release(self, seq: Sequence) -> None:
+    def release(self, seq: HoldsBlocks) -> None:
         # Tail blocks first, so a chain is evicted from its end and its prefix lives longest.
         for block_hash in reversed(seq.cached_refs):
             count = self.refs[block_hash] - 1

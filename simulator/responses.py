@@ -18,15 +18,24 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi.responses import Response
 
 from simulator import text
 from simulator.engine import Engine, Sequence
+from simulator.faults import Faults
+from simulator.sends import SendLog
 
-if TYPE_CHECKING:
-    from simulator.server import Simulator
+
+class Simulator(Protocol):
+    """What a response needs of the server (server.Simulator)."""
+
+    model: str
+    faults: Faults
+    sends: SendLog | None
+    in_flight: int
+
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 JSON_START = {
