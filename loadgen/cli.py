@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from loadgen import eventloop
 from loadgen.capacity import command as capacity
 from loadgen.errors import LoadgenError, ScenarioError
+from loadgen.html import cli as html
 from loadgen.metrics import LoadgenCollector
 from loadgen.report import render
 from loadgen.runner import Run, show_progress
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None,
     )  # fmt: skip
     _run_flags(run)
+    html.add_commands(commands)
     capacity.add_parser(commands)
     serve = commands.add_parser(
         "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
@@ -182,6 +184,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument("--run-id", help="run id (metric label; default random)")
     out.add_argument("--output-json", metavar="FILE", help="write the full report as JSON")
     out.add_argument("--output-jsonl", metavar="FILE", help="write one JSON line per request, as they finish")
+    out.add_argument("--output-html", metavar="FILE", help="write an HTML report (needs llmobs[html])")
     out.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
@@ -226,15 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "capacity":
             return capacity.run(args)
+        if args.command in html.COMMANDS:
+            return html.run_command(args)
         token = read_secret(args.control_token_env, args.control_token_file, "control token")
         if args.command == "serve":
             return eventloop.run(_serve(args.listen_address, _serve_policy(args, token)), args.event_loop)
         not_scenario = ("command", "log_level", "scenario", "event_loop", "control_token_env",
-                        "control_token_file")  # fmt: skip
+                        "control_token_file", "output_html")  # fmt: skip
         flags = {k: v for k, v in vars(args).items() if k not in not_scenario}
         file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
         scenario = Scenario.build(file_values, flags)
-        return eventloop.run(_run(scenario, token), args.event_loop)
+        html.check_html_output(args.output_html)
+        with html.records_for(scenario, args.output_html) as scenario:
+            return eventloop.run(_run(scenario, token, args.output_html), args.event_loop)
     except LoadgenError as exc:
         print(f"llmobs-loadgen: {exc}", file=sys.stderr)
         return 2
@@ -279,7 +286,7 @@ def _note_exposure(address: str, token: str | None, serving: bool) -> None:
         log.info("/runs on %s has no token: anyone who can reach it can read and stop this run", address)
 
 
-async def _run(scenario: Scenario, token: str | None = None) -> int:
+async def _run(scenario: Scenario, token: str | None = None, output_html: str | None = None) -> int:
     log.info("event loop: %s", eventloop.running_kind())
     collector = LoadgenCollector()
     run = Run(scenario, collector)
@@ -307,6 +314,8 @@ async def _run(scenario: Scenario, token: str | None = None) -> int:
         if server is not None:
             await server.close()
     print(render(report))
+    if output_html and not html.write_run_report(report, scenario.output_jsonl, output_html):
+        return 1
     if run.stopping:
         return 130
     if report.get("failure"):

@@ -131,7 +131,8 @@ def _draw(
     if data.left_out:
         notes += f'<p class="note">{data.left_out} more series not shown (--max-series)</p>'
     attrs = {"data-state": state, "data-series": str(len(data.lines)), "data-kind": panel.kind}
-    plot_height = max(60, height - TITLE_PX - (18 if notes else 0))
+    described = 32 if pos is None else 0  # flowing panels show their description above the plot
+    plot_height = max(60, height - TITLE_PX - described - (18 if notes else 0))
     figure = None
     body = notes
     if not data.has_data and panel.kind != "table":

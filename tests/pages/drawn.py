@@ -13,7 +13,7 @@ PANELS_JS = """
   state: p.dataset.state || '',
   kind: p.dataset.kind || '',
   lines: [...p.querySelectorAll('.scatterlayer .trace path.js-line')]
-           .filter(path => (path.getAttribute('d') || '').split(/[LM]/).length > 2).length,
+           .filter(path => (path.getAttribute('d') || '').split(/[MLHVC]/).length > 2).length,
   markers: p.querySelectorAll('.scatterlayer .trace path.point').length,
   bars: p.querySelectorAll('.barlayer .trace path').length,
   images: [...p.querySelectorAll('.heatmaplayer image')]

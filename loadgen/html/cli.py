@@ -1,0 +1,176 @@
+"""`llmobs-loadgen report` and `llmobs-loadgen compare`: HTML pages from runs' JSON reports (and their
+per-request JSONL), and the `--output-html` of `run`. Exit status: report 0 written, 1 written but some
+Prometheus queries failed, 2 not written; compare 0 no gate failed, 1 a gate failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from grafana.snapshot.page import PlotlyMissing, require_plotly
+from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError
+from loadgen.errors import LoadgenError
+from loadgen.html.compare import Gate, compare
+from loadgen.html.compare_page import compare_page, compare_text
+from loadgen.html.data import load_report, read_run
+from loadgen.html.report import report_page
+from loadgen.scenario import Scenario
+
+__all__ = ["COMMANDS", "add_commands", "check_html_output", "records_for", "run_command", "write_run_report"]
+
+log = logging.getLogger("loadgen")
+
+COMMANDS = ("report", "compare")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="an HTML report of a run from its JSON (and JSONL)")
+    report.add_argument("report_json", metavar="RUN.json", help="the run's --output-json")
+    report.add_argument(
+        "--jsonl", metavar="RUN.jsonl", help="its --output-jsonl: distributions and the run over time"
+    )
+    report.add_argument(
+        "--prometheus", metavar="URL", help="add the engine and GPU during the run from Prometheus"
+    )
+    report.add_argument(
+        "--prometheus-token-env", metavar="VAR", help="bearer token for --prometheus, from VAR"
+    )
+    report.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.html")
+    comp = commands.add_parser(
+        "compare",
+        help="runs side by side, changes with confidence intervals, regression gates",
+        description="Exit status: 0 no --fail-if holds, 1 one holds (a regression), 2 bad input.",
+    )
+    comp.add_argument(
+        "reports", nargs="+", metavar="RUN.json", help="two or more reports; the first is the baseline"
+    )
+    comp.add_argument(
+        "--jsonl",
+        action="append",
+        default=[],
+        metavar="RUN.jsonl",
+        help="per-request records, one per report in the same order (for the intervals)",
+    )
+    comp.add_argument(
+        "--name", action="append", default=[], metavar="NAME", help="a label per report, in order"
+    )
+    comp.add_argument(
+        "--fail-if",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="'ttft_p95 > +10%%', 'requests_per_s < -5%%', 'e2e_p99 > +200ms', 'error_ratio > 0.01'",
+    )
+    comp.add_argument(
+        "--resamples", type=int, default=400, help="bootstrap resamples (400; 0 = no intervals)"
+    )
+    comp.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    comp.add_argument("-o", "--output", type=Path, metavar="FILE.html", help="also write an HTML page")
+
+
+def check_html_output(path: str | None) -> None:
+    """Fail before a run starts, not after it: plotly present, the folder there."""
+    if not path:
+        return
+    require_plotly()
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise LoadgenError(f"--output-html {path}: no folder {folder}")
+
+
+@contextlib.contextmanager
+def records_for(scenario: Scenario, output_html: str | None) -> Iterator[Scenario]:
+    """The scenario `run` executes: with --output-html but no --output-jsonl, its per-request records go
+    to a temporary file for the report, removed afterwards."""
+    if not output_html or scenario.output_jsonl:
+        yield scenario
+        return
+    handle, path = tempfile.mkstemp(prefix="llmobs-run-", suffix=".jsonl")
+    os.close(handle)
+    try:
+        yield dataclasses.replace(scenario, output_jsonl=path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def write_run_report(report: dict, jsonl: str | None, path: str) -> bool:
+    """`run --output-html`: the report page of the run just finished; False (and said why) if it failed."""
+    try:
+        page, _ = report_page(read_run(report, "this run", jsonl))
+        Path(path).write_text(page.render(), encoding="utf-8")
+    except (OSError, LoadgenError, PlotlyMissing) as exc:
+        print(f"llmobs-loadgen: HTML report not written: {exc}", file=sys.stderr)
+        return False
+    log.info("wrote the HTML report to %s", path)
+    return True
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        require_plotly() if args.command == "report" or args.output else None
+        return _report(args) if args.command == "report" else _compare(args)
+    except (LoadgenError, PlotlyMissing, PrometheusError) as exc:
+        print(f"llmobs-loadgen {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _report(args: argparse.Namespace) -> int:
+    data = read_run(load_report(args.report_json), Path(args.report_json).name, args.jsonl)
+    outcome = None
+    if args.prometheus:
+        token = os.environ.get(args.prometheus_token_env, "") if args.prometheus_token_env else None
+        with Prometheus(args.prometheus, Budget(), token or None) as prom:
+            prom.check()
+            page, outcome = report_page(data, prom)
+    else:
+        page, _ = report_page(data)
+    args.output.write_text(page.render(), encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+    if outcome is not None and (outcome.errors or outcome.stopped):
+        for key, errors in outcome.errors.items():
+            print(f"  {key}: {'; '.join(errors)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if len(args.reports) < 2:
+        raise LoadgenError("compare needs two or more reports")
+    if args.jsonl and len(args.jsonl) != len(args.reports):
+        raise LoadgenError(
+            f"{len(args.jsonl)} --jsonl for {len(args.reports)} reports: give one per report, in order"
+        )
+    if args.name and len(args.name) != len(args.reports):
+        raise LoadgenError(f"{len(args.name)} --name for {len(args.reports)} reports: give one per report")
+    if args.resamples < 0 or args.resamples > 100_000:
+        raise LoadgenError("--resamples must be between 0 and 100000")
+    gates = [Gate.parse(text) for text in args.fail_if]
+    runs = []
+    for i, path in enumerate(args.reports):
+        report = load_report(path)
+        name = args.name[i] if args.name else _default_name(report, path, i)
+        runs.append(
+            (name, read_run(report, Path(path).name, args.jsonl[i] if args.jsonl else None, seed=args.seed))
+        )
+    comparison = compare(runs, args.resamples, args.seed)
+    print(compare_text(comparison))
+    failures = [failure for gate in gates for failure in gate.check(comparison)]
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if args.output:
+        args.output.write_text(compare_page(comparison, runs, failures).render(), encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _default_name(report: dict, path: str, index: int) -> str:
+    run_id = report.get("run_id")
+    return str(run_id) if run_id else f"{index + 1}: {Path(path).stem}"

@@ -1,0 +1,251 @@
+"""A run's data as the HTML pages read it: the JSON report, and the per-request JSONL when there is one.
+
+The JSONL is read as a stream with budgets, so a soak of millions of requests fits in bounded memory:
+every line at most `MAX_LINE_BYTES`; figures keep seeded uniform samples (reservoirs) of at most
+`CDF_SAMPLE` values per phase and metric for the distributions, and per time window the counts plus at
+most `WINDOW_SAMPLE` values for its percentiles; windows widen (10 s, 20 s, 30 s, 1 min, ...) so a run has at
+most `MAX_WINDOWS`. Lines that are not records (bad JSON, missing fields) are counted and reported,
+never guessed at. Nothing here reaches into the runner: data flows file -> figures -> page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadgen.errors import LoadgenError
+
+__all__ = ["LATENCIES", "RunData", "Window", "load_report", "read_run"]
+
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one record (its ITL gaps included)
+CDF_SAMPLE = 20_000
+WINDOW_SAMPLE = 512
+MAX_WINDOWS = 2_000
+WINDOW_STEPS_S = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+WINDOW_S = 10  # the window of a run of a few minutes or more; a shorter run gets at least 20 windows
+LATENCIES = ("ttft", "tpot", "itl", "e2e")  # the CDFs the report draws, in this order
+
+
+class ReportDataError(LoadgenError):
+    """A report or JSONL file that cannot be read as one."""
+
+
+class Reservoir:
+    """A uniform sample of at most `size` values from a stream (Vitter's algorithm R), seeded."""
+
+    __slots__ = ("_rng", "count", "size", "values")
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self.size, self._rng, self.count, self.values = size, rng, 0, []
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            slot = self._rng.randrange(self.count)
+            if slot < self.size:
+                self.values[slot] = value
+
+
+@dataclass
+class Window:
+    """One time window of the run (by when each thing happened)."""
+
+    sent: int = 0
+    succeeded: int = 0
+    output_tokens: int = 0
+    busy_s: float = 0.0  # request-seconds in flight within the window (/ width = mean in flight)
+    errors: dict[str, int] = field(default_factory=dict)
+    ttft: Reservoir | None = None  # by first-token time
+    tpot: Reservoir | None = None  # by end time
+
+
+@dataclass
+class RunData:
+    report: dict
+    source: str  # file name of the report, or "this run"
+    jsonl: str | None = None
+    records: int = 0
+    skipped_lines: int = 0
+    window_s: float = 10.0
+    # Times are seconds after `anchor_ns` (the first record's send: records come in completion order, so
+    # an earlier send may come later); the time axis starts at `origin_ns`, the earliest send of all.
+    anchor_ns: int | None = None
+    origin_ns: int | None = None
+    windows: dict[int, Window] = field(default_factory=dict)  # window index (from the anchor) -> figures
+    samples: dict[tuple[str, str], Reservoir] = field(default_factory=dict)  # (phase, metric) -> values
+    phase_span: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> first send, last end
+
+    @property
+    def offset_s(self) -> float:
+        """Seconds from the anchor to the time axis's 0 (the earliest send; <= 0)."""
+        if self.anchor_ns is None or self.origin_ns is None:
+            return 0.0
+        return (self.origin_ns - self.anchor_ns) * 1e-9
+
+    def covered_s(self, index: int) -> float:
+        """How much of window `index` the run covers (the first and last windows are partial)."""
+        if not self.phase_span:
+            return self.window_s
+        first = min(a for a, _ in self.phase_span.values())
+        last = max(b for _, b in self.phase_span.values())
+        start, end = index * self.window_s, (index + 1) * self.window_s
+        return max(0.0, min(end, last) - max(start, first))
+
+    @property
+    def phases(self) -> list[str]:
+        return [phase["phase"] for phase in self.report.get("phases", [])]
+
+    def sample(self, phase: str, metric: str) -> list[float]:
+        reservoir = self.samples.get((phase, metric))
+        return sorted(reservoir.values) if reservoir else []
+
+    def sample_count(self, phase: str, metric: str) -> int:
+        reservoir = self.samples.get((phase, metric))
+        return reservoir.count if reservoir else 0
+
+
+def load_report(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_REPORT_BYTES:
+            raise ReportDataError(f"{path}: {size:,} bytes, more than a report can be ({MAX_REPORT_BYTES:,})")
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReportDataError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportDataError(f"{path} is not a JSON report: {exc}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("phases"), list):
+        raise ReportDataError(f"{path} is not a load-generator report (no 'phases' list)")
+    return report
+
+
+def read_run(report: dict, source: str, jsonl: Path | str | None = None, seed: int = 0) -> RunData:
+    """The report, and the JSONL's records folded into windows and samples (when a JSONL is given)."""
+    data = RunData(report, source, str(jsonl) if jsonl else None)
+    if jsonl is None:
+        return data
+    data.window_s = _window_width(report)
+    rng = random.Random(seed)
+    for record in _records(Path(jsonl), data):
+        _fold(data, record, rng)
+    return data
+
+
+def _window_width(report: dict) -> float:
+    total = sum(float(phase.get("duration_s") or 0) for phase in report.get("phases", []))
+    smallest = min(WINDOW_S, total / 20)
+    fits = [w for w in WINDOW_STEPS_S if w >= smallest and total / w <= MAX_WINDOWS]
+    return fits[0] if fits else WINDOW_STEPS_S[-1]
+
+
+_NEEDED = ("phase", "outcome", "sent_ns", "end_ns")
+
+
+def _records(path: Path, data: RunData) -> Iterator[dict]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ReportDataError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        while True:
+            line = handle.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE_BYTES:
+                data.skipped_lines += 1
+                while line and not line.endswith(b"\n"):  # the rest of the oversized line
+                    line = handle.readline(MAX_LINE_BYTES)
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                data.skipped_lines += 1
+                continue
+            if not isinstance(record, dict) or not all(
+                isinstance(record.get(k), (str, int)) for k in _NEEDED
+            ):
+                data.skipped_lines += 1
+                continue
+            yield record
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _fold(data: RunData, record: dict, rng: random.Random) -> None:
+    sent_ns, end_ns = record["sent_ns"], record["end_ns"]
+    if not isinstance(sent_ns, int) or not isinstance(end_ns, int) or sent_ns <= 0:
+        data.skipped_lines += 1
+        return
+    data.records += 1
+    if data.anchor_ns is None:
+        data.anchor_ns = data.origin_ns = sent_ns
+    data.origin_ns = min(data.origin_ns, sent_ns)  # type: ignore[type-var]
+    phase, ok = str(record["phase"]), record["outcome"] == "success"
+    sent = (sent_ns - data.anchor_ns) * 1e-9
+    end = max(sent, (end_ns - data.anchor_ns) * 1e-9) if end_ns else sent
+    first, last = data.phase_span.get(phase, (sent, end))
+    data.phase_span[phase] = (min(first, sent), max(last, end))
+    _window(data, sent, rng).sent += 1
+    _spread_busy(data, sent, end, rng)
+    closing = _window(data, end, rng)
+    if not ok:
+        outcome = str(record["outcome"])[:40]
+        closing.errors[outcome] = closing.errors.get(outcome, 0) + 1
+        return
+    closing.succeeded += 1
+    closing.output_tokens += int(_number(record.get("output_tokens")) or 0)
+    ttft, tpot, e2e = (_number(record.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s"))
+    if ttft is not None:
+        _window(data, sent + ttft, rng).ttft.add(ttft)  # type: ignore[union-attr]
+    if tpot is not None:
+        closing.tpot.add(tpot)  # type: ignore[union-attr]
+    for metric, value in (("ttft", ttft), ("tpot", tpot), ("e2e", e2e)):
+        if value is not None:
+            _reservoir(data, phase, metric, rng).add(value)
+    gaps = record.get("itl_s")
+    if isinstance(gaps, list):
+        itl = _reservoir(data, phase, "itl", rng)
+        for gap in gaps:
+            value = _number(gap)
+            if value is not None:
+                itl.add(value)
+
+
+def _window(data: RunData, at_s: float, rng: random.Random) -> Window:
+    index = int(at_s // data.window_s)
+    window = data.windows.get(index)
+    if window is None:
+        window = data.windows[index] = Window(
+            ttft=Reservoir(WINDOW_SAMPLE, rng), tpot=Reservoir(WINDOW_SAMPLE, rng)
+        )
+    return window
+
+
+def _spread_busy(data: RunData, start: float, end: float, rng: random.Random) -> None:
+    width = data.window_s
+    index = int(start // width)
+    while start < end:
+        boundary = (index + 1) * width
+        _window(data, start, rng).busy_s += min(end, boundary) - start
+        start, index = boundary, index + 1
+
+
+def _reservoir(data: RunData, phase: str, metric: str, rng: random.Random) -> Reservoir:
+    key = (phase, metric)
+    if key not in data.samples:
+        data.samples[key] = Reservoir(CDF_SAMPLE, rng)
+    return data.samples[key]
