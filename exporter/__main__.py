@@ -9,11 +9,22 @@ import threading
 from collections.abc import Sequence
 
 from exporter.config import ConfigError, load_config
+from exporter.redact import RedactingFormatter
 from exporter.registry import build_exporter, exporter_version
 from exporter.server import ExporterServer, make_app
 from exporter.web_config import load_web_config
 
 log = logging.getLogger("exporter")
+
+
+def configure_logging(level: str) -> None:
+    """Every line through redact() (no credential in any log line); httpx's own INFO line per request
+    is not news (two per engine scrape), so its loggers say only warnings."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,11 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"llmobs-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level)
     host, port = config.listen_host_port
     exporter = build_exporter(config)
     try:

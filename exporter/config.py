@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter.engines.registry import ENGINE_KINDS
+from exporter.engines.tls import TlsOptions
 from exporter.settings import (
     ENV_PREFIX,
     ConfigError,
@@ -34,6 +36,7 @@ from exporter.settings import (
     integer,
     listen_address,
     number,
+    parse_bool,
     parse_number,
     parse_regex,
     split_items,
@@ -58,6 +61,19 @@ class TargetConfig:
     auth_header_env: str | None = None
     timeout_seconds: float = 2.0
     process: str | None = None  # regex searched in the engine's command line, for the GPU join
+    max_bytes: int = 32 * 1024 * 1024  # budget of one metrics body
+    max_series: int = 50_000  # budget of one metrics payload (real engines serve 100-2,000)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+    @property
+    def tls(self) -> TlsOptions:
+        return TlsOptions(
+            self.ca_file, self.cert_file, self.key_file, self.server_name, self.insecure_skip_verify
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,31 @@ def _timeout_seconds(value: Any, where: str, _: Mapping[str, str]) -> float:
     return timeout
 
 
+def _bounded_integer(key: str, minimum: int, maximum: int) -> Callable[[Any, str, Mapping[str, str]], int]:
+    return lambda value, where, _: int(parse_number(value, f"{where} {key}", minimum, maximum, integer=True))
+
+
+def _target_file(key: str) -> Callable[[Any, str, Mapping[str, str]], str]:
+    def parse(value: Any, where: str, _: Mapping[str, str]) -> str:
+        if not Path(str(value)).is_file():
+            raise ConfigError(f"{where} {key} {str(value)!r} does not exist or is not a file")
+        return str(value)
+
+    return parse
+
+
+def _check_tls(target: TargetConfig, where: str) -> None:
+    """Build the target's TLS context now, so a bad certificate stops the exporter at start."""
+    if target.key_file and not target.cert_file:
+        raise ConfigError(f"{where} key_file needs cert_file (the client certificate it belongs to)")
+    if target.tls != TlsOptions() and urlsplit(target.url).scheme != "https":
+        raise ConfigError(f"{where} has TLS options but its url is not https://")
+    try:
+        target.tls.context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where} TLS files cannot be used: {exc}") from None
+
+
 # Options beyond name and url, in the order they are checked; TargetConfig's defaults are theirs.
 TARGET_OPTIONS: tuple[TargetOption, ...] = (
     TargetOption("kind", _kind),
@@ -139,6 +180,17 @@ TARGET_OPTIONS: tuple[TargetOption, ...] = (
     TargetOption("auth_header_env", _auth_header_env),
     TargetOption("timeout_seconds", _timeout_seconds, empty_is_unset=False),
     TargetOption("process", lambda value, where, _: parse_regex(value, f"{where} process")),
+    TargetOption("max_bytes", _bounded_integer("max_bytes", 1024, 256 * 1024 * 1024), empty_is_unset=False),
+    TargetOption("max_series", _bounded_integer("max_series", 1, 1_000_000), empty_is_unset=False),
+    TargetOption("ca_file", _target_file("ca_file")),
+    TargetOption("cert_file", _target_file("cert_file")),
+    TargetOption("key_file", _target_file("key_file")),
+    TargetOption("server_name", lambda value, where, _: str(value)),
+    TargetOption(
+        "insecure_skip_verify",
+        lambda value, where, _: parse_bool(value, f"{where} insecure_skip_verify"),
+        empty_is_unset=False,
+    ),
 )
 TARGET_KEYS = ("name", "url", *(option.key for option in TARGET_OPTIONS))
 TARGET_SPEC = "NAME=URL[," + ",".join(f"{option.key}=" for option in TARGET_OPTIONS) + "]"
@@ -186,7 +238,9 @@ def parse_target(raw: Any, where: str, environ: Mapping[str, str]) -> TargetConf
         for option in TARGET_OPTIONS
         if raw.get(option.key) is not None and (raw[option.key] != "" or not option.empty_is_unset)
     }
-    return TargetConfig(name=name, url=url, **options)
+    target = TargetConfig(name=name, url=url, **options)
+    _check_tls(target, f"{where}: target {name!r}")
+    return target
 
 
 def parse_targets(raw: Any, where: str, environ: Mapping[str, str]) -> tuple[TargetConfig, ...]:

@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.redact import redact
+
 ENV_PREFIX = "EXPORTER_"
 # parser(raw value, where, environment) -> typed value; raises ConfigError
 Parser = Callable[[Any, str, Mapping[str, str]], Any]
 
 
 class ConfigError(ValueError):
-    """A setting is missing, malformed or out of range; the message says which and why."""
+    """A setting is missing, malformed or out of range; the message says which and why, never a credential
+    (it goes through redact.redact: a target URL's password, for one, is shown as <redacted>)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

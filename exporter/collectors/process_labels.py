@@ -2,14 +2,16 @@
 
 Command lines carry model paths (useful) and sometimes API keys or tokens (never to be published).
 `command_label` keeps the program's basename and its first few arguments, drops the value of any option
-whose name suggests a secret, and cuts the result to a fixed length.
+whose name suggests a secret and any URL userinfo (exporter/redact.py), and cuts the result to a fixed
+length.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
+
+from exporter.redact import redact_arguments
 
 # The pod a process runs in, where the exporter attributes processes to pods (exporter/discovery/).
 POD_LABELS = ("namespace", "pod", "container")
@@ -18,29 +20,6 @@ ProcessLabels = Callable[[int, str | None], Mapping[str, str]]
 
 MAX_COMMAND_CHARS = 120
 MAX_ARGS = 8
-REDACTED = "<redacted>"
-_SECRET_OPTION = re.compile(r"^--?[\w.-]*(key|token|secret|passw|auth|credential)[\w.-]*$", re.IGNORECASE)
-
-
-def redact_arguments(argv: Sequence[str]) -> list[str]:
-    """Replace the values of secret-looking options (`--api-key X`, `--hf-token=X`) with <redacted>."""
-    result: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            result.append(REDACTED)
-            hide_next = False
-            continue
-        option, sep, _ = arg.partition("=")
-        if _SECRET_OPTION.match(option):
-            if sep:
-                result.append(f"{option}={REDACTED}")
-            else:
-                result.append(arg)
-                hide_next = True
-        else:
-            result.append(arg)
-    return result
 
 
 def command_label(argv: Sequence[str]) -> str:

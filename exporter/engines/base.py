@@ -20,13 +20,12 @@ or, for ratios, the largest is kept.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from exporter.engines.parse import Exposition, HistogramValue, parse
+from exporter.engines.parse import Exposition, HistogramValue
 from exporter.engines.schema import (
     FAMILIES,
     ErrorKind,
@@ -50,13 +49,12 @@ class ScrapeError(Exception):
 
 
 class Fetch(Protocol):
-    """HTTP reads against one target, with its timeout and auth applied; raises ScrapeError."""
+    """HTTP reads against one target, with its timeout, auth, TLS and budgets applied; raises ScrapeError."""
 
-    async def metrics(self, default_path: str) -> str:
-        """The exposition text: at the target URL's own path when it has one, else at default_path."""
+    async def metrics(self, default_path: str) -> Exposition:
+        """The exposition at the target URL's own path when it has one, else at default_path, parsed as it
+        arrives; ParseError when it is not valid exposition text."""
         ...
-
-    async def text(self, path: str) -> str: ...
 
     async def json(self, path: str) -> Any: ...
 
@@ -89,7 +87,7 @@ class Engine:
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         """Read what normalize() needs; `exposition` is the metrics payload when discovery already read it."""
         if exposition is None:
-            exposition = await read_exposition(fetch, self.metrics_path)
+            exposition = await fetch.metrics(self.metrics_path)
         return Scraped(exposition=exposition)
 
     def detect(self, exposition: Exposition) -> bool:
@@ -103,15 +101,6 @@ class Engine:
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:
         raise NotImplementedError
-
-
-async def parse_off_loop(text: str) -> Exposition:
-    """Parse in a worker thread: a large payload never holds up the loop, so every deadline fires on time."""
-    return await asyncio.to_thread(parse, text)
-
-
-async def read_exposition(fetch: Fetch, default_path: str) -> Exposition:
-    return await parse_off_loop(await fetch.metrics(default_path))
 
 
 async def optional_json(fetch: Fetch, path: str) -> Any:

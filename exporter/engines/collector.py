@@ -20,7 +20,6 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -29,10 +28,10 @@ from exporter.collectors.host import EngineMatcher
 from exporter.config import Config, TargetConfig
 from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse, JoinTarget
 from exporter.engines.schema import FAMILIES, TARGET_FAMILIES, Spec
-from exporter.engines.scraper import UNKNOWN_KIND, TargetResult, TargetScraper
+from exporter.engines.scraper import MAX_MODELS_PER_TARGET, UNKNOWN_KIND, TargetResult, TargetScraper
+from exporter.redact import redact
 
 log = logging.getLogger("exporter.engines")
-MAX_MODELS_PER_TARGET = 64
 ROUND_MARGIN_SECONDS = 0.5
 _CREATED = "_created"
 T = TypeVar("T")
@@ -63,6 +62,7 @@ class EnginesCollector(Collector):
         self._round_lock = threading.Lock()
         self._round: _Round | None = None
         self._overrun: tuple[Future[list[TargetResult]] | None, list[TargetResult]] = (None, [])
+        self._overrunning = False
 
     def describe(self) -> Iterator[Metric]:
         for name, spec in {**TARGET_FAMILIES, **FAMILIES}.items():
@@ -89,17 +89,23 @@ class EnginesCollector(Collector):
                 round_ = self._round = _Round(future, scrapers, self._labels)
         deadline = max((s.timeout for s in round_.scrapers), default=1.0) + ROUND_MARGIN_SECONDS
         try:
-            return round_, round_.future.result(deadline)
+            results = round_.future.result(deadline)
         except (TimeoutError, CancelledError):
             # Only a loop held up by something else gets here (each target has its own deadline inside);
             # a scrape sharing the round sees it cancelled by the first one that gave up on it.
             with self._round_lock:
                 if self._overrun[0] is not round_.future:
                     round_.future.cancel()
-                    log.warning("engines round passed its %.1fs deadline", deadline)
+                    if not self._overrunning:  # logged once per change, not per scrape
+                        log.warning("engines round passed its %.1fs deadline", deadline)
+                    self._overrunning = True
                     results = [s.round_overrun(deadline) for s in round_.scrapers]
                     self._overrun = (round_.future, results)
                 return round_, self._overrun[1]
+        if self._overrunning:
+            self._overrunning = False
+            log.info("engines rounds end within their deadline again")
+        return round_, results
 
     def ready(self) -> bool:
         return True  # nothing to wait for: engines are read when Prometheus scrapes
@@ -153,9 +159,7 @@ class EnginesCollector(Collector):
             return [], set()
 
     async def _scrape_all(self, scrapers: Sequence[TargetScraper]) -> list[TargetResult]:
-        # A fresh client per round: no keep-alive connection outlives an engine restart.
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) as client:
-            return list(await asyncio.gather(*(s.scrape(client) for s in scrapers)))
+        return list(await asyncio.gather(*(s.scrape() for s in scrapers)))
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,10 @@ def build_families(
             family("llm_target_errors_total").add_sample(
                 "llm_target_errors_total", {**target, "kind": kind}, count
             )
+        for reason, count in result.dropped.items():
+            family("llm_target_series_dropped_total").add_sample(
+                "llm_target_series_dropped_total", {**target, "reason": reason}, count
+            )
         if result.normalized is not None:
             _add_normalized(result, base, family)
         family("llm_engine_gpu_join_ambiguous").add_sample(
@@ -229,14 +237,14 @@ def build_families(
 def _add_normalized(result: TargetResult, base: dict[str, str], family: Callable[[str], Metric]) -> None:
     normalized = result.normalized
     assert normalized is not None
-    allowed = _bounded_models(normalized.points, normalized.histograms, result.name)
+    allowed = _bounded_models(normalized.points, normalized.histograms)
     for point in normalized.points:
         if point.labels.get("model", "") in allowed:
-            family(point.family).add_sample(point.family, {**point.labels, **base}, point.value)
+            family(point.family).add_sample(point.family, {**clean(point.labels), **base}, point.value)
     for histogram in normalized.histograms:
         if histogram.labels.get("model", "") not in allowed:
             continue
-        labels = {**histogram.labels, **base}
+        labels = {**clean(histogram.labels), **base}
         metric = family(histogram.family)
         for bound, count in histogram.buckets:
             metric.add_sample(f"{histogram.family}_bucket", {**labels, "le": floatToGoString(bound)}, count)
@@ -244,14 +252,11 @@ def _add_normalized(result: TargetResult, base: dict[str, str], family: Callable
         metric.add_sample(f"{histogram.family}_sum", labels, histogram.sum)
 
 
-def _bounded_models(points, histograms, target: str) -> set[str]:
+def _bounded_models(points, histograms) -> set[str]:
     models = sorted(
         {p.labels.get("model", "") for p in points} | {h.labels.get("model", "") for h in histograms}
     )
-    if len(models) > MAX_MODELS_PER_TARGET:
-        log.warning("engine target %s reports %d models; publishing the first %d", target, len(models),
-                    MAX_MODELS_PER_TARGET)  # fmt: skip
-    return set(models[:MAX_MODELS_PER_TARGET])
+    return set(models[:MAX_MODELS_PER_TARGET])  # the scraper logs when a target starts reporting more
 
 
 def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
@@ -276,10 +281,17 @@ def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
             for sample in wire_family.samples:
                 if sample.name.endswith(_CREATED):
                     continue
-                labels = {("exported_target" if k == "target" else k): v for k, v in sample.labels.items()}
+                labels = {
+                    ("exported_target" if k == "target" else k): v for k, v in clean(sample.labels).items()
+                }
                 labels["target"] = result.name
                 metric.add_sample(result.engine.passthrough_name(sample.name), labels, sample.value)
     return list(merged.values())
+
+
+def clean(labels: Mapping[str, str]) -> dict[str, str]:
+    """An engine's label values as they may be published: without credentials (redact.py)."""
+    return {name: redact(value) for name, value in labels.items()}
 
 
 def _passthrough_type(wire_type: str, name: str) -> str:

@@ -8,7 +8,7 @@ A connection failure or timeout ends discovery at once: the target is down, not 
 
 from __future__ import annotations
 
-from exporter.engines.base import Engine, Fetch, Scraped, ScrapeError, detection_score, parse_off_loop
+from exporter.engines.base import Engine, Fetch, Scraped, ScrapeError, detection_score
 from exporter.engines.nim import has_bare_vllm_names
 from exporter.engines.ollama import is_version_document
 from exporter.engines.parse import Exposition, ParseError
@@ -30,14 +30,12 @@ async def discover(fetch: Fetch, explicit_path: bool) -> tuple[Engine, Scraped]:
     tried: list[str] = []
     for path in PROBE_PATHS[:1] if explicit_path else PROBE_PATHS:
         try:
-            text = await fetch.metrics(path)
+            exposition = await fetch.metrics(path)
         except ScrapeError as exc:
             if exc.kind not in ("http_status", "parse"):
                 raise
             tried.append(f"{path}: {exc}")
             continue
-        try:
-            exposition = await parse_off_loop(text)
         except ParseError as exc:
             tried.append(f"{path}: {exc}")
             continue

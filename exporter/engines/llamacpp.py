@@ -21,7 +21,6 @@ from exporter.engines.base import (
     add_info,
     model_labels,
     optional_json,
-    read_exposition,
 )
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized
@@ -36,7 +35,7 @@ class LlamaCpp(Engine):
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
-            exposition = await read_exposition(fetch, self.metrics_path)
+            exposition = await fetch.metrics(self.metrics_path)
         props = await optional_json(fetch, "/props")
         documents: dict[str, Any] = {}
         if isinstance(props, dict) and props.get("role") != "router":  # the router's own /props is a stub

@@ -7,6 +7,11 @@ This parser keeps wire names exactly, allows colons in names (`vllm:`, `sglang:`
 keeps `le` on families that are not histograms as a plain label, ignores `_created` families only
 where the caller asks, and rejects anything it does not understand with ParseError: HTML, JSON, a
 last line without its newline, broken label syntax, duplicate series, histograms without `+Inf`.
+
+It reads as the payload arrives (`ExpositionReader.feed`, one chunk at a time), so a payload is never held
+whole, its series budget is enforced while it is read (TooManySeries past `max_series`), and a caller can
+stop between chunks when its deadline passes. A series with a label value over MAX_LABEL_VALUE_CHARS (or
+on a line over MAX_LINE_CHARS) is dropped and counted in `Exposition.dropped`, never kept.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from exporter.engines.schema import DropReason
 
 TYPES = {
     "counter",
@@ -29,20 +38,37 @@ TYPES = {
     "stateset",
     "gaugehistogram",
 }
+# Grafana Mimir's default max_label_value_length: longer values are not what engines mean to send.
+MAX_LABEL_VALUE_CHARS = 2048
+MAX_LINE_CHARS = 64 * 1024
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _VALUE = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[Ii]nf|NaN|nan)")
 _TIMESTAMP = re.compile(r"-?\d+")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# The common shape of a sample line (labels without escapes), read with two regular expressions; any other
+# line takes the character-by-character path below, which accepts the same language and names the error.
+_PAIR = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"[ \t]*'
+_FAST_SAMPLE = re.compile(
+    rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR},)*(?:{_PAIR})?)\}})?[ \t]+([^ \t]+)(?:[ \t]+([^ \t]+))?"
+)
+_FAST_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
 
 
 class ParseError(ValueError):
     """The payload is not valid Prometheus text; the message says where and why."""
 
 
-@dataclass(frozen=True)
-class Sample:
+class TooManySeries(ParseError):
+    """The payload has more series than the reader's budget (`max_series`)."""
+
+
+class _LabelTooLong(ParseError):
+    """A label value over MAX_LABEL_VALUE_CHARS: the series is dropped, the payload is not refused."""
+
+
+class Sample(NamedTuple):  # a tuple: a payload has tens of thousands, made at a few microseconds each
     name: str
     labels: Mapping[str, str]
     value: float
@@ -68,10 +94,11 @@ class Family:
 
 @dataclass
 class Exposition:
-    """Families in payload order, and every sample indexed by its exact wire name."""
+    """Families in payload order, every sample indexed by its exact wire name, and the series dropped."""
 
     families: dict[str, Family]
     by_sample_name: dict[str, list[Sample]]
+    dropped: Counter[DropReason] = field(default_factory=Counter)
 
     def samples(self, name: str) -> list[Sample]:
         return self.by_sample_name.get(name, [])
@@ -85,57 +112,166 @@ class Exposition:
                                    self.samples(f"{name}_count"))  # fmt: skip
 
 
-def parse(text: str) -> Exposition:
-    text = _unwrap(text)
-    families: dict[str, Family] = {}
-    by_sample_name: dict[str, list[Sample]] = {}
-    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-    lines = text.split("\n")
-    for number, line in enumerate(lines[:-1], start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
+def parse(text: str, max_series: int | None = None) -> Exposition:
+    """A whole payload at once (ExpositionReader for one that arrives in chunks)."""
+    reader = ExpositionReader(max_series)
+    reader.feed(text)
+    return reader.close()
+
+
+class ExpositionReader:
+    """Parses exposition text chunk by chunk: `feed()` each decoded chunk, then `close()` for the result.
+
+    Raises ParseError as soon as the payload is known to be bad (TooManySeries once it passes
+    `max_series`); holds only the parsed samples and the start of the line whose newline has not come.
+    """
+
+    def __init__(self, max_series: int | None = None) -> None:
+        self.max_series = max_series
+        self.series = 0
+        self._families: dict[str, Family] = {}
+        self._by_sample_name: dict[str, list[Sample]] = {}
+        self._seen: set[tuple[str, object]] = set()  # (name, its labels as written or sorted) per series
+        self._family_of: dict[str, Family] = {}  # sample name -> its family
+        self._dropped: Counter[DropReason] = Counter()
+        self._started = False  # a non-blank character has been seen
+        self._quoted: list[str] | None = None  # llama.cpp's JSON-quoted payload, decoded at the end
+        self._pending = ""  # the start of a line whose newline has not arrived yet
+        self._skipping: bool | None = None  # inside an over-long line: None no, else "is it a sample"
+        self._line = 0
+
+    def feed(self, chunk: str) -> None:
+        if not self._started:
+            head = (self._pending + chunk).lstrip()
+            if not head:
+                self._pending += chunk
+                return
+            self._started = True
+            _refuse_non_text(head)
+            if head.startswith('"'):
+                # llama.cpp builds b7010-b7100 served the whole exposition as one JSON string (#17384).
+                self._quoted = [self._pending]
+                self._pending = ""
+        if self._quoted is not None:
+            self._quoted.append(chunk)
+            return
+        if self._skipping is not None:  # the rest of an over-long line is read past, never kept
+            newline = chunk.find("\n")
+            if newline < 0:
+                return
+            self._end_skipped_line()
+            chunk = chunk[newline + 1 :]
+        lines = (self._pending + chunk).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._line += 1
+            self._parse_line(line)
+        if len(self._pending) > MAX_LINE_CHARS:
+            self._skipping = not self._pending.lstrip().startswith("#")
+            self._pending = ""
+
+    def close(self) -> Exposition:
+        if self._quoted is not None:
+            try:
+                decoded = json.loads("".join(self._quoted))
+            except ValueError:
+                raise ParseError("payload starts with a quote but is not a JSON string") from None
+            if not isinstance(decoded, str):
+                raise ParseError("payload is JSON, not Prometheus text")
+            return parse(decoded, self.max_series)
+        if not self._started:
+            raise ParseError("empty payload")
+        if self._pending or self._skipping is not None:
+            raise ParseError("payload is truncated: the last line has no newline")
+        exposition = Exposition(self._families, self._by_sample_name, self._dropped)
+        for family in self._families.values():
+            if family.type == "histogram" and family.samples:
+                self._drop_bad_counts(family)
+                exposition.histograms(family.name)  # validates: raises ParseError when inconsistent
+        return exposition
+
+    def _drop_bad_counts(self, family: Family) -> None:
+        """Histograms whose bucket counts or count are not finite and non-negative (or whose sum is not
+        finite) are left out whole, each counted once: nothing else may pass as a count."""
+        bad: dict[tuple[tuple[str, str], ...], DropReason] = {}
+        for sample in family.samples:
+            suffix = sample.name[len(family.name) :]
+            reason = _not_a_count(sample.value) if suffix != "_sum" else _not_finite(sample.value)
+            if reason:
+                bad.setdefault(_without_le(sample.labels), reason)
+        if not bad:
+            return
+        self._dropped.update(bad.values())
+        family.samples = [s for s in family.samples if _without_le(s.labels) not in bad]
+        for suffix in HISTOGRAM_SUFFIXES:
+            name = family.name + suffix
+            kept = [s for s in self._by_sample_name.get(name, []) if _without_le(s.labels) not in bad]
+            if kept:
+                self._by_sample_name[name] = kept
+            else:
+                self._by_sample_name.pop(name, None)
+
+    def _end_skipped_line(self) -> None:
+        self._line += 1
+        if self._skipping:
+            self._dropped["label_too_long"] += 1
+        self._skipping = None
+
+    def _parse_line(self, line: str) -> None:
         try:
-            if stripped.startswith("#"):
-                _parse_comment(stripped, families)
-                continue
-            sample = _parse_sample(stripped)
+            fast = _fast_sample(line)
+            if fast is not None:
+                sample, key = fast
+            else:
+                stripped = line.strip()
+                if not stripped:
+                    return
+                if stripped.startswith("#"):
+                    _parse_comment(stripped, self._families)
+                    return
+                sample = _parse_sample(stripped)
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+        except _LabelTooLong:
+            self._dropped["label_too_long"] += 1
+            return
         except ParseError as exc:
-            raise ParseError(f"line {number}: {exc}: {_shorten(line)!r}") from None
-        key = (sample.name, tuple(sorted(sample.labels.items())))
-        if key in seen:
-            raise ParseError(f"line {number}: duplicate series {_shorten(line)!r}")
-        seen.add(key)
-        _family_for(sample.name, families).samples.append(sample)
-        by_sample_name.setdefault(sample.name, []).append(sample)
-    exposition = Exposition(families, by_sample_name)
-    for family in families.values():
-        if family.type == "histogram" and family.samples:
-            exposition.histograms(family.name)  # validates: raises ParseError when inconsistent
-    return exposition
+            raise ParseError(f"line {self._line}: {exc}: {_shorten(line)!r}") from None
+        if key in self._seen:
+            raise ParseError(f"line {self._line}: duplicate series {_shorten(line)!r}")
+        self._seen.add(key)
+        self.series += 1
+        if self.max_series is not None and self.series > self.max_series:
+            raise TooManySeries(f"more than {self.max_series} series (line {self._line})")
+        family = self._family_of.get(sample.name)
+        if family is None or family.name not in self._families:
+            family = self._family_of[sample.name] = _family_for(sample.name, self._families)
+        if family.type == "counter" and sample.name in (family.name, family.name + "_total"):
+            reason = _not_a_count(sample.value)
+            if reason:
+                self._dropped[reason] += 1
+                return
+        family.samples.append(sample)
+        self._by_sample_name.setdefault(sample.name, []).append(sample)
 
 
-def _unwrap(text: str) -> str:
-    """Reject what is clearly not exposition text; undo the JSON-quoted payload of some llama.cpp builds."""
-    body = text.lstrip()
-    if not body:
-        raise ParseError("empty payload")
-    if body.startswith("<"):
+def _not_a_count(value: float) -> DropReason | None:
+    return _not_finite(value) or ("negative" if value < 0 else None)
+
+
+def _not_finite(value: float) -> DropReason | None:
+    return None if math.isfinite(value) else "not_finite"
+
+
+def _without_le(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+
+
+def _refuse_non_text(head: str) -> None:
+    """Reject what is clearly not exposition text, from its first non-blank character."""
+    if head.startswith("<"):
         raise ParseError("payload is HTML/XML, not Prometheus text")
-    if body.startswith('"'):
-        # llama.cpp builds b7010-b7100 served the whole exposition as one JSON string (issue #17384).
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            raise ParseError("payload starts with a quote but is not a JSON string") from None
-        if not isinstance(decoded, str):
-            raise ParseError("payload is JSON, not Prometheus text")
-        return _unwrap(decoded)
-    if body.startswith(("{", "[")):
+    if head.startswith(("{", "[")):
         raise ParseError("payload is JSON, not Prometheus text")
-    if not text.endswith("\n"):
-        raise ParseError("payload is truncated: the last line has no newline")
-    return text
 
 
 def _parse_comment(line: str, families: dict[str, Family]) -> None:
@@ -174,6 +310,25 @@ def _family_for(sample_name: str, families: dict[str, Family]) -> Family:
     return family
 
 
+def _fast_sample(line: str) -> tuple[Sample, tuple[str, str]] | None:
+    """The common sample line and its series key (its labels as written: engines write one series's labels
+    in one order), or None for anything else (comments, escapes, errors: the slow path)."""
+    fast = _FAST_SAMPLE.fullmatch(line)
+    if fast is None:
+        return None
+    name, pairs, value, timestamp = fast.groups()
+    labels = dict(_FAST_PAIRS.findall(pairs)) if pairs else {}
+    if (
+        (pairs and len(labels) != pairs.count('="'))
+        or not _VALUE.fullmatch(value)
+        or (timestamp is not None and not _TIMESTAMP.fullmatch(timestamp))
+    ):
+        return None
+    if len(pairs or "") > MAX_LABEL_VALUE_CHARS and max(map(len, labels.values())) > MAX_LABEL_VALUE_CHARS:
+        raise _LabelTooLong()
+    return Sample(name, labels, float(value)), (name, pairs or "")
+
+
 def _parse_sample(line: str) -> Sample:
     match = _NAME.match(line)
     if not match:
@@ -209,6 +364,8 @@ def _parse_labels(line: str, position: int) -> tuple[dict[str, str], int]:
         value, position = _parse_label_value(line, position + 2)
         if label in labels:
             raise ParseError(f"label {label} given twice")
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            raise _LabelTooLong()
         labels[label] = value
         while position < len(line) and line[position] in " \t":
             position += 1

@@ -9,6 +9,8 @@ carry `target` only (their counts must not move to new series when the kind is d
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -59,21 +61,30 @@ TARGET_FAMILIES: dict[str, Spec] = {
     "llm_target_scrape_duration_seconds": Spec("gauge", "Duration of the last scrape of the engine target."),
     "llm_target_last_success_timestamp_seconds": Spec("gauge", "Unix time of the last successful scrape."),
     "llm_target_errors_total": Spec("counter", "Failed scrapes of the engine target by kind."),
+    "llm_target_series_dropped_total": Spec(
+        "counter", "Engine series left out of otherwise good scrapes, by reason (hostile values)."
+    ),
 }
 
 # The `kind` of llm_target_errors_total: every way a target's scrape can fail, each counted from the start.
 # docs/metrics.md and exporter/README.md ("Failure behaviour") list them (tests/engines/test_contract.py).
 ErrorKind = Literal[
     "connect",
+    "tls",
     "timeout",
     "http_status",
     "truncated",
+    "too_large",
+    "too_many_series",
     "parse",
     "unknown_engine",
     "no_known_metrics",
     "auth",
 ]
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
+# The `reason` of llm_target_series_dropped_total: series left out of a scrape that otherwise succeeded.
+DropReason = Literal["label_too_long", "not_finite", "negative"]
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 FINISH_REASONS = ("stop", "length", "completed", "abort", "error", "other")
 MAX_RAW_REASON_CHARS = 48
 
@@ -96,20 +107,40 @@ class Histogram:
 
 @dataclass
 class Normalized:
-    """What one scrape of one target says, in the common schema."""
+    """What one scrape of one target says, in the common schema.
+
+    A counter is published only when it is finite and non-negative, a histogram (all of them durations in
+    seconds) only when its counts and sum are; anything else is left out and counted in `dropped`.
+    """
 
     points: list[Point] = field(default_factory=list)
     histograms: list[Histogram] = field(default_factory=list)
+    dropped: Counter[DropReason] = field(default_factory=Counter)
 
     def add(self, family: str, value: float, labels: Mapping[str, str]) -> None:
         if FAMILIES[family].type == "histogram":
             raise ValueError(f"{family} is a histogram")
-        self.points.append(Point(family, dict(labels), float(value)))
+        value = float(value)
+        if FAMILIES[family].type == "counter" and not self._counts(value):
+            return
+        self.points.append(Point(family, dict(labels), value))
 
     def add_histogram(self, histogram: Histogram) -> None:
         if FAMILIES[histogram.family].type != "histogram":
             raise ValueError(f"{histogram.family} is not a histogram")
-        self.histograms.append(histogram)
+        counts = (*(count for _, count in histogram.buckets), histogram.count, histogram.sum)
+        if all(self._counts(value) for value in counts):
+            self.histograms.append(histogram)
+
+    def _counts(self, value: float) -> bool:
+        """True for a value a counter may hold; else the series is dropped and counted."""
+        if not math.isfinite(value):
+            self.dropped["not_finite"] += 1
+            return False
+        if value < 0:
+            self.dropped["negative"] += 1
+            return False
+        return True
 
     def families(self) -> set[str]:
         return {p.family for p in self.points} | {h.family for h in self.histograms}

@@ -1,10 +1,13 @@
-"""Scraping one target: HTTP with its timeout and auth, engine discovery, and the up/error bookkeeping.
+"""Scraping one target: HTTP with its timeout, auth, TLS and budgets, engine discovery, up/error bookkeeping.
 
 A target's whole scrape (every request it needs, discovery included) runs under one deadline,
-`timeout_seconds`. Whatever goes wrong becomes one counted error of a known kind for that target only:
-connect, timeout, http_status, auth (401/403 or its auth variable unset), truncated (the connection
-ended before the announced or chunked body was complete), parse (HTML, garbage, a payload cut at a line
-boundary, an oversized payload, malformed JSON), unknown_engine (no known names, or not the kind it was
+`timeout_seconds`, and within its budgets: at most `max_bytes` of body and `max_series` series, both
+enforced while the payload is read, which is parsed as it arrives (chunk by chunk on the event loop, so
+the deadline stops the parsing too: nothing runs on after it). Whatever goes wrong becomes one counted
+error of a known kind (schema.ErrorKind) for that target only: connect, tls (handshake or certificate),
+timeout, http_status, auth (401/403 or its auth variable unset), truncated (the connection ended before
+the announced or chunked body was complete), too_large, too_many_series, parse (HTML, garbage, a payload
+cut at a line boundary, malformed JSON), unknown_engine (no known names, or not the kind it was
 configured as), no_known_metrics (the engine's own names, but none this exporter reads: an engine
 version that renamed them all). The scrape never raises.
 """
@@ -12,10 +15,14 @@ version that renamed them all). The scrape never raises.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import json
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,14 +32,16 @@ import httpx
 from exporter.config import MAX_TARGET_TIMEOUT_SECONDS, TargetConfig
 from exporter.engines.base import Engine, ScrapeError
 from exporter.engines.detect import discover, engine_for_payload
-from exporter.engines.parse import Exposition, ParseError
+from exporter.engines.parse import Exposition, ExpositionReader, ParseError, TooManySeries
 from exporter.engines.registry import ENGINES
-from exporter.engines.schema import ERROR_KINDS, ErrorKind, Normalized
+from exporter.engines.schema import DROP_REASONS, ERROR_KINDS, DropReason, ErrorKind, Normalized
+from exporter.engines.tls import is_tls_failure
 
 log = logging.getLogger("exporter.engines")
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_JSON_BYTES = 1024 * 1024  # status pages (/props, /info, /version, Ollama's /api/ps) are small
 METRICS_PATHS = ("/prometheus/metrics", "/v1/metrics", "/metrics")  # longest first
 UNKNOWN_KIND = "unknown"
+MAX_MODELS_PER_TARGET = 64  # the collector publishes the first 64 models of a target (bounded cardinality)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class TargetResult:
     duration_seconds: float
     last_success_timestamp: float | None
     errors: dict[ErrorKind, int]
+    dropped: dict[DropReason, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     normalized: Normalized | None = None
     exposition: Exposition | None = None
     engine: Engine | None = None
@@ -57,7 +67,8 @@ class HttpFetch:
     its well-known metrics path (`/metrics`, `/v1/metrics`, `/prometheus/metrics`) is the base; any other
     path is a base (a proxy prefix). Every other request (status pages, discovery probes) goes to base +
     the engine's path, and the URL's query, if any, goes with every request (llama.cpp router mode:
-    `?model=...`)."""
+    `?model=...`). Bodies are asked for uncompressed (a compressed one could expand past the budget
+    before it is counted) and read within the target's budgets."""
 
     def __init__(self, client: httpx.AsyncClient, target: TargetConfig, headers: dict[str, str]) -> None:
         parts = urlsplit(target.url)
@@ -70,46 +81,103 @@ class HttpFetch:
             self.explicit_path = path
             suffix = next(known for known in METRICS_PATHS if path.endswith(known))
             self.base = path[: -len(suffix)]
-        self.client, self.target, self.headers = client, target, headers
+        self.client, self.target = client, target
+        self.headers = {**headers, "Accept-Encoding": "identity"}
+        self.extensions = {"sni_hostname": target.server_name} if target.server_name else {}
         self.peer: tuple[str, int] | None = None  # the address the last answer came from
+        self.bytes_read = 0  # this scrape's bodies so far: what a timeout message reports
+        self.series_read = 0
 
-    async def metrics(self, default_path: str) -> str:
-        return await self._text(self.explicit_path or self.base + default_path)
-
-    async def text(self, path: str) -> str:
-        return await self._text(self.base + path)
+    async def metrics(self, default_path: str) -> Exposition:
+        """The exposition at the target URL's own path when it has one, else at default_path, parsed as
+        it arrives; ParseError when it is not valid exposition text."""
+        path = self.explicit_path or self.base + default_path
+        reader = ExpositionReader(self.target.max_series)
+        try:
+            async with contextlib.aclosing(self._read(path, self.target.max_bytes)) as chunks:
+                async for text in chunks:
+                    reader.feed(text)
+                    self.series_read = reader.series
+                    await asyncio.sleep(0)  # between chunks, let deadlines and other targets run
+            return reader.close()
+        except TooManySeries as exc:
+            raise ScrapeError("too_many_series", f"{path}: {exc}") from None
 
     async def json(self, path: str) -> Any:
         path = self.base + path
-        body = await self._get(path)
+        async with contextlib.aclosing(self._read(path, MAX_JSON_BYTES)) as chunks:
+            body = "".join([text async for text in chunks])
         try:
             return json.loads(body)
         except ValueError:
             raise ScrapeError("parse", f"{path}: not JSON") from None
 
-    async def _text(self, path: str) -> str:
-        body = await self._get(path)
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-
-    async def _get(self, path: str) -> bytes:
+    async def _read(self, path: str, max_bytes: int) -> AsyncIterator[str]:
+        """The body as decoded text, chunk by chunk; ScrapeError for every way the read can fail."""
         url = self.origin + path + self.query
         try:
-            async with self.client.stream("GET", url, headers=self.headers) as response:
+            async with self.client.stream(
+                "GET", url, headers=self.headers, extensions=self.extensions
+            ) as response:
                 self.peer = _server_address(response) or self.peer
-                if response.status_code in (401, 403):
-                    raise ScrapeError("auth", f"{path}: HTTP {response.status_code}", response.status_code)
-                if not 200 <= response.status_code < 300:
-                    raise ScrapeError(
-                        "http_status", f"{path}: HTTP {response.status_code}", response.status_code
-                    )
-                return await _read_body(response, path)
+                _check_answer(response, path)
+                announced = response.headers.get("Content-Length", "")
+                if announced.isdigit() and int(announced) > max_bytes:
+                    raise ScrapeError("too_large", f"{path}: announces {announced} bytes, over {max_bytes}")
+                async for text in _decoded_body(response, path, max_bytes, self):
+                    yield text
         except httpx.TimeoutException:
             raise ScrapeError("timeout", f"{path}: timed out") from None
-        except httpx.HTTPError as exc:  # refused, reset, DNS, protocol errors before the body
-            raise ScrapeError("connect", f"{path}: {type(exc).__name__}: {exc}") from None
+        except httpx.HTTPError as exc:  # refused, reset, DNS, TLS, protocol errors before the body
+            kind: ErrorKind = "tls" if is_tls_failure(exc) else "connect"
+            raise ScrapeError(kind, f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def _check_answer(response: httpx.Response, path: str) -> None:
+    if response.status_code in (401, 403):
+        raise ScrapeError("auth", f"{path}: HTTP {response.status_code}", response.status_code)
+    if not 200 <= response.status_code < 300:
+        raise ScrapeError("http_status", f"{path}: HTTP {response.status_code}", response.status_code)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ScrapeError("parse", f"{path}: Content-Encoding {encoding} although identity was asked for")
+
+
+async def _decoded_body(
+    response: httpx.Response, path: str, max_bytes: int, fetch: HttpFetch
+) -> AsyncIterator[str]:
+    """UTF-8 text of the body as it arrives, at most max_bytes; the connection failing once the answer
+    has begun is a truncated payload."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    try:
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            fetch.bytes_read += len(chunk)
+            if size > max_bytes:
+                raise ScrapeError("too_large", f"{path}: body larger than {max_bytes} bytes")
+            try:
+                yield decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                where = size - len(chunk) + exc.start
+                raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} near byte {where})") from None
+        yield decoder.decode(b"", final=True)
+    except httpx.TimeoutException:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at its end)") from None
+    except httpx.HTTPError as exc:  # Content-Length not reached, chunked body cut, reset mid-body
+        message = f"{path}: body cut after {size} bytes ({type(exc).__name__})"
+        raise ScrapeError("truncated", message) from None
+
+
+def _forget_frames(exc: BaseException | None) -> None:
+    """Drop the tracebacks of a failed scrape's exceptions. asyncio keeps an exception in a cycle with its
+    task, and the traceback's frames hold what the scrape had read: without this, a refused payload's
+    series would stay in memory until a full garbage collection."""
+    while exc is not None:
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _server_address(response: httpx.Response) -> tuple[str, int] | None:
@@ -121,23 +189,6 @@ def _server_address(response: httpx.Response) -> tuple[str, int] | None:
     return None
 
 
-async def _read_body(response: httpx.Response, path: str) -> bytes:
-    """The whole body; the connection failing once the answer has begun is a truncated payload."""
-    chunks, size = [], 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise ScrapeError("parse", f"{path}: payload larger than {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-    except httpx.TimeoutException:
-        raise
-    except httpx.HTTPError as exc:  # Content-Length not reached, chunked body cut, reset mid-body
-        message = f"{path}: body cut after {size} bytes ({type(exc).__name__})"
-        raise ScrapeError("truncated", message) from None
-    return b"".join(chunks)
-
-
 @dataclass
 class TargetScraper:
     """Scrapes one configured target and remembers what it learned: the engine kind, errors, last success."""
@@ -146,33 +197,48 @@ class TargetScraper:
     clock: Any = time.time
     engine: Engine | None = None
     errors: dict[ErrorKind, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    dropped: dict[DropReason, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     last_success: float | None = None
     peer: tuple[str, int] | None = None
     _was_up: bool | None = None
+    _dropping: frozenset[DropReason] = frozenset()
+    _too_many_models = False
 
     def __post_init__(self) -> None:
         if self.target.kind:
             self.engine = ENGINES[self.target.kind]
         # The configuration refuses more; a TargetConfig built in code is held to the same bound.
         self.timeout = min(self.target.timeout_seconds, MAX_TARGET_TIMEOUT_SECONDS)
+        self.tls_context = self.target.tls.context()
+        self._progress: HttpFetch | None = None
 
-    async def scrape(self, client: httpx.AsyncClient) -> TargetResult:
+    async def scrape(self) -> TargetResult:
+        """One scrape, on a connection of its own (no keep-alive outlives an engine restart)."""
         started = time.perf_counter()
         normalized = exposition = None
         error_kind: ErrorKind | None = None
         message = ""
         try:
-            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
-        except TimeoutError:
-            error_kind, message = "timeout", f"no complete answer within {self.timeout:g}s"
+            async with httpx.AsyncClient(
+                verify=self.tls_context, trust_env=False, follow_redirects=False, timeout=None
+            ) as client:
+                normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
+        except TimeoutError as exc:
+            error_kind = "timeout"
+            message = f"no complete answer within {self.timeout:g}s{self._read_so_far()}"
+            _forget_frames(exc)
         except ScrapeError as exc:
             error_kind, message = exc.kind, str(exc)
+            _forget_frames(exc)
         except ParseError as exc:
             error_kind, message = "parse", str(exc)
+            _forget_frames(exc)
         except Exception as exc:  # an adapter tripped over a payload shape nobody foresaw
             if self._was_up is not False:
                 log.exception("engine target %s: unexpected failure", self.target.name)
             error_kind, message = "parse", f"{type(exc).__name__}: {exc}"
+            _forget_frames(exc)
+        self._progress = None
         return self._record(error_kind, message, time.perf_counter() - started, normalized, exposition)
 
     def round_overrun(self, seconds: float) -> TargetResult:
@@ -190,6 +256,7 @@ class TargetScraper:
         up = error_kind is None
         if error_kind is None:
             self.last_success = self.clock()
+            self._count_dropped(exposition, normalized)
         else:
             self.errors[error_kind] += 1
         self._log_transition(up, error_kind or "", message)
@@ -201,6 +268,7 @@ class TargetScraper:
             duration_seconds=duration,
             last_success_timestamp=self.last_success,
             errors=dict(self.errors),
+            dropped=dict(self.dropped),
             normalized=normalized,
             exposition=exposition,
             engine=self.engine,
@@ -208,7 +276,7 @@ class TargetScraper:
         )
 
     async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:
-        fetch = HttpFetch(client, self.target, self._headers())
+        fetch = self._progress = HttpFetch(client, self.target, self._headers())
         try:
             return await self._scrape_with(fetch)
         finally:
@@ -226,6 +294,7 @@ class TargetScraper:
             engine, scraped = await self._scrape_known(fetch, self.engine)
         self.engine = engine
         normalized = engine.normalize(scraped, self.target.model)
+        self._note_models(normalized)
         if scraped.exposition is not None and not normalized.families() - {"llm_engine_info"}:
             count = len(scraped.exposition.families)
             raise ScrapeError(
@@ -268,3 +337,32 @@ class TargetScraper:
         elif not up and self._was_up is not False:
             log.warning("engine target %s is down: %s: %s", self.target.name, error_kind, message)
         self._was_up = up
+
+    def _read_so_far(self) -> str:
+        fetch = self._progress
+        return f" ({fetch.bytes_read} bytes, {fetch.series_read} series read)" if fetch else ""
+
+    def _count_dropped(self, exposition: Exposition | None, normalized: Normalized | None) -> None:
+        """Series left out of this good scrape; one warning when a target starts dropping them."""
+        dropped: Counter[DropReason] = Counter()
+        for source in (exposition, normalized):
+            if source is not None:
+                dropped.update(source.dropped)
+        for reason, count in dropped.items():
+            self.dropped[reason] += count
+        started = set(dropped) - self._dropping
+        if started:
+            summary = ", ".join(f"{dropped[r]} {r}" for r in sorted(started))
+            log.warning("engine target %s: series dropped (%s); see llm_target_series_dropped_total",
+                        self.target.name, summary)  # fmt: skip
+        self._dropping = frozenset(dropped)
+
+    def _note_models(self, normalized: Normalized) -> None:
+        """One warning when a target starts reporting more models than are published."""
+        models = {p.labels.get("model", "") for p in normalized.points}
+        models |= {h.labels.get("model", "") for h in normalized.histograms}
+        too_many = len(models) > MAX_MODELS_PER_TARGET
+        if too_many and not self._too_many_models:
+            log.warning("engine target %s reports %d models; publishing the first %d", self.target.name,
+                        len(models), MAX_MODELS_PER_TARGET)  # fmt: skip
+        self._too_many_models = too_many

@@ -23,7 +23,6 @@ from exporter.engines.base import (
     apply_table,
     model_labels,
     optional_json,
-    read_exposition,
 )
 from exporter.engines.parse import Exposition
 from exporter.engines.schema import Normalized, raw_reason_label
@@ -47,7 +46,7 @@ class Tgi(Engine):
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
-            exposition = await read_exposition(fetch, self.metrics_path)
+            exposition = await fetch.metrics(self.metrics_path)
         info = await optional_json(fetch, "/info")  # absent on TGI's separate --prometheus-port
         return Scraped(exposition, {"/info": info} if isinstance(info, dict) else {})
 

@@ -27,6 +27,8 @@ class Reply:
     truncate: bool = False  # announce the full length, send half, close
     chunked_cut: bool = False  # chunked encoding: half the body in one chunk, close without the last one
     trickle: float = 0.0  # seconds between lines: headers at once, then a slow drip
+    chunked: bool = False  # chunked encoding, 64 KiB chunks, no Content-Length
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +69,17 @@ class _Handler(BaseHTTPRequestHandler):
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
+        for name, header in reply.headers.items():
+            self.send_header(name, header)
+        if reply.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(body), 65536):
+                piece = body[start : start + 65536]
+                if not _write(self.wfile, b"%x\r\n%s\r\n" % (len(piece), piece)):
+                    return
+            _write(self.wfile, b"0\r\n\r\n")
+            return
         if reply.chunked_cut:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -89,10 +102,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body)
+        _write(self.wfile, body)
 
     def log_message(self, *args) -> None:
         pass
+
+
+def _write(stream, data: bytes) -> bool:
+    """False when the exporter hung up (it stopped reading: over budget or past its deadline)."""
+    try:
+        stream.write(data)
+        stream.flush()
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
 
 
 @contextlib.contextmanager

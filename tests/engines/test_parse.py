@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.engines.parse import ParseError, parse
+from exporter.engines.parse import (
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LINE_CHARS,
+    ExpositionReader,
+    ParseError,
+    TooManySeries,
+    parse,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
 EXPOSITIONS = sorted(p for p in FIXTURES.rglob("*.txt"))
@@ -148,3 +155,74 @@ def test_bad_payloads_are_rejected_with_a_reason(payload: str, message: str) -> 
 def test_error_names_the_line() -> None:
     with pytest.raises(ParseError, match=r"line 3: bad value"):
         parse("a 1\nb 2\nc three\n")
+
+
+# --- Reading as the payload arrives, budgets and hostile values --------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXPOSITIONS[:6], ids=fixture_id)
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_a_payload_fed_in_pieces_reads_as_the_whole(path: Path, size: int) -> None:
+    text = path.read_text()
+    if fixture_id(path) in TRIMMED:
+        return
+    reader = ExpositionReader()
+    for start in range(0, len(text), size):
+        reader.feed(text[start : start + size])
+    pieces, whole = reader.close(), parse(text)
+    assert pieces.by_sample_name == whole.by_sample_name
+    assert [(f.name, f.type, f.help) for f in pieces.families.values()] == [
+        (f.name, f.type, f.help) for f in whole.families.values()
+    ]
+
+
+def test_the_series_budget_stops_the_reading_at_once() -> None:
+    reader = ExpositionReader(max_series=3)
+    reader.feed("# TYPE a gauge\na 1\nb 2\nc 3\n")
+    with pytest.raises(TooManySeries, match="more than 3 series"):
+        reader.feed("d 4\n" + "e 5\n" * 1000)
+    assert reader.series == 4  # nothing after the first series over the budget was parsed
+
+
+def test_long_label_values_and_long_lines_drop_their_series_only() -> None:
+    long_value = "x" * (MAX_LABEL_VALUE_CHARS + 1)
+    reader = ExpositionReader()
+    reader.feed(f'# TYPE a gauge\na{{model="{long_value}"}} 1\na{{model="ok"}} 2\n')
+    reader.feed('a{path="C:\\\\' + long_value + '"} 3\n')  # the escaped (slow) path
+    reader.feed('a{model="' + "y" * MAX_LINE_CHARS)  # a line longer than any that is kept...
+    reader.feed("y" * MAX_LINE_CHARS)
+    reader.feed('"} 4\nb 5\n# HELP c ' + "z" * (2 * MAX_LINE_CHARS) + "\nc 6\n")  # ...and a long comment
+    exposition = reader.close()
+    assert [s.labels for s in exposition.samples("a")] == [{"model": "ok"}]
+    assert exposition.samples("b")[0].value == 5 and exposition.samples("c")[0].value == 6
+    assert exposition.dropped == {"label_too_long": 3}
+
+
+def test_counters_that_are_not_finite_and_non_negative_are_dropped_gauges_kept() -> None:
+    exposition = parse(
+        "# TYPE good counter\ngood_total 5\n"
+        "# TYPE nan counter\nnan_total NaN\n"
+        "# TYPE inf counter\ninf_total +Inf\n"
+        "# TYPE neg counter\nneg_total -3\n"
+        "# TYPE g gauge\ng NaN\nh -Inf\n"
+    )
+    assert exposition.samples("good_total")[0].value == 5
+    assert (
+        not exposition.has("nan_total")
+        and not exposition.has("inf_total")
+        and not exposition.has("neg_total")
+    )
+    assert math.isnan(exposition.samples("g")[0].value) and exposition.samples("h")[0].value == -math.inf
+    assert exposition.dropped == {"not_finite": 2, "negative": 1}
+
+
+def test_a_histogram_with_a_bad_count_is_dropped_whole() -> None:
+    exposition = parse(
+        "# TYPE h histogram\n"
+        'h_bucket{m="bad",le="1"} NaN\nh_bucket{m="bad",le="+Inf"} 2\nh_count{m="bad"} 2\nh_sum{m="bad"} 1\n'
+        'h_bucket{m="neg",le="+Inf"} -2\nh_count{m="neg"} -2\nh_sum{m="neg"} 1\n'
+        'h_bucket{m="sum",le="+Inf"} 2\nh_count{m="sum"} 2\nh_sum{m="sum"} +Inf\n'
+        'h_bucket{m="ok",le="+Inf"} 2\nh_count{m="ok"} 2\nh_sum{m="ok"} 1\n'
+    )
+    assert [h.labels for h in exposition.histograms("h")] == [{"m": "ok"}]
+    assert exposition.dropped == {"not_finite": 2, "negative": 1}
