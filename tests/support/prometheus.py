@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ def scrape_config(
 
 
 @contextlib.contextmanager
-def prometheus_server(tmp_path: Path, config: dict) -> Iterator[Prometheus]:
+def prometheus_server(tmp_path: Path, config: dict, args: Sequence[str] = ()) -> Iterator[Prometheus]:
+    """A Prometheus with `config` on a free port; `args` are extra flags."""
     binary = require_binary("prometheus", "apt-get install prometheus; `make test` does it as root")
     port = free_port()
     config_path = tmp_path / "prometheus.yml"
@@ -64,6 +65,7 @@ def prometheus_server(tmp_path: Path, config: dict) -> Iterator[Prometheus]:
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
+        *args,
     ]
     with running(argv, f"http://127.0.0.1:{port}/-/ready", tmp_path / "prometheus.log"):
         yield Prometheus(f"http://127.0.0.1:{port}")
