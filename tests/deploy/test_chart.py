@@ -391,3 +391,24 @@ def _strict(node: object) -> object:
     if "properties" in strict and not open_ended:
         strict["additionalProperties"] = False
     return strict
+
+
+@pytest.mark.real
+def test_the_image_runs_every_workload_of_the_chart(rendered: dict[str, Rendered]) -> None:
+    """Each container's first argument is a console script the Dockerfile's image installs (the image has
+    no entrypoint, so `args` replace its CMD), with the extra the exporter's pod-resources client needs."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ENTRYPOINT" not in dockerfile and "pip install '.[kubernetes]'" in dockerfile
+    commands = {
+        tuple(container["args"][:2])
+        for case in ("defaults", "job")
+        for obj in rendered[case].objects
+        if obj["kind"] in ("DaemonSet", "Job", "Deployment")
+        for container in obj["spec"]["template"]["spec"]["containers"]
+    }
+    assert commands == {("llmobs-exporter", "--listen-address=0.0.0.0:9840"), ("llmobs-loadgen", "run"),
+                        ("llmobs-loadgen", "serve")}  # fmt: skip
+    assert {command[0] for command in commands} <= set(scripts)
