@@ -29,9 +29,11 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from loadgen import redact
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.redact import redact_url
@@ -79,6 +81,7 @@ class Policy:
         for key, reason in REFUSED_KEYS.items():
             if values.get(key) not in (None, ""):
                 raise HTTPException(400, f"{key} cannot be set over the API: {reason}")
+        redact.register_url(str(values.get("url", "")))  # before anything can echo it
         if self.allowed_urls:  # compared, and then sent, as a server reads it (urls.normalize)
             url = str(values.get("url", ""))
             if not any(under(url, allowed) for allowed in self.allowed_urls):
@@ -97,7 +100,7 @@ class Policy:
         try:
             return Scenario.build(None, values)
         except LoadgenError as exc:
-            raise HTTPException(400, str(exc)) from exc
+            raise HTTPException(400, redact.scrub(str(exc))) from exc
 
     def _local_file(self, path: str, what: str) -> Path:
         if self.dataset_dir is None:
@@ -172,7 +175,8 @@ class RunManager:
 
 
 def describe(run: Run) -> dict:
-    body = {
+    """What GET /runs shows of a run, scrubbed of every registered secret."""
+    body: dict[str, object] = {
         "run_id": run.run_id,
         "scenario": run.scenario.name,
         "state": run.state,
@@ -185,7 +189,7 @@ def describe(run: Run) -> dict:
     }
     if run.report is not None:
         body["report"] = run.report
-    return body
+    return redact.scrub_json(body)  # type: ignore[return-value]
 
 
 def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
@@ -201,6 +205,11 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
             )  # fmt: skip
 
     control = [Depends(authorized)]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the body back; it may hold a credential (a URL's userinfo)
+        return JSONResponse({"detail": "the body must be a JSON object: the scenario"}, status_code=422)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -273,7 +282,8 @@ class HttpServer:
             raise ScenarioError(f"cannot listen on {address}: {exc.strerror}") from exc
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        # log_config=None: uvicorn's records go to our handlers (and their secret scrubber)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, log_config=None)
         self.server = _Server(config)
         self.task: asyncio.Task | None = None
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadgen import eventloop
+from loadgen import eventloop, redact
 from loadgen.capacity import command as capacity
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.html import cli as html
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    redact.LogScrubber.install()  # every log line, whoever writes it, without a registered secret
     try:
         if args.command == "capacity":
             return capacity.run(args)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         with html.records_for(scenario, args.output_html) as scenario:
             return eventloop.run(_run(scenario, token, args.output_html), args.event_loop)
     except LoadgenError as exc:
-        print(f"llmobs-loadgen: {exc}", file=sys.stderr)
+        print(redact.scrub(f"llmobs-loadgen: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -253,6 +254,8 @@ def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
 
     has_key = read_secret(args.api_key_env, args.api_key_file, "API key") is not None
     allowed = tuple(normalize(url, "--allow-url") for url in args.allow_url or ())
+    for url in allowed:
+        redact.register_url(url)
     if has_key and not allowed:
         raise ScenarioError(
             "--api-key-env/--api-key-file need --allow-url URL: the key is sent only to the servers named"

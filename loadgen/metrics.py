@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from loadgen.redact import scrub
 from loadgen.timing import OUTCOMES, RequestRecord
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py; reference/stacks.md 3.2)
@@ -95,8 +96,9 @@ class RunMetrics:
     """The live series of one run."""
 
     def __init__(self, scenario: str, run_id: str, model: str, endpoint_kind: str, shape: str) -> None:
-        self.labels = (scenario, run_id)
-        self.info = {"model": model, "endpoint_kind": endpoint_kind, "shape": shape}
+        # label values never carry a registered secret (redact.py), whatever a user named things
+        self.labels = (scrub(scenario), scrub(run_id))
+        self.info = {"model": scrub(model), "endpoint_kind": endpoint_kind, "shape": shape}
         self.ttft = Histogram(TTFT_BUCKETS)
         self.ttfo = Histogram(TTFT_BUCKETS)
         self.dispatch = Histogram(TTFT_BUCKETS)
@@ -229,7 +231,7 @@ class LoadgenCollector(Collector):
                 concurrency.add_metric(labels, run.target_concurrency)
             if run.target_rate is not None:
                 rate.add_metric(labels, run.target_rate)
-            phase.add_metric([*labels, run.phase], 1)
+            phase.add_metric([*labels, scrub(run.phase)], 1)
             info.add_metric([*labels, run.info["model"], run.info["endpoint_kind"], run.info["shape"]], 1)
             for ttft, tpot, count in run.goodput.met():
                 goodput.add_metric([*labels, repr(ttft), repr(tpot)], count)

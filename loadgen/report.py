@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from loadgen import redact
 from loadgen.result import RunResult
 from loadgen.stats import STREAM_ONLY, PhaseStats, Slo
 from loadgen.timing import OUTCOMES
@@ -69,7 +70,7 @@ def build(run: RunResult) -> dict:
     report["failure"] = failure(run, totals["by_outcome"])
     if run.scenario.sweep:
         report["sweep"] = sweep_result(run)
-    return report
+    return redact.scrub_json(report)  # type: ignore[return-value]
 
 
 def measurability_notes(run: RunResult) -> list[str]:

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import orjson
 
+from loadgen import redact
 from loadgen import report as reports
 from loadgen.client import LoadClient
 from loadgen.errors import LoadgenError
@@ -505,6 +506,7 @@ async def show_progress(
         while True:
             await asyncio.sleep(interval)
             line = run.progress_line()
+            line = redact.scrub(line)
             write(f"\r\x1b[2K{line}" if tty else f"{time.strftime('%H:%M:%S')} {line}\n")
             stream.flush()
     except asyncio.CancelledError:

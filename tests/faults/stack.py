@@ -109,6 +109,15 @@ def loadgen(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterato
         yield proc
 
 
+@contextlib.contextmanager
+def loadgen_serve(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """`loadgen serve ARGS` (control API and /metrics) on a free port."""
+    port = free_port()
+    argv = [PYTHON, "-m", "loadgen", "serve", "--listen-address", f"127.0.0.1:{port}", *args]
+    with _started(tmp, "loadgen-serve", argv, port, "/healthz", env) as proc:
+        yield proc
+
+
 def run_to_exit(
     tmp: Path, module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> Finished:

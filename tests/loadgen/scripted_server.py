@@ -11,6 +11,8 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   reasoning             reasoning_content events before the content (counted in max_tokens)
   status                answer with this HTTP status and a JSON error body
   retry_after           with `status`: a Retry-After header with this value
+  echo_auth             answer 401 with the request's Authorization header in the body (a gateway
+                        that echoes credentials back: the client must scrub them)
   garbage               answer with bytes that are not HTTP
   slow_headers_ms       wait this long before sending the response headers
   die_after             close the connection abruptly after this many token events
@@ -177,6 +179,9 @@ async def _answer(
         state.records.append(record)
     if mock.get("slow_headers_ms"):
         await asyncio.sleep(mock["slow_headers_ms"] / 1000)
+    if mock.get("echo_auth"):
+        writer.write(_response(401, f"rejected credentials: {record['authorization']}".encode()))
+        return True
     if mock.get("garbage"):
         writer.write(b"HELLO THERE\r\n\r\n")
         return True
