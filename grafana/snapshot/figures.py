@@ -42,7 +42,7 @@ def base_layout(height_px: int, scale: Scale | None = None, time_axis: bool = Tr
         "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, sans-serif", "size": 11, "color": "#1f2328"},
         "showlegend": True,
-        "legend": {"orientation": "h", "y": -0.18, "x": 0, "font": {"size": 10}},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.1, "x": 0, "font": {"size": 10}},
         "hovermode": "x unified" if time_axis else "closest",
         "xaxis": {"gridcolor": "#eef1f4", "zeroline": False},
         "yaxis": {"gridcolor": "#eef1f4", "zeroline": False, "rangemode": "tozero", "automargin": True},
@@ -50,7 +50,8 @@ def base_layout(height_px: int, scale: Scale | None = None, time_axis: bool = Tr
     if series > 6:
         layout["legend"] = {"orientation": "v", "x": 1.01, "y": 1, "font": {"size": 10}}
     if time_axis:
-        layout["xaxis"].update(type="date", hoverformat="%H:%M:%S UTC")
+        # one line of tick labels (the page's header says the day), so the legend below never covers them
+        layout["xaxis"].update(type="date", tickformat="%H:%M", hoverformat="%Y-%m-%d %H:%M:%S UTC")
     if scale is not None:
         layout["yaxis"]["ticksuffix"] = scale.suffix
         if scale.tickformat:

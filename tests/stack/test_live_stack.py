@@ -9,7 +9,9 @@ return data itself. On a GPU host the GPU panels are checked the same way.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
 import subprocess
 import sys
 import time
@@ -18,8 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from grafana import catalog
+from tests.pages.drawn import drawn
+from tests.pages.drawn import panels as drawn_panels
 from tests.stack.dashboards import all_queries, concrete, selectors
 from tests.stack.promql import RULES_DIR, VLLM_NAMES, rule_groups
+from tests.support.chromium import artifacts, chromium
 from tests.support.llama import LlamaServer, llama_server
 from tests.support.procs import free_port, running
 from tests.support.prometheus import Prometheus, prometheus_server
@@ -27,6 +33,19 @@ from tests.support.prometheus import Prometheus, prometheus_server
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_check_queries():
+    """tools/check_queries.py, a script (tools/ is no package), loaded as a module."""
+    spec = importlib.util.spec_from_file_location("check_queries", ROOT / "tools" / "check_queries.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_queries"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+check_queries = _load_check_queries()
 
 
 def has_data(prometheus: Prometheus, expr: str) -> bool:
@@ -163,6 +182,41 @@ def test_the_gpu_host_query_tool_finds_no_problem(stack) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Problems: 0" in result.stdout and "queries answered with data" in result.stdout
+
+
+def test_snapshot_draws_every_panel_the_query_tool_finds_data_for(stack) -> None:
+    """`llmobs snapshot` of the live stack, opened in Chromium: every panel with a query that
+    tools/check_queries.py answers is drawn with data (lines, heatmap, stat, rows), nothing else fails."""
+    prometheus, _ = stack
+    verdicts = check_queries.classify(prometheus.url)
+    answered = {_panel_of(where) for where in verdicts.answered} - {None}
+    out = artifacts("snapshot") / "live-stack.html"
+    result = subprocess.run(
+        [PYTHON, "-m", "grafana.cli", "snapshot", "--prometheus", prometheus.url, "--from", "now-4m",
+         "--scrape-interval", "1s", "-o", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with chromium() as browser:
+        page = browser.open(out, ready="window.llmobsReady === true", timeout=180)
+        page.screenshot(out.with_suffix(".png"))
+        found = drawn_panels(page)
+    assert page.errors == [] and page.network == []
+    assert len(found) == sum(1 for b in catalog.dashboards() for p in b.panels if p.kind != "row")
+    shown: dict[tuple[str, str], list[dict]] = {}  # a title may repeat in a dashboard (a stat and a graph)
+    for panel in found:
+        shown.setdefault((panel["dashboard"], panel["title"]), []).append(panel)
+    missing = [p for key in sorted(answered) for p in shown[key] if not (p["state"] == "data" and drawn(p))]
+    assert missing == []
+    undrawn = [p for p in found if p["state"] == "data" and not drawn(p)]
+    assert undrawn == []
+    assert len(answered) >= 40, len(answered)  # engine- and client-side panels (no GPU here)
+
+
+def _panel_of(where: str) -> tuple[str, str] | None:
+    """("overview", "Requests per second") from "overview.json: panel 'Requests per second' A"."""
+    match = re.match(r"^(\S+)\.json: panel '(.*)' [A-Z]$", where)
+    return (match.group(1), match.group(2)) if match else None
 
 
 def test_selector_extraction() -> None:
