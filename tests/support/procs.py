@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -54,11 +55,20 @@ def running(
     log_path: Path,
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
+    own_session: bool = False,
 ) -> Iterator[subprocess.Popen]:
-    """Run argv until the with-block ends; its output goes to log_path, shown when start-up fails."""
+    """Run argv until the with-block ends; its output goes to log_path, shown when start-up fails.
+
+    own_session: start it in a session of its own and stop the whole session at the end, for servers that
+    start processes of their own (vLLM's engine core and workers) which must not outlive the test.
+    """
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=own_session,
         )
         try:
             try:
@@ -69,9 +79,19 @@ def running(
                 raise RuntimeError(f"{exc}\n--- {log_path} ---\n{tail}") from exc
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop(process, own_session)
+
+
+def _stop(process: subprocess.Popen, own_session: bool) -> None:
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig) if own_session else process.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=10 if not own_session else 30)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+    if own_session:
+        send(signal.SIGKILL)  # whatever the leader left behind in its session
