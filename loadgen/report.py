@@ -27,6 +27,8 @@ DEFINITIONS = {
     "percentiles": "nearest rank from a log-bucket sketch, within 0.1% of the exact value",
     "throughput": "succeeded requests (tokens) / phase duration (first send to last response)",
     "goodput": "succeeded requests meeting every per-request SLO / phase duration",
+    "setup_requests": "requests sent before the first phase (calibration probes); in no phase, but "
+    "counted by the engine: engine token deltas = the phases' tokens + these",
 }
 
 _ROWS = (
@@ -64,6 +66,8 @@ def build(run: RunResult) -> dict:
         "phases": phases,
         "totals": totals,
     }
+    if run.setup is not None:
+        report["setup_requests"] = run.setup.summary()
     notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
     if notes:
         report["notes"] = notes
@@ -277,6 +281,12 @@ def render(report: dict) -> str:
         for message, count in list(phase["errors"].items())[:5]:
             out.append(f"  {count} x {message}")
     out.append("=" * width)
+    if setup := report.get("setup_requests"):
+        out.append(
+            f"Setup: {setup['sent']} requests before the first phase ({setup['purpose']}; "
+            f"{setup['prompt_tokens']} prompt and {setup['output_tokens']} output tokens): counted by the "
+            "engine, in no phase."
+        )
     out += [f"Note: {note}." for note in report.get("notes", ())]
     if report.get("failure"):
         out.append(f"Run failed: {report['failure']}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from loadgen.scenario import Scenario
 from loadgen.stats import PhaseStats
 
-__all__ = ["RunResult"]
+__all__ = ["RunResult", "SetupRequests"]
 
 
 @dataclass(frozen=True)
@@ -28,3 +28,26 @@ class RunResult:
     timing_path: str | None = None  # how response times were taken (network.route); None: no client
     backoff_waits: int = 0  # requests that waited out a connect back-off (backoff.ConnectBackoff)
     backoff_waited_s: float = 0.0  # those waits, summed
+    # requests sent before the first phase (calibration probes): the engine counts them, no phase does
+    setup: SetupRequests | None = None
+
+
+@dataclass(frozen=True)
+class SetupRequests:
+    """Requests of the run's setup, counted so that engine counter deltas add up exactly: an engine's
+    tokens = every phase's tokens + these."""
+
+    purpose: str
+    sent: int
+    succeeded: int
+    prompt_tokens: int  # from the server's usage; requests without usage count 0
+    output_tokens: int
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "purpose": self.purpose,
+            "sent": self.sent,
+            "succeeded": self.succeeded,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+        }

@@ -29,7 +29,7 @@ from loadgen import report as reports
 from loadgen.client import LoadClient
 from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
-from loadgen.result import RunResult
+from loadgen.result import RunResult, SetupRequests
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import PhaseStats
@@ -87,6 +87,7 @@ class Run:
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
+        self._probes: list[RequestRecord] = []  # setup requests (calibration), reported apart from phases
 
     # -- control -------------------------------------------------------------------------------
 
@@ -149,10 +150,23 @@ class Run:
             state=self.state, stopped_early=self.stopping,
             workload=self._workload.describe() if self._workload is not None else None,
             stats=tuple(self.stats),
+            setup=self._setup_requests(),
             timing_path=self._client.timing_path if self._client else None,
             backoff_waits=self._client.backoff.waits if self._client else 0,
             backoff_waited_s=self._client.backoff.waited_s if self._client else 0.0,
         )  # fmt: skip
+
+    def _setup_requests(self) -> SetupRequests | None:
+        probes = self._probes
+        if not probes:
+            return None
+        return SetupRequests(
+            purpose="calibration of prompt lengths (max_tokens=1, not streamed)",
+            sent=len(probes),
+            succeeded=sum(r.ok for r in probes),
+            prompt_tokens=sum(r.prompt_tokens or 0 for r in probes if r.ok),
+            output_tokens=sum(r.output_tokens for r in probes if r.ok),
+        )
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless a stop comes first, which cancels it at once (setup has nothing worth
@@ -237,6 +251,7 @@ class Run:
             prompt = random_words(self._rng, words)
             record = RequestRecord(f"{self.run_id}-calibrate-{words}", "calibrate", perf_counter_ns(), False)
             body = self._body(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
+            self._probes.append(record)
             await self._client.execute(PATHS[self.scenario.endpoint], body, record)  # type: ignore[union-attr]
             if not record.ok:
                 log.warning(

@@ -40,9 +40,10 @@ def test_output_tokens_match_llamacpp_counter(tmp_path, run_loadgen, endpoint, s
     phase = result.phase
     assert phase["requests"]["succeeded"] == 16, phase["errors"]
     assert result.report["model"] == server.model  # discovered from /v1/models
-    # the calibration probes predict one token each (max_tokens=1) and are not part of the phase
-    probes = 2
-    assert phase["tokens"]["output"] + probes == delta
+    # the calibration probes predict one token each (max_tokens=1): counted apart from the phase
+    setup = result.report["setup_requests"]
+    assert (setup["sent"], setup["succeeded"], setup["output_tokens"]) == (2, 2, 2)
+    assert phase["tokens"]["output"] + setup["output_tokens"] == delta
     assert phase["tokens"]["output_source"] == {"usage": 16}
     if endpoint == "completions":
         # without a tokenizer, prompt lengths are calibrated from the server's usage: input_len

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from loadgen.client import ClientError, LoadClient, Timeouts, endpoint_url, redact_url
+from loadgen.report import render
 from loadgen.scenario import Scenario, ScenarioError
 from loadgen.timing import RequestRecord
 from tests.support.procs import free_port
@@ -32,6 +33,17 @@ def test_bearer_header_and_include_usage_reach_the_server(scripted, run_loadgen,
     discovery = scripted.stats()["models_requests"][before:]
     assert discovery and {m["authorization"] for m in discovery} == {"Bearer sk-reaches-the-server"}
     assert result.phase["tokens"]["output_source"] == {"usage": 4}
+
+
+def test_calibration_probes_are_counted_apart_from_the_phases(scripted, run_loadgen):
+    result = run_loadgen(url=scripted.url, concurrency=1, requests=2, output_len=2)
+    probes = [r for r in httpx.get(f"{scripted.url}/records", timeout=30).json()
+              if r["id"] and r["id"].startswith(f"{result.run.run_id}-calibrate")]  # fmt: skip
+    setup = result.report["setup_requests"]
+    assert (setup["sent"], setup["succeeded"]) == (len(probes), 2)
+    assert setup["prompt_tokens"] > 0 and setup["output_tokens"] >= 1
+    assert result.phase["requests"]["sent"] == 2  # the probes are in no phase
+    assert "Setup: 2 requests before the first phase" in render(result.report)
 
 
 @pytest.mark.parametrize("suffix", ["/gw", "/gw/", "/gw/v1", "/gw/v1/"])
