@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from simulator import text
 from simulator.engine import AdmissionError, Engine, Sequence
 from simulator.faults import Faults
+from simulator.http_metrics import HttpMetrics
 from simulator.metrics import build_registry, render
 from simulator.responses import CompletionResponse, FaultPlan, InjectedDrop, ParsedRequest
 from simulator.sends import SendLog
@@ -315,7 +316,8 @@ def create_app(sim: Simulator, api_key: str | None = None) -> Any:
         else:
             await api(scope, receive, send)
 
-    return app
+    routes = {*COMPLETION_PATHS, *(getattr(route, "path", "") for route in api.routes)}
+    return HttpMetrics(sim.registry, routes).wrap(app)
 
 
 def create_api(sim: Simulator) -> FastAPI:
