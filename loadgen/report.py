@@ -56,6 +56,7 @@ def build(run: RunResult) -> dict:
         "run_id": run.run_id,
         "scenario": run.scenario.name,
         "model": run.model,
+        **({"model_note": run.model_note} if run.model_note else {}),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at)),
         "state": run.state,
         "stopped_early": run.stopped_early,
@@ -68,6 +69,8 @@ def build(run: RunResult) -> dict:
     }
     if run.setup is not None:
         report["setup_requests"] = run.setup.summary()
+    if run.dropped_body_fields:
+        report["dropped_body_fields"] = run.dropped_body_fields
     notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
     if notes:
         report["notes"] = notes
@@ -242,7 +245,7 @@ def render(report: dict) -> str:
         requests, throughput, tokens = phase["requests"], phase["throughput"], phase["tokens"]
         out.append(f" {phase['phase']} ".center(width, "="))
         lines = [
-            ("Model", report["model"]),
+            ("Model", report["model"] or f"none: {report.get('model_note', 'not discovered')}"),
             ("Requests sent / succeeded / failed", f"{requests['sent']} / {requests['succeeded']} / "
                                                    f"{requests['failed']}"),
             ("Benchmark duration (s)", _fmt(phase["duration_s"])),
@@ -287,6 +290,8 @@ def render(report: dict) -> str:
             f"{setup['prompt_tokens']} prompt and {setup['output_tokens']} output tokens): counted by the "
             "engine, in no phase."
         )
+    for field, refusal in report.get("dropped_body_fields", {}).items():
+        out.append(f"Dropped body field {field!r}: the server refused it ({refusal}); sent without it.")
     out += [f"Note: {note}." for note in report.get("notes", ())]
     if report.get("failure"):
         out.append(f"Run failed: {report['failure']}")

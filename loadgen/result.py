@@ -7,7 +7,7 @@ scenario -> runner -> RunResult -> report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loadgen.scenario import Scenario
 from loadgen.stats import PhaseStats
@@ -19,7 +19,9 @@ __all__ = ["RunResult", "SetupRequests"]
 class RunResult:
     run_id: str
     scenario: Scenario  # the settings (the planned phases, SLOs and their percentile among them)
-    model: str | None  # as given or discovered; None when the run stopped before discovery
+    model: (
+        str | None
+    )  # as given or discovered; None when the run stopped before discovery or discovery failed
     started_at: float  # Unix time (s)
     state: str  # finished, failed (pending/running/stopping only while the run is live)
     stopped_early: bool  # a stop (signal, API) ended the run before its phases were done
@@ -30,6 +32,8 @@ class RunResult:
     backoff_waited_s: float = 0.0  # those waits, summed
     # requests sent before the first phase (calibration probes): the engine counts them, no phase does
     setup: SetupRequests | None = None
+    model_note: str | None = None  # why requests named no model (discovery failed), when they did not
+    dropped_body_fields: dict[str, str] = field(default_factory=dict)  # --extra-body field -> the refusal
 
 
 @dataclass(frozen=True)

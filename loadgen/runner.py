@@ -22,14 +22,16 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter_ns
 from typing import IO, Any
 
+import httpx
 import orjson
 
 from loadgen import redact
 from loadgen import report as reports
-from loadgen.client import LoadClient
+from loadgen.client import ClientError, LoadClient
 from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
-from loadgen.result import RunResult, SetupRequests
+from loadgen.probes import SetupProber
+from loadgen.result import RunResult
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import PhaseStats
@@ -72,6 +74,7 @@ class Run:
         self.state = "pending"
         self.error: str | None = None
         self.model: str | None = scenario.model
+        self.model_note: str | None = None  # why the requests name no model, when they do not
         self.stats: list[PhaseStats] = []
         self.current: PhaseStats | None = None
         self.report: dict | None = None
@@ -87,7 +90,8 @@ class Run:
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
-        self._probes: list[RequestRecord] = []  # setup requests (calibration), reported apart from phases
+        self._extra_body = dict(scenario.extra_body)  # a field the server refuses is dropped (probes.py)
+        self._prober: SetupProber | None = None  # setup requests, reported apart from the phases
 
     # -- control -------------------------------------------------------------------------------
 
@@ -146,27 +150,17 @@ class Run:
     def result(self) -> RunResult:
         """What the run has done so far, as data (the report is built from it)."""
         return RunResult(
-            run_id=self.run_id, scenario=self.scenario, model=self.model, started_at=self.started_at,
+            run_id=self.run_id, scenario=self.scenario, model=self.model, model_note=self.model_note,
+            started_at=self.started_at,
             state=self.state, stopped_early=self.stopping,
             workload=self._workload.describe() if self._workload is not None else None,
             stats=tuple(self.stats),
-            setup=self._setup_requests(),
+            setup=self._prober.summary() if self._prober else None,
+            dropped_body_fields=dict(self._prober.dropped) if self._prober else {},
             timing_path=self._client.timing_path if self._client else None,
             backoff_waits=self._client.backoff.waits if self._client else 0,
             backoff_waited_s=self._client.backoff.waited_s if self._client else 0.0,
         )  # fmt: skip
-
-    def _setup_requests(self) -> SetupRequests | None:
-        probes = self._probes
-        if not probes:
-            return None
-        return SetupRequests(
-            purpose="calibration of prompt lengths (max_tokens=1, not streamed)",
-            sent=len(probes),
-            succeeded=sum(r.ok for r in probes),
-            prompt_tokens=sum(r.prompt_tokens or 0 for r in probes if r.ok),
-            output_tokens=sum(r.output_tokens for r in probes if r.ok),
-        )
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless a stop comes first, which cancels it at once (setup has nothing worth
@@ -201,7 +195,9 @@ class Run:
             network=scenario.network,
         )
         if not self.model:
-            self.model = await self._client.discover_model()
+            self.model = await self._discover_model()
+        path = PATHS[scenario.endpoint]
+        self._prober = SetupProber(self._client, path, self.run_id, self._extra_body, _compact_json)
         # an explicit output length applies to every workload; without one, datasets keep their own
         # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
         output_len = scenario.output_len
@@ -218,11 +214,30 @@ class Run:
             )  # fmt: skip
             if tokenizer is None:
                 await self._calibrate(text)
-        self.metrics = RunMetrics(scenario.name, self.run_id, self.model, scenario.endpoint, scenario.shape)
+        await self._check_extra_body()
+        self.metrics = RunMetrics(
+            scenario.name, self.run_id, self.model or "", scenario.endpoint, scenario.shape
+        )
         if self.collector is not None:
             self.collector.add(self.metrics)
         if scenario.output_jsonl:
             self._jsonl = open(scenario.output_jsonl, "wb")  # noqa: SIM115 (closed in teardown)
+
+    async def _discover_model(self) -> str | None:
+        """The first model /v1/models lists. When the server is up but cannot list its models (seen:
+        `transformers serve` answers 500 without a Hugging Face cache), requests go without a `model`
+        field, which a single-model server answers with its own; said in the log and the report."""
+        try:
+            return await self._client.discover_model()  # type: ignore[union-attr]
+        except ClientError as exc:
+            cause = exc.__cause__
+            status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
+            if status in (401, 403) or isinstance(cause, httpx.TransportError):
+                raise  # wrong credentials or no server: every request would fail the same way
+            why = f"HTTP {status}" if status else type(cause).__name__ if cause else str(exc)
+            self.model_note = f"not discovered (/v1/models: {why}); requests carry no model field"
+            log.warning("model %s: pass --model to name one", self.model_note)
+            return None
 
     def _max_connections(self) -> int:
         """--max-connections, else the peak closed-loop concurrency or open-loop --max-concurrency,
@@ -249,10 +264,9 @@ class Run:
         counts = []
         for words in (16, 216):
             prompt = random_words(self._rng, words)
-            record = RequestRecord(f"{self.run_id}-calibrate-{words}", "calibrate", perf_counter_ns(), False)
-            body = self._body(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
-            self._probes.append(record)
-            await self._client.execute(PATHS[self.scenario.endpoint], body, record)  # type: ignore[union-attr]
+            body = self._body_fields(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
+            purpose = "calibration of prompt lengths (max_tokens=1, not streamed)"
+            record = await self._prober.send(f"calibrate-{words}", purpose, body)  # type: ignore[union-attr]
             if not record.ok:
                 log.warning(
                     "calibration probe failed (%s): prompt lengths assume 1 token per word", record.error
@@ -265,9 +279,21 @@ class Run:
         text.tokens_per_word = (counts[1] - counts[0]) / 200
         text.length_source = f"calibrated from server usage ({text.tokens_per_word:.3f} tokens/word)"
 
+    async def _check_extra_body(self) -> None:
+        """Without calibration, one setup request finds out whether the server takes --extra-body."""
+        if self._extra_body and not self._prober.records:  # type: ignore[union-attr]
+            body = self._body_fields(WorkItem(({"role": "user", "content": "hello"},), 1), stream=False)
+            await self._prober.send(
+                "check-extra-body", "check of the --extra-body fields (max_tokens=1)", body
+            )  # type: ignore[union-attr]
+
     def _body(self, item: WorkItem, stream: bool | None = None, messages: list | None = None) -> bytes:
+        return _compact_json({**self._body_fields(item, stream, messages), **self._extra_body})
+
+    def _body_fields(self, item: WorkItem, stream: bool | None = None, messages: list | None = None) -> dict:
+        """A request's body without the --extra-body fields."""
         stream = self.scenario.stream if stream is None else stream
-        body: dict = {"model": self.model, "stream": stream}
+        body: dict = {"model": self.model, "stream": stream} if self.model else {"stream": stream}
         if self.scenario.endpoint == "chat":
             body["messages"] = messages if messages is not None else list(item.messages)
         else:
@@ -276,8 +302,7 @@ class Run:
             body["max_tokens"] = item.max_tokens
         if stream:
             body["stream_options"] = {"include_usage": True}
-        body.update(self.scenario.extra_body)
-        return _compact_json(body)
+        return body
 
     # -- phases --------------------------------------------------------------------------------
 

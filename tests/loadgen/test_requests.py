@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from time import perf_counter_ns
 
 import httpx
@@ -193,3 +194,61 @@ def test_api_key_problems_stop_a_run_with_a_clear_message(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "line break" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "x-injected" not in result.stderr
+
+
+async def _picky_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Like `transformers serve`: /v1/models answers 500, a body with `ignore_eos` gets 422."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lengths = [
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ]
+        body = await reader.readexactly(lengths[0] if lengths else 0)
+        if head.startswith(b"GET"):
+            status, reply = "500 Internal Server Error", {"detail": "Internal Server Error"}
+        elif b"ignore_eos" in body:
+            status, reply = (
+                "422 Unprocessable Entity",
+                {"detail": "Unexpected fields in the request: {'ignore_eos'}"},
+            )
+        else:
+            assert b'"model"' not in body  # discovery failed: no model named
+            status = "200 OK"
+            usage = {"prompt_tokens": len(body) // 8, "completion_tokens": 1, "total_tokens": 1}
+            reply = {"choices": [{"index": 0, "finish_reason": "length", "text": "a"}], "usage": usage}
+        data = json.dumps(reply).encode()
+        writer.write(f"HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {len(data)}\r\n".encode())
+        writer.write(b"content-type: application/json\r\n\r\n" + data)
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+def test_a_refused_body_field_is_dropped_once_and_a_failed_discovery_sends_no_model(run_loadgen):
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(_picky_server, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        result = run_loadgen(
+            url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+            endpoint="completions",
+            stream=False,
+            concurrency=2,
+            requests=6,
+            output_len=1,
+            extra_body={"ignore_eos": True, "top_k": 5},
+        )
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+    report = result.report
+    assert result.phase["requests"]["succeeded"] == 6
+    assert report["model"] is None and report["model_note"].startswith(
+        "not discovered (/v1/models: HTTP 500)"
+    )
+    assert list(report["dropped_body_fields"]) == ["ignore_eos"]  # top_k was not refused: still sent
+    assert report["setup_requests"]["sent"] == 3 and report["setup_requests"]["succeeded"] == 2
