@@ -44,7 +44,7 @@ class SetupProber:
         if purpose not in self.purposes:
             self.purposes.append(purpose)
         while True:
-            record = RequestRecord(f"{self.run_id}-{name}", "setup", perf_counter_ns(), False)
+            record = RequestRecord(f"{self.run_id}-setup-{name}", "setup", perf_counter_ns(), False)
             self.records.append(record)
             await self.client.execute(self.path, self.encode({**body, **self.extra_body}), record)
             field = self.refused_field(record)

@@ -24,12 +24,12 @@ class Scripted:
         self.url = url
 
     def records(self, run_id: str) -> dict[str, dict]:
-        """Server-side truth for one run's requests, by request id (calibration probes left out)."""
+        """Server-side truth for one run's requests, by request id (setup requests left out)."""
         records = httpx.get(f"{self.url}/records", timeout=30).json()
         return {
             r["id"]: r
             for r in records
-            if r["id"] and r["id"].startswith(f"{run_id}-") and "calibrate" not in r["id"]
+            if r["id"] and r["id"].startswith(f"{run_id}-") and "-setup-" not in r["id"]
         }
 
     def stats(self) -> dict:

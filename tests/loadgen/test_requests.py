@@ -39,7 +39,7 @@ def test_bearer_header_and_include_usage_reach_the_server(scripted, run_loadgen,
 def test_calibration_probes_are_counted_apart_from_the_phases(scripted, run_loadgen):
     result = run_loadgen(url=scripted.url, concurrency=1, requests=2, output_len=2)
     probes = [r for r in httpx.get(f"{scripted.url}/records", timeout=30).json()
-              if r["id"] and r["id"].startswith(f"{result.run.run_id}-calibrate")]  # fmt: skip
+              if r["id"] and r["id"].startswith(f"{result.run.run_id}-setup-")]  # fmt: skip
     setup = result.report["setup_requests"]
     assert (setup["sent"], setup["succeeded"]) == (len(probes), 2)
     assert setup["prompt_tokens"] > 0 and setup["output_tokens"] >= 1
