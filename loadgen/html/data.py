@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from loadgen.errors import LoadgenError
 
 __all__ = ["LATENCIES", "RunData", "Window", "load_report", "read_run"]
@@ -167,8 +169,8 @@ def _records(path: Path, data: RunData) -> Iterator[dict]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
                 data.skipped_lines += 1
                 continue
             if not isinstance(record, dict) or not all(

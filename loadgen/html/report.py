@@ -8,6 +8,7 @@ the engine and GPU during the run, drawn with the dashboards' own panels.
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 
@@ -189,7 +190,7 @@ def run_window(data: RunData) -> tuple[float, float]:
         start = min(p["started_unix_s"] for p in phases)
         end = max(p.get("ended_unix_s") or p["started_unix_s"] + p.get("duration_s", 0) for p in phases)
         return start - 30, end + 30
-    started = time.mktime(time.strptime(report["started_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    started = calendar.timegm(time.strptime(report["started_at"], "%Y-%m-%dT%H:%M:%SZ"))
     spans = [end for _, end in data.phase_span.values()]
     length = (max(spans) - data.offset_s) if spans else sum(p.get("duration_s") or 0 for p in phases)
     return started - 60, started + length + 60

@@ -201,3 +201,20 @@ def test_cli_refuses_clearly_and_writes_nothing(tmp_path, capsys) -> None:
     assert "no such variable in these dashboards: colour" in capsys.readouterr().err
     assert main(["snapshot", "--prometheus", url, "--from", "now", "--to", "now-1h", "-o", str(out)]) == 2
     assert "--from must be before --to" in capsys.readouterr().err
+
+
+def test_label_values_are_text_never_markup() -> None:
+    from grafana.model import Panel, Query
+    from grafana.snapshot.fetch import Line, PanelData
+    from grafana.snapshot.figures import table_body, timeseries_figure
+    from grafana.snapshot.page import script_json
+    from grafana.snapshot.prometheus import Series
+
+    hostile = '<a href="http://evil.example/">x</a><script>alert(1)</script>'
+    panel = Panel("timeseries", "t", "d", (Query("up", "{{target}}"),))
+    series = Series({"target": hostile}, [(0.0, 1.0), (15.0, float("nan"))])
+    data = PanelData(panel, [Line(0, legend_text("{{target}}", series.labels, "up"), series)])
+    figure = timeseries_figure(data, 200, 15)
+    assert figure["data"][0]["name"].startswith("&lt;a href=")
+    assert figure["data"][0]["y"] == [1.0, None]  # NaN is not drawn
+    assert "</script" not in script_json(figure) and "<script>" not in table_body(data)
