@@ -19,8 +19,9 @@ from loadgen.capacity import command as capacity
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.html import cli as html
 from loadgen.metrics import LoadgenCollector
+from loadgen.progress import show_progress
 from loadgen.report import render
-from loadgen.runner import Run, show_progress
+from loadgen.runner import Run
 from loadgen.scenario import Scenario, read_secret
 from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import normalize
@@ -307,7 +308,7 @@ async def _run(scenario: Scenario, token: str | None = None, output_html: str | 
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, _escalating(run.stop, run.force))
-    progress = asyncio.create_task(show_progress(run, scenario.progress))
+    progress = asyncio.create_task(show_progress(run.progress_line, scenario.progress))
     try:
         report = await run.execute()
     finally:

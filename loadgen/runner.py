@@ -16,16 +16,14 @@ import json
 import logging
 import math
 import random
-import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from time import perf_counter_ns
 from typing import IO, Any
 
 import httpx
 import orjson
 
-from loadgen import redact
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient
 from loadgen.errors import LoadgenError
@@ -33,7 +31,7 @@ from loadgen.metrics import LoadgenCollector, RunMetrics
 from loadgen.probes import SetupProber
 from loadgen.result import RunResult
 from loadgen.scenario import Scenario
-from loadgen.schedules import Phase, arrival_offsets
+from loadgen.schedules import Phase, RequestBudget, arrival_offsets
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
 from loadgen.transport import raise_open_file_limit
@@ -364,7 +362,7 @@ class Run:
         return task
 
     async def _issue_closed(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
-        budget = _Budget(phase.max_requests)
+        budget = RequestBudget(phase.max_requests)
         workers = 0
         start = stats.start_ns
 
@@ -508,48 +506,3 @@ async def _sleep_until(due_ns: int) -> None:
     tail worse."""
     delay = (due_ns - perf_counter_ns()) * 1e-9
     await asyncio.sleep(delay if delay > 0 else 0)
-
-
-class _Budget:
-    """A phase's request budget shared by its users (None = unlimited)."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.left = limit
-
-    def take(self) -> bool:
-        if self.left is None:
-            return True
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-    def give_back(self) -> None:
-        if self.left is not None:
-            self.left += 1
-
-    @property
-    def exhausted(self) -> bool:
-        return self.left is not None and self.left <= 0
-
-
-async def show_progress(
-    run: Run, mode: str, stream: IO[str] = sys.stderr, interval: float | None = None
-) -> None:
-    """A live line for people at a terminal, plain log lines otherwise (every 10 s)."""
-    if mode == "none":
-        return
-    tty = mode == "tty" or (mode == "auto" and stream.isatty())
-    interval = interval or (0.5 if tty else 10.0)
-    write: Callable[[str], object] = stream.write
-    try:
-        while True:
-            await asyncio.sleep(interval)
-            line = run.progress_line()
-            line = redact.scrub(line)
-            write(f"\r\x1b[2K{line}" if tty else f"{time.strftime('%H:%M:%S')} {line}\n")
-            stream.flush()
-    except asyncio.CancelledError:
-        if tty:
-            write("\n")
-        raise

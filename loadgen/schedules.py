@@ -96,3 +96,26 @@ def step_phases(levels: list[float], closed: bool, **common) -> tuple[Phase, ...
         name = f"step-{index} {kind}={value:g}" if len(levels) > 1 else f"{kind}={value:g}"
         phases.append(Phase(name=name, **{kind: value}, **common))
     return tuple(phases)
+
+
+class RequestBudget:
+    """A phase's request budget shared by its users (None = unlimited)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    def give_back(self) -> None:
+        if self.left is not None:
+            self.left += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
