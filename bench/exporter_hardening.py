@@ -5,16 +5,19 @@
     python3 bench/exporter_hardening.py --baseline-rev 9e4d1db  # also ours at an older revision
     python3 bench/exporter_hardening.py --servers ours --big-mb 0   # ours only, no 30 MB target
 
-Every exporter scrapes one simulator (`--profile tiny`) as its engine target. Per server:
+Exporters run without NVML (none here) and, unless --engine-target, without engine targets, so a
+scrape is the HTTP server plus the cached host snapshot: what slow clients can slow down. Per server:
 - idle: --scrapes scrapes, --interval apart, with Prometheus's headers (OpenMetrics, gzip), alternately
   over one kept-alive connection (as Prometheus scrapes) and over a new connection each (as after a
   restart or an evicted connection: the case a full server refuses); latency from request to last byte;
 - slow: the same while --slow connections each send a request head that never ends, one byte every
   --slow-byte-interval seconds (slowloris), reconnecting whenever the server closes them; the table gives
   how many were open when the scrapes began, how many the server closed, and the longest one lived;
-- 30 MB (ours only): the same scrapes with a second target serving a valid vLLM /metrics of --big-mb MB
-  (about 300,000 series) beside the simulator.
-"ours" is this tree's `python -m exporter`; "uvicorn" and "waitress" serve the same app through
+- 30 MB (ours only): the same scrapes with one engine target serving a valid vLLM /metrics of --big-mb MB
+  (about 300,000 series); engines are fetched on each scrape, so this is bounded by the target's budgets.
+All servers run at once and are scraped in turn (round-robin, rotating order), so they share the
+machine's load as it moves. "ours" is this tree's `python -m exporter`; "uvicorn" and "waitress" serve
+the same app through
 bench/exporter_peer_server.py (waitress is not a dependency: `pip install waitress`, else its row says
 not installed). A failed scrape is counted and left out of the percentiles, never counted as 0.
 Target: ours, p99 under slow clients within 2x of idle.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import http.server
 import importlib.util
 import os
@@ -231,26 +235,55 @@ class Phase:
 
 
 def scrape_phase(url: str, count: int, interval: float, timeout: float = 10) -> tuple[Phase, Phase]:
-    """count scrapes alternating between one kept-alive connection (as Prometheus) and a new one each."""
-    kept, new = Phase(), Phase()
-    with httpx.Client(headers=PROMETHEUS_HEADERS, timeout=timeout) as client:
-        for i in range(count):
-            phase = kept if i % 2 == 0 else new
+    """count scrapes of one server, alternating a kept-alive connection and a new one each."""
+    phases = interleaved({"one": url}, count, interval, timeout)
+    return phases[("one", KEPT)], phases[("one", NEW)]
+
+
+KEPT, NEW = "", ", new connections"
+
+
+def interleaved(
+    urls: dict[str, str], count: int, interval: float, timeout: float = 10
+) -> dict[tuple[str, str], Phase]:
+    """count rounds; in each, every server is scraped once (in a rotating order), on even rounds over
+    its kept-alive connection (as Prometheus), on odd ones over a new connection. Interleaving puts the
+    servers under the same machine load, which on a shared machine moves by tens of percent a minute.
+    http.client, not httpx: a new httpx client costs about 50 ms here (its TLS context), which would
+    swamp what is measured."""
+    phases = {(name, kind): Phase() for name in urls for kind in (KEPT, NEW)}
+    kept: dict[str, http.client.HTTPConnection] = {}
+    names = list(urls)
+    for i in range(count):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            phase = phases[(name, KEPT if i % 2 == 0 else NEW)]
+            host, port = urls[name].split("/")[2].split(":")
+            if i % 2 == 0:
+                connection = kept.get(name) or http.client.HTTPConnection(host, int(port), timeout=timeout)
+                kept[name] = connection
+            else:
+                connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
             started = time.perf_counter()
             try:
-                if phase is kept:
-                    response = client.get(url)
-                else:
-                    response = httpx.get(url, headers=PROMETHEUS_HEADERS, timeout=timeout)
-                response.raise_for_status()
+                connection.request("GET", "/metrics", headers=PROMETHEUS_HEADERS)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise http.client.HTTPException(f"status {response.status}")
                 phase.latencies.append(time.perf_counter() - started)
-            except httpx.HTTPError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 phase.failures.append(type(exc).__name__)
+                connection.close()
+                kept.pop(name, None)
+            if i % 2:
+                connection.close()
             time.sleep(interval)
-    return kept, new
+    for connection in kept.values():
+        connection.close()
+    return phases
 
 
-def exporter_argv(server: str, port: int, targets: list[str], cwd: Path) -> list[str]:
+def exporter_argv(server: str, port: int, targets: list[str]) -> list[str]:
     args = ["--listen-address", f"127.0.0.1:{port}", "--no-collector.gpu"]
     for target in targets:
         args += ["--target", target]
@@ -259,37 +292,61 @@ def exporter_argv(server: str, port: int, targets: list[str], cwd: Path) -> list
     return [PYTHON, str(ROOT / "bench" / "exporter_peer_server.py"), server, *args]
 
 
-def measure_server(server: str, sim_url: str, args: argparse.Namespace, cwd: Path) -> dict[str, Phase]:
-    port = free_port()
-    argv = exporter_argv(server, port, [f"sim={sim_url},kind=vllm"], cwd)
-    url = f"http://127.0.0.1:{port}/metrics"
-    with process(argv, url, cwd=cwd):
-        scrape_phase(url, 10, args.interval)  # warm-up: first connections, first renders
-        idle, idle_new = scrape_phase(url, args.scrapes, args.interval)
-        with Slowloris(port, args.slow, args.slow_byte_interval) as slow:
-            time.sleep(2)
-            open_at_start = slow.open_now()
-            under, under_new = scrape_phase(url, args.scrapes, args.interval)
-            longest = max([*slow.lifetimes, *(time.monotonic() - t for t, _, _ in slow._slots.values())])
-            under.note = (
-                f"{open_at_start} slow open at start; server closed {slow.closed_by_server}; "
-                f"longest lived {longest:.1f} s; connect failures {slow.connect_failures}"
+def close_reasons(url: str) -> str:
+    lines = httpx.get(url, timeout=30).text.splitlines()
+    counted = [
+        line.removeprefix("exporter_http_connections_closed_total{reason=").replace('"} ', " ")
+        for line in lines
+        if line.startswith("exporter_http_connections_closed_total{") and not line.endswith(" 0.0")
+    ]
+    return "closed by reason: " + ", ".join(counted) if counted else ""
+
+
+def measure_servers(
+    servers: list[str], targets: list[str], args: argparse.Namespace
+) -> dict[tuple[str, str], Phase]:
+    """Every server started at once; idle rounds, then rounds with --slow slowloris clients on each."""
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+        ports: dict[str, int] = {}
+        for server in servers:
+            cwd = ROOT
+            if "@" in server:
+                cwd = stack.enter_context(revision_tree(server.split("@", 1)[1]))
+            ports[server] = free_port()
+            urls[server] = f"http://127.0.0.1:{ports[server]}/metrics"
+            argv = exporter_argv(server, ports[server], targets)
+            stack.enter_context(process(argv, urls[server], cwd=cwd))
+        interleaved(urls, 10, args.interval)  # warm-up: first connections, first renders
+        idle = interleaved(urls, args.scrapes, args.interval)
+        slow = {
+            s: stack.enter_context(Slowloris(ports[s], args.slow, args.slow_byte_interval)) for s in servers
+        }
+        time.sleep(2)
+        open_at_start = {server: attack.open_now() for server, attack in slow.items()}
+        under = interleaved(urls, args.scrapes, args.interval)
+        results: dict[tuple[str, str], Phase] = {}
+        for server, attack in slow.items():
+            still_open = (time.monotonic() - t for t, _, _ in attack._slots.values())
+            longest = max([*attack.lifetimes, *still_open])
+            note = (
+                f"{open_at_start[server]} slow open at start; server closed {attack.closed_by_server}; "
+                f"longest lived {longest:.1f} s; connect failures {attack.connect_failures}"
             )
-            if server == "ours":
-                lines = httpx.get(url, timeout=30).text.splitlines()
-                reasons = [line.split("reason=")[1] for line in lines if line.startswith("exporter_http_conn")
-                           and "reason=" in line and not line.endswith(" 0.0")]  # fmt: skip
-                under.note += "; by reason: " + ", ".join(reasons)
-    under_new.note = under.note
-    new = ", new connections"
-    return {"idle": idle, "slow": under, "idle" + new: idle_new, "slow" + new: under_new}
+            if server.startswith("ours") and (reasons := close_reasons(urls[server])):
+                note += "; " + reasons
+            for kind in (KEPT, NEW):
+                results[(server, "idle" + kind)] = idle[(server, kind)]
+                results[(server, "slow" + kind)] = under[(server, kind)]
+                under[(server, kind)].note = note
+    return results
 
 
-def measure_big(sim_url: str, args: argparse.Namespace) -> Phase:
+def measure_big(args: argparse.Namespace) -> Phase:
     body = big_payload(args.big_mb)
     with static_target(body) as big_url:
         port = free_port()
-        argv = exporter_argv("ours", port, [f"sim={sim_url},kind=vllm", f"big={big_url},kind=vllm"], ROOT)
+        argv = exporter_argv("ours", port, [f"big={big_url},kind=vllm"])
         url = f"http://127.0.0.1:{port}/metrics"
         with process(argv, f"http://127.0.0.1:{port}/healthz"):
             phase = merge(*scrape_phase(url, args.big_scrapes, args.interval, timeout=60))
@@ -337,6 +394,9 @@ def main() -> int:
     parser.add_argument("--slow-byte-interval", type=float, default=10.0)
     parser.add_argument("--big-mb", type=float, default=30.0, help="0: skip the big-target phase")
     parser.add_argument("--big-scrapes", type=int, default=20)
+    parser.add_argument(
+        "--engine-target", action="store_true", help="idle and slow phases with the simulator as a target"
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, Phase]] = []
     sim_port = free_port()
@@ -349,25 +409,21 @@ def main() -> int:
         "--host",
         "127.0.0.1",
         "--port",
-        str(sim_port),
+        f"{sim_port}",
     ]
     with process(sim_argv, f"http://127.0.0.1:{sim_port}/health"):
         sim_url = f"http://127.0.0.1:{sim_port}"
         servers = args.servers.split(",") + ([f"ours@{args.baseline_rev}"] if args.baseline_rev else [])
+        if "waitress" in servers and importlib.util.find_spec("waitress") is None:
+            servers.remove("waitress")
+            rows.append(("waitress", "idle", Phase(note="not installed (pip install waitress)")))
+        targets = [f"sim={sim_url},kind=vllm"] if args.engine_target else []
+        results = measure_servers(servers, targets, args)
         for server in servers:
-            if server == "waitress" and importlib.util.find_spec("waitress") is None:
-                rows.append((server, "idle", Phase(note="not installed (pip install waitress)")))
-                continue
-            with contextlib.ExitStack() as stack:
-                cwd = ROOT
-                if "@" in server:
-                    cwd = stack.enter_context(revision_tree(server.split("@", 1)[1]))
-                for name, phase in measure_server(server, sim_url, args, cwd).items():
-                    rows.append((server, name, phase))
-                    print(f"{server} {name}: p50 {fmt(phase.pct(50))} ms p99 {fmt(phase.pct(99))} ms "
-                          f"failed {len(phase.failures)} {phase.note}", flush=True)  # fmt: skip
+            for name in ("idle", "slow", "idle" + NEW, "slow" + NEW):
+                rows.append((server, name, results[(server, name)]))
         if args.big_mb > 0:
-            phase = measure_big(sim_url, args)
+            phase = measure_big(args)
             rows.append(("ours", f"{args.big_mb:.0f} MB target", phase))
     print(report(rows, args))
     return 0
