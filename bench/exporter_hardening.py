@@ -333,7 +333,7 @@ def measure_servers(
                 f"{open_at_start[server]} slow open at start; server closed {attack.closed_by_server}; "
                 f"longest lived {longest:.1f} s; connect failures {attack.connect_failures}"
             )
-            if server.startswith("ours") and (reasons := close_reasons(urls[server])):
+            if server == "ours" and (reasons := close_reasons(urls[server])):
                 note += "; " + reasons
             for kind in (KEPT, NEW):
                 results[(server, "idle" + kind)] = idle[(server, kind)]
