@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import http.client
 import http.server
 import importlib.util
+import itertools
+import multiprocessing
 import os
 import platform
 import selectors
@@ -88,87 +91,105 @@ def process(argv: list[str], ready_url: str, cwd: Path = ROOT) -> Iterator[subpr
 # the hostile clients
 
 
-@dataclass
 class Slowloris:
-    """`count` connections sending a never-ending head, one byte per `byte_interval` s, from one thread."""
+    """`count` connections sending a never-ending head, one byte per `byte_interval` s, reconnecting when
+    closed; in a process of its own, so its work does not share the measuring client's interpreter."""
 
-    port: int
-    count: int
-    byte_interval: float
-    closed_by_server: int = 0
-    lifetimes: list[float] = field(default_factory=list)
-    connect_failures: int = 0
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._slots: dict[socket.socket, tuple[float, int, float]] = {}  # opened, bytes sent, next send
-        self._selector = selectors.DefaultSelector()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, port: int, count: int, byte_interval: float) -> None:
+        self.port, self.count, self.byte_interval = port, count, byte_interval
+        self.open = multiprocessing.Value("i", 0)
+        self.stats: dict[str, float] = {}
+        self._parent, child = multiprocessing.Pipe()
+        self._process = multiprocessing.Process(
+            target=_slowloris, args=(port, count, byte_interval, self.open, child), daemon=True
+        )
 
     def __enter__(self) -> Slowloris:
-        spread = self.byte_interval / self.count
-        for i in range(self.count):
-            self._open(time.monotonic() + i * spread)
-        self._thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        for sock in list(self._slots):
-            sock.close()
+        self.finish()
 
     def open_now(self) -> int:
-        return len(self._slots)
+        return self.open.value
 
-    def _open(self, next_send: float) -> None:
+    def finish(self) -> dict[str, float]:
+        """Stop; the counts: closed_by_server, longest_lived_s, connect_failures."""
+        if not self.stats and self._process.is_alive():
+            self._parent.send("stop")
+            if self._parent.poll(30):
+                self.stats = self._parent.recv()
+            self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+        return self.stats
+
+
+def _slowloris(port: int, count: int, byte_interval: float, open_count, pipe) -> None:
+    head = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    header = b"X-Slow: 1\r\n"
+    selector = selectors.DefaultSelector()
+    due: list[tuple[float, int, socket.socket]] = []  # heap: next send time, tie-break, socket
+    slots: dict[socket.socket, tuple[float, int]] = {}  # opened, bytes sent
+    stats = {"closed_by_server": 0, "longest_lived_s": 0.0, "connect_failures": 0}
+    order = itertools.count()
+
+    def connect(first_send: float) -> None:
         sock = socket.socket()
         try:
-            sock.connect(("127.0.0.1", self.port))
+            sock.connect(("127.0.0.1", port))
         except OSError:
-            self.connect_failures += 1
+            stats["connect_failures"] += 1
             sock.close()
             return
         sock.setblocking(False)
-        self._selector.register(sock, selectors.EVENT_READ)
-        self._slots[sock] = (time.monotonic(), 0, next_send)
+        selector.register(sock, selectors.EVENT_READ)
+        slots[sock] = (time.monotonic(), 0)
+        heapq.heappush(due, (first_send, next(order), sock))
 
-    def _run(self) -> None:
-        head = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        header = b"X-Slow: 1\r\n"
-        missing = 0
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.05):
-                self._lost(key.fileobj)  # type: ignore[arg-type]
-                missing += 1
-            now = time.monotonic()
-            for sock, (opened, sent, next_send) in list(self._slots.items()):
-                if next_send > now:
-                    continue
-                data = (
-                    head[sent : sent + 1]
-                    if sent < len(head)
-                    else header[(sent - len(head)) % len(header) :][:1]
-                )
-                try:
-                    sock.send(data)
-                except OSError:
-                    self._lost(sock)
-                    missing += 1
-                    continue
-                self._slots[sock] = (opened, sent + 1, now + self.byte_interval)
-            for _ in range(min(missing, 50)):  # reconnect, at most 50 per 50 ms: no busy loop
-                self._open(time.monotonic())
-                missing -= 1
-
-    def _lost(self, sock: socket.socket) -> None:
-        if sock not in self._slots:
-            return
-        opened = self._slots.pop(sock)[0]
-        self.lifetimes.append(time.monotonic() - opened)
-        self.closed_by_server += 1
-        self._selector.unregister(sock)
+    def lost(sock: socket.socket) -> None:
+        opened, _ = slots.pop(sock)
+        stats["closed_by_server"] += 1
+        stats["longest_lived_s"] = max(stats["longest_lived_s"], time.monotonic() - opened)
+        selector.unregister(sock)
         sock.close()
+
+    start = time.monotonic()
+    for i in range(count):
+        connect(start + i * byte_interval / count)
+    open_count.value = len(slots)
+    missing = count - len(slots)
+    while not pipe.poll():
+        wait = max(0.0, min(0.05, due[0][0] - time.monotonic())) if due else 0.05
+        for key, _ in selector.select(timeout=wait):
+            lost(key.fileobj)  # type: ignore[arg-type]
+            missing += 1
+        now = time.monotonic()
+        while due and due[0][0] <= now:
+            _, _, sock = heapq.heappop(due)
+            if sock not in slots:
+                continue  # lost meanwhile
+            opened, sent = slots[sock]
+            position = sent - len(head)
+            data = head[sent : sent + 1] if position < 0 else header[position % len(header) :][:1]
+            try:
+                sock.send(data)
+            except OSError:
+                lost(sock)
+                missing += 1
+                continue
+            slots[sock] = (opened, sent + 1)
+            heapq.heappush(due, (now + byte_interval, next(order), sock))
+        for _ in range(min(missing, 50)):  # reconnect, at most 50 per pass: no busy loop
+            connect(time.monotonic())
+            missing -= 1
+        open_count.value = len(slots)
+    now = time.monotonic()
+    for sock, (opened, _) in slots.items():
+        stats["longest_lived_s"] = max(stats["longest_lived_s"], now - opened)
+        sock.close()
+    pipe.send(stats)
 
 
 # the 30 MB target
@@ -327,11 +348,10 @@ def measure_servers(
         under = interleaved(urls, args.scrapes, args.interval)
         results: dict[tuple[str, str], Phase] = {}
         for server, attack in slow.items():
-            still_open = (time.monotonic() - t for t, _, _ in attack._slots.values())
-            longest = max([*attack.lifetimes, *still_open])
+            closed, longest, failures = attack.finish().values()
             note = (
-                f"{open_at_start[server]} slow open at start; server closed {attack.closed_by_server}; "
-                f"longest lived {longest:.1f} s; connect failures {attack.connect_failures}"
+                f"{open_at_start[server]} slow open at start; server closed {closed:.0f}; "
+                f"longest lived {longest:.1f} s; connect failures {failures:.0f}"
             )
             if server == "ours" and (reasons := close_reasons(urls[server])):
                 note += "; " + reasons
