@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -372,16 +373,16 @@ def measure_big(args: argparse.Namespace) -> Phase:
         port = free_port()
         argv = exporter_argv("ours", port, [f"big={big_url},kind=vllm"])
         url = f"http://127.0.0.1:{port}/metrics"
-        with process(argv, f"http://127.0.0.1:{port}/healthz"):
+        with process(argv, f"http://127.0.0.1:{port}/healthz") as exporter:
             phase = merge(*scrape_phase(url, args.big_scrapes, args.interval, timeout=60))
-            text = httpx.get(url, timeout=60).text
-            up = [line for line in text.splitlines() if line.startswith("llm_target_up{")]
-            errors = [
-                line for line in text.splitlines() if line.startswith("llm_target_scrape_errors_total{")
-            ]
-            phase.note = f"{len(body) / 1e6:.1f} MB payload; " + "; ".join(
-                up + [e for e in errors if " 0" not in e]
-            )
+            lines = httpx.get(url, timeout=60).text.splitlines()
+            rss = psutil.Process(exporter.pid).memory_info().rss / 2**20
+    counted = [
+        line.split("{", 1)[1]
+        for line in lines
+        if line.startswith(("llm_target_up{", "llm_target_errors_total{")) and not line.endswith(" 0.0")
+    ]
+    phase.note = f"{len(body) / 1e6:.1f} MB payload; exporter RSS after {rss:.0f} MB; " + "; ".join(counted)
     return phase
 
 
