@@ -186,13 +186,13 @@ class LoadClient:
                 # the whole-request deadline rides on the read timers (transport.fill)
                 timeouts = {**self._timeouts, "deadline": monotonic() + self.timeouts.request_s}
                 response = await self._raw.post_raw(self._host, self._port, payload, timeouts)
-                record.retries = int(response.retried)
+                record.resent(response.resent_ns)
                 await self._consume_and_close(response, record)
             else:
                 async with asyncio.timeout(self.timeouts.request_s):
                     response = await self._transport.handle_async_request(request)
                     response.request = request
-                    record.retries = 1 if request.extensions.get("loadgen_retried") else 0
+                    record.resent(request.extensions.get("loadgen_resent_ns", 0))
                     await self._consume_and_close(response, record)
         except (TimeoutError, httpx.TimeoutException) as exc:
             outcome, message = self._timed_out(exc)

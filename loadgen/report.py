@@ -266,6 +266,11 @@ def render(report: dict) -> str:
                           "met" if phase["slo"]["met"] else "NOT met"))  # fmt: skip
         errors = {k: v for k, v in requests["by_outcome"].items() if k != "success" and v}
         lines.append(("Errors by class", ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"))
+        if requests.get("retried_connections"):
+            waited = f"{requests['resend_wait_s'] * 1e3:.1f} ms waited before the re-sends in all"
+            lines.append(
+                ("Re-sent on a fresh connection", f"{requests['retried_connections']} requests, {waited}")
+            )
         if requests["throttled"]:
             lines.append(("  of which throttled (429, 503 + Retry-After)", requests["throttled"]))
         if tokens["invalid_utf8_events"]:

@@ -127,6 +127,7 @@ class PhaseStats:
         self.throttled = 0  # failed requests the server throttled (429, 503 with Retry-After)
         self.retry_after_waited_s = 0.0  # closed loop, --honor-retry-after: users' waits, summed
         self.retries = 0
+        self.resend_wait_s = 0.0  # first send -> re-send, summed over re-sent requests
         self.errors: dict[str, int] = {}
         self.start_ns = 0
         self.end_ns = 0
@@ -135,6 +136,7 @@ class PhaseStats:
         self.outcomes[record.outcome] += 1
         self.invalid_utf8_events += record.invalid_utf8
         self.retries += record.retries
+        self.resend_wait_s += record.resend_wait_s
         if record.end_ns > self.end_ns:
             self.end_ns = record.end_ns
         self.dist["dispatch"].add(record.dispatch_s)
@@ -217,7 +219,8 @@ class PhaseStats:
                 "succeeded": succeeded,
                 "failed": self.failed,
                 "by_outcome": dict(self.outcomes),
-                "retried_connections": self.retries,
+                "retried_connections": self.retries,  # requests re-sent on a fresh connection
+                "resend_wait_s": self.resend_wait_s,  # their first send -> re-send, summed
                 "throttled": self.throttled,
                 "retry_after_waited_s": self.retry_after_waited_s,
             },

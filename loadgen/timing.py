@@ -51,6 +51,7 @@ class RequestRecord:
         "reasoning_events",
         "reasoning_tokens",
         "request_id",
+        "resent_ns",
         "retries",
         "retry_after_s",
         "scheduled_ns",
@@ -88,9 +89,20 @@ class RequestRecord:
         self.reasoning_events = 0
         self.invalid_utf8 = 0
         self.retries = 0
+        self.resent_ns = 0  # when the request was sent again (a reused connection found dead); 0: not
         self.throttled = False  # a 429, or a 503 with Retry-After
         self.retry_after_s: float | None = None  # what a throttled response's Retry-After asked for
         self.text: list[str] | None = None
+
+    def resent(self, resent_ns: int) -> None:
+        """The transport sent the request a second time, on a fresh connection, at `resent_ns`. Latency
+        still counts from the first send (what the user waited); the wait until the re-send is kept."""
+        if resent_ns:
+            self.retries, self.resent_ns = 1, resent_ns
+
+    @property
+    def resend_wait_s(self) -> float:
+        return (self.resent_ns - self.sent_ns) * NS if self.resent_ns else 0.0
 
     def fail(self, outcome: str, error: str) -> None:
         self.outcome = outcome
@@ -143,6 +155,7 @@ class RequestRecord:
             "error": self.error or None,
             "scheduled_ns": self.scheduled_ns,
             "sent_ns": self.sent_ns,
+            "sends_ns": [self.sent_ns, self.resent_ns] if self.resent_ns else [self.sent_ns],
             "end_ns": self.end_ns,
             "dispatch_delay_s": self.dispatch_s,
             "ttft_s": self.ttft_s,

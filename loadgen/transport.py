@@ -374,15 +374,15 @@ class _Body(httpx.AsyncByteStream):
 class RawResponse:
     """What the load client reads from a response on the fast path (a subset of httpx.Response)."""
 
-    __slots__ = ("_body", "extensions", "headers", "retried", "status_code")
+    __slots__ = ("_body", "extensions", "headers", "resent_ns", "status_code")
 
     def __init__(
-        self, status: int, headers: dict[str, str], connection: _Connection, retried: bool, body: _Body
+        self, status: int, headers: dict[str, str], connection: _Connection, resent_ns: int, body: _Body
     ):
         self.status_code = status
         self.headers = headers
         self.extensions = {"network_stream": connection}
-        self.retried = retried
+        self.resent_ns = resent_ns  # when the request was sent again on a fresh connection; 0: it was not
         self._body = body
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
@@ -412,11 +412,11 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         url = request.url
         payload = _serialize(request, await request.aread())
         await self.slots.acquire()
-        connection, status, reason, headers, retried = await self._exchange(
+        connection, status, reason, headers, resent_ns = await self._exchange(
             url.host, url.port or 80, payload, timeouts, request
         )
-        if retried:
-            request.extensions["loadgen_retried"] = True
+        if resent_ns:
+            request.extensions["loadgen_resent_ns"] = resent_ns
         length, chunked, keep_alive = _framing(request.method, status, headers, request)
         body = _Body(self, connection, request, timeouts.get("read"), length, chunked, keep_alive)
         return httpx.Response(
@@ -430,20 +430,21 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
         """The load path: a serialized POST in, a minimal response out (no httpx.Request/Response
         objects, whose construction cost more than the rest of a request at thousands per second).
         The caller holds one of `slots`; it is released when the response is closed or on failure."""
-        connection, status, _, headers, retried = await self._exchange(host, port, payload, timeouts, None)
+        connection, status, _, headers, resent_ns = await self._exchange(host, port, payload, timeouts, None)
         length, chunked, keep_alive = _framing("POST", status, headers, None)
         deadline = timeouts.get("deadline")
         body = _Body(self, connection, None, timeouts.get("read"), length, chunked, keep_alive, deadline)
         names = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
-        return RawResponse(status, names, connection, retried, body)
+        return RawResponse(status, names, connection, resent_ns, body)
 
     async def _exchange(
         self, host: str, port: int, payload: bytes, timeouts: dict, request: httpx.Request | None
-    ) -> tuple[_Connection, int, bytes, list[tuple[bytes, bytes]], bool]:
+    ) -> tuple[_Connection, int, bytes, list[tuple[bytes, bytes]], int]:
         """Send and read the response head, holding a slot the caller took. A reused connection
         that turns out dead before any response byte (the server closed it as we sent) is replaced
-        by a fresh one, once."""
-        retried = False
+        by a fresh one, once; the last item returned is when that re-send began (perf_counter_ns,
+        0 without one)."""
+        resent_ns = 0
         try:
             connection = self._take_idle()
             while True:
@@ -458,12 +459,12 @@ class StackPoolTransport(httpx.AsyncBaseTransport):
                     status, reason, headers = await self._head(
                         connection, timeouts.get("read"), request, timeouts.get("deadline")
                     )
-                    return connection, status, reason, headers, retried
+                    return connection, status, reason, headers, resent_ns
                 except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                     connection.close()
                     if not reused or connection.received:
                         raise
-                    retried = True
+                    resent_ns = perf_counter_ns()
                     connection = None
                 except BaseException:
                     connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from time import perf_counter_ns
 
 import pytest
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.client import LoadClient, Timeouts
+from loadgen.report import render
 from loadgen.timing import RequestRecord
 from tests.support.procs import free_port
 
@@ -164,3 +166,55 @@ def test_a_response_past_its_budget_is_too_large_and_its_connection_is_closed(sc
     assert [r.outcome for r in records] == ["too_large", "too_large", "success"], [r.error for r in records]
     assert "larger than 1000000 bytes" in records[0].error and "larger than 200000" in records[1].error
     assert opened == 3  # a refused response's connection is closed, never reused
+
+
+async def _second_request_dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Each connection answers its first request (keep-alive) and drops its second 50 ms after it came,
+    without a byte: the client's reused connection is dead, and it re-sends on a fresh one."""
+    try:
+        for number in (1, 2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            lengths = [
+                int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+            ]
+            await reader.readexactly(lengths[0] if lengths else 0)
+            if number == 2:
+                await asyncio.sleep(0.05)
+                return
+            usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+            data = json.dumps(
+                {"choices": [{"index": 0, "text": "a", "finish_reason": "length"}], "usage": usage}
+            )
+            writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {len(data)}\r\n\r\n{data}".encode())
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def test_a_resent_request_keeps_both_sends_and_the_report_counts_the_wait(run_loadgen):
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(_second_request_dies, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        result = run_loadgen(
+            url=url, model="m", endpoint="completions", stream=False, concurrency=1, requests=6, output_len=1
+        )
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+    requests = result.phase["requests"]
+    resent = [r for r in result.records if len(r["sends_ns"]) == 2]
+    assert requests["succeeded"] == 6 and requests["retried_connections"] == len(resent) >= 2
+    for record in resent:
+        first, second = record["sends_ns"]
+        assert first == record["sent_ns"] and (second - first) / 1e9 >= 0.05
+        assert record["e2e_s"] >= 0.05  # latency counts from the first send: what the user waited
+    assert requests["resend_wait_s"] == pytest.approx(
+        sum((r["sends_ns"][1] - r["sends_ns"][0]) / 1e9 for r in resent)
+    )
+    assert "Re-sent on a fresh connection" in render(result.report)
