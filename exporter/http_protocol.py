@@ -174,7 +174,7 @@ class HttpConnection(asyncio.Protocol):
         self.eof = True
         if not self.busy:
             self._next_request()
-        return self.busy
+        return self.busy and self.server.ssl_context is None  # TLS cannot stay half-open (asyncio)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
