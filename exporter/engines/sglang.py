@@ -4,7 +4,16 @@ Labels: `model_name` -> `model`, `dp_rank` -> `engine_index`. Scheduler gauges a
 tp/pp/moe-ep rank when every rank reports; the rank-0 series is kept instead of summing copies.
 With priority scheduling, only the total (`priority=""`) is read. Preemptions are SGLang's
 retractions. Prefix-cache queries/hits come from `sglang:prefill_effective_tokens_total{mode}`
-(hits = the `*_hit` modes), else from the cached/prompt token counters. SGLang counts finished
+(hits = the `*_hit` modes), else from the cached/prompt token counters. Checked against SGLang 0.5.23's
+code (issue 17 asked, after a render showed the hit modes at 0 beside non-zero cached tokens): the
+scheduler increments that counter on every prefill batch, on the stats-logging rank only
+(`SchedulerMetricsReporter.report_prefill_stats` -> `increment_effective_prefill_tokens`), `input` with
+the batch's new tokens and `device_hit`/`host_hit`/`storage_hit` with the cached prefix that
+`PrefillAdder._account_prefill_cache_admission` split by tier; a retracted request's second prefill
+counts in neither. Every rank pre-seeds the four modes at 0, so the series of the other ranks stay 0 for
+good, which is why only rank 0 is read. It is the counter SGLang's own doc string names for the hit
+rate; `cached_tokens_total` (counted per finished request by the tokenizer process) differs from it by
+the retracted requests and the requests still running. SGLang counts finished
 requests without reasons (`num_requests_total`, aborted ones included): they appear as one `other`
 series; its separate abort counter overlaps that total and is not published.
 
