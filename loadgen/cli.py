@@ -110,6 +110,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         help='fields merged into every request body, e.g. \'{"ignore_eos": true}\'',
     )  # fmt: skip
     _network_flags(target)
+    target.add_argument(
+        "--engine-metrics", metavar="URL|auto|none",
+        help="the engine's /metrics, read each second for its queue (running, waiting, KV usage); auto: "
+        "beside --url (auto)",
+    )  # fmt: skip
     target.add_argument("--connect-timeout", metavar="DUR", help="TCP connect timeout (default 10s)")
     target.add_argument(
         "--read-timeout", metavar="DUR", help="longest silence inside a response (default 120s)"
@@ -138,6 +143,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--requests", type=int, metavar="N",
         help="requests per step (ends the step early); with --turns, conversations per step",
     )  # fmt: skip
+    shape.add_argument(
+        "--think-time", metavar="DIST",
+        help="closed loop: a user's pause between an answer and its next request: 2s, uniform:1s:5s "
+        "(Locust's between(1, 5)), exponential:2s (none)",
+    )  # fmt: skip
     shape.add_argument("--soak", action="store_true", default=None, help="run until stopped (or --duration)")
     shape.add_argument("--sweep", action="store_true", default=None,
                        help="find capacity: step through the levels until the SLOs fail")  # fmt: skip
@@ -145,7 +155,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--slo",
         action="append",
         metavar="SLO",
-        help="ttft<=2s, ttfo<=, tpot<=100ms, itl<=, e2e<=30s, user_tps>=10, error_ratio<=0.01",
+        help="ttft<=2s, ttfo<=, tpot<=100ms, itl<=, e2e<=30s, user_tps>=10 (tokens/s a user receives, "
+        "from sending), stream_tps>=10 (after the first token), error_ratio<=0.01",
     )
     shape.add_argument("--slo-percentile", type=float, metavar="P", help="percentile SLOs are judged at (95)")
     shape.add_argument(

@@ -9,9 +9,9 @@ import json
 import time
 from typing import Any
 
-from loadgen import redact
+from loadgen import redact, steps, verdict
 from loadgen.result import RunResult
-from loadgen.stats import STREAM_ONLY, PhaseStats, Slo
+from loadgen.stats import STREAM_ONLY
 from loadgen.timing import OUTCOMES
 from loadgen.tokens import MAX_TOKENS_PER_EVENT
 
@@ -23,8 +23,11 @@ DEFINITIONS = {
     "e2e": "end of the response ([DONE] or end of body) - request sent",
     "dispatch": "request sent - request scheduled (open loop: planned arrival; closed loop: user free)",
     "e2e_from_schedule": "e2e + dispatch (latency free of coordinated omission)",
-    "user_tps": "1 / tpot: output tokens per second seen by one user after the first token",
-    "percentiles": "nearest rank from a log-bucket sketch, within 0.1% of the exact value",
+    "user_tps": "output_tokens / (last token - request sent): tokens per second a user receives, the wait "
+    "for the first token included (unstreamed: the last token comes with the end of the body)",
+    "stream_tps": "1 / tpot: tokens per second after the first token (user_tps before 2026-12-05)",
+    "percentiles": "nearest rank from a log-bucket sketch, within 0.1% of the exact value; tokens/s "
+    "figures are judged and shown at their slow tail (p5)",
     "throughput": "succeeded requests (tokens) / phase duration (first send to last response)",
     "goodput": "succeeded requests meeting every per-request SLO / phase duration",
     "setup_requests": "requests sent before the first phase (calibration probes); in no phase, but "
@@ -39,13 +42,16 @@ _ROWS = (
     ("e2e", "End-to-end Latency", "ms"),
     ("dispatch", "Dispatch Delay", "ms"),
     ("e2e_from_schedule", "E2E incl. Dispatch Delay", "ms"),
-    ("user_tps", "Output tok/s per User", "tok/s"),
+)
+_RATE_ROWS = (
+    ("user_tps", "Per-user tok/s (send to last token)"),
+    ("stream_tps", "Streaming tok/s (after 1st token)"),
 )
 
 
 def build(run: RunResult) -> dict:
     percentile = run.scenario.slo_percentile
-    phases = [stats.summary(percentile) for stats in run.stats]
+    phases = [_phase_summary(run, stats) for stats in run.stats]
     totals: dict[str, Any] = {"sent": 0, "by_outcome": dict.fromkeys(OUTCOMES, 0)}
     for stats in run.stats:
         totals["sent"] += stats.sent
@@ -71,20 +77,67 @@ def build(run: RunResult) -> dict:
         report["setup_requests"] = run.setup.summary()
     if run.dropped_body_fields:
         report["dropped_body_fields"] = run.dropped_body_fields
+    if run.clock is not None:
+        report["clock"] = {"perf_counter_ns": run.clock[0], "unix_s": run.clock[1]}
+    report["steps"] = steps.rows(phases)
     notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
     if notes:
         report["notes"] = notes
     report["failure"] = failure(run, totals["by_outcome"])
+    unit = _unit(run)
     if run.scenario.sweep:
-        report["sweep"] = sweep_result(run)
+        report["sweep"] = verdict.sweep_result(
+            phases, run.scenario.slos, percentile, unit, run.scenario.stream
+        )
+    slow = _slowest(phases)
+    if slow is not None:
+        report["diagnosis"] = verdict.diagnosis(slow, unit)
     return redact.scrub_json(report)  # type: ignore[return-value]
+
+
+def _phase_summary(run: RunResult, stats) -> dict:
+    """A phase's figures with its planned level and its wall-clock span (Unix seconds)."""
+    summary = stats.summary(run.scenario.slo_percentile)
+    planned = {phase.name: phase for phase in run.scenario.phases}.get(stats.name)
+    summary["level"] = planned.level if planned else None
+    summary["level_label"] = _level_label(planned) if planned else stats.name
+    if run.clock is not None:
+        anchor_ns, anchor_unix = run.clock
+        summary["started_unix_s"] = anchor_unix + (stats.start_ns - anchor_ns) * 1e-9
+        summary["ended_unix_s"] = anchor_unix + (stats.end_ns - anchor_ns) * 1e-9
+    return summary
+
+
+def _level_label(phase) -> str:
+    level = f"{phase.level:g} users" if phase.closed else f"{phase.level:g} req/s"
+    return f"{level} -> {phase.ramp_to:g}" if phase.ramp_to is not None else level
+
+
+def _unit(run: RunResult) -> str:
+    phases = run.scenario.phases
+    return "concurrent users" if not phases or phases[0].closed else "requests/s"
+
+
+def _slowest(phases: list[dict]) -> dict | None:
+    """The phase a "why it got slow" sentence is about: the first that misses its SLOs, else (no SLOs)
+    the last of several; none for a single phase that meets them."""
+    judged = [p for p in phases if not p.get("interrupted")]
+    missing = [p for p in judged if p["slo"]["met"] is False]
+    if missing:
+        return missing[0]
+    if len(judged) > 1 and judged[-1]["slo"]["met"] is None:
+        return judged[-1]
+    return None
 
 
 def measurability_notes(run: RunResult) -> list[str]:
     """What the report cannot show for this configuration, said once instead of left blank."""
     if run.scenario.stream:
         return []
-    notes = ["TTFT, TTFO, TPOT, ITL and per-user tok/s are not measurable without streaming (--no-stream)"]
+    notes = [
+        "TTFT, TTFO, TPOT, ITL and the streaming rate are not measurable without streaming (--no-stream); "
+        "the per-user rate counts to the end of the body"
+    ]
     blind = [str(slo) for slo in run.scenario.slos if slo.metric in STREAM_ONLY]
     if blind:
         notes.append(
@@ -168,61 +221,6 @@ def token_notes(run: RunResult) -> list[str]:
     return notes
 
 
-def sweep_result(run: RunResult) -> dict:
-    """The highest level meeting every SLO, and one sentence that says so with the figures."""
-    scenario = run.scenario
-    percentile = scenario.slo_percentile
-    phases = {phase.name: phase for phase in scenario.phases}
-    passed = [s for s in run.stats if s.slos_met(percentile)]
-    failed = [s for s in run.stats if not s.slos_met(percentile)]
-    best = passed[-1] if passed else None
-    first_fail = failed[0] if failed else None
-    unit = "concurrent users" if scenario.phases[0].closed else "requests/s"
-
-    def figures(stats: PhaseStats) -> str:
-        return ", ".join(
-            _slo_figure(slo, stats.slo_value(slo, percentile), percentile, scenario.stream)
-            for slo in scenario.slos
-        )
-
-    if not run.stats:
-        sentence = "No level was tested (the run stopped before its first phase)."
-    elif best is None:
-        sentence = (
-            f"No level tested meets the SLOs; at the lowest, {phases[run.stats[0].name].level:g} {unit}: "
-            + figures(run.stats[0])
-            + "."
-        )
-    else:
-        sentence = f"Capacity: {phases[best.name].level:g} {unit} meets every SLO ({figures(best)})"
-        if first_fail is not None:
-            sentence += f"; {phases[first_fail.name].level:g} does not ({figures(first_fail)})."
-        else:
-            sentence += "; no higher level was tested, so the real capacity may be higher."
-    return {
-        "capacity": phases[best.name].level if best else None,
-        "unit": unit,
-        "first_failing": phases[first_fail.name].level if first_fail else None,
-        "sentence": sentence,
-    }
-
-
-def _slo_figure(slo: Slo, value: float | None, percentile: float, stream: bool = True) -> str:
-    if value is None and not stream and slo.metric in STREAM_ONLY:
-        return f"{slo.metric.upper()} not measurable without streaming"
-    if value is None:
-        return f"{slo.metric}: no data"
-    if slo.metric == "error_ratio":
-        return f"error ratio {value:.2%} (limit {slo.threshold:.2%})"
-    if slo.metric == "user_tps":
-        return f"p{100 - percentile:g} per-user {value:.1f} tok/s (>= {slo.threshold:g})"
-    return f"p{percentile:g} {slo.metric.upper()} {_seconds(value)} (<= {_seconds(slo.threshold)})"
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
-
-
 def write(report: dict, path: str | None) -> None:
     """The report as JSON at `path` (nothing without one)."""
     if path:
@@ -262,8 +260,13 @@ def render(report: dict) -> str:
         ]  # fmt: skip
         if phase["slo"]["objectives"]:
             lines.append(("Request goodput (req/s)", _fmt(throughput["goodput_requests_per_s"])))
-            lines.append(("SLOs (" + ", ".join(phase["slo"]["objectives"]) + ")",
-                          "met" if phase["slo"]["met"] else "NOT met"))  # fmt: skip
+            met = phase["slo"]["met"]
+            judged = "not judged (cut short)" if met is None else "met" if met else "NOT met"
+            lines.append(("SLOs (" + ", ".join(phase["slo"]["objectives"]) + ")", judged))
+        if phase.get("interrupted"):
+            lines.append(("Cut short", "a stop ended this step early: its figures are partial"))
+        if phase.get("overload"):
+            lines.append(("OVERLOADED", _overload_words(phase["overload"])))
         errors = {k: v for k, v in requests["by_outcome"].items() if k != "success" and v}
         lines.append(("Errors by class", ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"))
         if requests.get("retried_connections"):
@@ -276,16 +279,7 @@ def render(report: dict) -> str:
         if tokens["invalid_utf8_events"]:
             lines.append(("Events with invalid UTF-8 (replaced)", tokens["invalid_utf8_events"]))
         out += [f"{label + ':':<44}{value}" for label, value in lines]
-        out.append(f"{'':<40}{'mean':>8}{'median':>8}{'p90':>8}{'p95':>8}{'p99':>8}{'max':>8}")
-        for key, title, unit in _ROWS:
-            summary = phase["latency_s"][key]
-            if not summary["count"]:
-                continue
-            scale = 1000.0 if unit == "ms" else 1.0
-            cells = "".join(
-                f"{_fmt(summary[k], scale):>8}" for k in ("mean", "median", "p90", "p95", "p99", "max")
-            )
-            out.append(f"{title + ' (' + unit + ')':<40}{cells}")
+        out += _figures_table(phase["latency_s"])
         for message, count in list(phase["errors"].items())[:5]:
             out.append(f"  {count} x {message}")
     out.append("=" * width)
@@ -297,12 +291,56 @@ def render(report: dict) -> str:
         )
     for field, refusal in report.get("dropped_body_fields", {}).items():
         out.append(f"Dropped body field {field!r}: the server refused it ({refusal}); sent without it.")
+    if len(report.get("steps") or ()) > 1:
+        out.append(steps.render(report["steps"]))
     out += [f"Note: {note}." for note in report.get("notes", ())]
     if report.get("failure"):
         out.append(f"Run failed: {report['failure']}")
     if "sweep" in report:
         out.append(report["sweep"]["sentence"])
+    if "diagnosis" in report:
+        out.append(report["diagnosis"])
     return "\n".join(out)
+
+
+_LATENCY_COLUMNS = ("mean", "median", "p90", "p95", "p99", "max")
+_RATE_COLUMNS = ("mean", "median", "p5", "min")  # higher is better: the slow tail matters
+
+
+def _figures_table(latency: dict) -> list[str]:
+    """Latencies (ms) and per-user rates (tok/s), columns as wide as their widest value."""
+    rows: list[list[str]] = [["", *_LATENCY_COLUMNS]]
+    for key, title, unit in _ROWS:
+        summary = latency[key]
+        if summary["count"]:
+            rows.append([f"{title} ({unit})", *(_fmt(summary[k], 1000.0) for k in _LATENCY_COLUMNS)])
+    rate_rows: list[list[str]] = [["", *_RATE_COLUMNS]]
+    for key, title in _RATE_ROWS:
+        summary = latency.get(key)
+        if summary and summary["count"]:
+            rate_rows.append([f"{title}", *(_fmt(summary[k]) for k in _RATE_COLUMNS)])
+    out = _aligned(rows) if len(rows) > 1 else []
+    return out + (_aligned(rate_rows) if len(rate_rows) > 1 else [])
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths[0] = max(widths[0], 40)
+    return [
+        row[0].ljust(widths[0])
+        + "".join(cell.rjust(w + 2) for cell, w in zip(row[1:], widths[1:], strict=True))
+        for row in rows
+    ]
+
+
+def _overload_words(overload: dict) -> str:
+    share = overload["achieved_rate"] / overload["offered_rate"] if overload["offered_rate"] else 0.0
+    return (
+        f"from {overload['since_s']:.0f} s on, completing {overload['achieved_rate']:.2f} of "
+        f"{overload['offered_rate']:.2f} requests/s offered ({share:.0%}), in flight "
+        f"{overload['in_flight_at_onset']} -> {overload['in_flight_now']}: latency after that point "
+        "measures the queue, not the server"
+    )
 
 
 def _sources(sources: dict[str, int]) -> str:

@@ -34,6 +34,7 @@ class RunResult:
     setup: SetupRequests | None = None
     model_note: str | None = None  # why requests named no model (discovery failed), when they did not
     dropped_body_fields: dict[str, str] = field(default_factory=dict)  # --extra-body field -> the refusal
+    clock: tuple[int, float] | None = None  # (perf_counter_ns, Unix s) read at one instant: converts instants
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,13 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from loadgen import progress
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient
+from loadgen.engine_watch import EngineWatch
 from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
+from loadgen.overload import OverloadDetector, Reading
 from loadgen.probes import SetupProber
 from loadgen.result import RunResult
 from loadgen.scenario import Scenario
@@ -76,7 +79,10 @@ class Run:
         self.stats: list[PhaseStats] = []
         self.current: PhaseStats | None = None
         self.report: dict | None = None
-        self.started_at = time.time()
+        self.clock = (perf_counter_ns(), time.time())  # one instant on both clocks: converts instants
+        self.started_at = self.clock[1]
+        self.phase_index = 0  # 1-based index of the phase running now (progress: step k of N)
+        self.detector: OverloadDetector | None = None  # the open-loop phase running now
         self.metrics = RunMetrics(scenario.name, self.run_id, scenario.model or "", scenario.endpoint, "")
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()  # a second stop: no grace period
@@ -90,6 +96,7 @@ class Run:
         self._rng = random.Random(scenario.seed)
         self._extra_body = dict(scenario.extra_body)  # a field the server refuses is dropped (probes.py)
         self._prober: SetupProber | None = None  # setup requests, reported apart from the phases
+        self._engine = EngineWatch(scenario.engine_metrics) if scenario.engine_metrics else None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -124,13 +131,15 @@ class Run:
                 log.info("stopped during setup (model discovery, calibration): no phase was run")
             gc.collect()
             gc.freeze()  # long-lived objects out of the collector's way, as vLLM's bench does
-            for phase in self.phases:
+            for index, phase in enumerate(self.phases, 1):
                 if self.stopping:
                     break
+                self.phase_index = index
                 stats = await self._run_phase(phase)
                 self.stats.append(stats)
                 if self.scenario.sweep and not stats.slos_met(self.scenario.slo_percentile):
-                    log.info("sweep: %s misses the SLOs; stopping here", phase.name)
+                    why = "is overloaded (past saturation)" if stats.overload else "misses the SLOs"
+                    log.info("sweep: %s %s; stopping here", phase.name, why)
                     break
             self.state = "finished"
         except LoadgenError as exc:
@@ -156,6 +165,7 @@ class Run:
             setup=self._prober.summary() if self._prober else None,
             dropped_body_fields=dict(self._prober.dropped) if self._prober else {},
             timing_path=self._client.timing_path if self._client else None,
+            clock=self.clock,
             backoff_waits=self._client.backoff.waits if self._client else 0,
             backoff_waited_s=self._client.backoff.waited_s if self._client else 0.0,
         )  # fmt: skip
@@ -251,6 +261,8 @@ class Run:
         return peak
 
     async def _teardown(self) -> None:
+        if self._engine is not None:
+            await self._engine.stop()
         if self._client is not None:
             await self._client.aclose()
         if self._jsonl is not None:
@@ -315,11 +327,25 @@ class Run:
         deadline = stats.start_ns + (
             int(phase.duration_s * 1e9) if math.isfinite(phase.duration_s) else 2**62
         )
+        view = self._engine.start_phase() if self._engine is not None else None
+        self.detector = None if phase.closed else OverloadDetector()
+        observer = asyncio.create_task(self._observe(phase, stats)) if self.detector else None
         issue = self._issue_closed if phase.closed else self._issue_open
         self._issuer = asyncio.create_task(issue(phase, stats, deadline))
         await asyncio.wait([self._issuer])
         self._issuer = None
         await self._drain()
+        if observer is not None:
+            observer.cancel()
+            await asyncio.gather(observer, return_exceptions=True)
+        stats.interrupted = self.stopping
+        stats.overload = self.detector.overload if self.detector else None
+        if self._engine is not None and view is not None:
+            problem = self._engine.problem
+            if view.samples:
+                stats.engine = {**view.summary(), **({"problem": problem} if problem else {})}
+            else:
+                stats.engine = {"problem": problem or "no reading in time"}
         log.info(
             "phase %s: %d sent, %d succeeded, %d failed in %.1fs",
             phase.name, stats.sent, stats.outcomes["success"], stats.failed, stats.duration_s,
@@ -355,6 +381,29 @@ class Run:
             finished.cancel()  # cancelling the wait leaves the requests themselves alone
             forced.cancel()
 
+    async def _observe(self, phase: Phase, stats: PhaseStats) -> None:
+        """Once a second, an open loop's completions and backlog (arrivals not yet answered, waiting
+        for a slot included) go to the overload detector; the first detection is logged."""
+        assert self.detector is not None
+        while True:
+            await asyncio.sleep(1.0)
+            elapsed = (perf_counter_ns() - stats.start_ns) * 1e-9
+            reading = Reading(elapsed, stats.finished, len(self._in_flight), phase.target_at(elapsed))
+            known = self.detector.overload is not None
+            overload = self.detector.add(reading, stats.dist["e2e"].percentile(10))
+            if overload is not None and not known:
+                log.warning("phase %s: %s", phase.name, overload.sentence())
+
+    async def _think(self, deadline: int) -> None:
+        """A closed-loop user's pause after an answer (--think-time), cut short by a stop or the deadline."""
+        think = self.scenario.think_time
+        if think is None:
+            return
+        pause = min(think.draw(self._rng), max(0.0, (deadline - perf_counter_ns()) * 1e-9))
+        if pause > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
+
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
         self._in_flight.add(task)
@@ -375,6 +424,7 @@ class Run:
                 record = await self._session(self._workload.next(), now, stats)  # type: ignore[union-attr]
                 if record.retry_after_s and self.scenario.honor_retry_after and not budget.exhausted:
                     await self._retry_after(record.retry_after_s, deadline, stats)
+                await self._think(deadline)
 
         while not self.stopping:
             now = perf_counter_ns()
@@ -467,7 +517,9 @@ class Run:
             self.metrics.on_done(record)
             stats.add(record)
             if self._jsonl is not None:
-                self._jsonl.write(_compact_json(record.as_json()) + b"\n")
+                line = record.as_json()
+                line["sent_unix_s"] = self.unix_s(record.sent_ns) if record.sent_ns else None
+                self._jsonl.write(_compact_json(line) + b"\n")
         return record
 
     def _estimate_prompt_tokens(
@@ -484,19 +536,12 @@ class Run:
 
     # -- progress --------------------------------------------------------------------------------
 
+    def unix_s(self, perf_ns: int) -> float:
+        """A perf_counter instant as Unix time (s), through the run's clock anchor."""
+        return self.clock[1] + (perf_ns - self.clock[0]) * 1e-9
+
     def progress_line(self) -> str:
-        stats = self.current
-        if stats is None:
-            return f"run {self.run_id}: {self.state}"
-        elapsed = (perf_counter_ns() - stats.start_ns) * 1e-9
-        ttft = stats.dist["ttft"].percentile(50)
-        ok = stats.outcomes["success"]
-        return (
-            f"{stats.name} | {elapsed:6.1f}s | sent {stats.sent} ok {ok} failed {stats.failed} "
-            f"| in flight {self.metrics.in_flight} | {ok / elapsed if elapsed > 0 else 0:.1f} req/s "
-            f"{stats.output_tokens / elapsed if elapsed > 0 else 0:.0f} tok/s"
-            + (f" | TTFT p50 {ttft * 1000:.0f} ms" if ttft is not None else "")
-        )
+        return progress.line(self)
 
 
 async def _sleep_until(due_ns: int) -> None:

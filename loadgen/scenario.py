@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import re
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from loadgen.network import Network
 from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
+from loadgen.think import ThinkTime
 from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import check_url
 from loadgen.workloads import LengthDist
@@ -89,11 +91,15 @@ INPUTS: Mapping[str, object] = {
     "output_jsonl": None,
     "metrics_address": "0.0.0.0:9841",
     "progress": "auto",
+    "think_time": None,  # closed loop: a user's pause between an answer and its next request
+    "engine_metrics": "auto",  # the engine's /metrics, read each second for its queue: auto, none or a URL
 }
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SLO = re.compile(r"^\s*(ttft|ttfo|tpot|itl|e2e|dispatch|user_tps|error_ratio)\s*(<=|>=)\s*(\S+?)\s*$")
+_SLO = re.compile(
+    r"^\s*(ttft|ttfo|tpot|itl|e2e|dispatch|user_tps|stream_tps|error_ratio)\s*(<=|>=)\s*(\S+?)\s*$"
+)
 
 
 def parse_duration(value: object, what: str = "duration") -> float:
@@ -113,20 +119,22 @@ def parse_duration(value: object, what: str = "duration") -> float:
 
 
 def parse_slo(text: object) -> Slo:
-    """`ttft<=2s`, `tpot<=100ms`, `e2e<=30s`, `user_tps>=10` (tokens/s per user), `error_ratio<=0.01`."""
+    """`ttft<=2s`, `tpot<=100ms`, `e2e<=30s`, `user_tps>=10` (tokens/s a user receives, from sending to
+    the last token), `stream_tps>=10` (tokens/s after the first token, 1/TPOT), `error_ratio<=0.01`."""
     match = _SLO.match(str(text))
     if not match:
         raise ScenarioError(
             f"bad SLO {text!r}: use METRIC<=VALUE or METRIC>=VALUE with METRIC one of "
-            "ttft, ttfo, tpot, itl, e2e, dispatch (durations), user_tps (tokens/s), error_ratio (0-1)"
+            "ttft, ttfo, tpot, itl, e2e, dispatch (durations), user_tps, stream_tps (tokens/s), "
+            "error_ratio (0-1)"
         )
     metric, op, raw = match.groups()
-    if metric in ("user_tps", "error_ratio"):
+    if metric in ("user_tps", "stream_tps", "error_ratio"):
         try:
             threshold = float(raw)
         except ValueError as exc:
             raise ScenarioError(f"bad SLO {text!r}: {raw!r} is not a number") from exc
-        wanted = ">=" if metric == "user_tps" else "<="
+        wanted = "<=" if metric == "error_ratio" else ">="
     else:
         threshold = parse_duration(raw, f"SLO threshold in {text!r}")
         wanted = "<="
@@ -188,6 +196,8 @@ class Scenario:
     output_jsonl: str | None
     metrics_address: str | None
     progress: Progress
+    think_time: ThinkTime | None
+    engine_metrics: str | None  # URL of the engine's /metrics; None: not read
     given: Mapping[str, object] = field(repr=False, compare=False)  # as given, defaults filled in
 
     @classmethod
@@ -277,6 +287,9 @@ def _parse(v: dict[str, object]) -> Scenario:
         raise ScenarioError("give --ca-file (verify against that CA) or --insecure (no checks), not both")
     phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
     output_len = v["output_len"]
+    think_time = ThinkTime.parse(v["think_time"]) if v["think_time"] not in (None, "") else None
+    if think_time is not None and not all(phase.closed for phase in phases):
+        raise ScenarioError("think_time applies to closed-loop users (--concurrency), not to --rate")
     return Scenario(
         url=url,
         model=_text(v, "model"),
@@ -312,8 +325,22 @@ def _parse(v: dict[str, object]) -> Scenario:
         output_jsonl=_text(v, "output_jsonl"),
         metrics_address=_text(v, "metrics_address"),
         progress=progress,
+        think_time=think_time,
+        engine_metrics=_engine_metrics(url, v["engine_metrics"]),
         given=v,
     )
+
+
+def _engine_metrics(url: str, value: object) -> str | None:
+    """`auto`: the engine's own /metrics beside its API (the base URL without /v1 or a query)."""
+    text = str(value).strip() if value is not None else "none"
+    if text.lower() in ("none", "off", ""):
+        return None
+    if text.lower() != "auto":
+        return check_url(text, "engine_metrics")
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"{path}/metrics", "", ""))
 
 
 def _phases(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from loadgen.overload import Overload
 from loadgen.timing import OUTCOMES, RequestRecord
 
 _GAMMA = 1.002
 _LOG_GAMMA = math.log(_GAMMA)
 _FLOOR = 1e-9  # values at or below this (0 included) share one bucket
 PERCENTILES = (50, 90, 95, 99)
+LOW_PERCENTILE = 5  # the slow tail of higher-is-better figures (tokens/s)
 MAX_ERROR_MESSAGES = 20
 
 
@@ -81,6 +83,7 @@ class Distribution:
         out["median"] = self.percentile(50)
         for p in PERCENTILES[1:]:
             out[f"p{p}"] = self.percentile(p)
+        out[f"p{LOW_PERCENTILE}"] = self.percentile(LOW_PERCENTILE)
         return out
 
 
@@ -88,7 +91,7 @@ class Distribution:
 class Slo:
     """One service-level objective, e.g. `ttft<=2s` or `user_tps>=10`."""
 
-    metric: str  # ttft, ttfo, tpot, itl, e2e, dispatch, user_tps, error_ratio
+    metric: str  # ttft, ttfo, tpot, itl, e2e, dispatch, user_tps, stream_tps, error_ratio
     op: str  # "<=" or ">="
     threshold: float
 
@@ -102,9 +105,12 @@ class Slo:
         return value <= self.threshold if self.op == "<=" else value >= self.threshold
 
 
-LATENCY_METRICS = ("ttft", "ttfo", "tpot", "itl", "e2e", "dispatch", "e2e_from_schedule", "user_tps")
-STREAM_ONLY = ("ttft", "ttfo", "tpot", "itl", "user_tps")  # need token events: not measured unstreamed
-_NEED_TWO_TOKENS = ("tpot", "itl", "user_tps")
+LATENCY_METRICS = (
+    "ttft", "ttfo", "tpot", "itl", "e2e", "dispatch", "e2e_from_schedule", "user_tps", "stream_tps",
+)  # fmt: skip
+RATES = ("user_tps", "stream_tps")  # higher is better: judged and shown at the low percentiles
+STREAM_ONLY = ("ttft", "ttfo", "tpot", "itl", "stream_tps")  # need token events: not measured unstreamed
+_NEED_TWO_TOKENS = ("tpot", "itl", "stream_tps")
 
 
 class PhaseStats:
@@ -131,6 +137,9 @@ class PhaseStats:
         self.errors: dict[str, int] = {}
         self.start_ns = 0
         self.end_ns = 0
+        self.interrupted = False  # a stop cut the phase short: it is reported, never judged
+        self.overload: Overload | None = None  # open loop past the server's capacity (overload.py)
+        self.engine: dict | None = None  # the engine's running/waiting/KV figures (engine_watch.py)
 
     def add(self, record: RequestRecord) -> None:
         self.outcomes[record.outcome] += 1
@@ -158,7 +167,8 @@ class PhaseStats:
         values["ttfo"] = record.ttfo_s
         tpot = record.tpot_s
         values["tpot"] = tpot
-        values["user_tps"] = 1.0 / tpot if tpot else None
+        values["user_tps"] = record.user_tps
+        values["stream_tps"] = 1.0 / tpot if tpot else None
         for metric, value in values.items():
             if value is not None:
                 self.dist[metric].add(value)
@@ -200,7 +210,8 @@ class PhaseStats:
         return self.dist[slo.metric].percentile(p)
 
     def slos_met(self, percentile: float) -> bool:
-        if not self.outcomes["success"]:
+        """Every SLO met; never for a phase cut short by a stop or overloaded (its latency is a queue)."""
+        if not self.outcomes["success"] or self.interrupted or self.overload is not None:
             return False
         return all(
             (value := self.slo_value(slo, percentile)) is not None and slo.met_by(value) for slo in self.slos
@@ -244,8 +255,11 @@ class PhaseStats:
                 "percentile": percentile,
                 "objectives": [str(slo) for slo in self.slos],
                 "values": {str(slo): self.slo_value(slo, percentile) for slo in self.slos},
-                "met": self.slos_met(percentile) if self.slos else None,
+                "met": self.slos_met(percentile) if self.slos and not self.interrupted else None,
                 "good_requests": self.good,
             },
             "errors": dict(sorted(self.errors.items(), key=lambda item: -item[1])),
+            "interrupted": self.interrupted,
+            "overload": self.overload.as_json() if self.overload else None,
+            "engine": self.engine,
         }

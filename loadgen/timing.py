@@ -10,6 +10,9 @@ server's own send times). Definitions (README.md has the full text):
 - E2E  = end of the response (`[DONE]` or the end of the body) - sent
 - TPOT = (E2E - TTFT) / (output_tokens - 1), only when output_tokens > 1
 - ITL  = gaps between consecutive token events, pooled over requests
+- per-user rate (user_tps) = output_tokens / (last token - sent): the rate a person receives,
+  waiting for the first token included (unstreamed: the last token comes with the end of the body)
+- streaming rate (stream_tps) = 1 / TPOT: the rate after the first token
 """
 
 from __future__ import annotations
@@ -139,6 +142,20 @@ class RequestRecord:
             return None
         return (self.e2e_s - ttft) / (self.output_tokens - 1)
 
+    @property
+    def user_tps(self) -> float | None:
+        """Output tokens over the time from sending to the last token (queueing for the first included)."""
+        last = self.token_times[-1] if self.stream and self.token_times else self.end_ns
+        if self.output_tokens < 1 or last <= self.sent_ns:
+            return None
+        return self.output_tokens / ((last - self.sent_ns) * NS)
+
+    @property
+    def stream_tps(self) -> float | None:
+        """1 / TPOT: the rate after the first token."""
+        tpot = self.tpot_s
+        return 1.0 / tpot if tpot else None
+
     def itl_s(self) -> list[float]:
         """Gaps between consecutive token events, in seconds (none without streaming)."""
         if not self.stream:
@@ -161,6 +178,8 @@ class RequestRecord:
             "ttft_s": self.ttft_s,
             "ttfo_s": self.ttfo_s,
             "tpot_s": self.tpot_s,
+            "user_tps": self.user_tps,
+            "stream_tps": self.stream_tps,
             "e2e_s": self.e2e_s if self.end_ns else None,
             "itl_s": self.itl_s(),
             "token_events": len(self.token_times),
