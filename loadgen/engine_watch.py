@@ -89,19 +89,18 @@ class EngineView:
 
 
 def read_values(text: str) -> dict[str, float]:
-    """The concepts found in one exposition (each summed over its series: data-parallel engines)."""
-    sums: dict[str, float] = {}
+    """The concepts found in one exposition: counts summed over their series (data-parallel engines),
+    the KV usage ratio the highest of them (the fullest engine is the one that queues)."""
+    found: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith(("_created", "_bucket")):
-                continue
-            sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+            if not sample.name.endswith(("_created", "_bucket")):
+                found.setdefault(sample.name, []).append(float(sample.value))
     values = {}
     for concept, names in NAMES.items():
-        for name in names:
-            if name in sums:
-                values[concept] = sums[name]
-                break
+        name = next((n for n in names if n in found), None)
+        if name is not None:
+            values[concept] = max(found[name]) if concept == "kv_usage" else sum(found[name])
     return values
 
 

@@ -60,8 +60,8 @@ class Overload:
             "latency after that point measures the queue, not the server"
         )
 
-    def as_json(self, phase_start_epoch: float | None = None) -> dict:
-        out = {
+    def as_json(self) -> dict:
+        return {
             "since_s": self.since_s,
             "detected_s": self.detected_s,
             "offered_rate": self.offered_rate,
@@ -70,9 +70,6 @@ class Overload:
             "in_flight_at_onset": self.in_flight_at_onset,
             "in_flight_now": self.in_flight_now,
         }
-        if phase_start_epoch is not None:
-            out["since_epoch"] = phase_start_epoch + self.since_s
-        return out
 
 
 class OverloadDetector:

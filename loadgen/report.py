@@ -105,6 +105,8 @@ def _phase_summary(run: RunResult, stats) -> dict:
         anchor_ns, anchor_unix = run.clock
         summary["started_unix_s"] = anchor_unix + (stats.start_ns - anchor_ns) * 1e-9
         summary["ended_unix_s"] = anchor_unix + (stats.end_ns - anchor_ns) * 1e-9
+        if summary["overload"] is not None:
+            summary["overload"]["since_unix_s"] = summary["started_unix_s"] + summary["overload"]["since_s"]
     return summary
 
 

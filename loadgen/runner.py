@@ -88,6 +88,7 @@ class Run:
         self._forced = asyncio.Event()  # a second stop: no grace period
         self._in_flight: set[asyncio.Task] = set()
         self._issuer: asyncio.Task | None = None
+        self._cut = asyncio.Event()  # a sweep ends an overloaded phase early: no new requests, grace, cancel
         self._seq = 0
         self._jsonl: IO[bytes] | None = None
         self._workload: Workload | None = None
@@ -327,6 +328,7 @@ class Run:
         deadline = stats.start_ns + (
             int(phase.duration_s * 1e9) if math.isfinite(phase.duration_s) else 2**62
         )
+        self._cut.clear()
         view = self._engine.start_phase() if self._engine is not None else None
         self.detector = None if phase.closed else OverloadDetector()
         observer = asyncio.create_task(self._observe(phase, stats)) if self.detector else None
@@ -353,13 +355,15 @@ class Run:
         return stats
 
     async def _drain(self) -> None:
-        """Wait for in-flight requests; after stop(), only for the grace period, then cancel them."""
+        """Wait for in-flight requests; after stop() (or a sweep's cut of an overloaded phase), only
+        for the grace period, then cancel them."""
         while self._in_flight:
             pending = set(self._in_flight)
-            stop_wait = asyncio.create_task(self._stop.wait())
-            await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if self.stopping:
+            ended = {asyncio.create_task(self._stop.wait()), asyncio.create_task(self._cut.wait())}
+            await asyncio.wait(pending | ended, return_when=asyncio.FIRST_COMPLETED)
+            for task in ended:
+                task.cancel()
+            if self.stopping or self._cut.is_set():
                 await self._grace()
                 for task in list(self._in_flight):
                     task.cancel()
@@ -387,12 +391,21 @@ class Run:
         assert self.detector is not None
         while True:
             await asyncio.sleep(1.0)
+            if self._issuer is None or self._issuer.done():
+                return  # arrivals have ended: what drains now says nothing about the offered rate
             elapsed = (perf_counter_ns() - stats.start_ns) * 1e-9
-            reading = Reading(elapsed, stats.finished, len(self._in_flight), phase.target_at(elapsed))
+            answered = stats.finished - stats.outcomes["cancelled"]
+            reading = Reading(elapsed, answered, len(self._in_flight), phase.target_at(elapsed))
             known = self.detector.overload is not None
             overload = self.detector.add(reading, stats.dist["e2e"].percentile(10))
             if overload is not None and not known:
                 log.warning("phase %s: %s", phase.name, overload.sentence())
+                if self.scenario.sweep:  # the verdict is in; more arrivals would only grow the queue
+                    log.info("sweep: %s is past saturation; ending it (grace %gs)", phase.name,
+                             self.scenario.grace_s)  # fmt: skip
+                    self._cut.set()
+                    if self._issuer is not None:
+                        self._issuer.cancel()
 
     async def _think(self, deadline: int) -> None:
         """A closed-loop user's pause after an answer (--think-time), cut short by a stop or the deadline."""

@@ -108,9 +108,13 @@ def diagnosis(phase: dict, unit: str) -> str:
     ]  # fmt: skip
     capped = (engine.get("running_while_waiting") or {}).get("max")
     if capped is not None and waiting:
+        limit = (
+            f"its KV cache was {kv:.0%} full: no blocks for more" if kv is not None and kv >= 0.9 else
+            "its limit on running requests, vLLM's max_num_seqs, or on tokens per step"
+        )  # fmt: skip
         causes.append(
             f"up to {waiting:.0f} requests waited in the engine's queue while it ran at most {capped:.0f} at "
-            "once (its limit on running requests, vLLM's max_num_seqs, or on tokens per step)"
+            f"once ({limit})"
         )
     elif waiting:
         causes.append(f"up to {waiting:.0f} requests waited in the engine's queue")
@@ -119,7 +123,9 @@ def diagnosis(phase: dict, unit: str) -> str:
     else:
         causes.append(f"the engine's queue was not read ({engine.get('problem', 'no engine metrics')})")
     if kv is not None:
-        full = " (full: new requests wait for blocks, running ones may be preempted)" if kv >= 0.95 else ""
+        full = (
+            " (nearly full: new requests wait for blocks, running ones may be preempted)" if kv >= 0.9 else ""
+        )
         causes.append(f"its KV cache peaked at {kv:.0%}{full}")
     if engine.get("preemptions"):
         causes.append(f"{engine['preemptions']:.0f} requests were preempted")
@@ -127,7 +133,7 @@ def diagnosis(phase: dict, unit: str) -> str:
         where = "the wait is the engine's queue"
     elif client_queue:
         where = "the wait is in the load generator"
-    elif kv is not None and kv >= 0.95:
+    elif kv is not None and kv >= 0.9:
         where = "the KV cache is full"
     elif running is not None:
         where = "no queue: the engine shares each step among more requests, so each gets fewer tokens/s"
