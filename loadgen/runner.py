@@ -224,6 +224,8 @@ class Run:
             if tokenizer is None:
                 await self._calibrate(text)
         await self._check_extra_body()
+        if self._engine is not None:
+            await self._engine.start()
         self.metrics = RunMetrics(
             scenario.name, self.run_id, self.model or "", scenario.endpoint, scenario.shape
         )
