@@ -17,6 +17,7 @@ from tests.simulator.conftest import simulator
 from tests.support.llama import llama_server, tiny_model
 from tests.support.procs import free_port, running
 from tests.support.prometheus import prometheus_server, scrape_config
+from tests.support.tiny_qwen3 import model_dir
 
 MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 KV_LINE = re.compile(r"llama_kv_cache: size = +([0-9.]+) MiB \( *(\d+) cells, +(\d+) layers")
@@ -128,3 +129,28 @@ def test_sweep_report_beside_the_memory_limit(tmp_path: Path) -> None:
     small = plan_json(tmp_path, "--model", str(MODELS / "qwen3-4b"), "--gpu-memory", "9GiB",
                       "--activation-reserve", "0.5GiB", "--report", str(path))  # fmt: skip
     assert "beyond the memory limit" in " ".join(small["measured"])
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_vllm_reports_the_blocks_the_plan_computes(live_vllm, tmp_path: Path) -> None:
+    """The session's real vLLM (CPU) is given 1 GiB of KV space (VLLM_CPU_KVCACHE_SPACE) and then a block
+    count by hand (--num-gpu-blocks-override 24): its log states the count it computed from the 1 GiB
+    before the override, which the plan must reproduce; the override must be named as the reason the
+    two differ."""
+    plan = plan_json(
+        tmp_path, "--model", str(model_dir()), "--engine-url", live_vllm.url, "--kv-cache-memory", "1GiB"
+    )
+    engine = plan["engine"]
+    assert engine["kind"] == "vllm" and engine["block_size"] == 32  # the engine's block size, taken over
+    assert engine["capacity_tokens"] == live_vllm.kv_capacity_tokens == 24 * 32
+    assert plan["settings"]["max_model_len"] == 512  # from /v1/models
+    assert plan["kv_bytes_per_token"] == 2 * 2 * 2 * 32 * 2  # 2 layers, 2 KV heads of 32, bf16: 512 bytes
+    explanation = " ".join(engine["explanation"])
+    assert "set by hand (num_gpu_blocks_override 24)" in explanation
+    if live_vllm.log_path is not None:  # a server this session started: its own account
+        computed = re.search(
+            r"Overriding num_gpu_blocks=(\d+)", live_vllm.log_path.read_text(errors="replace")
+        )
+        assert computed, "vLLM logged no block count before its override"
+        assert plan["blocks"] == int(computed.group(1))  # 1 GiB / (32 tokens x 512 bytes) = 65,536

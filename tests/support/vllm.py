@@ -63,6 +63,7 @@ class VllmServer:
     process: Popen | None  # None: a server the session did not start (LLMOBS_TEST_VLLM_URL)
     kv_capacity_tokens: int = KV_BLOCKS * BLOCK_SIZE
     max_num_seqs: int = MAX_NUM_SEQS
+    log_path: Path | None = None  # the server's output (None: a server the session did not start)
 
 
 def engine_python() -> Path:
@@ -99,7 +100,7 @@ def vllm_server(tmp_path: Path, timeout: float = 480.0) -> Iterator[VllmServer]:
     with running(
         vllm_argv(python, port), f"{url}/health", log_path, timeout, ENV, own_session=True
     ) as process:
-        yield VllmServer(url=url, model=MODEL_NAME, port=port, process=process)
+        yield VllmServer(url=url, model=MODEL_NAME, port=port, process=process, log_path=log_path)
 
 
 STOP_EVERYWHERE = {"stop_token_ids": list(range(3, 1024))}  # any token stops: finished reason `stop`
