@@ -329,6 +329,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             engine_process_limit=config.host_engine_process_limit,
             start_threads=start_threads,
             process_labels=process_labels,
+            targets=[(target.name, target.url) for target in config.targets],
         )
     if kubernetes is not None:
         collectors["kubernetes"] = kubernetes

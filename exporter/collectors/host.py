@@ -8,15 +8,19 @@ of their own and their reaped children's times, so the counter does not drop whe
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -61,6 +65,7 @@ class EngineTree:
     process: str
     command: str
     members: tuple[int, ...]  # the root and its descendants at the last scan
+    target: str = ""  # the configured target(s) this tree serves (comma-separated), "" when none is known
 
 
 class EngineMatcher:
@@ -92,8 +97,12 @@ class HostCollector(Collector):
         scan_interval_seconds: float = SCAN_INTERVAL_SECONDS,
         start_threads: bool = True,
         process_labels: ProcessLabels | None = None,
+        targets: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.matcher = EngineMatcher(engine_patterns)
+        # (name, port) of the configured targets on this host's loopback or own addresses: the engine tree
+        # with a process listening on that port serves that target (`target` on host_engine_process_*)
+        self._local_targets = [(name, port) for name, url in targets if (port := _local_port(url))]
         # namespace, pod, container of a process (Kubernetes attribution); None: no such labels
         self._process_labels = process_labels
         self.engine_process_limit = engine_process_limit
@@ -168,8 +177,18 @@ class HostCollector(Collector):
             if self._has_engine_ancestor(pid, parents, engine_pids):
                 continue  # counted in its engine ancestor's tree
             trees.append(EngineTree(pid, kind, name, command, tuple(_descendants(pid, children))))
-        self._engines = tuple(trees[: self.engine_process_limit])
+        self._engines = tuple(self._with_targets(trees[: self.engine_process_limit]))
         self._scans += 1
+
+    def _with_targets(self, trees: list[EngineTree]) -> Iterator[EngineTree]:
+        """Each tree with the targets whose port one of its processes listens on (own namespace only)."""
+        listeners = (
+            _listeners({port for _, port in self._local_targets}) if self._local_targets and trees else {}
+        )
+        for tree in trees:
+            members = set(tree.members)
+            names = sorted(name for name, port in self._local_targets if listeners.get(port, set()) & members)
+            yield dataclasses.replace(tree, target=",".join(names)) if names else tree
 
     def _recognise(self, process: psutil.Process) -> tuple[str, str] | None:
         """(engine_kind, command label) when the process is an engine, else None."""
@@ -313,26 +332,28 @@ class HostCollector(Collector):
         info = GaugeMetricFamily(
             "host_engine_process_info",
             "A recognised engine process (value 1).",
-            labels=["pid", "engine_kind", *pod, "process", "command"],
+            labels=["pid", "engine_kind", "target", *pod, "process", "command"],
         )
         cpu = CounterMetricFamily(
             "host_engine_process_cpu_seconds_total",
             "CPU time of the engine's process tree.",
-            labels=["pid", "engine_kind", *pod, "mode"],
+            labels=["pid", "engine_kind", "target", *pod, "mode"],
         )
         rss = GaugeMetricFamily(
             "host_engine_process_resident_memory_bytes",
             "RSS of the process tree.",
-            labels=["pid", "engine_kind", *pod],
+            labels=["pid", "engine_kind", "target", *pod],
         )
         threads = GaugeMetricFamily(
-            "host_engine_process_threads", "Threads in the process tree.", labels=["pid", "engine_kind", *pod]
+            "host_engine_process_threads",
+            "Threads in the process tree.",
+            labels=["pid", "engine_kind", "target", *pod],
         )
         for tree in self._engines:
             usage = self._tree_usage(tree)
             if usage is None:
                 continue  # the engine exited since the last scan
-            labels = [str(tree.pid), tree.engine_kind, *self._pod_of(tree.pid)]
+            labels = [str(tree.pid), tree.engine_kind, tree.target, *self._pod_of(tree.pid)]
             info.add_metric([*labels, tree.process, tree.command], 1)
             cpu.add_metric([*labels, "user"], usage[0])
             cpu.add_metric([*labels, "system"], usage[1])
@@ -371,6 +392,31 @@ class HostCollector(Collector):
             rss += memory.rss
             threads += count
         return (user, system, rss, threads) if root_alive else None
+
+
+def _local_port(url: str) -> int | None:
+    """The port of a target on loopback or one of this host's names, else None (another namespace)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        local = host in ("localhost", socket.gethostname()) or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None
+    return port if local else None
+
+
+def _listeners(ports: set[int]) -> dict[int, set[int]]:
+    """port -> pids listening on it in our network namespace (all we may see)."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return {}
+    found: dict[int, set[int]] = {}
+    for c in connections:
+        if c.pid is not None and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports:
+            found.setdefault(c.laddr.port, set()).add(c.pid)
+    return found
 
 
 def _cpu_total(times: Any) -> float:

@@ -17,6 +17,7 @@ import pytest
 from exporter.collectors.host import EngineMatcher, HostCollector, program_names
 from exporter.config import EngineProcessPattern
 from tests.exporter.metrics_util import samples_of
+from tests.support.procs import free_port, wait_http
 
 ENGINE_SCRIPT = textwrap.dedent(
     """\
@@ -243,3 +244,44 @@ def test_a_process_that_execs_into_an_engine_is_recognised_at_the_next_scan() ->
     finally:
         process.kill()
         process.wait()
+
+
+def test_two_engines_of_one_kind_are_told_apart_by_their_target(tmp_path: Path) -> None:
+    """Two real HTTP servers recognised as one kind, each a configured target on its own port: each
+    engine tree carries the target whose port one of its processes listens on; an engine that is no
+    target carries "", and a target in another network namespace (not loopback) resolves to none."""
+    ports = [free_port() for _ in range(3)]
+    servers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                str(port),
+                "--directory",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        targets = [("left", f"http://127.0.0.1:{ports[0]}"), ("right", f"http://localhost:{ports[1]}/v1"),
+                   ("elsewhere", f"http://engine:{ports[2]}")]  # fmt: skip
+        patterns = [EngineProcessPattern("custom", r"-m http\.server --bind 127\.0\.0\.1")]
+        collector = HostCollector(patterns, start_threads=False, targets=targets)
+        collector.scan_engines()
+        m = samples_of(collector.collect())
+        target_of = {labels["pid"]: labels["target"] for labels, _ in m.all("host_engine_process_info")}
+        assert [target_of[str(s.pid)] for s in servers] == ["left", "right", ""]
+        rss = {labels["target"] for labels, _ in m.all("host_engine_process_resident_memory_bytes")}
+        assert {"left", "right", ""} <= rss
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()

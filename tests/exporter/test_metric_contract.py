@@ -70,6 +70,7 @@ LABELS = {
     "version",
     "collector",
     "kind",
+    "target",
 }
 
 
