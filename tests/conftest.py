@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.real import in_ci
 from tests.support.tiny_qwen3 import MODEL_NAME
+from tests.support.transformers import TransformersServer, transformers_server
 from tests.support.vllm import VllmServer, vllm_server
 
 
@@ -25,4 +26,11 @@ def live_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
         yield VllmServer(url=url, model=MODEL_NAME, port=int(url.rsplit(":", 1)[1]), process=None)
         return
     with vllm_server(tmp_path_factory.mktemp("vllm")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_transformers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServer]:
+    """ONE real `transformers serve --continuous-batching` for the whole session (20-70 s to start)."""
+    with transformers_server(tmp_path_factory.mktemp("transformers")) as server:
         yield server

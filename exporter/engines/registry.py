@@ -18,13 +18,14 @@ from exporter.engines.nim import Nim
 from exporter.engines.ollama import Ollama
 from exporter.engines.sglang import Sglang
 from exporter.engines.tgi import Tgi
+from exporter.engines.transformers import Transformers
 from exporter.engines.triton_trtllm import TritonTrtllm
 from exporter.engines.trtllm_serve import TrtllmServe
 from exporter.engines.vllm import Vllm
 from exporter.engines.xinference import Xinference
 
 ADAPTERS: tuple[type[Engine], ...] = (
-    Vllm, Sglang, LlamaCpp, LmDeploy, Xinference, Tgi, TritonTrtllm, TrtllmServe, Nim, Ollama,
+    Vllm, Sglang, LlamaCpp, LmDeploy, Xinference, Tgi, TritonTrtllm, TrtllmServe, Nim, Ollama, Transformers,
 )  # fmt: skip
 ENGINES: Mapping[str, Engine] = MappingProxyType({adapter.kind: adapter() for adapter in ADAPTERS})
 # engine_kind values of docs/metrics.md, and the `kind=` a target accepts

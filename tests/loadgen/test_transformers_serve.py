@@ -7,26 +7,19 @@ the report with the server's answer), every request counted with the server's ow
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from loadgen.report import render
-from tests.support.transformers import TransformersServer, transformers_server
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServer]:
-    with transformers_server(tmp_path_factory.mktemp("transformers")) as server:
-        yield server
-
-
 @pytest.mark.parametrize(("endpoint", "stream"), [("chat", True), ("completions", False)])
-def test_runs_succeed_without_discovery_or_the_refused_field(served, run_loadgen, endpoint, stream) -> None:
+def test_runs_succeed_without_discovery_or_the_refused_field(
+    live_transformers, run_loadgen, endpoint, stream
+) -> None:
     result = run_loadgen(
-        url=served.url,
+        url=live_transformers.url,
         endpoint=endpoint,
         stream=stream,
         concurrency=4,
