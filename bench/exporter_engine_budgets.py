@@ -13,7 +13,9 @@ Two phases per tree, each a fresh exporter process (host collector and engines; 
    (longest target deadline + 0.5 s), and the RSS after round 50 beside the last and the largest sampled
    (every 50 rounds). A scrape that fails is counted and the run goes on.
 Each tree is run from its own directory (`python -m exporter` imports the exporter of the working directory)
-with this tree's virtual environment. Prints a markdown table for bench/RESULTS.md.
+with this tree's virtual environment. Last, the CPU time to parse 50,000 series (the default series
+budget; median of 5) with each tree's parser and with prometheus_client's, which the exporter does not use
+(exporter/README.md says why). Prints markdown tables for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.faults.hostile_engine import series  # noqa: E402
 from tests.support.procs import free_port, wait_http  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -97,6 +100,27 @@ def run_phase(tree: Path, engine: str, names: list[str], rounds: int, log: Path)
     }
 
 
+PARSE = """
+import sys, time
+text = sys.stdin.read()
+{setup}
+times = []
+for _ in range(5):
+    started = time.process_time()
+    {call}
+    times.append(time.process_time() - started)
+print(sorted(times)[2])
+"""
+
+
+def parse_seconds(tree: Path, setup: str, call: str) -> float:
+    code = PARSE.format(setup=setup, call=call)
+    payload = series(50_000).decode()
+    argv = [str(PYTHON), "-c", code]
+    result = subprocess.run(argv, cwd=tree, input=payload, capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
 def worktree(revision: str) -> Path:
     path = ROOT / ".cache" / f"bench-{revision}"
     if not path.exists():
@@ -110,6 +134,7 @@ def main() -> int:
     parser.add_argument("--against", help="another git revision, run the same way")
     parser.add_argument("--against-rounds", type=int, default=100, help="hostile rounds for --against")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-engine-budgets")
+    parser.add_argument("--parse-only", action="store_true", help="only the parser's CPU time")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     trees = [("this tree", ROOT, args.rounds)]
@@ -120,7 +145,7 @@ def main() -> int:
     engine = f"http://127.0.0.1:{port}"
     rows = []
     with process(engine_argv, ROOT, f"{engine}/health/metrics", args.out / "engine.log"):
-        for label, tree, rounds in trees:
+        for label, tree, rounds in [] if args.parse_only else trees:
             for phase, names, count in (
                 ("300k", ["fine", "series"], 20),
                 (
@@ -133,6 +158,22 @@ def main() -> int:
                 result = run_phase(tree, engine, names, count, log)
                 rows.append((label, phase, result))
                 print(label, phase, {k: round(v, 3) for k, v in result.items()}, flush=True)
+    ours = "from exporter.engines.parse import parse", "parse(text)"
+    parsers = [(label, tree, *ours) for label, tree, _ in trees]
+    parsers.append(
+        (
+            "prometheus_client",
+            ROOT,
+            "from prometheus_client.parser import text_string_to_metric_families as parse",
+            "list(parse(text))",
+        )
+    )
+    print("\n| parser | CPU for 50,000 series | per series |\n| --- | ---: | ---: |")
+    for label, tree, setup, call in parsers:
+        seconds = parse_seconds(tree, setup, call)
+        print(f"| {label} | {seconds:.3f} s | {seconds / 50_000 * 1e6:.1f} us |")
+    if not rows:
+        return 0
     print("\n| tree | phase | rounds | scrape p50 | p99 | max | over cap | failed | RSS warm | last | max |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, phase, r in rows:
