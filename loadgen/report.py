@@ -111,7 +111,8 @@ def _phase_summary(run: RunResult, stats) -> dict:
 
 
 def _level_label(phase) -> str:
-    level = f"{phase.level:g} users" if phase.closed else f"{phase.level:g} req/s"
+    users = "user" if phase.level == 1 else "users"
+    level = f"{phase.level:g} {users}" if phase.closed else f"{phase.level:g} req/s"
     return f"{level} -> {phase.ramp_to:g}" if phase.ramp_to is not None else level
 
 
@@ -121,15 +122,13 @@ def _unit(run: RunResult) -> str:
 
 
 def _slowest(phases: list[dict]) -> dict | None:
-    """The phase a "why it got slow" sentence is about: the first that misses its SLOs, else (no SLOs)
-    the last of several; none for a single phase that meets them."""
+    """The phase a "why it got slow" sentence is about: the first that misses its SLOs, else the last
+    (the heaviest) of several; none for a single phase that meets them."""
     judged = [p for p in phases if not p.get("interrupted")]
     missing = [p for p in judged if p["slo"]["met"] is False]
     if missing:
         return missing[0]
-    if len(judged) > 1 and judged[-1]["slo"]["met"] is None:
-        return judged[-1]
-    return None
+    return judged[-1] if len(judged) > 1 else None
 
 
 def measurability_notes(run: RunResult) -> list[str]:

@@ -19,7 +19,7 @@ if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 mkdir -p "$cache"
 if [ -n "${LLAMA_BUILD_LOG:-}" ]; then
   mkdir -p "$(dirname "$LLAMA_BUILD_LOG")"
-  echo "building llama-server $version (the first time only: about 16 minutes on 2 cores); output in $LLAMA_BUILD_LOG" >&2
+  echo "building llama-server $version (the first time only: 16-27 minutes on 2 cores); output in $LLAMA_BUILD_LOG" >&2
   exec 3>"$LLAMA_BUILD_LOG"
 else
   exec 3>&2

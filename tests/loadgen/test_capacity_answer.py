@@ -238,10 +238,10 @@ def test_think_time_wall_clock_and_the_table_across_steps(scripted, run_loadgen,
     assert before <= report["clock"]["unix_s"] <= after
     sent = [record["sent_unix_s"] for record in result.records]
     assert all(before <= t <= after for t in sent)
-    assert [row["level"] for row in report["steps"]] == ["1 users", "2 users"]
+    assert [row["level"] for row in report["steps"]] == ["1 user", "2 users"]
     lines = render(report).splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("step "))
-    assert lines[header + 1].startswith("1 users") and lines[header + 2].startswith("2 users")
+    assert lines[header + 1].startswith("1 user ") and lines[header + 2].startswith("2 users")
     assert lines[header + 3].startswith("Why it got slow at 2 concurrent users")
     assert report["config"]["think_time"] == "500ms"
     assert json.dumps(report)  # every new figure is JSON

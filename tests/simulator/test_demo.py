@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import json
 import os
 import re
 import shutil
@@ -61,10 +62,10 @@ def assert_nothing_left(output: str, mark: str) -> None:
     assert not listening, f"ports still open after the demo: {sorted(listening)}"
 
 
-def test_quick_demo_runs_reports_and_cleans_up() -> None:
+def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
     env = demo_env()
     result = subprocess.run(
-        [sys.executable, "tools/demo.py", "--quick"],
+        [sys.executable, "tools/demo.py", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -77,6 +78,21 @@ def test_quick_demo_runs_reports_and_cleans_up() -> None:
     assert "Time to First Token (ms)" in output
     assert "llm_requests_running{" in output  # the exporter's normalized view of the simulator
     assert "every process stopped" in output
+    # it ends with the three answers, and keeps the report it names
+    last = result.stdout.rstrip().splitlines()[-4:]
+    assert last[0] == "== the three questions"
+    assert re.match(
+        r"How fast is it for one user\? With one user: TTFT p50 \d+ ms, [\d.]+ tokens/s received", last[1]
+    )
+    assert last[2].startswith("How many users can it carry? Capacity: ") or last[2].startswith(
+        "How many users can it carry? No level tested meets the SLOs"
+    )
+    assert "TTFT p95" in last[2] and "engine's queue" in last[2]
+    assert last[3].startswith("Why did it get slow? Why it got slow at ")
+    assert "load generator" in last[3] and "engine's queue" in last[3] and "KV cache" in last[3]
+    report = tmp_path / "report.json"
+    assert f"report kept: {report}" in result.stdout and json.loads(report.read_text())["sweep"]
+    assert "--keep-running" in result.stdout
     # 16 users against the tiny engine's 8 sequences: the queue shows through the exporter
     assert int(re.search(r"max llm_requests_waiting = (\d+)", output).group(1)) > 0
     if ctypes.util.find_library("nvidia-ml") is None:  # no GPU driver here: the exporter says so
@@ -98,10 +114,10 @@ def test_quick_demo_runs_reports_and_cleans_up() -> None:
     assert_nothing_left(output, env[MARK])
 
 
-def test_demo_fails_clearly_and_cleans_up_when_a_part_fails() -> None:
+def test_demo_fails_clearly_and_cleans_up_when_a_part_fails(tmp_path: Path) -> None:
     env = demo_env()
     result = subprocess.run(
-        [sys.executable, "tools/demo.py", "--quick", "--profile", "no-such-profile"],
+        [sys.executable, "tools/demo.py", "--quick", "--profile", "no-such-profile", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -115,10 +131,10 @@ def test_demo_fails_clearly_and_cleans_up_when_a_part_fails() -> None:
     assert not marked(env[MARK])
 
 
-def test_interrupted_demo_stops_everything_it_started() -> None:
+def test_interrupted_demo_stops_everything_it_started(tmp_path: Path) -> None:
     env = demo_env()
     process = subprocess.Popen(
-        [sys.executable, "tools/demo.py", "--quick"],
+        [sys.executable, "tools/demo.py", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

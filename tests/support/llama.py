@@ -67,7 +67,7 @@ class ModelShape:
 TINY = ModelShape("tiny", hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, context=4096)
 # Qwen3-4B's dimensions (DESIGN.md), for load that means something on a real GPU: about 8 GB in f16.
 QWEN3_4B = ModelShape("qwen3-4b-shape", hidden=2560, layers=36, heads=32, kv_heads=8, ffn=9728, context=40960)
-BUILD_HINT = "run tools/build-llama-server.sh (about 8 minutes on 2 cores)"
+BUILD_HINT = "run tools/build-llama-server.sh (16-27 minutes on 2 cores the first time)"
 
 
 @dataclass(frozen=True)
