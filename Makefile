@@ -30,15 +30,15 @@ prometheus-package:
 	      --no-install-recommends prometheus prometheus-alertmanager openssl) >/dev/null \
 	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
 
-# The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.
-LLAMA_BUILD_LOG ?= $(or $(LLMOBS_CACHE),$(CURDIR)/.cache)/llama-server-build.log
-
 # Debian's Chromium: the tests open every HTML page we produce in it (tests/support/chromium.py).
 chromium-package:
 	@command -v chromium >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	      --no-install-recommends chromium) >/dev/null \
 	    || echo "chromium not installed and not root: tests that need it skip (fail under CI=true)"; }
+
+# The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.
+LLAMA_BUILD_LOG ?= $(or $(LLMOBS_CACHE),$(CURDIR)/.cache)/llama-server-build.log
 
 llama-server:
 	@LLAMA_BUILD_LOG="$(LLAMA_BUILD_LOG)" bash tools/build-llama-server.sh >/dev/null || { \
