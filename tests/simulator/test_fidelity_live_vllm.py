@@ -21,7 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.engines.parse import parse
 from tests.simulator.test_faithful_to_real_vllm import TOKEN_COUNT_HISTOGRAMS, families
-from tests.support.vllm import BLOCK_SIZE, KV_BLOCKS, MAX_MODEL_LEN, MAX_NUM_SEQS, STOP_EVERYWHERE
+from tests.support.vllm import (
+    BLOCK_SIZE,
+    KV_BLOCKS,
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    STOP_EVERYWHERE,
+    VllmServer,
+    chat_burst,
+)
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -113,7 +121,7 @@ def profile(tmp_path: Path) -> Path:
 
 
 def scheduling(url: str, model: str, stop_body: dict) -> dict[str, float]:
-    """What a dashboard sees of one burst: 32 requests of 128 tokens, 16 at a time, then 2 that stop."""
+    """What a dashboard sees of one burst: 32 requests of 256 tokens, 16 at a time, then 2 that stop."""
     seen = {"running": 0.0, "waiting": 0.0}
     done = threading.Event()
 
@@ -136,28 +144,16 @@ def scheduling(url: str, model: str, stop_body: dict) -> dict[str, float]:
     before = counters()
     watcher = threading.Thread(target=watch)
     watcher.start()
+    server = VllmServer(url=url, model=model, port=0, process=None)
     try:
-        burst(url, model, count=32, concurrency=16, body={"max_tokens": 128, "ignore_eos": True})
-        burst(url, model, count=2, concurrency=2, body={"max_tokens": 128, **stop_body})
+        # asyncio, not threads: on a busy machine 16 client threads did not keep 16 requests in flight
+        chat_burst(server, count=32, concurrency=16, max_tokens=256)
+        chat_burst(server, count=2, concurrency=2, max_tokens=128, ignore_eos=False, **stop_body)
     finally:
         done.set()
         watcher.join()
     after = counters()
     return {**seen, **{key: after[key] - before.get(key, 0.0) for key in after}}
-
-
-def burst(url: str, model: str, count: int, concurrency: int, body: dict) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(index: int) -> None:
-        messages = [{"role": "user", "content": f"{'the quick brown fox ' * 16} number {index}"}]
-        response = httpx.post(
-            f"{url}/v1/chat/completions", json={"model": model, "messages": messages, **body}, timeout=300
-        )
-        response.raise_for_status()
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(count)))
 
 
 def test_scheduling_a_dashboard_sees_matches_live_vllm(live_vllm, start_simulator, tmp_path: Path) -> None:
