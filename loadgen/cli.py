@@ -102,6 +102,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--stream", action=argparse.BooleanOptionalAction, help="stream with SSE (default on)"
     )
     target.add_argument(
+        "--continuous-usage", action=argparse.BooleanOptionalAction,
+        help="ask for usage on every streamed event (stream_options.continuous_usage_stats; vLLM, "
+        "SGLang), so each event's tokens are known (speculative decoding, stream intervals); default off",
+    )  # fmt: skip
+    target.add_argument(
         "--api-key-env", metavar="VAR", help="read the API key from this environment variable"
     )
     target.add_argument("--api-key-file", metavar="FILE", help="read the API key from this file")

@@ -24,7 +24,7 @@ from loadgen.network import Network, route
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
 from loadgen.timing import RequestRecord
-from loadgen.tokens import TokenCounter, TokenShape, take_usage
+from loadgen.tokens import TokenCounter, TokenShape, count_event_tokens, take_usage
 from loadgen.transport import MalformedResponse, StackPoolTransport
 
 log = logging.getLogger("loadgen.client")
@@ -332,6 +332,9 @@ class LoadClient:
                     reasoning = None
                 if content or reasoning:
                     record.token_times.append(now)
+                    tokens = count_event_tokens(choice, obj.get("usage"), record)
+                    if reasoning and not content and tokens > 1:
+                        record.reasoning_extra += tokens - 1
                     if content:
                         record.content_events += 1
                         if not record.first_output_ns:

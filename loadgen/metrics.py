@@ -50,11 +50,16 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def observe_many(self, values: list[float]) -> None:
+    def observe_many(self, values: list[float], weights: list[int] | None = None) -> None:
         counts, bounds = self.counts, self.bounds
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-        self.total += sum(values)
+        if weights is None:
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+            self.total += sum(values)
+            return
+        for value, weight in zip(values, weights, strict=True):
+            counts[bisect_left(bounds, value)] += weight
+            self.total += value * weight
 
     def buckets(self) -> list[tuple[str, int]]:
         cumulative, running = [], 0
@@ -113,6 +118,8 @@ class RunMetrics:
         self.reasoning_tokens = 0
         self.usage_disagreements = 0
         self.throttled = 0
+        self.token_events = 0
+        self.multi_token_events = 0
         self.in_flight = 0
         self.target_concurrency: float | None = None
         self.target_rate: float | None = None
@@ -136,6 +143,9 @@ class RunMetrics:
         self.output_tokens += record.output_tokens
         self.reasoning_tokens += record.reasoning_tokens
         self.usage_disagreements += record.usage_disagrees
+        if record.stream:
+            self.token_events += len(record.token_times)
+            self.multi_token_events += record.multi_token_event_count or 0
         self.e2e.observe(record.e2e_s)
         ttft = record.ttft_s
         if ttft is None:
@@ -148,7 +158,7 @@ class RunMetrics:
         if tpot is not None:
             self.tpot.observe(tpot)
         self.goodput.observe(ttft, tpot)
-        self.itl.observe_many(record.itl_s())
+        self.itl.observe_many(*record.itl_s())
 
 
 # counters of a run: (name without _total, RunMetrics attribute, help)
@@ -161,13 +171,20 @@ _COUNTERS = (
      "Succeeded streamed requests whose usage.completion_tokens disagreed with their token events."),
     ("loadgen_requests_throttled", "throttled",
      "Requests the server throttled: 429, or 503 with Retry-After (also counted by outcome)."),
+    ("loadgen_token_events", "token_events", "Streamed events that carried tokens (succeeded requests)."),
+    ("loadgen_multi_token_events", "multi_token_events",
+     "Token events the server said carried more than one token (succeeded requests)."),
 )  # fmt: skip
 
 _HISTOGRAMS = (
     ("loadgen_time_to_first_token_seconds", "ttft", "Client-side time to the first token of any kind."),
     ("loadgen_time_to_first_output_token_seconds", "ttfo", "Client-side time to the first content token."),
     ("loadgen_time_per_output_token_seconds", "tpot", "Per request: (E2E - TTFT) / (output tokens - 1)."),
-    ("loadgen_inter_token_latency_seconds", "itl", "Gaps between consecutive token events."),
+    (
+        "loadgen_inter_token_latency_seconds",
+        "itl",
+        "Per token: each gap between token events divided among the tokens the later event carried.",
+    ),
     ("loadgen_e2e_request_latency_seconds", "e2e", "Client-side end-to-end request latency."),
     ("loadgen_dispatch_delay_seconds", "dispatch", "Time from a request's scheduled start to its send."),
 )

@@ -19,7 +19,11 @@ DEFINITIONS = {
     "ttft": "first token event of any kind (content or reasoning) - request sent",
     "ttfo": "first content (non-reasoning) token event - request sent",
     "tpot": "(e2e - ttft) / (output_tokens - 1), per request, output_tokens > 1",
-    "itl": "gaps between consecutive token events, pooled over requests",
+    "itl": (
+        "per token: each gap between token events divided among the tokens the later event carried "
+        "(server's per-event usage or logprobs; else the request's mean tokens per event when its usage "
+        "exceeds its events), pooled over requests"
+    ),
     "e2e": "end of the response ([DONE] or end of body) - request sent",
     "dispatch": "request sent - request scheduled (open loop: planned arrival; closed loop: user free)",
     "e2e_from_schedule": "e2e + dispatch (latency free of coordinated omission)",
@@ -134,7 +138,15 @@ def _slowest(phases: list[dict]) -> dict | None:
 def measurability_notes(run: RunResult) -> list[str]:
     """What the report cannot show for this configuration, said once instead of left blank."""
     if run.scenario.stream:
-        return []
+        spread = sum(stats.event_bases.get("mean", 0) for stats in run.stats)
+        if not spread:
+            return []
+        return [
+            f"{spread} streamed answers had more output tokens than token events, and the server did not "
+            "say how many tokens each event carried: their ITL divides each gap by the answer's mean tokens "
+            "per event, and multi-token events are not counted; --continuous-usage asks vLLM and SGLang "
+            "for per-event counts"
+        ]
     notes = [
         "TTFT, TTFO, TPOT, ITL and the streaming rate are not measurable without streaming (--no-stream); "
         "the per-user rate counts to the end of the body"
@@ -255,6 +267,7 @@ def render(report: dict) -> str:
                 f"; usage disagreed with the stream in {tokens['usage_disagreements']}"
                 if tokens["usage_disagreements"] else "")),
             ("Input token count source", _sources(tokens["prompt_source"])),
+            ("Token events / more than one token", _events(tokens)),
             ("Request throughput (req/s)", _fmt(throughput["requests_per_s"])),
             ("Output token throughput (tok/s)", _fmt(throughput["output_tokens_per_s"])),
             ("Total token throughput (tok/s)", _fmt(throughput["total_tokens_per_s"])),
@@ -344,6 +357,17 @@ def _overload_words(overload: dict) -> str:
     )
 
 
+def _events(tokens: dict) -> str:
+    """`1200 / 340 (tokens per event: server said 100%)`; `-` without streamed events."""
+    if not tokens["events"]:
+        return "-"
+    bases = tokens["event_token_basis"]
+    multi = tokens["multi_token_events"]
+    if bases.get("mean"):  # some requests had more tokens than events without saying which events
+        multi = f"at least {multi}" if multi else "unknown"
+    return f"{tokens['events']} / {multi} (tokens per event: {_sources(bases)})"
+
+
 def _sources(sources: dict[str, int]) -> str:
     total = sum(sources.values())
     if not total:
@@ -354,6 +378,9 @@ def _sources(sources: dict[str, int]) -> str:
         "tokenizer": "client tokenizer",
         "synthetic": "synthetic length drawn",
         "none": "unknown",
+        "server": "server said",
+        "one per event": "one per event",
+        "mean": "mean of usage over events",
     }
     return ", ".join(
         f"{names.get(k, k)} {v / total:.0%}" for k, v in sorted(sources.items(), key=lambda i: -i[1])

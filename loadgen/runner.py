@@ -314,7 +314,11 @@ class Run:
         if item.max_tokens:
             body["max_tokens"] = item.max_tokens
         if stream:
-            body["stream_options"] = {"include_usage": True}
+            body["stream_options"] = (
+                {"include_usage": True, "continuous_usage_stats": True}
+                if self.scenario.continuous_usage
+                else {"include_usage": True}
+            )
         return body
 
     # -- phases --------------------------------------------------------------------------------

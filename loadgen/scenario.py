@@ -50,6 +50,7 @@ INPUTS: Mapping[str, object] = {
     "model": None,
     "endpoint": "chat",
     "stream": True,
+    "continuous_usage": False,
     "api_key_env": None,
     "api_key_file": None,
     "name": "default",
@@ -166,6 +167,7 @@ class Scenario:
     model: str | None
     endpoint: Endpoint
     stream: bool
+    continuous_usage: bool  # stream_options.continuous_usage_stats: usage on every event
     api_key_env: str | None
     api_key_file: str | None
     name: str
@@ -295,6 +297,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         model=_text(v, "model"),
         endpoint=endpoint,
         stream=_flag(v, "stream"),
+        continuous_usage=_flag(v, "continuous_usage"),
         api_key_env=_text(v, "api_key_env"),
         api_key_file=_text(v, "api_key_file"),
         name=_text(v, "name") or "default",

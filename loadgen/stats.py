@@ -41,21 +41,29 @@ class Distribution:
         key = math.floor(math.log(value) / _LOG_GAMMA) if value > _FLOOR else -(10**9)
         self._buckets[key] = self._buckets.get(key, 0) + 1
 
-    def add_many(self, values: list[float]) -> None:
-        """add() for each value (the gaps of one stream at once: one call instead of one per token)."""
+    def add_many(self, values: list[float], weights: list[int] | None = None) -> None:
+        """add() for each value, `weights[i]` times for value i when given (the gaps of one stream at
+        once: one call instead of one per token)."""
         if not values:
             return
-        self.count += len(values)
-        self.total += sum(values)
         low, high = min(values), max(values)
         if low < self.min:
             self.min = low
         if high > self.max:
             self.max = high
         buckets, log, floor = self._buckets, math.log, math.floor
-        for value in values:
+        if weights is None:
+            self.count += len(values)
+            self.total += sum(values)
+            for value in values:
+                key = floor(log(value) / _LOG_GAMMA) if value > _FLOOR else -(10**9)
+                buckets[key] = buckets.get(key, 0) + 1
+            return
+        for value, weight in zip(values, weights, strict=True):
+            self.count += weight
+            self.total += value * weight
             key = floor(log(value) / _LOG_GAMMA) if value > _FLOOR else -(10**9)
-            buckets[key] = buckets.get(key, 0) + 1
+            buckets[key] = buckets.get(key, 0) + weight
 
     def percentile(self, p: float) -> float | None:
         """The value at rank ceil(p/100 * count) (nearest rank), from the sketch."""
@@ -128,6 +136,9 @@ class PhaseStats:
         self.reasoning_tokens = 0
         self.token_sources: dict[str, int] = {}
         self.prompt_sources: dict[str, int] = {}
+        self.token_events = 0
+        self.multi_token_events = 0  # known to carry more than one token
+        self.event_bases: dict[str, int] = {}  # requests by how their events' tokens are known
         self.invalid_utf8_events = 0
         self.usage_disagreements = 0  # succeeded requests whose usage disagreed with their token events
         self.throttled = 0  # failed requests the server throttled (429, 503 with Retry-After)
@@ -162,6 +173,11 @@ class PhaseStats:
         self.token_sources[record.token_source] = self.token_sources.get(record.token_source, 0) + 1
         prompt_source = record.prompt_source or "none"
         self.prompt_sources[prompt_source] = self.prompt_sources.get(prompt_source, 0) + 1
+        if record.stream and record.token_times:
+            self.token_events += len(record.token_times)
+            self.multi_token_events += record.multi_token_event_count or 0
+            basis = record.event_basis
+            self.event_bases[basis] = self.event_bases.get(basis, 0) + 1
         e2e = record.e2e_s
         values = {"e2e": e2e, "e2e_from_schedule": e2e + record.dispatch_s, "ttft": record.ttft_s}
         values["ttfo"] = record.ttfo_s
@@ -172,8 +188,8 @@ class PhaseStats:
         for metric, value in values.items():
             if value is not None:
                 self.dist[metric].add(value)
-        gaps = record.itl_s()
-        self.dist["itl"].add_many(gaps)
+        gaps, weights = record.itl_s()
+        self.dist["itl"].add_many(gaps, weights)
         values["itl"] = max(gaps) if gaps else None
         values["dispatch"] = record.dispatch_s
         if all(self._meets(slo, values, record) for slo in self.slos if slo.metric != "error_ratio"):
@@ -249,6 +265,9 @@ class PhaseStats:
                 "prompt_source": dict(self.prompt_sources),
                 "invalid_utf8_events": self.invalid_utf8_events,
                 "usage_disagreements": self.usage_disagreements,
+                "events": self.token_events,
+                "multi_token_events": self.multi_token_events,
+                "event_token_basis": dict(self.event_bases),
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},
             "slo": {

@@ -9,10 +9,16 @@ server's own send times). Definitions (README.md has the full text):
 - TTFO = first content token event - sent
 - E2E  = end of the response (`[DONE]` or the end of the body) - sent
 - TPOT = (E2E - TTFT) / (output_tokens - 1), only when output_tokens > 1
-- ITL  = gaps between consecutive token events, pooled over requests
+- ITL  = per token: the gap before a token event divided among the tokens that event carried, pooled
 - per-user rate (user_tps) = output_tokens / (last token - sent): the rate a person receives,
   waiting for the first token included (unstreamed: the last token comes with the end of the body)
 - streaming rate (stream_tps) = 1 / TPOT: the rate after the first token
+
+One event can carry several tokens (speculative decoding, multi-token prediction, a server's stream
+interval). How many, the server says with cumulative `usage` on every event (vLLM's and SGLang's
+`stream_options.continuous_usage_stats`) or one `logprobs.content` entry per token; the record keeps
+those counts. When it does not say, but its final usage counts more tokens than there were events,
+each gap is divided by the request's mean tokens per event (EVENT_BASES names the three cases).
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ OUTCOMES = (
 )
 
 NS = 1e-9
+# How the tokens of each event are known: the server said per event; each event is one token (no
+# usage, or usage equal to the events); or the server's total exceeds the events and each event
+# after the first is taken to carry the mean.
+EVENT_BASES = ("server", "one per event", "mean")
 
 
 class RequestRecord:
@@ -40,18 +50,21 @@ class RequestRecord:
 
     __slots__ = (
         "content_events",
+        "counted_events",
         "end_ns",
         "error",
         "finish_reason",
         "first_output_ns",
         "http_status",
         "invalid_utf8",
+        "multi_token_events",
         "outcome",
         "output_tokens",
         "phase",
         "prompt_source",
         "prompt_tokens",
         "reasoning_events",
+        "reasoning_extra",
         "reasoning_tokens",
         "request_id",
         "resent_ns",
@@ -90,6 +103,9 @@ class RequestRecord:
         self.usage_disagrees = False  # usage and the stream's token events disagree (tokens.TokenCounter)
         self.content_events = 0
         self.reasoning_events = 0
+        self.counted_events = 0  # token events whose token count the server gave (usage, logprobs)
+        self.reasoning_extra = 0  # tokens beyond one in reasoning-only events of known size
+        self.multi_token_events: dict[int, int] | None = None  # event index -> tokens, where > 1
         self.invalid_utf8 = 0
         self.retries = 0
         self.resent_ns = 0  # when the request was sent again (a reused connection found dead); 0: not
@@ -156,11 +172,52 @@ class RequestRecord:
         tpot = self.tpot_s
         return 1.0 / tpot if tpot else None
 
-    def itl_s(self) -> list[float]:
+    def event_gaps_s(self) -> list[float]:
         """Gaps between consecutive token events, in seconds (none without streaming)."""
         if not self.stream:
             return []
         return [(later - earlier) * NS for earlier, later in pairwise(self.token_times)]
+
+    @property
+    def event_basis(self) -> str:
+        """One of EVENT_BASES."""
+        events = len(self.token_times)
+        if self.counted_events and self.counted_events == events:
+            return "server"
+        if self.token_source == "usage" and self.output_tokens > events >= 1:
+            return "mean"
+        return "one per event"
+
+    def itl_s(self) -> tuple[list[float], list[int] | None]:
+        """Inter-token latency per token, in seconds: for each gap between token events, the gap divided
+        among the tokens the later event carried, and how many tokens that value stands for (None: one
+        each). Weights instead of repeated values, so a server claiming huge events cannot make the
+        client allocate per claimed token. Empty without streaming."""
+        gaps = self.event_gaps_s()
+        basis = self.event_basis
+        if basis == "mean":  # the first event is taken to carry one token (it comes from the prefill)
+            scale = len(gaps) / (self.output_tokens - 1)
+            return [gap * scale for gap in gaps], None
+        multi = self.multi_token_events
+        if basis == "one per event" or not multi:
+            return gaps, None
+        weights = [multi.get(index, 1) for index in range(1, len(gaps) + 1)]
+        return [gap / tokens for gap, tokens in zip(gaps, weights, strict=True)], weights
+
+    def event_tokens(self) -> list[int] | None:
+        """Tokens per token event, when the server said; None otherwise."""
+        if self.event_basis != "server":
+            return None
+        multi = self.multi_token_events or {}
+        return [multi.get(index, 1) for index in range(len(self.token_times))]
+
+    @property
+    def multi_token_event_count(self) -> int | None:
+        """Events that carried more than one token; None when that is not known (basis `mean`)."""
+        basis = self.event_basis
+        if basis == "mean":
+            return None
+        return len(self.multi_token_events or ()) if basis == "server" else 0
 
     def as_json(self) -> dict:
         """The per-request JSONL record (times in seconds; absolute instants in ns, same clock)."""
@@ -181,8 +238,10 @@ class RequestRecord:
             "user_tps": self.user_tps,
             "stream_tps": self.stream_tps,
             "e2e_s": self.e2e_s if self.end_ns else None,
-            "itl_s": self.itl_s(),
+            "itl_s": self.itl_s()[0],  # per gap: seconds per token; event_tokens[1:] are the weights
             "token_events": len(self.token_times),
+            "event_tokens": self.event_tokens(),
+            "event_token_basis": self.event_basis if self.stream else None,
             "prompt_tokens": self.prompt_tokens,
             "prompt_token_source": self.prompt_source,
             "output_tokens": self.output_tokens,

@@ -1,7 +1,9 @@
 """Output tokens of a request: recognizing token events cheaply, and settling the count.
 
 TokenShape recognizes a stream's plain token events by their bytes, so most events need no JSON
-parsing. take_usage keeps the server's `usage` counts that are counts; TokenCounter.settle decides,
+parsing. count_event_tokens records how many tokens an event carried when the server says (several
+with speculative decoding or a stream interval). take_usage keeps the server's `usage` counts that
+are counts; TokenCounter.settle decides,
 per --output-tokens-from, whether a request's output tokens are the server's usage or the token
 events counted, after checking the two against each other.
 """
@@ -12,7 +14,14 @@ import logging
 
 from loadgen.timing import RequestRecord
 
-__all__ = ["MAX_TOKENS_PER_EVENT", "OUTPUT_TOKENS_FROM", "TokenCounter", "TokenShape", "take_usage"]
+__all__ = [
+    "MAX_TOKENS_PER_EVENT",
+    "OUTPUT_TOKENS_FROM",
+    "TokenCounter",
+    "TokenShape",
+    "count_event_tokens",
+    "take_usage",
+]
 
 log = logging.getLogger("loadgen.client")
 
@@ -38,8 +47,12 @@ class TokenCounter:
         either way (and logged once)."""
         events = record.content_events + record.reasoning_events
         usage = record.usage_tokens
+        counted = _counted_tokens(record, events)
         if usage is not None and events:
-            record.usage_disagrees = not events <= usage <= events * MAX_TOKENS_PER_EVENT
+            if record.event_basis == "server":  # every event said how many tokens it carried
+                record.usage_disagrees = usage != counted
+            else:
+                record.usage_disagrees = not events <= usage <= events * MAX_TOKENS_PER_EVENT
             if record.usage_disagrees and not self._disagreement_logged:
                 self._disagreement_logged = True
                 log.warning(
@@ -50,13 +63,47 @@ class TokenCounter:
                     self._tokens_from,
                 )  # fmt: skip
         trust = self._tokens_from == "usage" or (self._tokens_from == "auto" and not record.usage_disagrees)
+        reasoning = record.reasoning_events + record.reasoning_extra
         if usage is not None and (trust or not events):
             record.output_tokens, record.token_source = usage, "usage"
             if not record.reasoning_tokens:
-                record.reasoning_tokens = record.reasoning_events
+                record.reasoning_tokens = reasoning
         elif record.token_source == "counted":
-            record.output_tokens = events
-            record.reasoning_tokens = record.reasoning_events
+            record.output_tokens = counted
+            record.reasoning_tokens = reasoning
+
+
+def _counted_tokens(record: RequestRecord, events: int) -> int:
+    """The stream's tokens by its events: what each event said it carried where every event said
+    (an event carrying reasoning and content counts once), else one per token event."""
+    if record.event_basis != "server":
+        return events
+    extra = sum(tokens - 1 for tokens in (record.multi_token_events or {}).values())
+    return len(record.token_times) + extra
+
+
+def count_event_tokens(choice: dict, usage: object, record: RequestRecord) -> int:
+    """How many tokens the token event just recorded carried, when the server says: the step of the
+    cumulative `usage.completion_tokens` on every event (continuous_usage_stats; `usage_tokens` still
+    holds the previous event's), else one `logprobs.content` entry per token. An event it says nothing
+    about counts as one token."""
+    tokens = None
+    completion = _count(usage.get("completion_tokens")) if isinstance(usage, dict) else None
+    if completion is not None:
+        tokens = max(1, completion - (record.usage_tokens or 0))
+    else:
+        logprobs = choice.get("logprobs")
+        entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if isinstance(entries, list) and entries:
+            tokens = len(entries)
+    if tokens is None:
+        return 1
+    record.counted_events += 1
+    if tokens > 1:
+        if record.multi_token_events is None:
+            record.multi_token_events = {}
+        record.multi_token_events[len(record.token_times) - 1] = tokens
+    return tokens
 
 
 def take_usage(usage: dict, record: RequestRecord) -> None:

@@ -205,7 +205,11 @@ class CompletionResponse(Response):
             await send({"type": "http.response.body", "body": b"".join(parts), "more_body": not done})
             if sends is not None:
                 now = time.perf_counter_ns()
-                sizes = [end - begin for begin, end in zip([sent, *ends[:-1]], ends, strict=True)]
+                reasoning = self.reasoning_len
+                sizes = [
+                    (end - begin, max(0, min(end, reasoning) - begin))
+                    for begin, end in zip([sent, *ends[:-1]], ends, strict=True)
+                ]
                 sends.events(self.request.request_key or self.response_id, now, sizes)
                 if done:
                     sends.done(self.request.request_key or self.response_id, now)

@@ -3,10 +3,11 @@
 Off unless `--record-sends N`. Then the last N streamed requests are kept, keyed by the client's
 `x-request-id` header (vLLM's request-id header; the response id when there is none): for each
 event, the `time.perf_counter_ns()` reading taken right after the bytes were handed to the server's
-transport (CLOCK_MONOTONIC on Linux: the same clock as in every other process on the host) and the
-number of output tokens it carried, plus when the stream ended. `GET /_simulator/sends` serves them.
-A load generator's measurement minus this is its error (DESIGN.md, "Measuring a load generator
-honestly"). Memory is bounded: N requests, each at most its output length in events.
+transport (CLOCK_MONOTONIC on Linux: the same clock as in every other process on the host), the
+number of output tokens it carried and how many of them were reasoning, plus when the stream ended.
+`GET /_simulator/sends` serves them. A load generator's measurement minus this is its error
+(DESIGN.md, "Measuring a load generator honestly"). Memory is bounded: N requests, each at most its
+output length in events.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ class SendLog:
         self.keep = keep
         self._requests: OrderedDict[str, dict] = OrderedDict()
 
-    def events(self, key: str, now_ns: int, tokens: list[int]) -> None:
-        """One write of `len(tokens)` events (a client that fell behind gets several at once)."""
+    def events(self, key: str, now_ns: int, tokens: list[tuple[int, int]]) -> None:
+        """One write of `len(tokens)` events, each (tokens, reasoning tokens); a client that fell
+        behind gets several events in one write."""
         record = self._requests.get(key)
         if record is None:
             record = self._requests[key] = {"events": [], "done_ns": None}
             while len(self._requests) > self.keep:
                 self._requests.popitem(last=False)
-        record["events"].extend([now_ns, count] for count in tokens)
+        record["events"].extend([now_ns, count, reasoning] for count, reasoning in tokens)
 
     def done(self, key: str, now_ns: int) -> None:
         record = self._requests.get(key)

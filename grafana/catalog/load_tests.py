@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from grafana import variables as var
-from grafana.catalog.names import CLIENT_TPOT, CLIENT_TTFT, COMPLETED, FAILED
+from grafana.catalog.names import CLIENT_TPOT, CLIENT_TTFO, CLIENT_TTFT, COMPLETED, FAILED
 from grafana.model import (
     ATTAINMENT,
     Dashboard,
@@ -25,7 +25,7 @@ def load_tests() -> Dashboard:
     lg = "{{run_id}}"
     histograms = [
         ("Time to first token", CLIENT_TTFT),
-        ("Time to first output token", "loadgen_time_to_first_output_token_seconds"),
+        ("Time to first output token", CLIENT_TTFO),
         ("Time per output token (per request)", CLIENT_TPOT),
         ("Inter-token latency", "loadgen_inter_token_latency_seconds"),
         ("End-to-end latency", "loadgen_e2e_request_latency_seconds"),
@@ -174,6 +174,38 @@ def load_tests() -> Dashboard:
                 q(rate("loadgen_reasoning_tokens_total", R, by), f"{lg} reasoning"),
             ],
             "short",
+            width=8,
+        ),
+        timeseries(
+            "Tokens per event",
+            "Output tokens per streamed token event, and the share of events the server said carried more "
+            "than one token (speculative decoding, multi-token prediction, a stream interval). Above 1 "
+            "with no multi-token share: the server did not say which events (--continuous-usage asks).",
+            [
+                q(
+                    ratio(
+                        rate("loadgen_output_tokens_total", R, by),
+                        rate("loadgen_token_events_total", R, by),
+                    ),
+                    f"{lg} tokens per event",
+                ),
+                q(
+                    ratio(
+                        rate("loadgen_multi_token_events_total", R, by),
+                        rate("loadgen_token_events_total", R, by),
+                    ),
+                    f"{lg} multi-token share",
+                ),
+            ],
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "Thinking time (reasoning models)",
+            "Mean time to the first answer token minus mean time to the first token of any kind: how "
+            "long a reasoning model thinks before it answers (0 for models that do not reason).",
+            [q(f"{mean(CLIENT_TTFO, R, by)}\n- {mean(CLIENT_TTFT, R, by)}", f"{lg} TTFO - TTFT (mean)")],
+            "s",
             width=8,
         ),
         timeseries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from grafana import variables as var
 from grafana.catalog.names import (
     CLIENT_TPOT,
+    CLIENT_TTFO,
     CLIENT_TTFT,
     COMPLETED,
     FAILED,
@@ -129,10 +130,14 @@ def overview() -> Dashboard:
         timeseries(
             "TTFT: client vs engine",
             "Time to first token, p50 and p95, measured by the load generator "
-            "and by the engine (same vLLM bucket boundaries).",
+            "and by the engine (same vLLM bucket boundaries). Client TTFT counts the first token of any "
+            "kind, reasoning included; client TTFO the first answer (content) token: with a reasoning "
+            "model the gap between them is the thinking time.",
             [
                 q(quantile(0.5, CLIENT_TTFT, RUN), "client p50"),
                 q(quantile(0.95, CLIENT_TTFT, RUN), "client p95"),
+                q(quantile(0.5, CLIENT_TTFO, RUN), "client TTFO p50"),
+                q(quantile(0.95, CLIENT_TTFO, RUN), "client TTFO p95"),
                 q(quantile(0.5, SERVER_TTFT, ENGINE), "engine p50"),
                 q(quantile(0.95, SERVER_TTFT, ENGINE), "engine p95"),
             ],

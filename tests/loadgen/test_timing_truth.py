@@ -20,7 +20,7 @@ def errors_against_truth(records: list[dict], truth: dict[str, dict]) -> dict[st
         sent_at = server["event_ns"]
         assert record["token_events"] == len(sent_at)
         client_times = [sent + record["ttft_s"] / NS]
-        for gap in record["itl_s"]:
+        for gap in record["itl_s"]:  # one token per event here: per-token gaps are the event gaps
             client_times.append(client_times[-1] + gap / NS)
         errors["ttft"].append(record["ttft_s"] - (sent_at[0] - sent) * NS)
         for i in range(1, len(sent_at)):

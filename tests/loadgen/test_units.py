@@ -192,10 +192,15 @@ def record(ttft_ms: float, gaps_ms: list[float], tokens: int) -> RequestRecord:
 
 
 def test_vllm_docs_example_tpot_versus_itl_and_goodput():
-    # vLLM docs: two 40 ms gaps carrying 5 tokens, E2E 180 ms, TTFT 100 ms -> ITL 40 ms, TPOT 20 ms
+    # vLLM docs: two 40 ms gaps carrying 5 tokens, E2E 180 ms, TTFT 100 ms -> TPOT 20 ms; vLLM's bench
+    # reports ITL 40 ms (per event); per token, the 4 tokens after the first arrived 20 ms apart
     r = record(100, [40, 40], tokens=5)
+    r.token_source = "usage"  # the server said 5; it did not say how many each event carried
     assert r.e2e_s == pytest.approx(0.18) and r.tpot_s == pytest.approx(0.02)
-    assert r.itl_s() == pytest.approx([0.04, 0.04])
+    assert r.event_gaps_s() == pytest.approx([0.04, 0.04])
+    assert r.event_basis == "mean" and r.multi_token_event_count is None
+    values, weights = r.itl_s()
+    assert values == pytest.approx([0.02, 0.02]) and weights is None
     # 5 tokens in 180 ms from sending: 27.8 tok/s received; 4 more in the 80 ms after the first: 50 tok/s
     assert r.user_tps == pytest.approx(5 / 0.18) and r.stream_tps == pytest.approx(50)
     stats = PhaseStats("p", (Slo("ttft", "<=", 0.15), Slo("stream_tps", ">=", 40)))
@@ -204,6 +209,28 @@ def test_vllm_docs_example_tpot_versus_itl_and_goodput():
     assert stats.good == 1
     assert stats.slo_value(Slo("ttft", "<=", 0.15), 95) == pytest.approx(0.2, rel=1e-3)
     assert not stats.slos_met(95)
+
+
+def test_itl_per_token_from_the_tokens_each_event_carried() -> None:
+    # events at 0, 30, 40, 100 ms carrying 1, 3, 1, 2 tokens (the server said so on every event)
+    r = record(0, [30, 10, 60], tokens=7)
+    r.token_source, r.counted_events, r.multi_token_events = "usage", 4, {1: 3, 3: 2}
+    assert r.event_basis == "server" and r.multi_token_event_count == 2
+    assert r.event_tokens() == [1, 3, 1, 2]
+    values, weights = r.itl_s()
+    assert values == pytest.approx([0.01, 0.01, 0.03]) and weights == [3, 1, 2]
+    stats = PhaseStats("p", ())
+    stats.add(r)
+    itl = stats.dist["itl"]
+    assert itl.count == 6 and itl.mean == pytest.approx(0.1 / 6)  # (t_last - t_first) / (tokens - 1)
+    assert itl.percentile(50) == pytest.approx(0.01, rel=2e-3) and itl.max == pytest.approx(0.03)
+    summary = stats.summary(95)["tokens"]
+    assert (summary["events"], summary["multi_token_events"]) == (4, 2)
+    assert summary["event_token_basis"] == {"server": 1}
+    # one token per event: ITL is the gaps, and a usage total equal to the events says nothing new
+    plain = record(0, [30, 10], tokens=3)
+    plain.token_source = "usage"
+    assert plain.event_basis == "one per event" and plain.itl_s() == (pytest.approx([0.03, 0.01]), None)
 
 
 def test_event_loop_choice() -> None:

@@ -140,8 +140,8 @@ def test_sends_are_recorded_per_request_id(start_simulator) -> None:
         for _ in response.iter_lines():
             pass
     record = httpx.get(f"{url}/_simulator/sends", timeout=5).json()["abc"]
-    assert [tokens for _, tokens in record["events"]] == [1, 2, 2, 2]
-    times = [ns for ns, _ in record["events"]]
+    assert [tokens for _, tokens, _ in record["events"]] == [1, 2, 2, 2]
+    times = [ns for ns, _, _ in record["events"]]
     assert times == sorted(times) and record["done_ns"] == times[-1]
 
 
