@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from simulator import text
 from simulator.blocks import BlockPool
 from simulator.faults import Faults
 from simulator.profile import Profile
@@ -57,7 +58,8 @@ class Sequence:
 
     request_id: str
     prompt_len: int
-    block_hashes: list[int]  # chained hashes of the full prompt blocks
+    block_hashes: list[int]  # chained hashes of the full blocks (prompt, then output as it fills them)
+    tail_ids: list[int]  # token ids after the last full block (prefix caching only)
     max_tokens: int
     max_tokens_param: int | None
     stop_at: int | None  # natural answer length; None with ignore_eos
@@ -199,10 +201,12 @@ class Engine:
         lengths = random.Random(seed)
         natural = lengths.randint(output.min_tokens, output.max_tokens)
         thinking = lengths.randint(reasoning.min_tokens, reasoning.max_tokens) if reasoning.max_tokens else 0
+        hashes, tail = self._block_hashes(prompt_ids) if self.prefix_caching else ([], [])
         seq = Sequence(
             request_id=request_id,
             prompt_len=prompt_len,
-            block_hashes=self._block_hashes(prompt_ids) if self.prefix_caching else [],
+            block_hashes=hashes,
+            tail_ids=tail,
             max_tokens=max_tokens or limit - prompt_len,
             max_tokens_param=max_tokens,
             stop_at=None if ignore_eos else thinking + natural,
@@ -223,12 +227,24 @@ class Engine:
             self._pending_aborts.append(seq)
             self._work.set()
 
-    def _block_hashes(self, prompt_ids: list[int]) -> list[int]:
+    def _block_hashes(self, prompt_ids: list[int]) -> tuple[list[int], list[int]]:
+        """Chained hashes of the prompt's full blocks, and the ids after the last full block."""
         hashes, parent, size = [], 0, self.block_size
-        for start in range(0, len(prompt_ids) - size + 1, size):
+        full = len(prompt_ids) - len(prompt_ids) % size
+        for start in range(0, full, size):
             parent = hash((parent, *prompt_ids[start : start + size]))
             hashes.append(parent)
-        return hashes
+        return hashes, prompt_ids[full:]
+
+    def _hash_output(self, seq: Sequence, first: int, count: int) -> None:
+        """Output tokens first..first+count-1 join the hashed blocks, as vLLM V1 hashes a request's blocks
+        as they fill (prompt and output alike), so a later turn that repeats this answer hits them."""
+        tail, size = seq.tail_ids, self.block_size
+        for position in range(first, first + count):
+            tail.append(text.output_token_id(seq.seed, position))
+            if len(tail) == size:
+                seq.block_hashes.append(hash((seq.block_hashes[-1] if seq.block_hashes else 0, *tail)))
+                tail.clear()
 
     # -- the step loop ----------------------------------------------------------------------
 
@@ -388,6 +404,7 @@ class Engine:
             if seq.drafts:
                 new = min(1 + self._verify(seq), self._room(seq))
                 seq.num_computed += new  # rejected drafts' KV is dropped
+                self._cache_full_blocks(seq)
             else:
                 new = 1
                 seq.num_computed += count
@@ -398,6 +415,8 @@ class Engine:
                 self._first_token(seq, now)
             else:
                 stats.itl.observe(now - seq.last_token_ts)  # one gap per step, however many tokens
+            if self.prefix_caching:
+                self._hash_output(seq, seq.output_len, new)
             seq.output_len += new
             seq.last_token_ts = now
             stats.generation_tokens += new

@@ -13,9 +13,11 @@ import re
 import zlib
 
 _PIECE = re.compile(r"\w{1,6}|[^\w\s]")
-# Chat-template overhead per message, like Qwen's "<|im_start|>role\n ... <|im_end|>\n".
+# Chat-template overhead per message, like Qwen's "<|im_start|>role\n ... <|im_end|>\n": a role marker
+# and three more tokens. The generation prompt is the assistant's message header, as in Qwen's template,
+# so the next turn of a conversation (which carries the answer as an assistant message) starts with
+# the previous request's prompt and answer, token for token: the prefix cache sees the history.
 MESSAGE_OVERHEAD_TOKENS = 4
-GENERATION_PROMPT_TOKENS = 3
 
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "da", "pe", "ri", "mo", "zu", "fa", "ge", "hu"]
 
@@ -31,6 +33,8 @@ def _make_words(count: int, seed: int) -> list[str]:
 WORDS: list[str] = _make_words(512, seed=0x5EED)
 # The JSON-escaped bytes of " word", ready to splice into SSE chunks.
 WORD_PIECES: list[bytes] = [json.dumps(" " + word)[1:-1].encode() for word in WORDS]
+# The token id of each pseudo-word as token_ids() reads it back (every word is one piece of <= 6 letters).
+WORD_IDS: list[int] = [zlib.crc32(word.encode()) for word in WORDS]
 
 
 def token_ids(text: str) -> list[int]:
@@ -38,14 +42,23 @@ def token_ids(text: str) -> list[int]:
 
 
 def chat_token_ids(messages: list[tuple[str, str]]) -> list[int]:
-    """Token ids of a rendered chat: role marker, content and template overhead per message."""
+    """Token ids of a rendered chat: role marker, content and template overhead per message, then the
+    generation prompt (the header of the assistant's message)."""
     ids: list[int] = []
     for role, content in messages:
-        ids.append(zlib.crc32(f"<|{role}|>".encode()))
-        ids.extend([0] * (MESSAGE_OVERHEAD_TOKENS - 1))
+        ids.extend(_header(role))
         ids.extend(token_ids(content))
-    ids.extend([1] * GENERATION_PROMPT_TOKENS)
+    ids.extend(_header("assistant"))
     return ids
+
+
+def _header(role: str) -> list[int]:
+    return [zlib.crc32(f"<|{role}|>".encode()), *[0] * (MESSAGE_OVERHEAD_TOKENS - 1)]
+
+
+def output_token_id(request_seed: int, position: int) -> int:
+    """The token id of output token number `position`, as the prompt of a later turn reads it back."""
+    return WORD_IDS[word_index(request_seed, position)]
 
 
 def word_index(request_seed: int, position: int) -> int:

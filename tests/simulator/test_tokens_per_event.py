@@ -164,3 +164,26 @@ def test_bad_flags_stop_at_start(tmp_path) -> None:
             timeout=30,
         )
         assert result.returncode == 2 and fragment in result.stderr, (flags, result.stderr)
+
+
+def test_a_conversation_hits_the_prefix_cache_through_the_previous_answer(start_simulator) -> None:
+    """vLLM V1 hashes a request's blocks as they fill, output included, and the generation prompt is the
+    assistant's message header: the next turn, which repeats prompt and answer, hits every full block of
+    them that was computed (the last token's KV never is)."""
+    url = start_simulator("--profile", "tiny")
+    first = [{"role": "system", "content": "you help"}, {"role": "user", "content": "tell me a story"}]
+    body = {"messages": first, "max_tokens": 40, "ignore_eos": True}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).json()
+    before = metric_values(url)
+    history = [*first, {"role": "assistant", "content": answer["choices"][0]["message"]["content"]}]
+    second = {"messages": [*history, {"role": "user", "content": "and then?"}], "max_tokens": 5}
+    usage = httpx.post(f"{url}/v1/chat/completions", json=second, timeout=10).json()["usage"]
+    after = metric_values(url)
+    computed = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"] - 1
+    assert (
+        after["vllm:prefix_cache_hits_total"] - before["vllm:prefix_cache_hits_total"] == computed // 16 * 16
+    )
+    assert (
+        after["vllm:prefix_cache_queries_total"] - before["vllm:prefix_cache_queries_total"]
+        == usage["prompt_tokens"]
+    )
