@@ -31,7 +31,8 @@ HOST = 'instance=~"$host"'
 ENGINE = 'instance=~"$host", target=~"$target", model=~"$model"'
 ENGINE_KIND = 'instance=~"$host", engine_kind=~"$engine_kind", target=~"$target", model=~"$model"'
 TARGET = 'instance=~"$host", target=~"$target"'
-RUN = 'run_id=~"$run"'
+# Warm-up requests (loadgen --warmup) are counted in series labelled phase="warmup": never in a panel.
+RUN = 'run_id=~"$run", phase!="warmup"'
 VLLM = 'model_name=~"$model"'
 RATE = "$__rate_interval"
 

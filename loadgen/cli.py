@@ -150,8 +150,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     shape.add_argument(
         "--think-time", metavar="DIST",
-        help="closed loop: a user's pause between an answer and its next request: 2s, uniform:1s:5s "
-        "(Locust's between(1, 5)), exponential:2s (none)",
+        help="a user's pause after an answer, before its next turn (--turns) or, closed loop, its next "
+        "request: 2s, uniform:1s:5s (Locust's between(1, 5)), exponential:2s (none)",
     )  # fmt: skip
     shape.add_argument("--soak", action="store_true", default=None, help="run until stopped (or --duration)")
     shape.add_argument("--sweep", action="store_true", default=None,
@@ -184,10 +184,28 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--output-len", metavar="DIST",
         help="max_tokens, same forms (synthetic: 128; datasets: their own lengths unless given)",
     )  # fmt: skip
-    work.add_argument("--dataset", metavar="KIND:PATH", help="sharegpt:FILE.json or jsonl:FILE.jsonl")
+    work.add_argument(
+        "--dataset", metavar="KIND:PATH",
+        help="sharegpt:FILE.json, jsonl:FILE.jsonl, or a trace replayed at its own timing: "
+        "mooncake:FILE.jsonl (timestamp, input_length, output_length, hash_ids) or trace:FILE.jsonl",
+    )  # fmt: skip
+    work.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="S",
+        help="trace replay: multiply the trace's gaps (0.5 = twice as fast)",
+    )
     work.add_argument("--prefix-groups", type=int, metavar="N", help="shared-prefix groups (prefix caching)")
     work.add_argument("--prefix-len", type=int, metavar="TOKENS", help="length of each shared prefix")
     work.add_argument("--turns", type=int, metavar="N", help="turns per conversation (multi-turn)")
+    work.add_argument(
+        "--prefix-hit-rate", type=float, metavar="R",
+        help="size a system prompt shared by every conversation so the engine's prefix cache hits this "
+        "share of prompt tokens (0-1); the report sets the engine's own counters beside it",
+    )  # fmt: skip
+    work.add_argument(
+        "--warmup", metavar="N|DUR", help="send N requests (or for DUR) first, left out of every figure"
+    )
     work.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (or its dir) or tiktoken:NAME")
     work.add_argument("--seed", type=int, help="random seed (default 0)")
     work.add_argument(

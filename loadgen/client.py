@@ -129,6 +129,10 @@ class LoadClient:
 
     async def get_json(self, path: str) -> object:
         """GET a JSON document of at most MAX_BODY_BYTES (model discovery)."""
+        return json.loads(await self.get_bytes(path))
+
+    async def get_bytes(self, path: str) -> bytes:
+        """GET a body of at most MAX_BODY_BYTES (model discovery, the engine's /metrics)."""
         async with self._http.stream("GET", self.url(path), timeout=self.timeouts.connect_s + 10) as response:
             response.raise_for_status()
             pieces, size = [], 0
@@ -137,7 +141,7 @@ class LoadClient:
                 if size > self._max_body:
                     raise ValueError(f"{path} answered more than {self._max_body} bytes")
                 pieces.append(piece)
-        return json.loads(b"".join(pieces))
+        return b"".join(pieces)
 
     async def discover_model(self) -> str:
         """The first model id the server lists under /v1/models."""

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from loadgen.redact import scrub
 from loadgen.timing import OUTCOMES, RequestRecord
+from loadgen.warmup import WARMUP
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py; reference/stacks.md 3.2)
 TTFT_BUCKETS = (
@@ -124,6 +125,15 @@ class RunMetrics:
         self.target_concurrency: float | None = None
         self.target_rate: float | None = None
         self.phase = "starting"
+        self.warmup: RunMetrics | None = None  # the warm-up's own series, labelled phase="warmup"
+
+    def start_warmup(self) -> None:
+        scenario, run_id = self.labels
+        self.warmup = RunMetrics(scenario, run_id, self.info["model"], self.info["endpoint_kind"], "")
+
+    def series(self, phase: str) -> RunMetrics:
+        """Where a request of this phase is counted: the warm-up's series, or the run's."""
+        return self.warmup if phase == WARMUP and self.warmup is not None else self
 
     def on_sent(self) -> None:
         self.sent += 1
@@ -190,6 +200,14 @@ _HISTOGRAMS = (
 )
 
 
+def _warmup_histogram(family: HistogramMetricFamily, run: RunMetrics, histogram: Histogram) -> None:
+    labels = {**dict(zip(LABELS, run.labels, strict=True)), "phase": WARMUP}
+    for bound, count in histogram.buckets():
+        family.add_sample(family.name + "_bucket", {**labels, "le": bound}, count)
+    family.add_sample(family.name + "_count", labels, histogram.buckets()[-1][1])
+    family.add_sample(family.name + "_sum", labels, histogram.total)
+
+
 class LoadgenCollector(Collector):
     """prometheus_client collector over the last `keep` runs (bounded label cardinality)."""
 
@@ -209,6 +227,9 @@ class LoadgenCollector(Collector):
             for run in runs:
                 histogram: Histogram = getattr(run, attribute)
                 family.add_metric(list(run.labels), histogram.buckets(), histogram.total)
+            for run in runs:
+                if run.warmup is not None:
+                    _warmup_histogram(family, run, getattr(run.warmup, attribute))
             yield family
         sent = CounterMetricFamily("loadgen_requests_sent", "Requests sent.", labels=LABELS)
         finished = CounterMetricFamily(
@@ -252,5 +273,15 @@ class LoadgenCollector(Collector):
             info.add_metric([*labels, run.info["model"], run.info["endpoint_kind"], run.info["shape"]], 1)
             for ttft, tpot, count in run.goodput.met():
                 goodput.add_metric([*labels, repr(ttft), repr(tpot)], count)
+        for run in runs:  # the warm-up's counters, apart (phase="warmup")
+            warm = run.warmup
+            if warm is None:
+                continue
+            labels = {**dict(zip(LABELS, run.labels, strict=True)), "phase": WARMUP}
+            sent.add_sample("loadgen_requests_sent_total", labels, warm.sent)
+            for outcome, count in warm.outcomes.items():
+                finished.add_sample("loadgen_requests_total", {**labels, "outcome": outcome}, count)
+            for family, attribute in counters:
+                family.add_sample(family.name + "_total", labels, getattr(warm, attribute))
         yield from (sent, finished, *(family for family, _ in counters))
         yield from (goodput, in_flight, concurrency, rate, phase, info)

@@ -25,7 +25,10 @@ DEFINITIONS = {
         "exceeds its events), pooled over requests"
     ),
     "e2e": "end of the response ([DONE] or end of body) - request sent",
-    "dispatch": "request sent - request scheduled (open loop: planned arrival; closed loop: user free)",
+    "dispatch": (
+        "request sent - request scheduled (open loop: planned arrival; closed loop: user free; trace "
+        "replay: the arrival error, sent - due by the trace's clock)"
+    ),
     "e2e_from_schedule": "e2e + dispatch (latency free of coordinated omission)",
     "user_tps": "output_tokens / (last token - request sent): tokens per second a user receives, the wait "
     "for the first token included (unstreamed: the last token comes with the end of the body)",
@@ -84,6 +87,8 @@ def build(run: RunResult) -> dict:
     if run.clock is not None:
         report["clock"] = {"perf_counter_ns": run.clock[0], "unix_s": run.clock[1]}
     report["steps"] = steps.rows(phases)
+    if run.warmup is not None:
+        report["warmup"] = warmup_summary(run.warmup)
     notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
     if notes:
         report["notes"] = notes
@@ -133,6 +138,18 @@ def _slowest(phases: list[dict]) -> dict | None:
     if missing:
         return missing[0]
     return judged[-1] if len(judged) > 1 else None
+
+
+def warmup_summary(stats) -> dict:
+    """How many warm-up requests there were; none of them is in any figure of the report."""
+    return {
+        "sent": stats.sent,
+        "succeeded": stats.outcomes["success"],
+        "failed": stats.failed,
+        "duration_s": stats.duration_s,
+        "excluded": "from every phase, total, SLO and sweep figure; on /metrics in series labelled "
+        'phase="warmup"',
+    }
 
 
 def measurability_notes(run: RunResult) -> list[str]:
@@ -252,6 +269,13 @@ def render(report: dict) -> str:
     width = 78
     if report.get("timing_path"):
         out.append(f"Timing: {report['timing_path']}")
+    if "warmup" in report:
+        warm = report["warmup"]
+        out.append(
+            f"Warm-up: {warm['sent']} requests ({warm['succeeded']} succeeded, {warm['failed']} failed) "
+            f"in {warm['duration_s']:.1f} s, left out of every figure below"
+        )
+    replay = report.get("workload") or {}
     for phase in report["phases"]:
         requests, throughput, tokens = phase["requests"], phase["throughput"], phase["tokens"]
         out.append(f" {phase['phase']} ".center(width, "="))
@@ -292,8 +316,13 @@ def render(report: dict) -> str:
             lines.append(("  of which throttled (429, 503 + Retry-After)", requests["throttled"]))
         if tokens["invalid_utf8_events"]:
             lines.append(("Events with invalid UTF-8 (replaced)", tokens["invalid_utf8_events"]))
+        cache = phase.get("prefix_cache")
+        if cache:
+            achieved = cache["engine_hit_rate"]
+            engine = f"{achieved:.1%} ({cache['source']})" if achieved is not None else "unknown"
+            lines.append(("Prefix-cache hits: target / engine", f"{cache['target_hit_rate']:.1%} / {engine}"))
         out += [f"{label + ':':<44}{value}" for label, value in lines]
-        out += _figures_table(phase["latency_s"])
+        out += _figures_table(phase["latency_s"], arrival=replay.get("kind") in ("mooncake", "trace"))
         for message, count in list(phase["errors"].items())[:5]:
             out.append(f"  {count} x {message}")
     out.append("=" * width)
@@ -321,10 +350,13 @@ _LATENCY_COLUMNS = ("mean", "median", "p90", "p95", "p99", "max")
 _RATE_COLUMNS = ("mean", "median", "p5", "min")  # higher is better: the slow tail matters
 
 
-def _figures_table(latency: dict) -> list[str]:
-    """Latencies (ms) and per-user rates (tok/s), columns as wide as their widest value."""
+def _figures_table(latency: dict, arrival: bool = False) -> list[str]:
+    """Latencies (ms) and per-user rates (tok/s), columns as wide as their widest value; in a trace
+    replay the dispatch delay is the arrival error and says so."""
     rows: list[list[str]] = [["", *_LATENCY_COLUMNS]]
     for key, title, unit in _ROWS:
+        if key == "dispatch" and arrival:
+            title = "Arrival Error (sent - due)"
         summary = latency[key]
         if summary["count"]:
             rows.append([f"{title} ({unit})", *(_fmt(summary[k], 1000.0) for k in _LATENCY_COLUMNS)])

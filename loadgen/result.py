@@ -27,6 +27,7 @@ class RunResult:
     stopped_early: bool  # a stop (signal, API) ended the run before its phases were done
     workload: dict[str, object] | None  # Workload.describe(); None when setup did not get that far
     stats: tuple[PhaseStats, ...]  # the phases run, in order (a sweep stops at its first miss)
+    warmup: PhaseStats | None = None  # the warm-up phase, left out of every figure (warmup.py)
     timing_path: str | None = None  # how response times were taken (network.route); None: no client
     backoff_waits: int = 0  # requests that waited out a connect back-off (backoff.ConnectBackoff)
     backoff_waited_s: float = 0.0  # those waits, summed

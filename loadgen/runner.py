@@ -27,6 +27,7 @@ import orjson
 from loadgen import progress
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient
+from loadgen.engine_counters import prefix_cache_delta, read_prefix_cache
 from loadgen.engine_watch import EngineWatch
 from loadgen.errors import LoadgenError
 from loadgen.metrics import LoadgenCollector, RunMetrics
@@ -35,9 +36,12 @@ from loadgen.probes import SetupProber
 from loadgen.result import RunResult
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, RequestBudget, arrival_offsets
+from loadgen.sessions import system_prompt_tokens
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
+from loadgen.traces import TRACE_KINDS, Trace, load_trace
 from loadgen.transport import raise_open_file_limit
+from loadgen.warmup import WARMUP
 from loadgen.workloads import (
     LengthDist,
     Synthetic,
@@ -77,6 +81,7 @@ class Run:
         self.model: str | None = scenario.model
         self.model_note: str | None = None  # why the requests name no model, when they do not
         self.stats: list[PhaseStats] = []
+        self.warmup_stats: PhaseStats | None = None  # left out of every figure (warmup.py)
         self.current: PhaseStats | None = None
         self.report: dict | None = None
         self.clock = (perf_counter_ns(), time.time())  # one instant on both clocks: converts instants
@@ -132,6 +137,10 @@ class Run:
                 log.info("stopped during setup (model discovery, calibration): no phase was run")
             gc.collect()
             gc.freeze()  # long-lived objects out of the collector's way, as vLLM's bench does
+            warmup = self.scenario.warmup
+            if warmup is not None and not self.stopping and self.phases:
+                self.metrics.start_warmup()
+                self.warmup_stats = await self._run_phase(warmup.phase(self.phases[0]))
             for index, phase in enumerate(self.phases, 1):
                 if self.stopping:
                     break
@@ -165,6 +174,7 @@ class Run:
             stats=tuple(self.stats),
             setup=self._prober.summary() if self._prober else None,
             dropped_body_fields=dict(self._prober.dropped) if self._prober else {},
+            warmup=self.warmup_stats,
             timing_path=self._client.timing_path if self._client else None,
             clock=self.clock,
             backoff_waits=self._client.backoff.waits if self._client else 0,
@@ -211,15 +221,28 @@ class Run:
         # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
         output_len = scenario.output_len
         dataset = scenario.dataset
-        if dataset is not None:
+        if dataset is not None and dataset.kind in TRACE_KINDS:
+            if dataset.kind == "mooncake" and tokenizer is None:
+                await self._calibrate(text)  # block texts are sized in tokens
+            self._workload = load_trace(
+                dataset.kind, dataset.path, text, self._rng, output_len, scenario.time_scale
+            )
+        elif dataset is not None:
             if dataset.kind == "sharegpt":
                 self._workload = load_sharegpt(dataset.path, self._rng, output_len, text, scenario.turns)
             else:
                 self._workload = load_jsonl(dataset.path, self._rng, output_len)
         else:
+            output = output_len or SYNTHETIC_OUTPUT_LEN
+            system_len = 0
+            if scenario.prefix_hit_rate is not None:
+                mean_input, mean_output = scenario.input_len.mean(), output.mean()
+                system_len = system_prompt_tokens(
+                    scenario.prefix_hit_rate, mean_input, mean_output, scenario.turns
+                )
             self._workload = Synthetic(
-                scenario.input_len, output_len or SYNTHETIC_OUTPUT_LEN, text, self._rng,
-                scenario.prefix_groups, scenario.prefix_len, scenario.turns,
+                scenario.input_len, output, text, self._rng,
+                scenario.prefix_groups, scenario.prefix_len, scenario.turns, system_len,
             )  # fmt: skip
             if tokenizer is None:
                 await self._calibrate(text)
@@ -325,6 +348,9 @@ class Run:
 
     async def _run_phase(self, phase: Phase) -> PhaseStats:
         stats = PhaseStats(phase.name, self.scenario.slos)
+        # the engine's prefix-cache counters around a measured phase, when a hit rate was aimed at
+        check_cache = self.scenario.prefix_hit_rate is not None and phase.name != WARMUP
+        before = await read_prefix_cache(self._client) if check_cache else None  # type: ignore[arg-type]
         self.current = stats
         self.metrics.phase = phase.name
         self.metrics.target_concurrency = phase.level if phase.closed else None
@@ -354,6 +380,10 @@ class Run:
                 stats.engine = {**view.summary(), **({"problem": problem} if problem else {})}
             else:
                 stats.engine = {"problem": problem or "no reading in time"}
+        if check_cache:
+            after = await read_prefix_cache(self._client)  # type: ignore[arg-type]
+            stats.prefix_cache = prefix_cache_delta(before, after)
+            stats.prefix_hit_target = self.scenario.prefix_hit_rate
         log.info(
             "phase %s: %d sent, %d succeeded, %d failed in %.1fs",
             phase.name, stats.sent, stats.outcomes["success"], stats.failed, stats.duration_s,
@@ -414,7 +444,8 @@ class Run:
                         self._issuer.cancel()
 
     async def _think(self, deadline: int) -> None:
-        """A closed-loop user's pause after an answer (--think-time), cut short by a stop or the deadline."""
+        """A user's pause after an answer (--think-time): before the next turn of its conversation, or a
+        closed-loop user's next request; cut short by a stop or the deadline."""
         think = self.scenario.think_time
         if think is None:
             return
@@ -459,14 +490,20 @@ class Run:
     async def _issue_open(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
         slots = asyncio.Semaphore(phase.max_concurrency) if phase.max_concurrency else None
         start = stats.start_ns
-        for issued, offset in enumerate(arrival_offsets(phase, self._rng)):
+        workload = self._workload
+        if phase.replay:  # the trace says when; the arrival error is each request's dispatch delay
+            assert isinstance(workload, Trace)
+            timeline = workload.arrivals(phase.max_requests, (deadline - start) * 1e-9)
+        else:
+            timeline = ((offset, None) for offset in arrival_offsets(phase, self._rng))
+        for issued, (offset, item) in enumerate(timeline):
             due = start + int(offset * 1e9)
             if due >= deadline or (phase.max_requests is not None and issued >= phase.max_requests):
                 return
             await _sleep_until(due)
             if phase.ramp_to is not None:
                 self.metrics.target_rate = phase.target_at(offset)
-            self._spawn(self._arrival(self._workload.next(), due, stats, slots))  # type: ignore[union-attr]
+            self._spawn(self._arrival(item or workload.next(), due, stats, slots))  # type: ignore[union-attr]
 
     async def _arrival(
         self, item: WorkItem, due: int, stats: PhaseStats, slots: asyncio.Semaphore | None
@@ -502,6 +539,9 @@ class Run:
         for turn, turn_tokens in zip(item.followups, turn_lengths, strict=True):
             if not record.ok or self.stopping:
                 return record
+            await self._think(2**62)  # the user reads the answer and types: not part of any latency
+            if self.stopping:
+                return record
             messages += [
                 {"role": "assistant", "content": "".join(record.text or ())},
                 {"role": "user", "content": turn},
@@ -526,14 +566,15 @@ class Run:
     ) -> RequestRecord:
         self._seq += 1
         record = RequestRecord(f"{self.run_id}-{self._seq}", stats.name, scheduled, self.scenario.stream)
-        self.metrics.on_sent()
+        metrics = self.metrics.series(stats.name)
+        metrics.on_sent()
         stats.sent += 1
         try:
             await self._client.execute(PATHS[self.scenario.endpoint], body, record, capture)  # type: ignore[union-attr]
         finally:
             if record.prompt_tokens is None and record.ok:
                 self._estimate_prompt_tokens(record, messages, item, known_prompt_tokens)
-            self.metrics.on_done(record)
+            metrics.on_done(record)
             stats.add(record)
             if self._jsonl is not None:
                 line = record.as_json()

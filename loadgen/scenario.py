@@ -34,7 +34,9 @@ from loadgen.schedules import ARRIVALS, Phase, step_phases
 from loadgen.stats import Slo
 from loadgen.think import ThinkTime
 from loadgen.tokens import OUTPUT_TOKENS_FROM
+from loadgen.traces import TRACE_KINDS
 from loadgen.urls import check_url
+from loadgen.warmup import Warmup
 from loadgen.workloads import LengthDist
 
 __all__ = ["INPUTS", "Dataset", "Scenario", "parse_duration", "parse_slo", "read_secret"]
@@ -76,6 +78,9 @@ INPUTS: Mapping[str, object] = {
     "prefix_groups": 0,
     "prefix_len": 0,
     "turns": 1,
+    "prefix_hit_rate": None,  # size a shared system prompt for this prefix-cache hit share
+    "warmup": None,  # N requests or a duration, left out of every figure
+    "time_scale": 1.0,  # trace replay: multiply the trace's gaps
     "tokenizer": None,
     "output_tokens_from": "auto",
     "seed": 0,
@@ -92,7 +97,7 @@ INPUTS: Mapping[str, object] = {
     "output_jsonl": None,
     "metrics_address": "0.0.0.0:9841",
     "progress": "auto",
-    "think_time": None,  # closed loop: a user's pause between an answer and its next request
+    "think_time": None,  # a user's pause after an answer: before its next turn or (closed loop) request
     "engine_metrics": "auto",  # the engine's /metrics, read each second for its queue: auto, none or a URL
 }
 
@@ -146,16 +151,16 @@ def parse_slo(text: object) -> Slo:
 
 @dataclass(frozen=True)
 class Dataset:
-    """`sharegpt:PATH` or `jsonl:PATH`."""
+    """`sharegpt:PATH`, `jsonl:PATH`, or a trace to replay: `mooncake:PATH`, `trace:PATH`."""
 
-    kind: Literal["sharegpt", "jsonl"]
+    kind: Literal["sharegpt", "jsonl", "mooncake", "trace"]
     path: str
 
     @classmethod
     def parse(cls, spec: object) -> Dataset:
         kind, _, path = str(spec).partition(":")
-        if kind not in ("sharegpt", "jsonl") or not path:
-            raise ScenarioError("dataset must be sharegpt:PATH or jsonl:PATH")
+        if kind not in ("sharegpt", "jsonl", *TRACE_KINDS) or not path:
+            raise ScenarioError("dataset must be sharegpt:PATH, jsonl:PATH, mooncake:PATH or trace:PATH")
         return cls(kind, path)  # type: ignore[arg-type]
 
 
@@ -186,6 +191,9 @@ class Scenario:
     prefix_groups: int
     prefix_len: int
     turns: int
+    prefix_hit_rate: float | None
+    warmup: Warmup | None
+    time_scale: float
     tokenizer: str | None
     output_tokens_from: Literal["auto", "usage", "events"]
     seed: int
@@ -287,11 +295,17 @@ def _parse(v: dict[str, object]) -> Scenario:
     )
     if network.ca_file and network.insecure:
         raise ScenarioError("give --ca-file (verify against that CA) or --insecure (no checks), not both")
-    phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
+    if dataset is not None and dataset.kind in TRACE_KINDS:
+        phases = _replay_phase(v, counts["requests"])
+    else:
+        phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
     output_len = v["output_len"]
     think_time = ThinkTime.parse(v["think_time"]) if v["think_time"] not in (None, "") else None
-    if think_time is not None and not all(phase.closed for phase in phases):
-        raise ScenarioError("think_time applies to closed-loop users (--concurrency), not to --rate")
+    if think_time is not None and not all(phase.closed for phase in phases) and (counts["turns"] or 1) < 2:
+        raise ScenarioError(
+            "think_time applies to closed-loop users (--concurrency) and between the turns of a "
+            "conversation (--turns 2 or more), not to single requests at a --rate"
+        )
     return Scenario(
         url=url,
         model=_text(v, "model"),
@@ -316,6 +330,9 @@ def _parse(v: dict[str, object]) -> Scenario:
         prefix_groups=counts["prefix_groups"] or 0,
         prefix_len=counts["prefix_len"] or 0,
         turns=counts["turns"] or 1,
+        prefix_hit_rate=_prefix_hit_rate(v, dataset, counts["prefix_len"] or counts["prefix_groups"]),
+        warmup=Warmup.parse(v["warmup"], parse_duration) if v["warmup"] is not None else None,
+        time_scale=_time_scale(v, dataset),
         tokenizer=_text(v, "tokenizer"),
         output_tokens_from=_choice(v, "output_tokens_from", OUTPUT_TOKENS_FROM),
         seed=counts["seed"] or 0,
@@ -344,6 +361,48 @@ def _engine_metrics(url: str, value: object) -> str | None:
     parts = urllib.parse.urlsplit(url)
     path = parts.path.rstrip("/").removesuffix("/v1")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"{path}/metrics", "", ""))
+
+
+def _replay_phase(v: dict[str, object], requests: int | None) -> tuple[Phase, ...]:
+    """A trace replay: one open-loop phase timed by the trace (to its end, --requests or --step-duration)."""
+    given = [key for key in ("concurrency", "rate", "steps", "ramp_to") if v[key] is not None]
+    if given or v["sweep"]:
+        raise ScenarioError(
+            "a trace replay (--dataset mooncake:/trace:) has the trace's timing; drop "
+            + (", ".join(given) or "sweep")
+        )
+    duration = parse_duration(v["step_duration"]) if v["step_duration"] is not None else math.inf
+    phase = Phase(name="replay", replay=True, duration_s=duration, max_requests=requests)
+    try:
+        phase.validate()
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from exc
+    return (phase,)
+
+
+def _prefix_hit_rate(v: dict[str, object], dataset: Dataset | None, prefix: int) -> float | None:
+    """The target prefix-cache hit share of agentic sessions (sessions.py)."""
+    rate = None if v["prefix_hit_rate"] is None else _number(v, "prefix_hit_rate")
+    if rate is not None:
+        if not 0 < rate < 1:
+            raise ScenarioError(
+                f"prefix_hit_rate must be between 0 and 1 (exclusive), got {v['prefix_hit_rate']!r}"
+            )
+        if dataset is not None or prefix:
+            raise ScenarioError(
+                "prefix_hit_rate sizes the shared system prompt of synthetic sessions: "
+                "no --dataset, --prefix-groups or --prefix-len with it"
+            )
+    return rate
+
+
+def _time_scale(v: dict[str, object], dataset: Dataset | None) -> float:
+    scale = _number(v, "time_scale")
+    if not 0 < scale < math.inf:
+        raise ScenarioError(f"time_scale must be above 0, got {v['time_scale']!r}")
+    if scale != 1.0 and (dataset is None or dataset.kind not in TRACE_KINDS):
+        raise ScenarioError("time_scale scales a trace's clock: give --dataset mooncake:FILE or trace:FILE")
+    return scale
 
 
 def _phases(
@@ -414,6 +473,8 @@ def _shape(phases: tuple[Phase, ...], sweep: bool, soak: bool) -> str:
         return "sweep"
     if soak:
         return "soak"
+    if phases[0].replay:
+        return "replay"
     kind = "closed" if phases[0].closed else "open"
     if phases[0].ramp_to is not None:
         return f"{kind}-ramp"

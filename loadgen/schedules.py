@@ -28,6 +28,7 @@ class Phase:
     max_concurrency: int | None = None  # open loop cap (waiting for a slot counts as dispatch delay)
     duration_s: float = math.inf
     max_requests: int | None = None
+    replay: bool = False  # open loop whose requests come when a trace says (traces.py); no rate
 
     @property
     def closed(self) -> bool:
@@ -35,6 +36,8 @@ class Phase:
 
     @property
     def level(self) -> float:
+        if self.replay:
+            return 0.0
         return float(self.concurrency if self.closed else self.rate)  # type: ignore[arg-type]
 
     def target_at(self, elapsed_s: float) -> float:
@@ -48,11 +51,16 @@ class Phase:
         return max(self.level, self.ramp_to or 0.0)
 
     def validate(self) -> None:
-        if (self.concurrency is None) == (self.rate is None):
+        if self.replay:
+            if self.concurrency is not None or self.rate is not None or self.ramp_to is not None:
+                raise ValueError(
+                    f"phase {self.name}: a trace replay has its own timing (no concurrency or rate)"
+                )
+        elif (self.concurrency is None) == (self.rate is None):
             raise ValueError(f"phase {self.name}: give exactly one of concurrency or rate")
         if self.closed and self.concurrency < 1:  # type: ignore[operator]
             raise ValueError(f"phase {self.name}: concurrency must be at least 1")
-        if not self.closed and not self.rate > 0:  # type: ignore[operator]
+        if not self.closed and not self.replay and not self.rate > 0:  # type: ignore[operator]
             raise ValueError(f"phase {self.name}: rate must be above 0")
         if self.arrival not in ARRIVALS:
             raise ValueError(f"phase {self.name}: arrival must be one of {', '.join(ARRIVALS)}")

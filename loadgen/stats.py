@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from loadgen.engine_counters import PrefixCache
 from loadgen.overload import Overload
 from loadgen.timing import OUTCOMES, RequestRecord
 
@@ -136,6 +137,8 @@ class PhaseStats:
         self.reasoning_tokens = 0
         self.token_sources: dict[str, int] = {}
         self.prompt_sources: dict[str, int] = {}
+        self.prefix_cache: PrefixCache | None = None  # the engine's own counters over the phase
+        self.prefix_hit_target: float | None = None  # --prefix-hit-rate
         self.token_events = 0
         self.multi_token_events = 0  # known to carry more than one token
         self.event_bases: dict[str, int] = {}  # requests by how their events' tokens are known
@@ -194,6 +197,19 @@ class PhaseStats:
         values["dispatch"] = record.dispatch_s
         if all(self._meets(slo, values, record) for slo in self.slos if slo.metric != "error_ratio"):
             self.good += 1
+
+    def _prefix_cache_summary(self) -> dict | None:
+        """The target prefix-cache hit share beside what the engine counted (None: no target)."""
+        if self.prefix_hit_target is None:
+            return None
+        cache = self.prefix_cache
+        return {
+            "target_hit_rate": self.prefix_hit_target,
+            "engine_hit_rate": cache.hit_rate if cache else None,
+            "engine_queries": cache.queries if cache else None,
+            "engine_hits": cache.hits if cache else None,
+            "source": cache.source if cache else "the engine's /metrics had no prefix-cache counters",
+        }
 
     @staticmethod
     def _meets(slo: Slo, values: dict[str, float | None], record: RequestRecord) -> bool:
@@ -270,6 +286,7 @@ class PhaseStats:
                 "event_token_basis": dict(self.event_bases),
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},
+            "prefix_cache": self._prefix_cache_summary(),
             "slo": {
                 "percentile": percentile,
                 "objectives": [str(slo) for slo in self.slos],

@@ -207,7 +207,9 @@ class Synthetic:
     prefix_groups: int = 0
     prefix_len: int = 0
     turns: int = 1
+    system_len: int = 0  # a system prompt shared by every conversation (sessions.system_prompt_tokens)
     _prefixes: list[str] = field(default_factory=list)
+    _system: str = ""
     _index: int = 0
 
     def next(self) -> WorkItem:
@@ -228,8 +230,13 @@ class Synthetic:
         for _ in range(self.turns - 1):
             lengths.append(self.input_len.sample(self.rng))
             followups.append(self.text.make(lengths[-1], self.rng))
-        message = {"role": "user", "content": prompt}
-        return WorkItem((message,), max_tokens, tuple(followups), length, tuple(lengths))
+        messages: tuple[dict, ...] = ({"role": "user", "content": prompt},)
+        if self.system_len:
+            if not self._system:  # made lazily, so that calibration applies to it too
+                self._system = self.text.make(self.system_len, random.Random(self.rng.random()))
+            messages = ({"role": "system", "content": self._system}, *messages)
+            length += self.system_len
+        return WorkItem(messages, max_tokens, tuple(followups), length, tuple(lengths))
 
     def describe(self) -> dict[str, object]:
         return {
@@ -241,6 +248,7 @@ class Synthetic:
             "prefix_groups": self.prefix_groups,
             "prefix_len": self.prefix_len,
             "turns": self.turns,
+            "system_prompt_tokens": self.system_len,
         }
 
 
@@ -331,16 +339,22 @@ def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> 
             raise WorkloadError(f"{path}:{number}: not JSON ({exc})") from exc
         if not isinstance(obj, dict):
             raise WorkloadError(f"{path}:{number}: each line must be a JSON object")
-        if isinstance(obj.get("messages"), list) and all(isinstance(m, dict) for m in obj["messages"]):
-            messages = tuple(obj["messages"])
-        elif isinstance(obj.get("prompt"), str):
-            messages = ({"role": "user", "content": obj["prompt"]},)
-        else:
-            raise WorkloadError(f'{path}:{number}: needs "prompt" (string) or "messages" (list of objects)')
-        max_tokens = obj.get("max_tokens", obj.get("output_len"))
-        if output_len is not None:
-            max_tokens = output_len.sample(rng)
-        elif max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise WorkloadError(f"{path}:{number}: max_tokens must be a positive integer")
-        items.append(WorkItem(messages, max_tokens))
+        items.append(jsonl_item(obj, f"{path}:{number}", rng, output_len))
     return FileWorkload("jsonl", path, items, rng, output_len)
+
+
+def jsonl_item(obj: dict, where: str, rng: random.Random, output_len: LengthDist | None) -> WorkItem:
+    """One JSONL line's request: "prompt" (text) or "messages" (chat messages), optional "max_tokens"
+    (or "output_len"); `output_len`, when given, replaces the line's own length."""
+    if isinstance(obj.get("messages"), list) and all(isinstance(m, dict) for m in obj["messages"]):
+        messages = tuple(obj["messages"])
+    elif isinstance(obj.get("prompt"), str):
+        messages = ({"role": "user", "content": obj["prompt"]},)
+    else:
+        raise WorkloadError(f'{where}: needs "prompt" (string) or "messages" (list of objects)')
+    max_tokens = obj.get("max_tokens", obj.get("output_len"))
+    if output_len is not None:
+        max_tokens = output_len.sample(rng)
+    elif max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise WorkloadError(f"{where}: max_tokens must be a positive integer")
+    return WorkItem(messages, max_tokens)

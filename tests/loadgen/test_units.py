@@ -62,7 +62,7 @@ def test_flags_override_yaml_and_steps_become_phases(tmp_path):
         ({"url": "http://h:1", "sweep": True}, "needs at least one --slo"),
         ({"url": "http://h:1", "step_duration": "inf"}, "without an end"),
         ({"url": "http://h:1", "bogus": 1}, "unknown scenario key"),
-        ({"url": "http://h:1", "dataset": "csv:x"}, "sharegpt:PATH or jsonl:PATH"),
+        ({"url": "http://h:1", "dataset": "csv:x"}, "jsonl:PATH, mooncake:PATH or trace:PATH"),
         ({"url": "http://h:1", "concurrency": "1,2", "ramp_to": 5}, "ramps from one"),
     ],
 )
