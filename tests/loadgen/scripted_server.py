@@ -284,18 +284,14 @@ def _fast_stream(state: State, writer: asyncio.StreamWriter, tokens: int) -> boo
     """Benchmarks: the whole stream pre-rendered, one write, no records (so the client is measured)."""
     body = state.rendered.get(tokens)
     if body is None:
-        parts = [_chunk(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))]
+        fields = state.defaults.get("chunk_fields", {})
+        parts = [_chunk(_event({**fields, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))]
         for i in range(tokens):
             finish = "length" if i == tokens - 1 else None
-            parts.append(
-                _chunk(
-                    _event(
-                        {"choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": finish}]}
-                    )
-                )
-            )
+            choice = {"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": finish}
+            parts.append(_chunk(_event({**fields, "choices": [choice]})))
         usage = {"prompt_tokens": 32, "completion_tokens": tokens, "total_tokens": 32 + tokens}
-        parts.append(_chunk(_event({"choices": [], "usage": usage})))
+        parts.append(_chunk(_event({**fields, "choices": [], "usage": usage})))
         parts.append(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         body = state.rendered[tokens] = (
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -338,11 +334,18 @@ def main() -> None:
     parser.add_argument(
         "--fast", action="store_true", help="benchmarks: pre-rendered chat streams, no delays"
     )
+    parser.add_argument(
+        "--chunk-fields", action="store_true",
+        help="--fast streams with vLLM's id, object, created and model in every chunk (AIPerf needs them)",
+    )  # fmt: skip
     parser.add_argument("--tls-port", type=int, help="also serve HTTPS here (needs --tls-cert, --tls-key)")
     parser.add_argument("--tls-cert", help="PEM certificate chain for --tls-port")
     parser.add_argument("--tls-key", help="PEM private key for --tls-port")
     args = parser.parse_args()
     defaults = {"ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens": args.tokens}
+    if args.chunk_fields:
+        defaults["chunk_fields"] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+                                    "model": "scripted"}  # fmt: skip
     tls = (args.tls_port, args.tls_cert, args.tls_key) if args.tls_port else None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, defaults, not args.no_records, args.fast, tls))
