@@ -34,6 +34,7 @@ class PrefixCache:
     queries: float  # prompt tokens looked up
     hits: float  # of which found in the cache
     source: str  # the queries counter read
+    block_size: int | None = None  # tokens per KV block (vllm:cache_config_info), the unit of a hit
 
     @property
     def hit_rate(self) -> float | None:
@@ -42,13 +43,16 @@ class PrefixCache:
 
 def parse_prefix_cache(text: str) -> PrefixCache | None:
     totals: dict[str, float] = {}
+    block_size = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            elif sample.name == "vllm:cache_config_info" and sample.labels.get("block_size", "").isdigit():
+                block_size = int(sample.labels["block_size"])
     for queries, hits in NAMES:
         if queries in totals and hits in totals:
-            return PrefixCache(totals[queries], totals[hits], queries)
+            return PrefixCache(totals[queries], totals[hits], queries, block_size)
     return None
 
 
@@ -69,4 +73,4 @@ def prefix_cache_delta(before: PrefixCache | None, after: PrefixCache | None) ->
     queries, hits = after.queries - before.queries, after.hits - before.hits
     if queries < 0 or hits < 0:
         return None
-    return PrefixCache(queries, hits, after.source)
+    return PrefixCache(queries, hits, after.source, after.block_size)

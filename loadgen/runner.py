@@ -36,7 +36,7 @@ from loadgen.probes import SetupProber
 from loadgen.result import RunResult
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, RequestBudget, arrival_offsets
-from loadgen.sessions import system_prompt_tokens
+from loadgen.sessions import BLOCK_TOKENS, MESSAGE_TOKENS, system_prompt_tokens
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
 from loadgen.traces import TRACE_KINDS, Trace, load_trace
@@ -234,18 +234,14 @@ class Run:
                 self._workload = load_jsonl(dataset.path, self._rng, output_len)
         else:
             output = output_len or SYNTHETIC_OUTPUT_LEN
-            system_len = 0
-            if scenario.prefix_hit_rate is not None:
-                mean_input, mean_output = scenario.input_len.mean(), output.mean()
-                system_len = system_prompt_tokens(
-                    scenario.prefix_hit_rate, mean_input, mean_output, scenario.turns
-                )
             self._workload = Synthetic(
                 scenario.input_len, output, text, self._rng,
-                scenario.prefix_groups, scenario.prefix_len, scenario.turns, system_len,
+                scenario.prefix_groups, scenario.prefix_len, scenario.turns,
             )  # fmt: skip
             if tokenizer is None:
                 await self._calibrate(text)
+            if scenario.prefix_hit_rate is not None:
+                self._workload.system_len = await self._system_prompt_len(text, output)
         await self._check_extra_body()
         if self._engine is not None:
             await self._engine.start()
@@ -295,6 +291,16 @@ class Run:
             self._jsonl.close()
             self._jsonl = None
 
+    async def _system_prompt_len(self, text: TextMaker, output: LengthDist) -> int:
+        """The shared system prompt that aims at --prefix-hit-rate (sessions.py), sized with the engine's KV
+        block (vllm:cache_config_info) and the chat template's tokens (calibration) where known."""
+        scenario = self.scenario
+        cache = await read_prefix_cache(self._client)  # type: ignore[arg-type]
+        block = cache.block_size if cache and cache.block_size else BLOCK_TOKENS
+        message = text.template_tokens / 2 if text.template_tokens is not None else MESSAGE_TOKENS
+        rate, user, answer = scenario.prefix_hit_rate, scenario.input_len.mean(), output.mean()
+        return system_prompt_tokens(rate, user, answer, scenario.turns, block, message)  # type: ignore[arg-type]
+
     async def _calibrate(self, text: TextMaker) -> None:
         """Tokens per word of our synthetic text, from the server's prompt-token counts of two probes."""
         counts = []
@@ -313,6 +319,9 @@ class Run:
             log.warning("server sent no usage: prompt lengths assume 1 token per word")
             return
         text.tokens_per_word = (counts[1] - counts[0]) / 200
+        # what the prompt costs beyond its words: the chat template around one message and the
+        # generation prompt (BOS alone for completions)
+        text.template_tokens = max(0.0, counts[0] - 16 * text.tokens_per_word)
         text.length_source = f"calibrated from server usage ({text.tokens_per_word:.3f} tokens/word)"
 
     async def _check_extra_body(self) -> None:

@@ -179,6 +179,7 @@ class TextMaker:
     def __init__(self, tokenizer: Tokenizer | None) -> None:
         self.tokenizer = tokenizer
         self.tokens_per_word = 1.0
+        self.template_tokens: float | None = None  # a chat template's tokens around one user message
         self.length_source = "tokenizer" if tokenizer else "assumed 1 token per word"
 
     def make(self, tokens: int, rng: random.Random) -> str:

@@ -19,9 +19,13 @@ from tests.simulator.conftest import simulator
 
 
 def test_the_system_prompt_gives_the_hit_share_it_was_sized_for() -> None:
-    for rate, user, answer, turns in [(0.8, 64, 32, 4), (0.5, 300, 100, 1), (0.9, 128, 256, 6)]:
-        system = system_prompt_tokens(rate, user, answer, turns)
-        assert history_hit_rate(system, user, answer, turns) == pytest.approx(rate, abs=0.005)
+    for rate, user, answer, turns, block in [
+        (0.8, 64, 32, 4, 16), (0.5, 300, 100, 1, 16), (0.9, 128, 256, 6, 16), (0.6, 24, 8, 1, 32)
+    ]:  # fmt: skip
+        system = system_prompt_tokens(rate, user, answer, turns, block)
+        assert (system + 4) % block == block // 2  # the system prompt ends mid-block
+        # quantized to whole blocks: within half a block's share of the target
+        assert history_hit_rate(system, user, answer, turns, block) == pytest.approx(rate, abs=0.05)
     with pytest.raises(WorkloadError, match="below what the history alone gives"):
         system_prompt_tokens(0.3, 64, 64, 8)
 
