@@ -12,8 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.engines.parse import (
     MAX_LABEL_VALUE_CHARS,
     MAX_LINE_CHARS,
+    Exposition,
     ExpositionReader,
     ParseError,
+    SeriesHeads,
     TooManySeries,
     parse,
 )
@@ -226,3 +228,69 @@ def test_a_histogram_with_a_bad_count_is_dropped_whole() -> None:
     )
     assert [h.labels for h in exposition.histograms("h")] == [{"m": "ok"}]
     assert exposition.dropped == {"not_finite": 2, "negative": 1}
+
+
+# --- Series heads remembered from one payload of a target to the next ---------------------------------------
+
+
+def read(text: str, heads: SeriesHeads, max_series: int | None = None) -> Exposition:
+    reader = ExpositionReader(max_series, heads)
+    for start in range(0, len(text), 4096):
+        reader.feed(text[start : start + 4096])
+    return reader.close()
+
+
+def test_remembered_heads_read_each_payload_as_a_fresh_parse_would() -> None:
+    text = (FIXTURES / "vllm" / "v0.33.0-dp2-load.txt").read_text()
+    heads = SeriesHeads()
+    for step in range(4):  # learned from the second good payload on, used from the third
+        moved = "".join(
+            line if line.startswith("#") or not line.strip() else f"{line.rpartition(' ')[0]} {step}.5\n"
+            for line in text.splitlines(keepends=True)
+        )
+        ours, fresh = read(moved, heads), parse(moved)
+        assert ours.by_sample_name == fresh.by_sample_name
+        assert [(f.name, f.type, f.help) for f in ours.families.values()] == [
+            (f.name, f.type, f.help) for f in fresh.families.values()
+        ]
+        assert ours.histograms("vllm:e2e_request_latency_seconds") == fresh.histograms(
+            "vllm:e2e_request_latency_seconds"
+        )
+    assert 0 < len(heads.known) <= sum(map(len, fresh.by_sample_name.values()))
+
+
+def test_a_remembered_head_never_takes_a_timestamp_for_a_value() -> None:
+    heads = SeriesHeads()
+    for _ in range(3):
+        read("a 1\nb 2 1700000000000\n", heads)
+    assert "a" in heads.known and not any(head.startswith("b") for head in heads.known)
+    exposition = read("a 1 1700000000000\nb 2 1700000000001\n", heads)
+    assert [s.value for s in exposition.samples("a")] == [1]
+    assert [s.value for s in exposition.samples("b")] == [2]
+
+
+def test_remembered_heads_keep_every_check() -> None:
+    heads = SeriesHeads()
+    for _ in range(3):
+        read('# TYPE c counter\nc_total{x="1"} 1\ng 2\n', heads)
+    with pytest.raises(ParseError, match="line 3: bad value"):
+        read('# TYPE c counter\nc_total{x="1"} 1\ng 1_000\n', heads)
+    with pytest.raises(ParseError, match="duplicate series"):
+        read('# TYPE c counter\nc_total{x="1"} 1\nc_total{x="1"} 2\n', heads)
+    with pytest.raises(TooManySeries):
+        read('# TYPE c counter\nc_total{x="1"} 1\ng 2\n', heads, max_series=1)
+    exposition = read('# TYPE c counter\nc_total{x="1"} -1\ng NaN\n', heads)
+    assert not exposition.has("c_total") and exposition.dropped == {"negative": 1}
+
+
+def test_heads_are_learned_only_from_good_payloads_and_bounded() -> None:
+    heads = SeriesHeads(limit=2)
+    read("a 1\nb 2\nc 3\n", heads)
+    assert heads.known == {}  # the first good payload: nothing learned yet
+    read("a 1\nb 2\nc 3\n", heads)
+    assert sorted(heads.known) == ["a", "b"]
+    with pytest.raises(ParseError):
+        read("x 1\ny 2\nz", heads)  # a truncated payload changes nothing
+    assert sorted(heads.known) == ["a", "b"]
+    read("x 1\ny 2\nz 3\n", heads)
+    assert sorted(heads.known) == ["x", "y"]  # a good payload replaces the heads
