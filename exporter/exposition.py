@@ -1,11 +1,13 @@
-"""A faster rendering of plain gauge and counter families, byte for byte what prometheus_client writes.
+"""A faster rendering of plain gauge, counter, histogram and summary families, byte for byte what
+prometheus_client writes.
 
 prometheus_client validates and escapes every label name of every sample on every scrape; for the
 exporter's few hundred series that is most of a scrape's CPU (measured: ~27 us a sample). Families
 whose names and label names are plain `[a-zA-Z_][a-zA-Z0-9_]*` and whose samples carry no timestamp
-or exemplar are written here, with names checked once and remembered; every other family (histograms,
-pass-through names, anything unusual) is handed to prometheus_client's own encoder, so the output is
-the library's in all cases. tests/exporter/test_exposition.py compares both byte for byte.
+or exemplar are written here, with names checked once and remembered; every other family (`_created`
+samples, units, info and stateset types, names with colons, anything unusual) is handed to
+prometheus_client's own encoder, so the output is the library's in all cases.
+tests/exporter/test_exposition.py compares both byte for byte.
 """
 
 from __future__ import annotations
@@ -40,23 +42,40 @@ def _value_escape(value: str) -> str:
     return value
 
 
+# The sample names each type may carry on the fast path; others (`_created`, `_gsum`, ...) are moved or
+# written differently by the library, so a family with them takes the library's path.
+_SUFFIXES = {
+    "gauge": ("",),
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("", "_count", "_sum"),
+}
+
+
 def _fast_family(metric: Metric) -> bool:
-    if metric.type not in ("gauge", "counter") or metric.unit or not _plain(metric.name):
+    suffixes = _SUFFIXES.get(metric.type)
+    if suffixes is None or metric.unit or not _plain(metric.name):
         return False
-    suffix = "_total" if metric.type == "counter" else ""
+    names = {metric.name + suffix for suffix in suffixes}
+    known = _known_plain.issuperset
     for sample in metric.samples:
-        if sample.name != metric.name + suffix or sample.timestamp is not None or sample.exemplar is not None:
+        if sample.name not in names or sample.timestamp is not None or sample.exemplar is not None:
             return False
-        if sample.native_histogram is not None or not all(_plain(k) for k in sample.labels):
+        if sample.native_histogram is not None:
+            return False
+        if not known(sample.labels) and not all(_plain(k) for k in sample.labels):
             return False
     return True
 
 
 def _sample_lines(metric: Metric, out: list[str]) -> None:
     for sample in metric.samples:
-        if sample.labels:
-            labels = ",".join(f'{k}="{_value_escape(v)}"' for k, v in sorted(sample.labels.items()))
-            out.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
+        labels = sample.labels
+        if labels:
+            text = ",".join([f'{k}="{v}"' for k, v in sorted(labels.items())])
+            if "\\" in text or "\n" in text or text.count('"') != 2 * len(labels):  # a value to escape
+                text = ",".join([f'{k}="{_value_escape(v)}"' for k, v in sorted(labels.items())])
+            out.append(f"{sample.name}{{{text}}} {floatToGoString(sample.value)}\n")
         else:
             out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
 

@@ -13,6 +13,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.openmetrics import exposition as om
 
@@ -43,22 +44,35 @@ def awkward_families() -> list[Metric]:
     counter = CounterMetricFamily("odd_requests", "a counter", labels=["z", "a"])
     counter.add_metric(["last", "first"], 7)
     created = CounterMetricFamily("with_created", "created sample", labels=["k"], created=1700000000.5)
+    created.add_metric(["v"], 2, created=1700000000.5)
     stamped = GaugeMetricFamily("stamped", "with a timestamp")
     stamped.add_metric([], 3, timestamp=1700000000.25)
     histogram = HistogramMetricFamily("latency_seconds", "a histogram", labels=["target"])
     histogram.add_metric(["t"], [("0.1", 1), ("1.0", 3), ("+Inf", 4)], sum_value=2.5)
+    histogram.add_metric(['q"uote'], [("+Inf", 0)], sum_value=0)
+    born = HistogramMetricFamily("born_seconds", "histogram with _created", labels=["k"])
+    born.add_metric(["v"], [("+Inf", 1)], sum_value=1, timestamp=None)
+    born.add_sample("born_seconds_created", {"k": "v"}, 1700000000.0)
+    summary = SummaryMetricFamily("rpc_seconds", "a summary", labels=["m"])
+    summary.add_metric(["a"], count_value=3, sum_value=1.5)
+    summary.add_sample("rpc_seconds", {"m": "a", "quantile": "0.5"}, 0.4)
     info = InfoMetricFamily("thing", "an info", value={"version": "1"})
     colon = GaugeMetricFamily("vllm:num_requests_running", "pass-through style name", value=2)
     unit = GaugeMetricFamily("temp_celsius", "with a unit", value=40, unit="celsius")
     empty = GaugeMetricFamily("nothing", "no samples", labels=["x"])
     no_labels = GaugeMetricFamily("plain", "plain", value=0)
-    return [gauge, counter, created, stamped, histogram, info, colon, unit, empty, no_labels]
+    return [gauge, counter, created, stamped, histogram, born, summary, info, colon, unit, empty, no_labels]
 
 
 def test_awkward_families_render_byte_for_byte() -> None:
     families = Families(awkward_families())
     assert render_text(families) == generate_latest(families)
     assert render_openmetrics(families) == om.generate_latest(families)
+
+
+def test_which_families_take_the_fast_path() -> None:
+    fast = {f.name for f in awkward_families() if _fast_family(f)}
+    assert fast == {"odd_gauge", "odd_requests", "latency_seconds", "rpc_seconds", "nothing", "plain"}
 
 
 def test_the_whole_exporter_renders_byte_for_byte() -> None:
@@ -115,3 +129,24 @@ def test_the_exporters_own_families_take_the_fast_path() -> None:
     exporter.close()
     assert len(families) > 40
     assert [f.name for f in families if not _fast_family(f)] == []
+
+
+def test_engine_families_take_the_fast_path_byte_for_byte() -> None:
+    """The normalized llm_* families of a real vLLM dp-2 payload, histograms included."""
+    from pathlib import Path
+
+    from exporter.engines.base import Scraped
+    from exporter.engines.collector import build_families
+    from exporter.engines.parse import parse
+    from exporter.engines.registry import ENGINES
+    from exporter.engines.scraper import TargetResult
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "engines" / "vllm" / "v0.33.0-dp2-load.txt"
+    vllm = ENGINES["vllm"]
+    normalized = vllm.normalize(Scraped(parse(fixture.read_text())), None)
+    result = TargetResult("e", "http://e", "vllm", True, 0.01, 1.0, {}, normalized=normalized, engine=vllm)
+    families = build_families([result], [], passthrough=False)
+    assert any(f.type == "histogram" and f.samples for f in families)
+    assert [f.name for f in families if not _fast_family(f)] == []
+    assert render_text(Families(families)) == generate_latest(Families(families))
+    assert render_openmetrics(Families(families)) == om.generate_latest(Families(families))
