@@ -21,7 +21,7 @@ or, for ratios, the largest is kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -57,6 +57,11 @@ class Fetch(Protocol):
         ...
 
     async def json(self, path: str) -> Any: ...
+
+    async def static_page(self, path: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        """What `read()` returned for `path` at an earlier good scrape of this target, if recent; else
+        `read()`'s answer now, remembered (see optional_json's `static`)."""
+        ...
 
 
 @dataclass
@@ -103,8 +108,14 @@ class Engine:
         raise NotImplementedError
 
 
-async def optional_json(fetch: Fetch, path: str) -> Any:
-    """A JSON page some builds lack: None for an error answer or a non-JSON body; down is still down."""
+async def optional_json(fetch: Fetch, path: str, static: bool = False) -> Any:
+    """A JSON page some builds lack: None for an error answer or a non-JSON body; down is still down.
+
+    `static`: a page that changes only when the engine restarts (vLLM's /version, llama.cpp's /props,
+    TGI's /info): read at the target's first good scrape, after a failed one and every
+    scraper.STATIC_PAGE_SECONDS, not on every scrape (one more HTTP request per scrape otherwise)."""
+    if static:
+        return await fetch.static_page(path, lambda: optional_json(fetch, path))
     try:
         return await fetch.json(path)
     except ScrapeError as exc:

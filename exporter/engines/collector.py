@@ -114,6 +114,10 @@ class EnginesCollector(Collector):
         return {}  # a target's failures are llm_target_errors_total{target, kind}, not collector errors
 
     def close(self) -> None:
+        try:  # the kept connections, on the loop they belong to
+            self._loop.submit(_close_all([*self._configured, *self._discovered.values()])).result(5)
+        except Exception:
+            log.debug("engines: closing the targets' connections did not finish in time")
         self._loop.close()
 
     def _sync_discovered(self) -> None:
@@ -134,6 +138,9 @@ class EnginesCollector(Collector):
             scraper = self._discovered.get(target.name)
             kept[target.name] = scraper if scraper and scraper.target == target else TargetScraper(target)
             labels[target.name] = dict(extra)
+        gone = [s for name, s in self._discovered.items() if kept.get(name) is not s]
+        if gone:
+            self._loop.submit(_close_all(gone))  # their connections; a round still using one reconnects
         self._discovered, self._labels = kept, labels
         self._scrapers = [*self._configured, *kept.values()]
 
@@ -328,6 +335,10 @@ class _LoopThread:
             self._thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
+
+
+async def _close_all(scrapers: Sequence[TargetScraper]) -> None:
+    await asyncio.gather(*(s.close() for s in scrapers), return_exceptions=True)
 
 
 async def _cancel_pending() -> None:

@@ -36,12 +36,12 @@ class LlamaCpp(Engine):
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
             exposition = await fetch.metrics(self.metrics_path)
-        props = await optional_json(fetch, "/props")
+        props = await optional_json(fetch, "/props", static=True)
         documents: dict[str, Any] = {}
         if isinstance(props, dict) and props.get("role") != "router":  # the router's own /props is a stub
             documents["/props"] = props
             if props.get("total_slots") == 1:  # the only case where the capacity can be known (below)
-                models = await optional_json(fetch, "/v1/models")
+                models = await optional_json(fetch, "/v1/models", static=True)
                 if isinstance(models, dict):
                     documents["/v1/models"] = models
         return Scraped(exposition, documents)

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ import httpx
 from exporter.config import MAX_TARGET_TIMEOUT_SECONDS, TargetConfig
 from exporter.engines.base import Engine, ScrapeError
 from exporter.engines.detect import discover, engine_for_payload
-from exporter.engines.parse import Exposition, ExpositionReader, ParseError, TooManySeries
+from exporter.engines.parse import Exposition, ExpositionReader, ParseError, SeriesHeads, TooManySeries
 from exporter.engines.registry import ENGINES
 from exporter.engines.schema import DROP_REASONS, ERROR_KINDS, DropReason, ErrorKind, Normalized
 from exporter.engines.tls import is_tls_failure
@@ -42,6 +42,20 @@ MAX_JSON_BYTES = 1024 * 1024  # status pages (/props, /info, /version, Ollama's 
 METRICS_PATHS = ("/prometheus/metrics", "/v1/metrics", "/metrics")  # longest first
 UNKNOWN_KIND = "unknown"
 MAX_MODELS_PER_TARGET = 64  # the collector publishes the first 64 models of a target (bounded cardinality)
+# A target's connection is kept between scrapes while it idles less than this: well under the keep-alive
+# timeout engines' servers close idle connections after (uvicorn and llama.cpp's cpp-httplib: 5 s), so a
+# request never races the server closing it. Scraped every 15 s, each scrape connects anew.
+KEEPALIVE_SECONDS = 2.0
+STATIC_PAGE_SECONDS = 60.0  # base.optional_json(static=True): /version, /props, /info read again after this
+
+
+@dataclass
+class TargetMemory:
+    """What one target's scrapes hand on to the next: its series heads (parse.SeriesHeads) and the static
+    pages read with optional_json(static=True), each with the monotonic time it was read."""
+
+    heads: SeriesHeads = field(default_factory=SeriesHeads)
+    pages: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,13 @@ class HttpFetch:
     `?model=...`). Bodies are asked for uncompressed (a compressed one could expand past the budget
     before it is counted) and read within the target's budgets."""
 
-    def __init__(self, client: httpx.AsyncClient, target: TargetConfig, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        target: TargetConfig,
+        headers: dict[str, str],
+        memory: TargetMemory | None = None,
+    ) -> None:
         parts = urlsplit(target.url)
         self.origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never send URL credentials
         path = parts.path.rstrip("/")
@@ -82,6 +102,7 @@ class HttpFetch:
             suffix = next(known for known in METRICS_PATHS if path.endswith(known))
             self.base = path[: -len(suffix)]
         self.client, self.target = client, target
+        self.memory = memory if memory is not None else TargetMemory()
         self.headers = {**headers, "Accept-Encoding": "identity"}
         self.extensions = {"sni_hostname": target.server_name} if target.server_name else {}
         self.peer: tuple[str, int] | None = None  # the address the last answer came from
@@ -92,7 +113,7 @@ class HttpFetch:
         """The exposition at the target URL's own path when it has one, else at default_path, parsed as
         it arrives; ParseError when it is not valid exposition text."""
         path = self.explicit_path or self.base + default_path
-        reader = ExpositionReader(self.target.max_series)
+        reader = ExpositionReader(self.target.max_series, self.memory.heads)
         try:
             async with contextlib.aclosing(self._read(path, self.target.max_bytes)) as chunks:
                 async for text in chunks:
@@ -111,6 +132,14 @@ class HttpFetch:
             return json.loads(body)
         except ValueError:
             raise ScrapeError("parse", f"{path}: not JSON") from None
+
+    async def static_page(self, path: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        remembered, now = self.memory.pages.get(path), time.monotonic()
+        if remembered is not None and now - remembered[0] < STATIC_PAGE_SECONDS:
+            return remembered[1]
+        value = await read()
+        self.memory.pages[path] = (now, value)
+        return value
 
     async def _read(self, path: str, max_bytes: int) -> AsyncIterator[str]:
         """The body as decoded text, chunk by chunk; ScrapeError for every way the read can fail."""
@@ -211,18 +240,19 @@ class TargetScraper:
         self.timeout = min(self.target.timeout_seconds, MAX_TARGET_TIMEOUT_SECONDS)
         self.tls_context = self.target.tls.context()
         self._progress: HttpFetch | None = None
+        self._memory = TargetMemory()
+        self._client: httpx.AsyncClient | None = None
 
     async def scrape(self) -> TargetResult:
-        """One scrape, on a connection of its own (no keep-alive outlives an engine restart)."""
+        """One scrape, on the target's connection when the last scrape used it less than KEEPALIVE_SECONDS
+        ago, else on a new one; a failed scrape closes it and forgets the static pages."""
         started = time.perf_counter()
         normalized = exposition = None
         error_kind: ErrorKind | None = None
         message = ""
         try:
-            async with httpx.AsyncClient(
-                verify=self.tls_context, trust_env=False, follow_redirects=False, timeout=None
-            ) as client:
-                normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
+            client = self._client = self._client or self._new_client()
+            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
         except TimeoutError as exc:
             error_kind = "timeout"
             message = f"no complete answer within {self.timeout:g}s{self._read_so_far()}"
@@ -239,7 +269,25 @@ class TargetScraper:
             error_kind, message = "parse", f"{type(exc).__name__}: {exc}"
             _forget_frames(exc)
         self._progress = None
+        if error_kind is not None:
+            self._memory.pages.clear()  # an engine that failed may come back as another version
+            await self.close()
         return self._record(error_kind, message, time.perf_counter() - started, normalized, exposition)
+
+    async def close(self) -> None:
+        """Close the kept connection (if any); the next scrape opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=self.tls_context,
+            trust_env=False,
+            follow_redirects=False,
+            timeout=None,
+            limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_SECONDS),
+        )
 
     def round_overrun(self, seconds: float) -> TargetResult:
         """The collector's round deadline passed before this target's scrape finished: a timeout."""
@@ -276,7 +324,7 @@ class TargetScraper:
         )
 
     async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:
-        fetch = self._progress = HttpFetch(client, self.target, self._headers())
+        fetch = self._progress = HttpFetch(client, self.target, self._headers(), self._memory)
         try:
             return await self._scrape_with(fetch)
         finally:

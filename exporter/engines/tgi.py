@@ -47,7 +47,7 @@ class Tgi(Engine):
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         if exposition is None:
             exposition = await fetch.metrics(self.metrics_path)
-        info = await optional_json(fetch, "/info")  # absent on TGI's separate --prometheus-port
+        info = await optional_json(fetch, "/info", static=True)  # absent on TGI's separate --prometheus-port
         return Scraped(exposition, {"/info": info} if isinstance(info, dict) else {})
 
     def normalize(self, scraped: Scraped, model: str | None) -> Normalized:

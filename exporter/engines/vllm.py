@@ -70,7 +70,8 @@ class Vllm(Engine):
 
     async def scrape(self, fetch: Fetch, exposition: Exposition | None = None) -> Scraped:
         scraped = await super().scrape(fetch, exposition)
-        version = await optional_json(fetch, "/version")  # vLLM's {"version": "0.33.0"}; absent elsewhere
+        # vLLM's {"version": "0.33.0"}; absent elsewhere
+        version = await optional_json(fetch, "/version", static=True)
         if isinstance(version, dict) and isinstance(version.get("version"), str):
             scraped.documents["/version"] = version
         return scraped

@@ -36,6 +36,7 @@ class FakeEngine:
     url: str
     routes: dict[str, Reply] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    client_ports: list[int] = field(default_factory=list)  # per request: its connection's client port
     stop: threading.Event = field(default_factory=threading.Event)
 
     def serve(self, path: str, body: bytes | str = b"", **reply) -> None:
@@ -63,6 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.engine.requests.append((self.path, dict(self.headers)))
+        self.engine.client_ports.append(self.client_address[1])
         reply = self.engine.routes.get(self.path.split("?")[0], Reply(b"not found\n", status=404))
         if reply.delay and self.engine.stop.wait(reply.delay):
             return
@@ -118,9 +120,16 @@ def _write(stream, data: bytes) -> bool:
         return False
 
 
+@pytest.fixture
+def keep_alive_engine() -> Iterator[FakeEngine]:
+    """A fake engine that keeps connections open between requests (HTTP/1.1), as engines' servers do."""
+    with _fake_engine(protocol_version="HTTP/1.1") as engine:
+        yield engine
+
+
 @contextlib.contextmanager
-def _fake_engine() -> Iterator[FakeEngine]:
-    handler = type("Handler", (_Handler,), {})
+def _fake_engine(protocol_version: str = "HTTP/1.0") -> Iterator[FakeEngine]:
+    handler = type("Handler", (_Handler,), {"protocol_version": protocol_version})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     engine = FakeEngine(f"http://127.0.0.1:{server.server_address[1]}")
