@@ -140,6 +140,7 @@ class HttpConnection(asyncio.Protocol):
         self.scanned = 0  # how much of the buffer was searched for the end of the head
         self.head: tuple[Request, bool, int] | None = None  # a head whose body is still coming
         self.busy = False  # a request is with a worker or its response is being written
+        self.receiving = False  # a request has begun (blank lines before it count) and is not complete
         self.waiting_since = time.monotonic()  # when it began waiting for its current request
         self.served = 0  # requests answered on it: a connection that was ever answered is evicted last
         self.closed = False
@@ -163,8 +164,9 @@ class HttpConnection(asyncio.Protocol):
             self._start(transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self.buffer and self.head is None and not self.busy:
-            self._arm(self.limits.request_timeout_seconds, "request_timeout")  # the request's first byte
+        if not self.receiving and not self.busy:  # the request's first byte: its deadline starts
+            self.receiving = True  # blank lines before a request-line count, so they cannot restart it
+            self._arm(self.limits.request_timeout_seconds, "request_timeout")
         self.buffer += data
         if not self.busy:
             self._next_request()
@@ -238,6 +240,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _await_request(self) -> None:
         self.waiting_since = time.monotonic()
+        self.receiving = bool(self.buffer)
         if self.buffer:
             self._arm(self.limits.request_timeout_seconds, "request_timeout")
             self._next_request()
@@ -291,12 +294,10 @@ class HttpConnection(asyncio.Protocol):
         keep_alive = wants_keep_alive(request[2], headers.get("connection", ""))
         if "transfer-encoding" in headers:
             return request, False, 0  # we do not read chunked framing, and need no body: answer, close
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise BadRequest("400 Bad Request") from None
-        if length < 0:
+        declared = headers.get("content-length", "0")
+        if not (declared.isascii() and declared.isdigit()):  # 1*DIGIT (RFC 9110 8.6): not int()'s "+1_0"
             raise BadRequest("400 Bad Request")
+        length = int(declared)
         if length > self.limits.max_body_bytes:
             raise BadRequest("413 Content Too Large")
         return request, keep_alive, length
@@ -366,7 +367,10 @@ def parse_head(head: bytes) -> Request:
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip() or line[0] in " \t":
             raise BadRequest("400 Bad Request")
-        headers[name.lower()] = value.strip()
+        name, value = name.lower(), value.strip()
+        if name == "content-length" and headers.get(name, value) != value:  # which framing? (RFC 9112 6.3)
+            raise BadRequest("400 Bad Request")
+        headers[name] = value
     method, target, version = parts
     return method, target.split("?", 1)[0], version, headers
 

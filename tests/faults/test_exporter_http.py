@@ -64,6 +64,19 @@ def test_a_trickled_body_is_cut_at_the_same_deadline(exp: Proc) -> None:
     checks.assert_alive(exp)
 
 
+@pytest.mark.parametrize("blank", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_blank_lines_trickled_before_a_request_do_not_restart_its_deadline(exp: Proc, blank: bytes) -> None:
+    # Blank lines may precede a request-line (RFC 9112 2.2) and are dropped, but they are the request's
+    # first bytes: one every second must not keep a connection open past the 10 s deadline (it once did,
+    # for ever: each blank line, once dropped, restarted the deadline).
+    before = checks.scrape(exp.metrics_url)
+    with clients.SlowClients(exp.port, 20, blank * 40, interval=1.0) as slow:
+        slow.wait_all_closed(timeout=20)
+    assert min(slow.closed_after.values()) >= 9.0 and max(slow.closed_after.values()) < 16.0
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "request_timeout"}, 20)
+    checks.assert_alive(exp)
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -114,6 +127,9 @@ def test_beyond_the_connection_cap_the_longest_waiting_make_room(exp: Proc) -> N
         (b"GET /metrics HTTP/1.1\r\nbad header\r\n\r\n", b"400"),
         (b"GET /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
         (b"GET /metrics HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: 1_0\r\n\r\n0123456789", b"400"),  # int() took it
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 3\r\n\r\nabc", b"400"),
     ],
     ids=[
         "long-header",
@@ -125,6 +141,9 @@ def test_beyond_the_connection_cap_the_longest_waiting_make_room(exp: Proc) -> N
         "header",
         "neg",
         "big",
+        "length-underscore",
+        "length-sign",
+        "length-twice",
     ],
 )
 def test_oversized_and_malformed_requests_get_an_answer_and_a_count(
