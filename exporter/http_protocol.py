@@ -141,6 +141,7 @@ class HttpConnection(asyncio.Protocol):
         self.head: tuple[Request, bool, int] | None = None  # a head whose body is still coming
         self.busy = False  # a request is with a worker or its response is being written
         self.receiving = False  # a request has begun (blank lines before it count) and is not complete
+        self.stalled_since: float | None = None  # since when the client has not taken the response
         self.waiting_since = time.monotonic()  # when it began waiting for its current request
         self.served = 0  # requests answered on it: a connection that was ever answered is evicted last
         self.closed = False
@@ -315,7 +316,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(response)
         if self._drained is not None and not self._drained.done():
             self._arm(self.limits.write_timeout_seconds, "write_timeout")
+            self.stalled_since = time.monotonic()  # evictable at the cap (server._eviction_order)
             await self._drained
+            self.stalled_since = None
             if self.closed:
                 return
         self.served += 1

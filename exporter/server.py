@@ -94,6 +94,15 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [body.encode()]
 
 
+def _eviction_order(connection: HttpConnection) -> tuple[int, float]:
+    """Who makes room first at the cap: a connection never answered (a slow or empty head), then one whose
+    client stopped reading its response (a stalled write), then an idle answered one (Prometheus's kept
+    connection); the longest waiting first within each."""
+    if connection.stalled_since is not None:
+        return 1, connection.stalled_since
+    return (0 if connection.served == 0 else 2), connection.waiting_since
+
+
 class ExporterServer:
     """Serve a WSGI app on (host, port) from background threads until close().
 
@@ -103,8 +112,9 @@ class ExporterServer:
     once the body came pre-rendered (bench/RESULTS.md). The event loop holds every connection; a worker
     thread is taken only by a complete request, so slow or idle clients cannot hold the workers. At most
     `limits.max_connections` are open: a new one beyond that evicts the connection that has waited
-    longest for its request among those never answered (a slow or empty head), else among the rest (an
-    idle keep-alive, as Prometheus holds), and is refused only when every connection is being answered.
+    longest for its request among those never answered (a slow or empty head), else the one whose client has
+    stopped reading its response longest (pipelined requests never read), else among the rest (an idle
+    keep-alive, as Prometheus holds), and is refused only when every connection is being answered.
     So clients that reconnect as fast as they are evicted churn among themselves, not through
     Prometheus's connection. `stats` (HttpStats, the `http` collector) counts connections ended by a
     deadline, an eviction or a bad request.
@@ -158,10 +168,10 @@ class ExporterServer:
 
     def admit(self, connection: HttpConnection) -> bool:
         if len(self.connections) >= self.limits.max_connections:
-            waiting = [c for c in self.connections if not c.busy]
-            if not waiting:
+            evictable = [c for c in self.connections if not c.busy or c.stalled_since is not None]
+            if not evictable:
                 return False
-            min(waiting, key=lambda c: (c.served > 0, c.waiting_since)).evict()
+            min(evictable, key=_eviction_order).evict()
         self.connections[connection] = None
         self.stats.set_open(len(self.connections))
         return True

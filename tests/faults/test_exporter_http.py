@@ -173,7 +173,8 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 def big_app(environ: dict, start_response) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
-    return [b"x" * (64 * 2**20 if environ["PATH_INFO"] == "/big" else 10)]
+    sizes = {"/big": 64 * 2**20, "/large": 8 * 2**20}
+    return [b"x" * sizes.get(environ["PATH_INFO"], 10)]
 
 
 @contextlib.contextmanager
@@ -215,3 +216,27 @@ def test_clients_reconnecting_as_fast_as_they_are_evicted_churn_among_themselves
                     assert clients.exchange_on(kept, request).startswith(b"HTTP/1.1 200 OK")
             assert churn.reconnects > 20
         assert server.closed_by_reason()["evicted"] > 20
+
+
+def test_clients_that_never_read_their_answers_cannot_hold_every_slot() -> None:
+    # As many clients as the cap each ask for a large answer (or pipeline requests) and read nothing: their
+    # writes stall, and they once stayed unevictable until the write deadline, so each new connection
+    # (Prometheus's too) was refused for 30 s at a time. A stalled writer now makes room.
+    limits = {"max_connections": 5, "write_timeout_seconds": 30.0}
+    with short_server(**limits) as server:
+        stalled = []
+        try:
+            for _ in range(5):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+                sock.connect(("127.0.0.1", server.port))
+                sock.sendall(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+                stalled.append(sock)
+            checks.wait_until(lambda: server.stats.open_connections() == 5, 10, "not connected")
+            time.sleep(1.0)  # each is answered and its 8 MiB write stalls at once
+            answer = httpx.get(f"http://127.0.0.1:{server.port}/small", timeout=5)
+            assert answer.status_code == 200 and answer.content == b"x" * 10
+            assert server.closed_by_reason()["evicted"] == 1 and server.closed_by_reason()["refused"] == 0
+        finally:
+            for sock in stalled:
+                sock.close()
