@@ -267,8 +267,13 @@ def _bounded_models(points, histograms) -> set[str]:
 
 
 def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
-    """The engines' own families, renamed to [a-zA-Z0-9_] and labelled with `target`; `_created` dropped."""
+    """The engines' own families, renamed to [a-zA-Z0-9_] and labelled with `target`; `_created` dropped.
+
+    What Prometheus would refuse is never published, as one such series fails the whole scrape of the
+    exporter: an engine label named `target` or reserved (`__name__`, `__x`) becomes `exported_<name>`,
+    and of two series that renaming made one (`vllm:x` and `vllm_x`) the first is kept."""
     merged: dict[str, Metric] = {}
+    published: set[tuple[str, frozenset[tuple[str, str]]]] = set()
     for result in results:
         if result.exposition is None or result.engine is None:
             continue
@@ -288,12 +293,18 @@ def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
             for sample in wire_family.samples:
                 if sample.name.endswith(_CREATED):
                     continue
-                labels = {
-                    ("exported_target" if k == "target" else k): v for k, v in clean(sample.labels).items()
-                }
+                labels = {_passthrough_label(k): v for k, v in clean(sample.labels).items()}
                 labels["target"] = result.name
-                metric.add_sample(result.engine.passthrough_name(sample.name), labels, sample.value)
+                sample_name = result.engine.passthrough_name(sample.name)
+                series = (sample_name, frozenset(labels.items()))
+                if series not in published:
+                    published.add(series)
+                    metric.add_sample(sample_name, labels, sample.value)
     return list(merged.values())
+
+
+def _passthrough_label(name: str) -> str:
+    return f"exported_{name}" if name == "target" or name.startswith("__") else name
 
 
 def clean(labels: Mapping[str, str]) -> dict[str, str]:

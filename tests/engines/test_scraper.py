@@ -303,6 +303,36 @@ def test_passthrough_renames_labels_and_merges_targets(fake_engines: list[FakeEn
     assert not [name for name in exposition.families if ":" in name]
 
 
+def test_passthrough_publishes_nothing_prometheus_would_refuse_the_whole_scrape_for(
+    fake_engine: FakeEngine,
+) -> None:
+    # A real Prometheus (2.42) marked the exporter down ("label name \"__name__\" is not unique") for one
+    # engine series with a __name__ label, and counted duplicates for `vllm:x` beside `vllm_x`.
+    hostile = (
+        "# TYPE vllm:odd gauge\n"
+        'vllm:odd{__name__="x",__meta_y="y",target="t",model_name="m"} 1\n'
+        "# TYPE vllm:twice gauge\nvllm:twice 1\n"
+        "# TYPE vllm_twice gauge\nvllm_twice 2\n"
+    )
+    source = (FIXTURES / "vllm/v0.33.0-load.txt").read_text() + hostile
+    fake_engine.serve("/metrics", source)
+    collector = collector_for(TargetConfig("a", fake_engine.url, kind="vllm"), passthrough=True)
+    try:
+        exposition = scrape(collector)  # parsed back strictly: a duplicate series would raise
+    finally:
+        collector.close()
+    [odd] = exposition.samples("vllm_odd")
+    assert odd.labels == {
+        "exported___name__": "x",
+        "exported___meta_y": "y",
+        "exported_target": "t",
+        "model_name": "m",
+        "target": "a",
+    }
+    assert [s.value for s in exposition.samples("vllm_twice")] == [1]
+    assert not [k for f in exposition.families.values() for s in f.samples for k in s.labels if k[:2] == "__"]
+
+
 def test_passthrough_is_off_by_default(fake_engine: FakeEngine) -> None:
     serve_llama(fake_engine)
     collector = collector_for(TargetConfig("a", fake_engine.url))
