@@ -37,9 +37,9 @@ from loadgen import redact
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.redact import redact_url
-from loadgen.runner import Run
 from loadgen.scenario import Scenario
 from loadgen.urls import normalize, under
+from loadgen.workers import AnyRun, make_run
 
 log = logging.getLogger("loadgen.api")
 
@@ -128,33 +128,33 @@ class RunManager:
         self.collector = collector
         self.keep = keep
         self.policy = policy or Policy()
-        self.runs: OrderedDict[str, Run] = OrderedDict()
+        self.runs: OrderedDict[str, AnyRun] = OrderedDict()
         self.tasks: dict[str, asyncio.Task] = {}
 
     @property
-    def active(self) -> Run | None:
+    def active(self) -> AnyRun | None:
         return next(
             (run for run in self.runs.values() if run.state in ("pending", "running", "stopping")), None
         )
 
-    def adopt(self, run: Run) -> None:
+    def adopt(self, run: AnyRun) -> None:
         self.runs[run.run_id] = run
         while len(self.runs) > self.keep:
             old_id, _ = self.runs.popitem(last=False)
             self.tasks.pop(old_id, None)
 
-    def start(self, values: dict) -> Run:
+    def start(self, values: dict) -> AnyRun:
         scenario = self.policy.scenario(values)
         if self.active is not None:
             raise HTTPException(409, f"run {self.active.run_id} is still active; stop it first")
         if scenario.run_id in self.runs:
             raise HTTPException(409, f"run id {scenario.run_id} already used")
-        run = Run(scenario, self.collector)
+        run = make_run(scenario, self.collector)
         self.adopt(run)
         self.tasks[run.run_id] = asyncio.create_task(self._execute(run))
         return run
 
-    async def _execute(self, run: Run) -> None:
+    async def _execute(self, run: AnyRun) -> None:
         try:
             await run.execute()
         except LoadgenError as exc:  # the run recorded it as its error
@@ -174,7 +174,7 @@ class RunManager:
             await asyncio.wait(list(self.tasks.values()))
 
 
-def describe(run: Run) -> dict:
+def describe(run: AnyRun) -> dict:
     """What GET /runs shows of a run, scrubbed of every registered secret."""
     body: dict[str, object] = {
         "run_id": run.run_id,
@@ -240,7 +240,7 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
     return app
 
 
-def _find(manager: RunManager, run_id: str) -> Run:
+def _find(manager: RunManager, run_id: str) -> AnyRun:
     run = manager.runs.get(run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")

@@ -14,17 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadgen import eventloop, redact
+from loadgen import eventloop, merge, redact
 from loadgen.capacity import command as capacity
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.html import cli as html
 from loadgen.metrics import LoadgenCollector
 from loadgen.progress import show_progress
 from loadgen.report import render
-from loadgen.runner import Run
 from loadgen.scenario import Scenario, read_secret
 from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import normalize
+from loadgen.workers import make_run
 
 if TYPE_CHECKING:
     from loadgen.api import Policy
@@ -38,6 +38,8 @@ EXAMPLES = """examples:
       --step-duration 60s --slo 'ttft<=2s' --slo 'user_tps>=10'
   llmobs-loadgen run --url http://127.0.0.1:8000 --concurrency 50 --soak --output-jsonl requests.jsonl
   llmobs-loadgen run --scenario scenario.yaml --output-json report.json
+  llmobs-loadgen run --url http://engine:8000 --concurrency 64 --shard 0/2 --run-id r1 --output-json r1-0.json
+  llmobs-loadgen merge r1-0.json r1-1.json -o r1.json
   llmobs-loadgen capacity --model ./Qwen3-4B --gpu-memory 24GiB --engine-url http://127.0.0.1:8000
   LOADGEN_TOKEN=... llmobs-loadgen serve --listen-address 0.0.0.0:9841 --control-token-env LOADGEN_TOKEN
 """
@@ -59,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_flags(run)
     html.add_commands(commands)
     capacity.add_parser(commands)
+    merge.add_parser(commands)
     serve = commands.add_parser(
         "serve", help="serve the control API (/runs) and /metrics; runs start over HTTP"
     )
@@ -227,6 +230,22 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--progress", choices=("auto", "tty", "plain", "none"), help="live progress (auto)")
 
+    scale = p.add_argument_group("scale out (README: Scale out)")
+    scale.add_argument(
+        "--workers", metavar="N|auto",
+        help="processes on this host sharing the run (one core each; auto: the usable cores; default 1)",
+    )  # fmt: skip
+    scale.add_argument(
+        "--shard", metavar="I/N",
+        help="this host's slice I (from 0) of a run over N hosts; auto/N takes I from JOB_COMPLETION_INDEX "
+        "(a Kubernetes Indexed Job); needs --run-id, the same on every shard",
+    )  # fmt: skip
+    scale.add_argument(
+        "--start-at", metavar="TIME",
+        help="start the first phase at this wall-clock time (RFC 3339 with a zone, or Unix seconds), "
+        "so that shards start together",
+    )  # fmt: skip
+
 
 def _network_flags(group: argparse._ActionsContainer) -> None:
     group.add_argument("--ca-file", metavar="FILE", help="verify HTTPS servers against this PEM CA bundle")
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "capacity":
             return capacity.run(args)
+        if args.command == "merge":
+            return merge.run(args)
         if args.command in html.COMMANDS:
             return html.run_command(args)
         token = read_secret(args.control_token_env, args.control_token_file, "control token")
@@ -277,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = Scenario.build(file_values, flags)
         html.check_html_output(args.output_html)
         with html.records_for(scenario, args.output_html) as scenario:
-            return eventloop.run(_run(scenario, token, args.output_html), args.event_loop)
+            return eventloop.run(_run(scenario, token, args.output_html, args.event_loop), args.event_loop)
     except LoadgenError as exc:
         print(redact.scrub(f"llmobs-loadgen: {exc}"), file=sys.stderr)
         return 2
@@ -324,10 +345,12 @@ def _note_exposure(address: str, token: str | None, serving: bool) -> None:
         log.info("/runs on %s has no token: anyone who can reach it can read and stop this run", address)
 
 
-async def _run(scenario: Scenario, token: str | None = None, output_html: str | None = None) -> int:
+async def _run(
+    scenario: Scenario, token: str | None = None, output_html: str | None = None, event_loop: str = "auto"
+) -> int:
     log.info("event loop: %s", eventloop.running_kind())
     collector = LoadgenCollector()
-    run = Run(scenario, collector)
+    run = make_run(scenario, collector, event_loop)
     server = None
     if scenario.metrics_address and scenario.metrics_address.lower() != "none":
         from loadgen.api import HttpServer, Policy, RunManager, create_app  # FastAPI only when serving

@@ -99,11 +99,14 @@ class GoodputGrid:
 
 
 class RunMetrics:
-    """The live series of one run."""
+    """The live series of one run (of one shard of it: `shard` is its index, "" unless sharded)."""
 
-    def __init__(self, scenario: str, run_id: str, model: str, endpoint_kind: str, shape: str) -> None:
+    def __init__(
+        self, scenario: str, run_id: str, model: str, endpoint_kind: str, shape: str, shard: str = ""
+    ) -> None:
         # label values never carry a registered secret (redact.py), whatever a user named things
         self.labels = (scrub(scenario), scrub(run_id))
+        self.shard = shard
         self.info = {"model": scrub(model), "endpoint_kind": endpoint_kind, "shape": shape}
         self.ttft = Histogram(TTFT_BUCKETS)
         self.ttfo = Histogram(TTFT_BUCKETS)
@@ -134,6 +137,36 @@ class RunMetrics:
     def series(self, phase: str) -> RunMetrics:
         """Where a request of this phase is counted: the warm-up's series, or the run's."""
         return self.warmup if phase == WARMUP and self.warmup is not None else self
+
+    def add(self, other: RunMetrics) -> None:
+        """Another process's series of the same run added to these (a pool's workers: workers.py):
+        histograms, counters, requests in flight and targets add."""
+        for name in _HISTOGRAM_ATTRIBUTES:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            mine.counts = [a + b for a, b in zip(mine.counts, theirs.counts, strict=True)]
+            mine.total += theirs.total
+        for row, cells in zip(self.goodput.cells, other.goodput.cells, strict=True):
+            row[:] = [a + b for a, b in zip(row, cells, strict=True)]
+        for name in ("sent", "in_flight", *(attribute for _, attribute, _ in _COUNTERS)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for outcome, count in other.outcomes.items():
+            self.outcomes[outcome] += count
+        for name in ("target_concurrency", "target_rate"):
+            if getattr(other, name) is not None:
+                setattr(self, name, (getattr(self, name) or 0) + getattr(other, name))
+        if other.warmup is not None:  # the warm-up's own series add the same way
+            if self.warmup is None:
+                self.start_warmup()
+            self.warmup.add(other.warmup)  # type: ignore[union-attr]
+
+    def set_sum(self, parts: list[RunMetrics]) -> None:
+        """These series := the sum of `parts` (identity, labels and phase kept)."""
+        fresh = RunMetrics("", "", "", "", "")
+        for part in parts:
+            fresh.add(part)
+        kept = ("sent", "in_flight", "outcomes", "goodput", "target_concurrency", "target_rate", "warmup")
+        for name in (*kept, *_HISTOGRAM_ATTRIBUTES, *(attribute for _, attribute, _ in _COUNTERS)):
+            setattr(self, name, getattr(fresh, name))
 
     def on_sent(self) -> None:
         self.sent += 1
@@ -200,8 +233,13 @@ _HISTOGRAMS = (
 )
 
 
-def _warmup_histogram(family: HistogramMetricFamily, run: RunMetrics, histogram: Histogram) -> None:
-    labels = {**dict(zip(LABELS, run.labels, strict=True)), "phase": WARMUP}
+_HISTOGRAM_ATTRIBUTES = tuple(attribute for _, attribute, _ in _HISTOGRAMS)
+
+
+def _warmup_histogram(
+    family: HistogramMetricFamily, run: RunMetrics, histogram: Histogram, sharded: bool
+) -> None:
+    labels = {**_label_dict(run, sharded), "phase": WARMUP}
     for bound, count in histogram.buckets():
         family.add_sample(family.name + "_bucket", {**labels, "le": bound}, count)
     family.add_sample(family.name + "_count", labels, histogram.buckets()[-1][1])
@@ -222,43 +260,46 @@ class LoadgenCollector(Collector):
 
     def collect(self) -> Iterator:
         runs = list(self._runs.values())
+        # a shard label (its index) once a run is sharded, so PromQL sums the shards of a run_id
+        sharded = any(run.shard for run in runs)
+        names = (*LABELS, "shard") if sharded else LABELS
         for name, attribute, documentation in _HISTOGRAMS:
-            family = HistogramMetricFamily(name, documentation, labels=LABELS)
+            family = HistogramMetricFamily(name, documentation, labels=names)
             for run in runs:
                 histogram: Histogram = getattr(run, attribute)
-                family.add_metric(list(run.labels), histogram.buckets(), histogram.total)
+                family.add_metric(_labels(run, sharded), histogram.buckets(), histogram.total)
             for run in runs:
                 if run.warmup is not None:
-                    _warmup_histogram(family, run, getattr(run.warmup, attribute))
+                    _warmup_histogram(family, run, getattr(run.warmup, attribute), sharded)
             yield family
-        sent = CounterMetricFamily("loadgen_requests_sent", "Requests sent.", labels=LABELS)
+        sent = CounterMetricFamily("loadgen_requests_sent", "Requests sent.", labels=names)
         finished = CounterMetricFamily(
-            "loadgen_requests", "Requests finished, by outcome.", labels=(*LABELS, "outcome")
+            "loadgen_requests", "Requests finished, by outcome.", labels=(*names, "outcome")
         )
         counters = [
-            (CounterMetricFamily(name, documentation, labels=LABELS), attribute)
+            (CounterMetricFamily(name, documentation, labels=names), attribute)
             for name, attribute, documentation in _COUNTERS
         ]
         in_flight = GaugeMetricFamily(
-            "loadgen_requests_in_flight", "Requests sent, not finished.", labels=LABELS
+            "loadgen_requests_in_flight", "Requests sent, not finished.", labels=names
         )
         concurrency = GaugeMetricFamily(
-            "loadgen_target_concurrency", "Target concurrency of the current phase.", labels=LABELS
+            "loadgen_target_concurrency", "Target concurrency of the current phase.", labels=names
         )
         rate = GaugeMetricFamily(
-            "loadgen_target_request_rate", "Target request rate (req/s) of the current phase.", labels=LABELS
+            "loadgen_target_request_rate", "Target request rate (req/s) of the current phase.", labels=names
         )
-        phase = GaugeMetricFamily("loadgen_phase_info", "The current phase.", labels=(*LABELS, "phase"))
+        phase = GaugeMetricFamily("loadgen_phase_info", "The current phase.", labels=(*names, "phase"))
         info = GaugeMetricFamily(
-            "loadgen_run_info", "The run's identity.", labels=(*LABELS, "model", "endpoint_kind", "shape")
+            "loadgen_run_info", "The run's identity.", labels=(*names, "model", "endpoint_kind", "shape")
         )
         goodput = CounterMetricFamily(
             "loadgen_requests_slo_met",
             "Succeeded requests with TTFT <= ttft_le and TPOT <= tpot_le (one-token answers meet any TPOT).",
-            labels=(*LABELS, "ttft_le", "tpot_le"),
+            labels=(*names, "ttft_le", "tpot_le"),
         )
         for run in runs:
-            labels = list(run.labels)
+            labels = _labels(run, sharded)
             sent.add_metric(labels, run.sent)
             for outcome, count in run.outcomes.items():
                 finished.add_metric([*labels, outcome], count)
@@ -277,7 +318,7 @@ class LoadgenCollector(Collector):
             warm = run.warmup
             if warm is None:
                 continue
-            labels = {**dict(zip(LABELS, run.labels, strict=True)), "phase": WARMUP}
+            labels = {**_label_dict(run, sharded), "phase": WARMUP}
             sent.add_sample("loadgen_requests_sent_total", labels, warm.sent)
             for outcome, count in warm.outcomes.items():
                 finished.add_sample("loadgen_requests_total", {**labels, "outcome": outcome}, count)
@@ -285,3 +326,11 @@ class LoadgenCollector(Collector):
                 family.add_sample(family.name + "_total", labels, getattr(warm, attribute))
         yield from (sent, finished, *(family for family, _ in counters))
         yield from (goodput, in_flight, concurrency, rate, phase, info)
+
+
+def _labels(run: RunMetrics, sharded: bool) -> list[str]:
+    return [*run.labels, run.shard] if sharded else list(run.labels)
+
+
+def _label_dict(run: RunMetrics, sharded: bool) -> dict[str, str]:
+    return dict(zip((*LABELS, "shard") if sharded else LABELS, _labels(run, sharded), strict=True))

@@ -20,7 +20,9 @@ import threading
 import urllib.parse
 from collections import OrderedDict
 
-__all__ = ["REDACTED", "LogScrubber", "redact_url", "register", "register_url", "scrub", "scrub_json"]
+__all__ = [
+    "REDACTED", "LogScrubber", "redact_url", "register", "register_url", "registered", "scrub", "scrub_json",
+]  # fmt: skip
 
 REDACTED = "<redacted>"
 MIN_SCRUB = 4
@@ -43,6 +45,12 @@ def register(*secrets: str | None) -> None:
         while len(_secrets) > MAX_SECRETS:
             _secrets.popitem(last=False)
         _ordered = sorted(_secrets, key=len, reverse=True)
+
+
+def registered() -> tuple[str, ...]:
+    """The secrets registered so far (for a worker process to scrub the same: workers.py)."""
+    with _lock:
+        return tuple(_secrets)
 
 
 def register_url(url: str) -> None:

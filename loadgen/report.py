@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from loadgen import redact, steps, verdict
+from loadgen import mergeable, redact, steps, verdict
 from loadgen.result import RunResult
 from loadgen.stats import STREAM_ONLY
 from loadgen.timing import OUTCOMES
@@ -85,14 +85,21 @@ def build(run: RunResult) -> dict:
     if run.dropped_body_fields:
         report["dropped_body_fields"] = run.dropped_body_fields
     if run.clock is not None:
-        report["clock"] = {"perf_counter_ns": run.clock[0], "unix_s": run.clock[1]}
+        clock = run.clock
+        report["clock"] = {
+            "perf_counter_ns": clock.perf_counter_ns,
+            "unix_s": clock.unix_s,
+            "unix_ns": clock.unix_ns,
+        }
+    report.update(mergeable.report_fields(run))
     report["steps"] = steps.rows(phases)
     if run.warmup is not None:
         report["warmup"] = warmup_summary(run.warmup)
     notes = measurability_notes(run) + token_notes(run) + backoff_notes(run) + throttle_notes(run)
+    notes += mergeable.notes(run)
     if notes:
         report["notes"] = notes
-    report["failure"] = failure(run, totals["by_outcome"])
+    report["failure"] = mergeable.failure(run) or failure(run, totals["by_outcome"])
     unit = _unit(run)
     if run.scenario.sweep:
         report["sweep"] = verdict.sweep_result(
@@ -111,9 +118,8 @@ def _phase_summary(run: RunResult, stats) -> dict:
     summary["level"] = planned.level if planned else None
     summary["level_label"] = _level_label(planned) if planned else stats.name
     if run.clock is not None:
-        anchor_ns, anchor_unix = run.clock
-        summary["started_unix_s"] = anchor_unix + (stats.start_ns - anchor_ns) * 1e-9
-        summary["ended_unix_s"] = anchor_unix + (stats.end_ns - anchor_ns) * 1e-9
+        summary["started_unix_s"] = run.clock.unix(stats.start_ns)
+        summary["ended_unix_s"] = run.clock.unix(stats.end_ns)
         if summary["overload"] is not None:
             summary["overload"]["since_unix_s"] = summary["started_unix_s"] + summary["overload"]["since_s"]
     return summary

@@ -7,12 +7,37 @@ scenario -> runner -> RunResult -> report.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from loadgen.scenario import Scenario
 from loadgen.stats import PhaseStats
 
-__all__ = ["RunResult", "SetupRequests"]
+__all__ = ["Clock", "RunResult", "SetupRequests"]
+
+
+@dataclass(frozen=True)
+class Clock:
+    """One instant read on both clocks: the monotonic one every request time is taken on
+    (perf_counter, comparable between processes of one host only) and the wall clock (comparable
+    between hosts as far as their clocks agree), so monotonic instants convert to Unix time."""
+
+    perf_counter_ns: int
+    unix_ns: int
+
+    @classmethod
+    def now(cls) -> Clock:
+        return cls(time.perf_counter_ns(), time.time_ns())
+
+    @property
+    def unix_s(self) -> float:
+        return self.unix_ns * 1e-9
+
+    def unix_ns_of(self, perf_counter_ns: int) -> int:
+        return self.unix_ns + perf_counter_ns - self.perf_counter_ns
+
+    def unix(self, perf_counter_ns: int) -> float:
+        return self.unix_ns_of(perf_counter_ns) * 1e-9
 
 
 @dataclass(frozen=True)
@@ -35,7 +60,9 @@ class RunResult:
     setup: SetupRequests | None = None
     model_note: str | None = None  # why requests named no model (discovery failed), when they did not
     dropped_body_fields: dict[str, str] = field(default_factory=dict)  # --extra-body field -> the refusal
-    clock: tuple[int, float] | None = None  # (perf_counter_ns, Unix s) read at one instant: converts instants
+    clock: Clock | None = None  # read when the run started: its monotonic instants as Unix time
+    workers: int = 1  # processes that ran this host's part (workers.py)
+    worker_failures: tuple[str, ...] = ()  # workers that ended before the run did, and how
 
 
 @dataclass(frozen=True)

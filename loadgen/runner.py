@@ -16,10 +16,9 @@ import json
 import logging
 import math
 import random
-import time
 from collections.abc import Coroutine
 from time import perf_counter_ns
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import orjson
@@ -27,16 +26,20 @@ import orjson
 from loadgen import progress
 from loadgen import report as reports
 from loadgen.client import ClientError, LoadClient
+from loadgen.coordination import Coordinator, Prepared
 from loadgen.engine_counters import prefix_cache_delta, read_prefix_cache
 from loadgen.engine_watch import EngineWatch
 from loadgen.errors import LoadgenError
+from loadgen.jsonl import JsonlWriter
 from loadgen.metrics import LoadgenCollector, RunMetrics
 from loadgen.overload import OverloadDetector, Reading
 from loadgen.probes import SetupProber
-from loadgen.result import RunResult
+from loadgen.result import Clock, RunResult
 from loadgen.scenario import Scenario
 from loadgen.schedules import Phase, RequestBudget, arrival_offsets
 from loadgen.sessions import BLOCK_TOKENS, MESSAGE_TOKENS, system_prompt_tokens
+from loadgen.slicing import WHOLE, Slice, deal
+from loadgen.starts import wait_until
 from loadgen.stats import PhaseStats
 from loadgen.timing import RequestRecord
 from loadgen.traces import TRACE_KINDS, Trace, load_trace
@@ -71,9 +74,26 @@ def _compact_json(obj: object) -> bytes:
 
 
 class Run:
-    def __init__(self, scenario: Scenario, collector: LoadgenCollector | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        collector: LoadgenCollector | None = None,
+        *,
+        part: Slice = WHOLE,
+        prepared: Prepared | None = None,
+        coordinator: Coordinator | None = None,
+    ) -> None:
+        """`part`: this process's slice of the host's share (a worker of a pool), `prepared`: setup
+        done by that pool's parent, `coordinator`: the parent's say over phases (workers.py)."""
         self.scenario = scenario
         self.run_id = scenario.run_id
+        self.slice = scenario.shard.within(part)  # what this process sends (slicing.py)
+        self._part = part
+        self._prepared = prepared
+        self._coordinator = coordinator
+        tags = scenario.shard.label("s") + part.label("w")  # request ids unique over shards and workers
+        self._id_prefix = f"{self.run_id}-{tags}" if tags else self.run_id
+        self.clock = Clock.now()
         self.phases: tuple[Phase, ...] = scenario.phases
         self.collector = collector
         self.state = "pending"
@@ -84,25 +104,27 @@ class Run:
         self.warmup_stats: PhaseStats | None = None  # left out of every figure (warmup.py)
         self.current: PhaseStats | None = None
         self.report: dict | None = None
-        self.clock = (perf_counter_ns(), time.time())  # one instant on both clocks: converts instants
-        self.started_at = self.clock[1]
+        self.started_at = self.clock.unix_s
         self.phase_index = 0  # 1-based index of the phase running now (progress: step k of N)
         self.detector: OverloadDetector | None = None  # the open-loop phase running now
-        self.metrics = RunMetrics(scenario.name, self.run_id, scenario.model or "", scenario.endpoint, "")
+        self.metrics = self._new_metrics("")
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()  # a second stop: no grace period
         self._in_flight: set[asyncio.Task] = set()
         self._issuer: asyncio.Task | None = None
         self._cut = asyncio.Event()  # a sweep ends an overloaded phase early: no new requests, grace, cancel
         self._seq = 0
-        self._jsonl: IO[bytes] | None = None
-        self._workload: Workload | None = None
+        self._jsonl: JsonlWriter | None = None
+        self._workload: Workload | None = None  # this slice's items (slicing.py)
+        self._source: Workload | None = None  # all of them: a trace's timeline is dealt by arrival
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
         self._extra_body = dict(scenario.extra_body)  # a field the server refuses is dropped (probes.py)
         self._prober: SetupProber | None = None  # setup requests, reported apart from the phases
-        self._engine = EngineWatch(scenario.engine_metrics) if scenario.engine_metrics else None
+        # the engine's /metrics, read by one process of a run's pool (workers.py: worker 0)
+        watch = scenario.engine_metrics and part.index == 0
+        self._engine = EngineWatch(scenario.engine_metrics) if watch else None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -135,6 +157,8 @@ class Run:
         try:
             if not await self._unless_stopped(self._setup()):
                 log.info("stopped during setup (model discovery, calibration): no phase was run")
+            elif not await self._unless_stopped(self._ready()):
+                log.info("stopped before the first phase started: no phase was run")
             gc.collect()
             gc.freeze()  # long-lived objects out of the collector's way, as vLLM's bench does
             warmup = self.scenario.warmup
@@ -147,9 +171,7 @@ class Run:
                 self.phase_index = index
                 stats = await self._run_phase(phase)
                 self.stats.append(stats)
-                if self.scenario.sweep and not stats.slos_met(self.scenario.slo_percentile):
-                    why = "is overloaded (past saturation)" if stats.overload else "misses the SLOs"
-                    log.info("sweep: %s %s; stopping here", phase.name, why)
+                if not await self._carry_on(stats):
                     break
             self.state = "finished"
         except LoadgenError as exc:
@@ -163,6 +185,26 @@ class Run:
         self.report = reports.build(self.result())
         reports.write(self.report, self.scenario.output_json)
         return self.report
+
+    async def _ready(self) -> None:
+        if self._coordinator is not None:
+            await self._coordinator.ready()
+        elif self.scenario.start_at is not None:
+            await wait_until(self.scenario.start_at)
+
+    async def _carry_on(self, stats: PhaseStats) -> bool:
+        """Whether the next phase runs: a sweep stops at its first level that misses the SLOs. A shard
+        sees only its slice, so shards run every level and `merge` judges the sweep."""
+        if self._coordinator is not None:
+            return await self._coordinator.carry_on(stats)
+        if not self.scenario.sweep or stats.slos_met(self.scenario.slo_percentile):
+            return True
+        why = "is overloaded (past saturation)" if stats.overload else "misses the SLOs"
+        if not self.scenario.shard.whole:
+            log.info("sweep: this shard's %s %s; shards run every level", stats.name, why)
+            return True
+        log.info("sweep: %s %s; stopping here", stats.name, why)
+        return False
 
     def result(self) -> RunResult:
         """What the run has done so far, as data (the report is built from it)."""
@@ -198,13 +240,28 @@ class Run:
         task.result()  # setup errors propagate
         return True
 
-    async def _setup(self) -> None:
+    async def prepare(self) -> Prepared:
+        """Setup's requests only (model discovery, calibration, the --extra-body check), for a pool
+        whose workers then ask the server nothing (workers.py); the run is not executed."""
         scenario = self.scenario
-        tokenizer = self._tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
-        text = TextMaker(tokenizer)
-        connections = self._max_connections()
-        raise_open_file_limit(connections)
-        self._client = LoadClient(
+        self._client = self._new_client(1, None)
+        try:
+            await self._ask_server()
+            text = TextMaker(None)
+            synthetic = scenario.dataset is None or scenario.dataset.kind == "mooncake"
+            if synthetic and scenario.tokenizer is None:
+                await self._calibrate(text)
+                calibrated = (text.tokens_per_word, text.template_tokens, text.length_source)
+            else:
+                calibrated = (None, None, None)
+            await self._check_extra_body()
+        finally:
+            await self._client.aclose()
+        return Prepared(self.model, self.model_note, *calibrated, dict(self._extra_body))
+
+    def _new_client(self, connections: int, tokenizer: Tokenizer | None) -> LoadClient:
+        scenario = self.scenario
+        return LoadClient(
             scenario.url,
             scenario.api_key(),
             scenario.timeouts,
@@ -213,17 +270,39 @@ class Run:
             output_tokens_from=scenario.output_tokens_from,
             network=scenario.network,
         )
+
+    async def _ask_server(self) -> None:
+        """Model discovery, and the prober for setup requests (probes.py)."""
         if not self.model:
             self.model = await self._discover_model()
-        path = PATHS[scenario.endpoint]
-        self._prober = SetupProber(self._client, path, self.run_id, self._extra_body, _compact_json)
+        path = PATHS[self.scenario.endpoint]
+        self._prober = SetupProber(self._client, path, self._id_prefix, self._extra_body, _compact_json)  # type: ignore[arg-type]
+
+    def _new_metrics(self, shape: str) -> RunMetrics:
+        scenario = self.scenario
+        shard = "" if scenario.shard.whole else str(scenario.shard.index)
+        return RunMetrics(scenario.name, self.run_id, self.model or "", scenario.endpoint, shape, shard)
+
+    async def _setup(self) -> None:
+        scenario = self.scenario
+        tokenizer = self._tokenizer = Tokenizer(scenario.tokenizer) if scenario.tokenizer else None
+        text = TextMaker(tokenizer)
+        connections = self._max_connections()
+        raise_open_file_limit(connections)
+        self._client = self._new_client(connections, tokenizer)
+        prepared = self._prepared
+        if prepared is None:
+            await self._ask_server()
+        else:
+            self.model, self.model_note = prepared.model, prepared.model_note
+            self._extra_body = dict(prepared.extra_body)
         # an explicit output length applies to every workload; without one, datasets keep their own
         # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
         output_len = scenario.output_len
         dataset = scenario.dataset
         if dataset is not None and dataset.kind in TRACE_KINDS:
             if dataset.kind == "mooncake" and tokenizer is None:
-                await self._calibrate(text)  # block texts are sized in tokens
+                await self._calibrate_once(text)  # block texts are sized in tokens
             self._workload = load_trace(
                 dataset.kind, dataset.path, text, self._rng, output_len, scenario.time_scale
             )
@@ -239,19 +318,20 @@ class Run:
                 scenario.prefix_groups, scenario.prefix_len, scenario.turns,
             )  # fmt: skip
             if tokenizer is None:
-                await self._calibrate(text)
+                await self._calibrate_once(text)
             if scenario.prefix_hit_rate is not None:
                 self._workload.system_len = await self._system_prompt_len(text, output)
-        await self._check_extra_body()
+        self._source, self._workload = self._workload, deal(self._workload, self.slice)
+        if prepared is None:
+            await self._check_extra_body()
         if self._engine is not None:
             await self._engine.start()
-        self.metrics = RunMetrics(
-            scenario.name, self.run_id, self.model or "", scenario.endpoint, scenario.shape
-        )
+        self.metrics = self._new_metrics(scenario.shape)
         if self.collector is not None:
             self.collector.add(self.metrics)
         if scenario.output_jsonl:
-            self._jsonl = open(scenario.output_jsonl, "wb")  # noqa: SIM115 (closed in teardown)
+            # a pool's workers append whole lines to the file its parent created (JsonlWriter)
+            self._jsonl = JsonlWriter(scenario.output_jsonl, append=not self._part.whole)
 
     async def _discover_model(self) -> str | None:
         """The first model /v1/models lists. When the server is up but cannot list its models (seen:
@@ -271,15 +351,16 @@ class Run:
 
     def _max_connections(self) -> int:
         """--max-connections, else the peak closed-loop concurrency or open-loop --max-concurrency,
-        else OPEN_LOOP_CONNECTIONS. Requests beyond it wait for a connection: dispatch delay."""
+        else OPEN_LOOP_CONNECTIONS: this slice's part of it (at least 1). Requests beyond it wait
+        for a connection: dispatch delay."""
         if self.scenario.max_connections:
-            return self.scenario.max_connections
+            return max(1, self.slice.share(self.scenario.max_connections))
         peak = 1
         for phase in self.phases:
             if phase.closed:
-                peak = max(peak, math.ceil(phase.peak()))
+                peak = max(peak, self.slice.users(math.ceil(phase.peak())))
             else:
-                peak = max(peak, phase.max_concurrency or OPEN_LOOP_CONNECTIONS)
+                peak = max(peak, self.slice.share(phase.max_concurrency or OPEN_LOOP_CONNECTIONS))
         return peak
 
     async def _teardown(self) -> None:
@@ -300,6 +381,15 @@ class Run:
         message = text.template_tokens / 2 if text.template_tokens is not None else MESSAGE_TOKENS
         rate, user, answer = scenario.prefix_hit_rate, scenario.input_len.mean(), output.mean()
         return system_prompt_tokens(rate, user, answer, scenario.turns, block, message)  # type: ignore[arg-type]
+
+    async def _calibrate_once(self, text: TextMaker) -> None:
+        """Calibrate, or take what the pool's parent found (Prepared)."""
+        prepared = self._prepared
+        if prepared is None:
+            await self._calibrate(text)
+        elif prepared.tokens_per_word is not None:
+            text.tokens_per_word, text.template_tokens = prepared.tokens_per_word, prepared.template_tokens
+            text.length_source = prepared.length_source  # type: ignore[assignment]
 
     async def _calibrate(self, text: TextMaker) -> None:
         """Tokens per word of our synthetic text, from the server's prompt-token counts of two probes."""
@@ -357,13 +447,15 @@ class Run:
 
     async def _run_phase(self, phase: Phase) -> PhaseStats:
         stats = PhaseStats(phase.name, self.scenario.slos)
-        # the engine's prefix-cache counters around a measured phase, when a hit rate was aimed at
-        check_cache = self.scenario.prefix_hit_rate is not None and phase.name != WARMUP
+        # the engine's prefix-cache counters around a measured phase, when a hit rate was aimed at (by one
+        # process of a pool: the counters are the engine's, for every worker's requests)
+        aimed = self.scenario.prefix_hit_rate is not None and self._part.index == 0
+        check_cache = aimed and phase.name != WARMUP
         before = await read_prefix_cache(self._client) if check_cache else None  # type: ignore[arg-type]
         self.current = stats
         self.metrics.phase = phase.name
-        self.metrics.target_concurrency = phase.level if phase.closed else None
-        self.metrics.target_rate = None if phase.closed else phase.level
+        self.metrics.target_concurrency = self.slice.users(phase.level) if phase.closed else None
+        self.metrics.target_rate = None if phase.closed else phase.level / self.slice.count
         log.info("phase %s: starting", phase.name)
         stats.start_ns = stats.end_ns = perf_counter_ns()
         deadline = stats.start_ns + (
@@ -440,7 +532,8 @@ class Run:
                 return  # arrivals have ended: what drains now says nothing about the offered rate
             elapsed = (perf_counter_ns() - stats.start_ns) * 1e-9
             answered = stats.finished - stats.outcomes["cancelled"]
-            reading = Reading(elapsed, answered, len(self._in_flight), phase.target_at(elapsed))
+            offered = phase.target_at(elapsed) / self.slice.count  # this slice's part of the arrivals
+            reading = Reading(elapsed, answered, len(self._in_flight), offered)
             known = self.detector.overload is not None
             overload = self.detector.add(reading, stats.dist["e2e"].percentile(10))
             if overload is not None and not known:
@@ -470,8 +563,9 @@ class Run:
         return task
 
     async def _issue_closed(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
-        budget = RequestBudget(phase.max_requests)
-        workers = 0
+        """Users 0, 1, ... up to the phase's (ramping) concurrency: this slice's own (slicing.py)."""
+        budget = RequestBudget(None if phase.max_requests is None else self.slice.share(phase.max_requests))
+        users = 0  # the next user number of the whole run to start (or to leave to another slice)
         start = stats.start_ns
 
         async def user(index: int) -> None:
@@ -487,32 +581,40 @@ class Run:
 
         while not self.stopping:
             now = perf_counter_ns()
-            target = max(1, math.floor(phase.target_at((now - start) * 1e-9)))
-            self.metrics.target_concurrency = phase.target_at((now - start) * 1e-9)
-            while workers < target:
-                self._spawn(user(workers))
-                workers += 1
+            wanted = phase.target_at((now - start) * 1e-9)
+            target = max(1, math.floor(wanted))
+            self.metrics.target_concurrency = wanted if self.slice.whole else self.slice.users(wanted)
+            while users < target:
+                if self.slice.owns(users):
+                    self._spawn(user(users))
+                users += 1
             if phase.ramp_to is None or now >= deadline or budget.exhausted:
                 return
             await asyncio.sleep(min(0.05, (deadline - now) * 1e-9))
 
     async def _issue_open(self, phase: Phase, stats: PhaseStats, deadline: int) -> None:
-        slots = asyncio.Semaphore(phase.max_concurrency) if phase.max_concurrency else None
+        """The phase's arrival schedule (its own seeded generator, the same in every slice), dealt:
+        arrival a goes out only from the slice that owns it (slicing.py)."""
+        cap = phase.max_concurrency
+        slots = asyncio.Semaphore(self.slice.share(cap)) if cap else None
         start = stats.start_ns
-        workload = self._workload
+        workload = self._source  # the undealt workload: a trace says when, and what
         if phase.replay:  # the trace says when; the arrival error is each request's dispatch delay
             assert isinstance(workload, Trace)
             timeline = workload.arrivals(phase.max_requests, (deadline - start) * 1e-9)
-        else:
-            timeline = ((offset, None) for offset in arrival_offsets(phase, self._rng))
+        else:  # the phase's own seeded schedule, the same in every slice
+            arrivals = random.Random(f"{self.scenario.seed}:arrivals:{len(self.stats)}")
+            timeline = ((offset, None) for offset in arrival_offsets(phase, arrivals))
         for issued, (offset, item) in enumerate(timeline):
             due = start + int(offset * 1e9)
             if due >= deadline or (phase.max_requests is not None and issued >= phase.max_requests):
                 return
+            if not self.slice.owns(issued):
+                continue
             await _sleep_until(due)
             if phase.ramp_to is not None:
-                self.metrics.target_rate = phase.target_at(offset)
-            self._spawn(self._arrival(item or workload.next(), due, stats, slots))  # type: ignore[union-attr]
+                self.metrics.target_rate = phase.target_at(offset) / self.slice.count
+            self._spawn(self._arrival(item or self._workload.next(), due, stats, slots))  # type: ignore[union-attr]
 
     async def _arrival(
         self, item: WorkItem, due: int, stats: PhaseStats, slots: asyncio.Semaphore | None
@@ -574,7 +676,7 @@ class Run:
         known_prompt_tokens: int | None,
     ) -> RequestRecord:
         self._seq += 1
-        record = RequestRecord(f"{self.run_id}-{self._seq}", stats.name, scheduled, self.scenario.stream)
+        record = RequestRecord(f"{self._id_prefix}-{self._seq}", stats.name, scheduled, self.scenario.stream)
         metrics = self.metrics.series(stats.name)
         metrics.on_sent()
         stats.sent += 1
@@ -607,7 +709,7 @@ class Run:
 
     def unix_s(self, perf_ns: int) -> float:
         """A perf_counter instant as Unix time (s), through the run's clock anchor."""
-        return self.clock[1] + (perf_ns - self.clock[0]) * 1e-9
+        return self.clock.unix(perf_ns)
 
     def progress_line(self) -> str:
         return progress.line(self)

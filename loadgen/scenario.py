@@ -31,6 +31,8 @@ from loadgen.errors import ScenarioError
 from loadgen.network import Network
 from loadgen.redact import redact_url
 from loadgen.schedules import ARRIVALS, Phase, step_phases
+from loadgen.slicing import WHOLE, Slice, parse_shard, parse_workers
+from loadgen.starts import parse_start_at
 from loadgen.stats import Slo
 from loadgen.think import ThinkTime
 from loadgen.tokens import OUTPUT_TOKENS_FROM
@@ -99,6 +101,9 @@ INPUTS: Mapping[str, object] = {
     "progress": "auto",
     "think_time": None,  # a user's pause after an answer: before its next turn or (closed loop) request
     "engine_metrics": "auto",  # the engine's /metrics, read each second for its queue: auto, none or a URL
+    "workers": 1,  # processes on this host sharing the run (slicing.py); "auto": the usable cores
+    "shard": None,  # "I/N": this host's slice of a run over N hosts; "auto/N": I from JOB_COMPLETION_INDEX
+    "start_at": None,  # wall clock at which the first phase starts (RFC 3339 or Unix seconds)
 }
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
@@ -208,6 +213,9 @@ class Scenario:
     progress: Progress
     think_time: ThinkTime | None
     engine_metrics: str | None  # URL of the engine's /metrics; None: not read
+    workers: int  # processes sharing this host's part of the run (1: this process alone)
+    shard: Slice  # this host's slice of the run (WHOLE unless --shard)
+    start_at: float | None  # Unix time of the first phase's start (None: when setup is done)
     given: Mapping[str, object] = field(repr=False, compare=False)  # as given, defaults filled in
 
     @classmethod
@@ -299,6 +307,11 @@ def _parse(v: dict[str, object]) -> Scenario:
         phases = _replay_phase(v, counts["requests"])
     else:
         phases = _phases(v, counts["max_concurrency"], counts["requests"], soak)
+    shard = parse_shard(v["shard"]) if v["shard"] not in (None, "") else WHOLE
+    if not shard.whole and not _text(v, "run_id"):
+        raise ScenarioError("--shard needs --run-id: every shard of a run exports and reports under one id")
+    workers = parse_workers(v["workers"])
+    _check_slices(phases, shard.count * workers)
     output_len = v["output_len"]
     think_time = ThinkTime.parse(v["think_time"]) if v["think_time"] not in (None, "") else None
     if think_time is not None and not all(phase.closed for phase in phases) and (counts["turns"] or 1) < 2:
@@ -347,6 +360,9 @@ def _parse(v: dict[str, object]) -> Scenario:
         progress=progress,
         think_time=think_time,
         engine_metrics=_engine_metrics(url, v["engine_metrics"]),
+        workers=workers,
+        shard=shard,
+        start_at=parse_start_at(v["start_at"]) if v["start_at"] not in (None, "") else None,
         given=v,
     )
 
@@ -442,6 +458,16 @@ def _phases(
     if not soak and any(math.isinf(p.duration_s) and p.max_requests is None for p in phases):
         raise ScenarioError("a phase without an end: give --step-duration or --requests, or --soak")
     return phases
+
+
+def _check_slices(phases: tuple[Phase, ...], slices: int) -> None:
+    """Each shard and worker gets its part of an open loop's --max-concurrency: at least one each."""
+    for phase in phases:
+        if phase.max_concurrency is not None and phase.max_concurrency < slices:
+            raise ScenarioError(
+                f"max_concurrency {phase.max_concurrency} is split among {slices} shards x workers: "
+                "give at least one each"
+            )
 
 
 def _step(index: int, step: object, common: dict, duration: float) -> Phase:

@@ -66,6 +66,32 @@ class Distribution:
             key = floor(log(value) / _LOG_GAMMA) if value > _FLOOR else -(10**9)
             buckets[key] = buckets.get(key, 0) + weight
 
+    @property
+    def buckets(self) -> dict[int, int]:
+        """The sketch: bucket key -> values in it (read only; mergeable.py writes and restores it)."""
+        return self._buckets
+
+    @classmethod
+    def restored(
+        cls, count: int, total: float, low: float, high: float, buckets: dict[int, int]
+    ) -> Distribution:
+        """A distribution from its parts (as `summary` and `buckets` give them)."""
+        dist = cls()
+        dist.count, dist.total, dist.min, dist.max, dist._buckets = count, total, low, high, buckets
+        return dist
+
+    def merge(self, other: Distribution) -> None:
+        """Add another distribution's values: the same buckets, count, min and max as if every value
+        had been added here (the sum differs at most by float rounding, as a different order of
+        additions would in one process)."""
+        buckets = self._buckets
+        for key, count in other._buckets.items():
+            buckets[key] = buckets.get(key, 0) + count
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
     def percentile(self, p: float) -> float | None:
         """The value at rank ceil(p/100 * count) (nearest rank), from the sketch."""
         if not self.count:
@@ -120,6 +146,14 @@ LATENCY_METRICS = (
 RATES = ("user_tps", "stream_tps")  # higher is better: judged and shown at the low percentiles
 STREAM_ONLY = ("ttft", "ttfo", "tpot", "itl", "stream_tps")  # need token events: not measured unstreamed
 _NEED_TWO_TOKENS = ("tpot", "itl", "stream_tps")
+
+
+# PhaseStats counters that add when slices merge
+COUNTERS = (
+    "sent", "good", "prompt_tokens", "output_tokens", "reasoning_tokens", "invalid_utf8_events",
+    "usage_disagreements", "throttled", "retry_after_waited_s", "retries", "resend_wait_s", "token_events",
+    "multi_token_events",
+)  # fmt: skip
 
 
 class PhaseStats:
@@ -211,6 +245,42 @@ class PhaseStats:
             "source": cache.source if cache else "the engine's /metrics had no prefix-cache counters",
         }
 
+    @classmethod
+    def merged(cls, parts: list[PhaseStats]) -> PhaseStats:
+        """One phase's stats from several slices' (at least one)."""
+        out = cls(parts[0].name, parts[0].slos)
+        out.start_ns, out.end_ns = min(p.start_ns for p in parts), max(p.end_ns for p in parts)
+        for part in parts:
+            out.merge(part)
+        return out
+
+    def merge(self, other: PhaseStats) -> None:
+        """Add another slice's stats of the same phase (workers, shards): counters and distributions
+        add; the phase runs from the earliest start to the latest end (instants on one clock)."""
+        for metric, dist in other.dist.items():
+            self.dist[metric].merge(dist)
+        for outcome, count in other.outcomes.items():
+            self.outcomes[outcome] += count
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.token_sources, other.token_sources),
+                             (self.prompt_sources, other.prompt_sources),
+                             (self.event_bases, other.event_bases)):  # fmt: skip
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        for key, count in other.errors.items():
+            if key in self.errors or len(self.errors) < MAX_ERROR_MESSAGES:
+                self.errors[key] = self.errors.get(key, 0) + count
+        self.start_ns = min(self.start_ns, other.start_ns)
+        self.end_ns = max(self.end_ns, other.end_ns)
+        self.interrupted = self.interrupted or other.interrupted
+        self.overload = merged_overload(self.overload, other.overload)
+        # the engine's own figures: one process of a pool reads them (runner), every shard the same engine
+        self.engine = self.engine or other.engine
+        self.prefix_cache = self.prefix_cache or other.prefix_cache
+        if self.prefix_hit_target is None:
+            self.prefix_hit_target = other.prefix_hit_target
+
     @staticmethod
     def _meets(slo: Slo, values: dict[str, float | None], record: RequestRecord) -> bool:
         """Whether one request meets one per-request objective. A figure that cannot be measured
@@ -299,3 +369,18 @@ class PhaseStats:
             "overload": self.overload.as_json() if self.overload else None,
             "engine": self.engine,
         }
+
+
+def merged_overload(mine: Overload | None, theirs: Overload | None) -> Overload | None:
+    """Slices that found their part of an open loop overloaded: from the earliest onset, their rates
+    and backlogs added (arrivals are dealt evenly, so the slices see the same server)."""
+    if mine is None or theirs is None:
+        return mine or theirs
+    return Overload(
+        since_s=min(mine.since_s, theirs.since_s),
+        offered_rate=mine.offered_rate + theirs.offered_rate,
+        achieved_rate=mine.achieved_rate + theirs.achieved_rate,
+        in_flight_at_onset=mine.in_flight_at_onset + theirs.in_flight_at_onset,
+        in_flight_now=mine.in_flight_now + theirs.in_flight_now,
+        detected_s=min(mine.detected_s, theirs.detected_s),
+    )

@@ -8,6 +8,8 @@ tokens-per-word ratio is calibrated from the server's `usage` at start (see runn
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -212,6 +214,8 @@ class Synthetic:
     _prefixes: list[str] = field(default_factory=list)
     _system: str = ""
     _index: int = 0
+    _step: int = 1  # a slice takes every _step-th item of the whole sequence (slicing.py)
+    _prefix_seed: float | None = None  # a slice's shared prefixes and system prompt: from the run's seed
 
     def next(self) -> WorkItem:
         length = self.input_len.sample(self.rng)
@@ -219,12 +223,13 @@ class Synthetic:
         if self.prefix_groups and self.prefix_len:
             length += self.prefix_len
             if not self._prefixes:  # drawn lazily so that calibration applies to them too
-                prefix_rng = random.Random(self.rng.random())
+                seed = self.rng.random() if self._prefix_seed is None else self._prefix_seed
+                prefix_rng = random.Random(seed)
                 self._prefixes = [
                     self.text.make(self.prefix_len, prefix_rng) for _ in range(self.prefix_groups)
                 ]
             prompt = self._prefixes[self._index % self.prefix_groups] + "\n\n" + prompt
-        self._index += 1
+        self._index += self._step
         max_tokens = self.output_len.sample(self.rng) if self.output_len else None
         lengths: list[int] = []
         followups: list[str] = []
@@ -234,10 +239,21 @@ class Synthetic:
         messages: tuple[dict, ...] = ({"role": "user", "content": prompt},)
         if self.system_len:
             if not self._system:  # made lazily, so that calibration applies to it too
-                self._system = self.text.make(self.system_len, random.Random(self.rng.random()))
+                shared = self.rng.random() if self._prefix_seed is None else f"{self._prefix_seed}:system"
+                self._system = self.text.make(self.system_len, random.Random(shared))
             messages = ({"role": "system", "content": self._system}, *messages)
             length += self.system_len
         return WorkItem(messages, max_tokens, tuple(followups), length, tuple(lengths))
+
+    def sliced(self, index: int, count: int) -> Synthetic:
+        """Slice `index` of `count` (slicing.py): random prompts of its own (a seed derived from this
+        one's), the whole run's shared prefixes and system prompt (their seed drawn from this one's
+        state, the same in every slice), and prefix group i for item i of the whole sequence."""
+        base, prefix_seed = self.rng.getrandbits(64), self.rng.random()
+        return dataclasses.replace(
+            self, rng=random.Random(f"{base}:{index}/{count}"), _prefixes=[], _index=index, _step=count,
+            _prefix_seed=prefix_seed,
+        )  # fmt: skip
 
     def describe(self) -> dict[str, object]:
         return {
@@ -263,6 +279,7 @@ class FileWorkload:
     rng: random.Random
     output_len: LengthDist | None = None  # None: the file's own lengths
     _index: int = 0
+    _step: int = 1  # a slice serves every _step-th item (slicing.py)
 
     def __post_init__(self) -> None:
         if not self.items:
@@ -271,8 +288,15 @@ class FileWorkload:
 
     def next(self) -> WorkItem:
         item = self.items[self._index % len(self.items)]
-        self._index += 1
+        self._index += self._step
         return item
+
+    def sliced(self, index: int, count: int) -> FileWorkload:
+        """Items index, index + count, ... of the sequence (slicing.py): together the slices send
+        the file in the order one process would, so no item goes twice before the file is used up."""
+        part = copy.copy(self)
+        part._index, part._step = index, count
+        return part
 
     def describe(self) -> dict[str, object]:
         return {
