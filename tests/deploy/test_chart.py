@@ -343,6 +343,7 @@ def test_load_generator_job_shards_by_completion_index(rendered: dict[str, Rende
     args = container["args"]
     assert args[:2] == ["llmobs-loadgen", "run"]
     assert "--shard=$(JOB_COMPLETION_INDEX)/4" in args and "--run-id=sweep-1" in args
+    assert "--workers=1" in args
     assert "--output-json=/reports/report-$(JOB_COMPLETION_INDEX).json" in args
     assert container["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "engine-key", "key": "api-key"}
     _loadgen_accepts(args[1:])
@@ -350,21 +351,16 @@ def test_load_generator_job_shards_by_completion_index(rendered: dict[str, Rende
     _loadgen_accepts(serve["args"][1:])
 
 
-# Flags issue 15 asks of the load generator that it does not have yet (another workstream adds them;
-# /work/COORD.md). A flag here that the parser knows fails the test, so the list is emptied when they land.
-PENDING_LOADGEN_FLAGS = ("--shard", "--start-at")
-
-
 def _loadgen_accepts(args: list[str]) -> None:
+    """The Job's and the Deployment's arguments parse as the load generator's own (with the completion
+    index the Job controller puts into JOB_COMPLETION_INDEX)."""
     from loadgen.cli import _parser
+    from loadgen.scenario import INPUTS, Scenario
 
-    parser = _parser()
-    known = {option for action in parser._subparsers._group_actions[0].choices["run"]._actions  # type: ignore[union-attr]
-             for option in action.option_strings}  # fmt: skip
-    for flag in PENDING_LOADGEN_FLAGS:
-        assert flag not in known, f"{flag} exists now: remove it from PENDING_LOADGEN_FLAGS"
-    kept = [a for a in args if not a.startswith(PENDING_LOADGEN_FLAGS)]
-    parser.parse_args(kept)
+    parsed = _parser().parse_args([a.replace("$(JOB_COMPLETION_INDEX)", "3") for a in args])
+    if parsed.command == "run":  # the settings hold together (--shard needs --run-id, ...)
+        scenario = Scenario.build(None, {k: v for k, v in vars(parsed).items() if k in INPUTS})
+        assert scenario.shard.index == 3 and not scenario.shard.whole
 
 
 def test_chart_files_are_fresh() -> None:
