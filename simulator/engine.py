@@ -32,6 +32,7 @@ from simulator import text
 from simulator.blocks import BlockPool
 from simulator.faults import Faults
 from simulator.profile import Profile
+from simulator.speculative import accepted_drafts
 from simulator.stats import EngineStats, StepTiming, VirtualClock
 
 __all__ = ["AdmissionError", "Batch", "Engine", "Sequence", "Status", "VirtualClock"]
@@ -438,19 +439,11 @@ class Engine:
         )
 
     def _verify(self, seq: Sequence) -> int:
-        """How many of this step's draft tokens the target model accepts: a leading run of positions,
-        each accepted with the profile's rate (deterministic per request and position); counted as
+        """How many of this step's draft tokens the target model accepts (speculative.py), counted as
         vLLM's scheduler counts them (SpecDecodingStats.observe_draft)."""
         rate = self.profile.speculative.acceptance_rate
-        accepted = 0
-        while accepted < seq.drafts and (rate >= 1 or _uniform(seq.seed, seq.output_len, accepted) < rate):
-            accepted += 1
-        stats = self.stats
-        stats.spec_drafts += 1
-        stats.spec_draft_tokens += seq.drafts
-        stats.spec_accepted_tokens += accepted
-        for position in range(accepted):
-            stats.spec_accepted_per_position[position] += 1
+        accepted = accepted_drafts(seq.seed, seq.output_len, seq.drafts, rate)
+        self.stats.observe_draft(seq.drafts, accepted)
         return accepted
 
     def _room(self, seq: Sequence) -> int:
@@ -524,12 +517,3 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return len(self.waiting)
-
-
-def _uniform(seed: int, step: int, position: int) -> float:
-    """A deterministic pseudo-random number in [0, 1) for one draft position of one step."""
-    mixed = (seed * 0x9E3779B1 + step * 0x85EBCA77 + position * 0xC2B2AE3D) & 0xFFFFFFFF
-    mixed ^= mixed >> 15
-    mixed = (mixed * 0x2C1B3C6D) & 0xFFFFFFFF
-    mixed ^= mixed >> 12
-    return mixed / 2**32

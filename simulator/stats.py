@@ -116,6 +116,14 @@ class EngineStats:
         self.itl = self.histograms["inter_token_latency_seconds"]
         self.iteration_tokens = self.histograms["iteration_tokens_total"]
 
+    def observe_draft(self, drafts: int, accepted: int) -> None:
+        """One request's verify step (vLLM's SpecDecodingStats.observe_draft)."""
+        self.spec_drafts += 1
+        self.spec_draft_tokens += drafts
+        self.spec_accepted_tokens += accepted
+        for position in range(accepted):
+            self.spec_accepted_per_position[position] += 1
+
 
 @dataclass(slots=True)
 class StepTiming:
