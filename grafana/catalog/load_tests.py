@@ -54,15 +54,18 @@ def load_tests() -> Dashboard:
         row("Runs"),
         table(
             "Runs",
-            "loadgen_run_info: model, endpoint kind and load shape of each run.",
-            q(f'loadgen_run_info{{scenario=~"$scenario", {R}}}'),
+            "loadgen_run_info: model, endpoint kind and load shape of each run (one row for all its shards).",
+            q(
+                "max by (scenario, run_id, model, endpoint_kind, shape) "
+                f'(loadgen_run_info{{scenario=~"$scenario", {R}}})'
+            ),
             width=12,
             height=5,
         ),
         table(
             "Current phase",
-            "loadgen_phase_info: the phase each run is in now.",
-            q(f"loadgen_phase_info{{{R}}}"),
+            "loadgen_phase_info: the phase each run is in now (shards of a run: each phase they are in).",
+            q(f"max by (scenario, run_id, phase) (loadgen_phase_info{{{R}}})"),
             width=12,
             height=5,
         ),
