@@ -226,7 +226,12 @@ def parse_target(raw: Any, where: str, environ: Mapping[str, str]) -> TargetConf
     if not _TARGET_NAME.match(name):
         raise ConfigError(f"{where}: target name {name!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
     url = str(raw.get("url") or "")
-    parts = urlsplit(url)
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"{where}: target {name!r} url {url!r} contains spaces or control characters")
+    try:
+        parts = urlsplit(url)  # raises ValueError for a broken IPv6 literal ("http://[::1/")
+    except ValueError as exc:
+        raise ConfigError(f"{where}: target {name!r} url {url!r} is not a URL ({exc})") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{where}: target {name!r} url {url!r} must be http(s)://HOST[:PORT][/path]")
     try:
@@ -274,7 +279,10 @@ def _node_name(value: Any, where: str, _: Mapping[str, str]) -> str:
 
 def _api_url(value: Any, where: str, _: Mapping[str, str]) -> str:
     url = str(value).rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"{where}: {url!r} is not a URL") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.path:
         raise ConfigError(f"{where}: {url!r} is not http(s)://HOST[:PORT] (no path, no credentials)")
     return url

@@ -117,6 +117,12 @@ engine_process_patterns:
         (["--target", "a=ftp://h/"], {}, "url 'ftp://h/' must be http(s)://HOST"),
         (["--target", "a=http://"], {}, "must be http(s)://HOST"),
         (["--target", "a=http://h:99999"], {}, "invalid port"),
+        (["--target", "a=http://h:８０"], {}, "invalid port"),  # digits, but not ASCII ones
+        (["--target", "a=http://[::1/metrics"], {}, "is not a URL (Invalid IPv6 URL)"),  # was a traceback
+        (["--target", "a=http://[zz]/metrics"], {}, "is not a URL"),
+        (["--target", "a=http://ho st/metrics"], {}, "contains spaces or control characters"),
+        (["--target", "a=http://h/\x00/metrics"], {}, "contains spaces or control characters"),
+        (["--kubernetes.api-url", "http://[::1"], {}, "is not a URL"),
         (["--target", "bad name=http://h"], {}, "target name 'bad name' must be"),
         (["--target", "a=http://h,kind=llama"], {}, "kind 'llama' is not one of vllm, sglang"),
         (["--target", "a=http://h,colour=red"], {}, "item 'colour=red'"),
