@@ -58,7 +58,7 @@ def retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # 1*DIGIT; str.isdigit alone takes '²' (a header is latin-1)
         seconds = float(text)
     else:
         try:

@@ -101,6 +101,8 @@ CASES = {
     "malformed_event": ({"malformed_after": 2}, {}, {"malformed": REQUESTS}),
     "usage_100x_the_stream": ({"usage_factor": 100}, {}, {"success": REQUESTS}),
     "throttled_with_retry_after": ({"status": 429, "retry_after": "1"}, {}, {"http_429": REQUESTS}),
+    # '²' is a digit to str.isdigit, not to float(): each request was once a traceback and `malformed`
+    "throttled_with_retry_after_²": ({"status": 429, "retry_after": "\u00b2"}, {}, {"http_429": REQUESTS}),
     "wrong_model_every_request_404": ({"status": 404}, {}, {"http_4xx": REQUESTS}),
     "past_the_request_timeout": (
         {"itl_ms": 100, "tokens": 20}, {"request_timeout": "500ms", "output_len": 20}, {"timeout": REQUESTS}
@@ -119,7 +121,7 @@ def test_fault_is_counted_and_nothing_lost_or_invented(serve, scripted, case):
     if case == "usage_100x_the_stream":
         assert phase["tokens"]["usage_disagreements"] == REQUESTS
         assert phase["tokens"]["output"] == REQUESTS * 8  # the events, not 100x
-    if case == "throttled_with_retry_after":
+    if case.startswith("throttled_with"):
         assert phase["requests"]["throttled"] == REQUESTS
     if case == "past_the_request_timeout":
         assert list(phase["errors"]) == [

@@ -96,7 +96,7 @@ def _response(status: int, body: bytes, content_type: str = "application/json", 
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
         f"{extra}\r\n"
-    ).encode() + body
+    ).encode("latin-1") + body  # as a server writes header bytes (a value may hold any of them)
 
 
 async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

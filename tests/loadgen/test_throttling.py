@@ -20,7 +20,7 @@ def test_retry_after_values():
     assert 25 < retry_after_s(soon) <= 31  # type: ignore[operator]
     assert retry_after_s(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
     assert retry_after_s("99999999999") == MAX_RETRY_AFTER_S
-    for bad in (None, "", "soon", "-5", "1.5", "Mon, 99 Foo 2026 99:99:99 GMT"):
+    for bad in (None, "", "soon", "-5", "1.5", "Mon, 99 Foo 2026 99:99:99 GMT", "\u00b2", "\u0661"):
         assert retry_after_s(bad) is None, bad
 
 
