@@ -129,7 +129,7 @@ class LoadClient:
 
     async def get_json(self, path: str) -> object:
         """GET a JSON document of at most MAX_BODY_BYTES (model discovery)."""
-        return json.loads(await self.get_bytes(path))
+        return _json_document(await self.get_bytes(path))
 
     async def get_bytes(self, path: str) -> bytes:
         """GET a body of at most MAX_BODY_BYTES (model discovery, the engine's /metrics)."""
@@ -416,7 +416,16 @@ def _parse_json(data: bytes, record: RequestRecord) -> object:
     except UnicodeDecodeError:
         record.invalid_utf8 += 1
         text = data.decode("utf-8", "replace")
-    return json.loads(text)
+    return _json_document(text)
+
+
+def _json_document(text: str | bytes) -> object:
+    """json.loads, with a document nested past the interpreter's recursion limit (`[[[[...`, which
+    orjson refuses at 1,024 levels) refused as ValueError too, not raised as RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 async def _read_some(response: httpx.Response) -> str:

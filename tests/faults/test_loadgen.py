@@ -99,6 +99,7 @@ CASES = {
     # name: (the server's behaviour, more scenario keys, expected outcomes)
     "event_past_its_byte_budget": ({"many_lines": 40_000}, {}, {"too_large": REQUESTS}),
     "malformed_event": ({"malformed_after": 2}, {}, {"malformed": REQUESTS}),
+    "event_nested_100k_deep": ({"nested_after": 2}, {}, {"malformed": REQUESTS}),  # was a traceback each
     "usage_100x_the_stream": ({"usage_factor": 100}, {}, {"success": REQUESTS}),
     "throttled_with_retry_after": ({"status": 429, "retry_after": "1"}, {}, {"http_429": REQUESTS}),
     # '²' is a digit to str.isdigit, not to float(): each request was once a traceback and `malformed`
@@ -123,6 +124,9 @@ def test_fault_is_counted_and_nothing_lost_or_invented(serve, scripted, case):
         assert phase["tokens"]["output"] == REQUESTS * 8  # the events, not 100x
     if case.startswith("throttled_with"):
         assert phase["requests"]["throttled"] == REQUESTS
+    if case == "event_nested_100k_deep":
+        assert list(phase["errors"]) == ["malformed: event is not JSON: " + repr(b"[" * 120)]
+        assert "Traceback" not in serve.output()
     if case == "past_the_request_timeout":
         assert list(phase["errors"]) == [
             "timeout: request timeout: no complete response within 0.5s (--request-timeout)"

@@ -17,6 +17,7 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   slow_headers_ms       wait this long before sending the response headers
   die_after             close the connection abruptly after this many token events
   malformed_after       send a non-JSON data event after this many token events
+  nested_after          send an event nested 100,000 arrays deep after this many token events
   error_after           send an `error` event after this many token events
   invalid_utf8          put an invalid UTF-8 byte into every token (raw, inside the JSON string)
   huge_bytes            one token event carrying this many bytes of content
@@ -231,6 +232,8 @@ async def _answer(
             return False
         if mock.get("malformed_after") is not None and i == int(mock["malformed_after"]):
             writer.write(_chunk(b"data: {not json\n\n"))
+        if mock.get("nested_after") is not None and i == int(mock["nested_after"]):
+            writer.write(_chunk(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"))
         if mock.get("error_after") is not None and i == int(mock["error_after"]):
             writer.write(_chunk(b'data: {"error":{"message":"scripted failure","code":500}}\n\n'))
         text = f"tok{i} "
