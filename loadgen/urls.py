@@ -8,7 +8,8 @@ range or not a number, spaces or control characters), with the URL redacted.
 equal (RFC 3986 section 6): scheme and host in lower case, the default port dropped, percent-encoded
 unreserved characters decoded (`%7E` -> `~`, `%2E` -> `.`), other escapes in upper case, and dot
 segments removed (`/ok/../other` -> `/other`). A path whose meaning depends on the server is refused
-rather than guessed: an encoded slash or backslash (`%2F`, `%5C`), a raw backslash, or an encoded NUL.
+rather than guessed: an encoded slash or backslash (`%2F`, `%5C`), a raw backslash, an encoded NUL, or a
+dot segment with parameters (`/ok/..;/other`).
 `under(url, allowed)` compares normalized URLs: same scheme, host and port, and a path at or below
 the allowed one (a trailing `/v1` ignored on both, as --url ignores it).
 """
@@ -47,7 +48,7 @@ def check_url(url: object, what: str = "--url") -> str:
     if not parts.hostname:
         raise ScenarioError(f"{what} {shown!r} has no host")
     port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):  # not '８０': digits to isdigit, not a port
         raise ScenarioError(f"{what} {shown!r}: port {port!r} is not a number")
     if port and not 1 <= int(port) <= 65535:
         raise ScenarioError(f"{what} {shown!r}: port {int(port)} is out of range (1-65535)")
@@ -69,7 +70,13 @@ def normalize(url: str, what: str = "url") -> str:
     scheme = parts.scheme.lower()
     port = parts.port
     netloc = f"{userinfo}{at}{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
-    path = _remove_dot_segments(_ESCAPE.sub(_decode_unreserved, parts.path)) or "/"
+    decoded = _ESCAPE.sub(_decode_unreserved, parts.path)
+    if any(";" in segment and segment.partition(";")[0] in (".", "..") for segment in decoded.split("/")):
+        raise ScenarioError(
+            f"{what} {redact_url(url)!r}: a dot segment with parameters ('..;') is a parent directory to "
+            "some servers (Tomcat, Jetty) and a name to others; refused"
+        )
+    path = _remove_dot_segments(decoded) or "/"
     return urllib.parse.urlunsplit((scheme, netloc, path, parts.query, ""))
 
 

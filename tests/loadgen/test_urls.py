@@ -25,6 +25,7 @@ from tests.support.procs import free_port, running
         ("http://h:65536", "port 65536 is out of range"),
         ("http://h:0", "port 0 is out of range"),
         ("http://h:80a/", "port '80a' is not a number"),
+        ("http://h:８０/", "port '８０' is not a number"),  # isdigit() took it; urlsplit raised ValueError
         ("http:///v1", "has no host"),
         ("http://h /v1", "spaces or control characters"),
         ("http://user:pw-secret@h:99999/", r"http://<redacted>@h:99999/.*port 99999"),
@@ -61,7 +62,17 @@ def test_normalization(url, normalized):
     assert normalize(url) == normalized
 
 
-@pytest.mark.parametrize("url", ["http://h/ok%2F..%2Fother", "http://h/ok/..%5Cother", "http://h/ok\\..\\x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h/ok%2F..%2Fother",
+        "http://h/ok/..%5Cother",
+        "http://h/ok\\..\\x",
+        "http://h/ok/..;/other",  # Tomcat's '..;' is '..': the key would go to /other
+        "http://h/ok/%2e%2E;x=1/other",
+        "http://h/ok/.;/x",
+    ],
+)
 def test_what_cannot_be_normalized_is_refused(url):
     with pytest.raises(ScenarioError, match="refused"):
         normalize(url)
@@ -96,6 +107,18 @@ def test_serve_refuses_dot_segments_out_of_an_allowed_path(scripted, tmp_path):
         for escape in ("/ok/../other", "/ok/%2e%2e/other", "/ok/.%2E/other", "/ok%2F..%2Fother", "/OK"):
             answer = post(scripted.url + escape)
             assert answer.status_code == 403, (escape, answer.text)
+        host, _, port_text = scripted.url.removeprefix("http://").partition(":")
+        wide_port = port_text.translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})  # '８０'
+        for elsewhere in (
+            f"{scripted.url}/ok/..;/other",  # '..' to Tomcat and Jetty
+            f"http://{host}:{wide_port}/ok",  # once a 500 (ValueError past check_url)
+            f"http://{host}:{port_text}@evil.example/ok",  # the host is evil.example
+            f"http://{host}.:{port_text}/ok",
+            f"http://[::ffff:{host}]:{port_text}/ok",
+            f"HTTPS://{host}:{port_text}/ok",
+        ):
+            answer = post(elsewhere)
+            assert answer.status_code == 403, (elsewhere, answer.text)
         started = post(scripted.url + "/ok/sub/..")  # normalizes to /ok/: allowed, and sent there
         assert started.status_code == 201, started.text
         run_id = started.json()["run_id"]
