@@ -9,8 +9,11 @@ handlers), error messages on request records, the report (config and error messa
 control API's answers, messages on stderr, and /metrics label values.
 
 URL pieces and query values shorter than MIN_SCRUB characters are not scrubbed from free text (a
-query value `1` would garble every number); URLs themselves are always written redacted. The
-registry keeps the latest MAX_SECRETS secrets, so a long-lived `serve` does not grow with its runs.
+query value `1` would garble every number); URLs themselves are always written redacted. Secrets
+the process is configured with (`register`: the API key, the control token) are kept for its whole
+life; URL pieces (`register_url`, which any caller of POST /runs adds, refused or not) only the latest
+MAX_SECRETS of them, so a long-lived `serve` does not grow with its runs, and a flood of URLs cannot
+push the API key out.
 """
 
 from __future__ import annotations
@@ -28,34 +31,40 @@ REDACTED = "<redacted>"
 MIN_SCRUB = 4
 MAX_SECRETS = 1024
 
-_secrets: OrderedDict[str, None] = OrderedDict()  # longest first when scrubbing (see _ordered)
-_ordered: list[str] = []
+_pinned: set[str] = set()  # configured secrets: kept for the process's life
+_recent: OrderedDict[str, None] = OrderedDict()  # URL pieces: the latest MAX_SECRETS
+_ordered: list[str] = []  # both, longest first when scrubbing
 _lock = threading.Lock()  # logging may run on other threads (uvicorn, the progress writer)
 
 
-def register(*secrets: str | None) -> None:
-    """Remember secrets (an API key, a token) so that no output carries them."""
+def register(*secrets: str | None, pinned: bool = True) -> None:
+    """Remember secrets (an API key, a token) so that no output carries them; `pinned=False` for
+    pieces a caller gave (kept among the latest MAX_SECRETS only)."""
     global _ordered
-    new = [s for s in secrets if s and s not in _secrets]
+    new = [s for s in secrets if s and s not in _pinned and (pinned or s not in _recent)]
     if not new:
         return
     with _lock:
         for secret in new:
-            _secrets[secret] = None
-        while len(_secrets) > MAX_SECRETS:
-            _secrets.popitem(last=False)
-        _ordered = sorted(_secrets, key=len, reverse=True)
+            if pinned:
+                _pinned.add(secret)
+                _recent.pop(secret, None)
+            else:
+                _recent[secret] = None
+        while len(_recent) > MAX_SECRETS:
+            _recent.popitem(last=False)
+        _ordered = sorted(_pinned.union(_recent), key=len, reverse=True)
 
 
 def registered() -> tuple[str, ...]:
     """The secrets registered so far (for a worker process to scrub the same: workers.py)."""
     with _lock:
-        return tuple(_secrets)
+        return (*_pinned, *_recent)
 
 
 def register_url(url: str) -> None:
     """Remember the secret parts of a URL: userinfo, password, query values (raw and decoded)."""
-    register(*url_secrets(url))
+    register(*url_secrets(url), pinned=False)
 
 
 def scrub(text: str) -> str:

@@ -119,3 +119,34 @@ def test_the_control_api_never_shows_the_secret(scripted, fault_tmp):
         answers += [bad_port.text, not_object.text, wrong_token.text]
         checks.assert_alive(serve)
         checks.assert_no_secret(SECRET, procs=[serve], urls=[serve.metrics_url], texts=answers)
+
+
+def test_a_flood_of_urls_on_the_control_api_cannot_unmask_the_api_key(scripted, fault_tmp):
+    # Every POST /runs registers its URL's pieces to be scrubbed, refused ones too. The registry keeps the
+    # latest 1,024: 1,100 refused posts once pushed the API key out, and the report of the run going on
+    # then showed the key the server echoed back.
+    folder = fault_tmp / "secret-flood"
+    folder.mkdir()
+    env = {"KEY": f"sk-{SECRET}"}
+    with stack.loadgen_serve(folder, "--api-key-env", "KEY", "--allow-url", scripted.url, env=env) as serve:
+        body = {"url": scripted.url, "model": "scripted", "rate": "20", "soak": True, "output_len": 2,
+                "extra_body": {"mock": {"echo_auth": True}}}  # fmt: skip
+        started = httpx.post(f"{serve.url}/runs", json=body, timeout=30)
+        assert started.status_code == 201, started.text
+        run_id = started.json()["run_id"]
+        with httpx.Client(timeout=30) as client:
+            for i in range(1100):
+                refused = client.post(
+                    f"{serve.url}/runs", json={"url": f"http://evil.example/?q=junk{i:05d}"}
+                )
+                assert refused.status_code == 403
+        httpx.post(f"{serve.url}/runs/{run_id}/stop", timeout=30)
+        deadline = time.monotonic() + 60
+        done = httpx.get(f"{serve.url}/runs/{run_id}", timeout=30)
+        while done.json()["state"] not in ("finished", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+            done = httpx.get(f"{serve.url}/runs/{run_id}", timeout=30)
+        assert "rejected credentials" in done.text
+        checks.assert_alive(serve)
+        checks.assert_no_secret(SECRET, procs=[serve], urls=[serve.metrics_url], texts=[done.text])

@@ -71,6 +71,17 @@ def test_bad_scenarios_have_clear_messages(values, message):
         Scenario.build(None, values)
 
 
+def test_a_flood_of_url_pieces_never_pushes_a_configured_secret_out_of_the_scrubber():
+    from loadgen import redact
+
+    redact.register("sk-configured-flood-1")
+    for i in range(redact.MAX_SECRETS + 10):  # what any caller of POST /runs can register, refused or not
+        redact.register_url(f"http://evil.example/?q=junk-{i:05d}")
+    assert redact.scrub("echoed: Bearer sk-configured-flood-1") == "echoed: Bearer <redacted>"
+    assert redact.scrub("junk-00000") == "junk-00000"  # the oldest URL piece made room
+    assert redact.scrub(f"junk-{redact.MAX_SECRETS + 9:05d}") == "<redacted>"
+
+
 def test_api_key_comes_from_env_or_file_and_is_redacted(tmp_path, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-secret")
     scenario = Scenario.build(None, {"url": "http://h:1", "api_key_env": "MY_KEY"})
