@@ -463,7 +463,8 @@ class Run:
         )
         self._cut.clear()
         view = self._engine.start_phase() if self._engine is not None else None
-        self.detector = None if phase.closed else OverloadDetector()
+        dispersion = 1 / phase.burstiness if phase.arrival == "gamma" else 1.0  # the arrivals' noise
+        self.detector = None if phase.closed else OverloadDetector(dispersion=dispersion)
         observer = asyncio.create_task(self._observe(phase, stats)) if self.detector else None
         issue = self._issue_closed if phase.closed else self._issue_open
         self._issuer = asyncio.create_task(issue(phase, stats, deadline))
