@@ -197,8 +197,8 @@ class Run:
         sees only its slice, so shards run every level and `merge` judges the sweep."""
         if self._coordinator is not None:
             return await self._coordinator.carry_on(stats)
-        if not self.scenario.sweep or stats.slos_met(self.scenario.slo_percentile):
-            return True
+        if not self.scenario.sweep or self.stopping or stats.slos_met(self.scenario.slo_percentile):
+            return True  # a step cut short by a stop is not judged; the stop itself ends the run
         why = "is overloaded (past saturation)" if stats.overload else "misses the SLOs"
         if not self.scenario.shard.whole:
             log.info("sweep: this shard's %s %s; shards run every level", stats.name, why)

@@ -207,7 +207,8 @@ def run_with_stop(values: dict, stop_after_s: float) -> tuple[Run, dict]:
     return run, eventloop.run(go(), "asyncio")
 
 
-def test_a_sweep_stopped_mid_step_does_not_judge_that_step(scripted) -> None:
+def test_a_sweep_stopped_mid_step_does_not_judge_that_step(scripted, caplog) -> None:
+    caplog.set_level("INFO", logger="loadgen")
     _, report = run_with_stop(
         {"url": scripted.url, "model": "scripted", "sweep": True, "concurrency": "1,2,4",
          "step_duration": "3s", "output_len": 4, "slo": ["ttft<=10s"], "grace": "1s",
@@ -221,6 +222,7 @@ def test_a_sweep_stopped_mid_step_does_not_judge_that_step(scripted) -> None:
     assert "was cut short by a stop and is not judged" in report["sweep"]["sentence"]
     assert [row["verdict"] for row in report["steps"]] == ["meets", "cut short"]
     assert "not judged (cut short)" in render(report)
+    assert "misses the SLOs" not in caplog.text  # the log said so of the step cut short
 
 
 def test_think_time_wall_clock_and_the_table_across_steps(scripted, run_loadgen, tmp_path) -> None:
