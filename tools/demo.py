@@ -397,6 +397,8 @@ def check_prometheus(url: str, results: list[tuple[str, bool, str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # piped (make demo | tee), lines keep their order with
+    # the output of the processes it starts, which write to the same stdout
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny engine, short steps (tests, CI)")
     parser.add_argument(

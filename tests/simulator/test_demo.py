@@ -64,6 +64,7 @@ def assert_nothing_left(output: str, mark: str) -> None:
 
 def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
     env = demo_env()
+    env.pop("PYTHONUNBUFFERED", None)  # as a user's shell has it: stdout to a pipe is block-buffered
     result = subprocess.run(
         [sys.executable, "tools/demo.py", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -78,6 +79,9 @@ def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
     assert "Time to First Token (ms)" in output
     assert "llm_requests_running{" in output  # the exporter's normalized view of the simulator
     assert "every process stopped" in output
+    # piped, the demo's own lines still come before the load generator's report (they were buffered)
+    assert result.stdout.index("== llmobs demo:") < result.stdout.index("== load generator report")
+    assert result.stdout.index("== load generator report") < result.stdout.index("Timing: ")
     # it ends with the three answers, and keeps the report it names
     last = result.stdout.rstrip().splitlines()[-4:]
     assert last[0] == "== the three questions"
@@ -87,7 +91,7 @@ def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
     assert last[2].startswith("How many users can it carry? Capacity: ") or last[2].startswith(
         "How many users can it carry? No level tested meets the SLOs"
     )
-    assert "TTFT p95" in last[2] and "engine's queue" in last[2]
+    assert "p95 TTFT" in last[2] and "engine's queue" in last[2]
     assert last[3].startswith("Why did it get slow? Why it got slow at ")
     assert "load generator" in last[3] and "engine's queue" in last[3] and "KV cache" in last[3]
     report = tmp_path / "report.json"
