@@ -29,17 +29,22 @@ def sweep_result(
         values = phase["slo"]["values"]
         return ", ".join(_slo_figure(slo, values.get(str(slo)), percentile, stream) for slo in slos)
 
+    said = any(slo.metric == "ttft" for slo in slos) and percentile == 95  # TTFT p95 is in the figures
+
+    def conditions(phase: dict) -> str:
+        return phase_conditions(phase, ttft_said=said)
+
     if not judged:
         sentence = "No level was tested to the end (the run stopped before a phase finished)."
     elif best is None:
         low = judged[0]
         sentence = (
-            f"No level tested meets the SLOs; at the lowest, {low['level']:g} {unit}: {figures(low)}; "
+            f"No level tested meets the SLOs; at the lowest, {_level(low, unit)}: {figures(low)}; "
             f"there {conditions(low)}."
         )
     else:
         sentence = (
-            f"Capacity: {best['level']:g} {unit} meets every SLO ({figures(best)}; there {conditions(best)})"
+            f"Capacity: {_level(best, unit)} meets every SLO ({figures(best)}; there {conditions(best)})"
         )
         if first_fail is not None:
             sentence += (
@@ -48,7 +53,7 @@ def sweep_result(
         else:
             sentence += "; no higher level was tested, so the real capacity may be higher."
     if cut:
-        sentence += f" {cut[0]['level']:g} {unit} was cut short by a stop and is not judged."
+        sentence += f" {_level(cut[0], unit)} was cut short by a stop and is not judged."
     return {
         "capacity": best["level"] if best else None,
         "unit": unit,
@@ -58,10 +63,11 @@ def sweep_result(
     }
 
 
-def conditions(phase: dict) -> str:
-    """TTFT, the engine's queue and the overload, as they were during one phase."""
+def phase_conditions(phase: dict, ttft_said: bool = False) -> str:
+    """TTFT (unless the SLO figures said it), the engine's queue and the overload, as they were during
+    one phase."""
     ttft = (phase["latency_s"].get("ttft") or {}).get("p95")
-    parts = [f"TTFT p95 {_seconds(ttft)}" if ttft is not None else "TTFT not measured"]
+    parts = [] if ttft_said else [f"TTFT p95 {_seconds(ttft)}" if ttft is not None else "TTFT not measured"]
     engine = phase.get("engine")
     if engine and (engine.get("waiting") or engine.get("running")):
         parts.append(_engine_words(engine))
@@ -139,9 +145,17 @@ def diagnosis(phase: dict, unit: str) -> str:
         where = "no queue: the engine shares each step among more requests, so each gets fewer tokens/s"
     else:
         where = "read the engine's /metrics (--engine-metrics) to see its queue"
-    head = f"Why it got slow at {phase['level']:g} {unit}"
+    head = f"Why it got slow at {_level(phase, unit)}"
     head += f" (TTFT p95 {_seconds(ttft)})" if ttft is not None else ""
     return f"{head}: {'; '.join(causes)}: {where}."
+
+
+def _level(phase: dict, unit: str) -> str:
+    """`128 concurrent users`, `1 concurrent user`, `2.5 requests/s`."""
+    level = phase["level"]
+    if level == 1 and unit.endswith("users"):
+        unit = unit[:-1]
+    return f"{level:g} {unit}"
 
 
 def _slo_figure(slo: Slo, value: float | None, percentile: float, stream: bool = True) -> str:

@@ -112,6 +112,19 @@ def test_the_sweep_sentence_names_ttft_and_the_engines_queue_at_both_levels() ->
     assert why.endswith("the wait is the engine's queue.")
 
 
+def test_the_sweep_sentence_says_ttft_once_and_one_user_in_the_singular() -> None:
+    slos = (Slo("user_tps", ">=", 10), Slo("ttft", "<=", 2.0))
+    phases = [phase(1, True), phase(4, False, ttft=3.0)]
+    for each in phases:
+        each["slo"]["values"]["ttft<=2"] = each["latency_s"]["ttft"]["p95"]
+    sentence = verdict.sweep_result(phases, slos, 95, "concurrent users")["sentence"]
+    assert sentence.startswith("Capacity: 1 concurrent user meets every SLO")
+    assert sentence.count("TTFT") == 2  # once per level, in the SLO figures (before: twice per level)
+    assert "p95 TTFT 3.00 s (<= 2.00 s); there the engine's queue not read" in sentence
+    why = verdict.diagnosis(phases[0], "concurrent users")
+    assert why.startswith("Why it got slow at 1 concurrent user ")
+
+
 def test_engine_figures_from_real_vllm_payloads() -> None:
     values = read_values((FIXTURES / "v0.33.0-dp2-load.txt").read_text())
     assert values["running"] == 64 + 61 and values["waiting"] == 0  # summed over the two engines
