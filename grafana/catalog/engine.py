@@ -7,6 +7,10 @@ from grafana.catalog.names import either_vllm_name
 from grafana.model import Dashboard, heatmap, q, row, table, timeseries
 from grafana.promql import ENGINE_KIND, HOST, VLLM, increase_buckets, mean, quantile, rate, ratio
 
+# Engine processes: of the selected kinds and targets. A tree serving two targets carries both
+# (`a,b`), and one on no configured target's port carries none, which "All" (.*) keeps.
+PROCESS = f'{HOST}, engine_kind=~"$engine_kind", target=~"(.*,)?($target)(,.*)?"'
+
 
 def engine_detail() -> Dashboard:
     S = ENGINE_KIND
@@ -161,23 +165,25 @@ def engine_detail() -> Dashboard:
         ),
         timeseries(
             "Engine processes",
-            "CPU time per second and resident memory of recognised engine processes (process tree summed).",
+            "CPU time per second and resident memory of recognised engine processes (process tree summed), "
+            "under the target whose port the tree listens on (blank: no configured target on this host's "
+            "addresses), so two engines of one kind on a host are told apart.",
             [
                 q(
                     rate(
                         "host_engine_process_cpu_seconds_total",
-                        f'{HOST}, engine_kind=~"$engine_kind"',
-                        "engine_kind, pid, mode",
+                        f"{PROCESS}",
+                        "target, engine_kind, pid, mode",
                     ),
-                    "{{engine_kind}} {{pid}} cpu {{mode}}",
+                    "{{target}} {{engine_kind}} {{pid}} cpu {{mode}}",
                 ),
                 q(
-                    f'host_engine_process_resident_memory_bytes{{{HOST}, engine_kind=~"$engine_kind"}} / 1e9',
-                    "{{engine_kind}} {{pid}} RSS GB",
+                    f"host_engine_process_resident_memory_bytes{{{PROCESS}}} / 1e9",
+                    "{{target}} {{engine_kind}} {{pid}} RSS GB",
                 ),
                 q(
-                    f'host_engine_process_threads{{{HOST}, engine_kind=~"$engine_kind"}}',
-                    "{{engine_kind}} {{pid}} threads",
+                    f"host_engine_process_threads{{{PROCESS}}}",
+                    "{{target}} {{engine_kind}} {{pid}} threads",
                 ),
             ],
             "short",
@@ -185,8 +191,8 @@ def engine_detail() -> Dashboard:
         ),
         table(
             "Engine processes (identity)",
-            "host_engine_process_info: recognised engine processes.",
-            q(f'host_engine_process_info{{{HOST}, engine_kind=~"$engine_kind"}}'),
+            "host_engine_process_info: recognised engine processes and the target each serves.",
+            q(f"host_engine_process_info{{{PROCESS}}}"),
             width=24,
             height=5,
         ),

@@ -159,3 +159,49 @@ def test_provisioning_points_at_the_dashboards_and_fixed_datasource() -> None:
     policy = yaml.safe_load((PROVISIONING / "alerting" / "policies.yml").read_text())["policies"][0]
     points = yaml.safe_load((PROVISIONING / "alerting" / "contact-points.yml").read_text())["contactPoints"]
     assert policy["receiver"] in {point["name"] for point in points}
+
+
+@pytest.mark.real
+def test_engine_process_panels_tell_two_engines_of_one_kind_apart(tmp_path: Path) -> None:
+    """The engine dashboard's process panels carry each tree's target in their legends and keep to the
+    selected targets: promtool evaluates their queries against a host with two vLLM trees (targets
+    a and b), one tree serving both (a,b) and one on no configured target."""
+    binary = require_binary("promtool", "apt-get install prometheus; `make test` does it as root")
+    board = catalog.find("engine")
+    panels = [p for p in board.panels if any("host_engine_process_" in q.expr for q in p.queries)]
+    assert {p.title for p in panels} == {"Engine processes", "Engine processes (identity)"}
+    timeseries = next(p for p in panels if p.kind == "timeseries")
+    assert all(q.legend.startswith("{{target}} ") for q in timeseries.queries)
+    trees = {"1": "a", "2": "b", "3": "a,b", "4": ""}
+    series = [
+        {"series": f'host_engine_process_{name}{{instance="h", engine_kind="vllm", pid="{pid}", '
+                   f'target="{target}"{mode}}}', "values": values}
+        for pid, target in trees.items()
+        for name, mode, values in (("threads", "", "7x10"), ("cpu_seconds_total", ', mode="user"', "0+60x10"))
+    ]  # fmt: skip
+    selections = {".*": ["1", "2", "3", "4"], "a": ["1", "3"], "(a|b)": ["1", "2", "3"], "b": ["2", "3"]}
+    tests = []
+    for selected, pids in selections.items():
+        for query in timeseries.queries:
+            if "memory" in query.expr:
+                continue
+            expr = query.expr.replace("$host", "h").replace("$engine_kind", ".*").replace("$target", selected)
+            summed = "sum by" in expr  # the CPU rate (1 s/s), else the threads gauge (7)
+            samples = [
+                {"labels": ("{" if summed else 'host_engine_process_threads{instance="h", ')
+                 + f'engine_kind="vllm", pid="{pid}"'
+                 + (f', target="{trees[pid]}"' if trees[pid] else "")  # an empty label is no label
+                 + (', mode="user"}' if summed else "}"),
+                 "value": 1 if summed else 7}
+                for pid in pids
+            ]  # fmt: skip
+            expr = expr.replace("$__rate_interval", "5m")
+            tests.append({"expr": expr, "eval_time": "9m", "exp_samples": samples})
+    spec = {
+        "rule_files": [],
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    }
+    path = tmp_path / "process_panels_test.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = subprocess.run([binary, "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
