@@ -51,6 +51,7 @@ REFUSED_KEYS = {
     "output_json": "the API writes no files: fetch the report with GET /runs/{id}",
     "output_jsonl": "the API writes no files: fetch the report with GET /runs/{id}",
     "metrics_address": "runs started over the API are served on this server's /metrics",
+    "metrics_linger": "this server's /metrics stays up after its runs anyway",
     "ca_file": "TLS settings are fixed when the server starts (serve --ca-file/--insecure)",
     "insecure": "TLS settings are fixed when the server starts (serve --ca-file/--insecure)",
     "proxy_from_env": "proxies are fixed when the server starts (serve --proxy-from-env)",

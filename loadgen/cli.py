@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -229,6 +230,11 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         help="serve /metrics and /runs here during the run (default 0.0.0.0:9841; 'none' = off)",
     )
     out.add_argument("--progress", choices=("auto", "tty", "plain", "none"), help="live progress (auto)")
+    out.add_argument(
+        "--metrics-linger", metavar="DUR",
+        help="after the run, keep serving /metrics this long (e.g. twice the scrape interval), so that "
+        "Prometheus scrapes the final counts; a signal ends it (default 0)",
+    )  # fmt: skip
 
     scale = p.add_argument_group("scale out (README: Scale out)")
     scale.add_argument(
@@ -363,18 +369,29 @@ async def _run(
         _note_exposure(scenario.metrics_address, token, serving=False)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
+    done = asyncio.Event()  # a signal after the run ends the --metrics-linger
+
+    def stop() -> None:
+        done.set() if run.state in ("finished", "failed") else run.stop()
+
     for sig in signals:
-        loop.add_signal_handler(sig, _escalating(run.stop, run.force))
+        loop.add_signal_handler(sig, _escalating(stop, run.force))
     progress = asyncio.create_task(show_progress(run.progress_line, scenario.progress))
     try:
         report = await run.execute()
+        progress.cancel()
+        print(render(report), flush=True)
+        if server is not None and scenario.metrics_linger_s:
+            log.info("run over: /metrics stays up %gs (--metrics-linger) for the last scrapes",
+                     scenario.metrics_linger_s)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), scenario.metrics_linger_s)
     finally:
         progress.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
         if server is not None:
             await server.close()
-    print(render(report))
     if output_html and not html.write_run_report(report, scenario.output_jsonl, output_html):
         return 1
     if run.stopping:

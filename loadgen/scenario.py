@@ -98,6 +98,7 @@ INPUTS: Mapping[str, object] = {
     "output_json": None,
     "output_jsonl": None,
     "metrics_address": "0.0.0.0:9841",
+    "metrics_linger": "0s",  # after the run, /metrics stays up this long for Prometheus's last scrapes
     "progress": "auto",
     "think_time": None,  # a user's pause after an answer: before its next turn or (closed loop) request
     "engine_metrics": "auto",  # the engine's /metrics, read each second for its queue: auto, none or a URL
@@ -210,6 +211,7 @@ class Scenario:
     output_json: str | None
     output_jsonl: str | None
     metrics_address: str | None
+    metrics_linger_s: float  # /metrics stays up this long after the run (0: it closes with the run)
     progress: Progress
     think_time: ThinkTime | None
     engine_metrics: str | None  # URL of the engine's /metrics; None: not read
@@ -357,6 +359,7 @@ def _parse(v: dict[str, object]) -> Scenario:
         output_json=_text(v, "output_json"),
         output_jsonl=_text(v, "output_jsonl"),
         metrics_address=_text(v, "metrics_address"),
+        metrics_linger_s=_linger(v["metrics_linger"]),
         progress=progress,
         think_time=think_time,
         engine_metrics=_engine_metrics(url, v["engine_metrics"]),
@@ -458,6 +461,15 @@ def _phases(
     if not soak and any(math.isinf(p.duration_s) and p.max_requests is None for p in phases):
         raise ScenarioError("a phase without an end: give --step-duration or --requests, or --soak")
     return phases
+
+
+def _linger(value: object) -> float:
+    if value in (0, "0", "0s", None):
+        return 0.0
+    seconds = parse_duration(value, "metrics_linger")
+    if seconds > 3600:
+        raise ScenarioError(f"metrics_linger {value!r}: at most 1h")
+    return seconds
 
 
 def _check_slices(phases: tuple[Phase, ...], slices: int) -> None:

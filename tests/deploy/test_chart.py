@@ -343,7 +343,7 @@ def test_load_generator_job_shards_by_completion_index(rendered: dict[str, Rende
     args = container["args"]
     assert args[:2] == ["llmobs-loadgen", "run"]
     assert "--shard=$(JOB_COMPLETION_INDEX)/4" in args and "--run-id=sweep-1" in args
-    assert "--workers=1" in args
+    assert "--workers=1" in args and "--metrics-linger=30s" in args
     assert "--output-json=/reports/report-$(JOB_COMPLETION_INDEX).json" in args
     assert container["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "engine-key", "key": "api-key"}
     _loadgen_accepts(args[1:])

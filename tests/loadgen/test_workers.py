@@ -297,3 +297,18 @@ def test_a_trace_replay_and_its_warm_up_are_dealt(scripted: Scripted, tmp_path: 
     assert report["phases"][0]["requests"]["sent"] == len(measured) == 36
     served = sorted(r["max_tokens"] for r in scripted.records(pool.run_id).values())
     assert served == list(range(1, 41))  # every request of the trace once
+
+
+def test_metrics_linger_keeps_the_final_counts_up_until_a_signal(scripted: Scripted, tmp_path: Path) -> None:
+    port = free_port()
+    argv = _run_argv(scripted, tmp_path, "--concurrency", "2", "--requests", "20", "--output-len", "2",
+                     "--metrics-address", f"127.0.0.1:{port}", "--metrics-linger", "60s")  # fmt: skip
+    process, stderr = _started(argv, tmp_path)
+    with killed_at_exit(process):
+        _wait_for(stderr, "/metrics stays up 60s")
+        assert (tmp_path / "report.json").exists()  # the report comes first
+        final = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert re.search(r'loadgen_requests_sent_total\{run_id="\w+",scenario="default"\} 20.0', final)
+        os.kill(process.pid, signal.SIGINT)  # ends the linger: the run itself was done
+        process.communicate(timeout=15)
+    assert process.returncode == 0
