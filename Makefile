@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server engine-envs prometheus-package chromium-package dashboards chart chart-tools soak clean
+.PHONY: demo test lint unit venv llama-server engine-envs prometheus-package netns-package chromium-package dashboards chart chart-tools soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ prometheus-package:
 	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
 
 # Debian's Chromium: the tests open every HTML page we produce in it (tests/support/chromium.py).
+# Several hosts on one machine for tests/multihost: network namespaces and veth links (iproute2), kube-proxy's
+# per-connection balancing (iptables).
+netns-package:
+	@command -v ip >/dev/null && command -v iptables >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends iproute2 iptables) >/dev/null \
+	    || echo "ip/iptables not installed and not root: tests/multihost skips (fails under CI=true)"; }
+
 chromium-package:
 	@command -v chromium >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
@@ -76,7 +84,7 @@ chart-tools:
 	  mv $(CHART_TOOLS).part $(CHART_TOOLS); } || \
 	  echo "chart tools not installed: the chart tests skip (fail under CI=true)"
 
-test: $(STAMP) prometheus-package chromium-package llama-server engine-envs chart-tools lint
+test: $(STAMP) prometheus-package netns-package chromium-package llama-server engine-envs chart-tools lint
 	$(BIN)/python -m pytest -q -ra
 
 unit: $(STAMP)
