@@ -247,9 +247,14 @@ def _kv_formula(plan: Plan) -> str:
 
 
 def _per_length(plan: Plan, tokens: int) -> str:
-    fits = plan.capacity_tokens / tokens
     label = " (max_model_len)" if tokens == plan.max_model_len else ""
-    return f"{size(plan.kv_bytes(tokens))} for {tokens:,} tokens{label}; {fits:,.2f} such sequences fit"
+    if not plan.spec.kv_layers(SLIDING):
+        fits = plan.capacity_tokens / tokens
+        return f"{size(plan.kv_bytes(tokens))} for {tokens:,} tokens{label}; {fits:,.2f} such sequences fit"
+    held = plan.sequence_bytes(tokens)  # sliding-window layers hold their window, not the sequence
+    fits = plan.blocks * plan.block_bytes / held
+    label = " (max_model_len; sliding-window layers" if label else " (sliding-window layers"
+    return f"{size(held)} for {tokens:,} tokens{label} hold their window); {fits:,.2f} such sequences fit"
 
 
 def as_json(
@@ -280,7 +285,7 @@ def as_json(
         "gpu": None if plan.gpu is None else {"memory_bytes": plan.gpu.memory, "source": plan.gpu.source},
         "weights_bytes": {"checkpoint": plan.weights_checkpoint, "as_loaded": plan.weights_loaded},
         "kv_bytes_per_token": plan.kv_bytes_per_token,
-        "kv_bytes_for": {str(n): plan.kv_bytes(n) for n in lengths},
+        "kv_bytes_for": {str(n): plan.sequence_bytes(n) for n in lengths},
         "budget_bytes": plan.budget,
         "reserve_bytes": {
             "activation": plan.activation,

@@ -142,12 +142,24 @@ class ModelSpec:
         return per_layer * (self.kv_layers(FULL) + self.kv_layers(SLIDING))
 
     def kv_bytes_per_sequence(
-        self, tokens: int, kv_dtype_bytes: float, tensor_parallel: int = 1, block_size: int = 16
+        self,
+        tokens: int,
+        kv_dtype_bytes: float,
+        tensor_parallel: int = 1,
+        block_size: int = 16,
+        in_flight_tokens: int = 0,
     ) -> float:
-        """One sequence of `tokens`: sliding-window layers keep at most the window plus one block."""
+        """What vLLM holds (and admits by) for one sequence of `tokens`, in whole blocks: full layers the
+        whole sequence; sliding-window layers the window less one token plus the tokens that may be in
+        flight (scheduled, not yet freed), at most the sequence, plus one block (the window need not
+        start at a block's start): vLLM 0.32 SlidingWindowSpec.max_admission_blocks_per_request."""
         per_layer = self.kv_bytes_per_token_layer(kv_dtype_bytes, tensor_parallel)
-        window = tokens if self.sliding_window is None else min(tokens, self.sliding_window + block_size)
-        return per_layer * (self.kv_layers(FULL) * tokens + self.kv_layers(SLIDING) * window)
+        full = math.ceil(tokens / block_size) * block_size
+        if self.sliding_window is None:
+            return per_layer * (self.kv_layers(FULL) + self.kv_layers(SLIDING)) * full
+        held = min(self.sliding_window - 1 + in_flight_tokens, tokens)
+        window = (math.ceil(held / block_size) + 1) * block_size
+        return per_layer * (self.kv_layers(FULL) * full + self.kv_layers(SLIDING) * window)
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -378,7 +390,7 @@ def _from_config(config: dict, outer: dict, dtype: str, notes: list[str]) -> Mod
         head_dim=int(head_dim),
         intermediate=int(config.get("intermediate_size") or 4 * hidden),
         vocab=_int(config, "vocab_size"),
-        tied_embeddings=bool(outer.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
+        tied_embeddings=_tied(outer, config, model_type),
         dtype=_resolve_dtype(checkpoint_dtype, dtype),
         max_position=int(config.get("max_position_embeddings") or 0),
         layer_kinds=kinds,
@@ -399,6 +411,20 @@ def _from_config(config: dict, outer: dict, dtype: str, notes: list[str]) -> Mod
     )
 
 
+# Model types whose transformers config class ties the output layer to the embeddings unless config.json
+# says otherwise (`tie_word_embeddings: bool = True` in their configuration_*.py, transformers 5.19);
+# Gemma's published config.json files leave the field out, and an untied guess adds the vocabulary
+# matrix again (Gemma 2 9B: 10.16 B parameters instead of 9.24 B).
+_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3", "gemma3_text", "cohere", "cohere2", "starcoder2", "falcon")
+
+
+def _tied(outer: dict, config: dict, model_type: str) -> bool:
+    for source in (outer, config):
+        if source.get("tie_word_embeddings") is not None:
+            return bool(source["tie_word_embeddings"])
+    return model_type in _TIED_BY_DEFAULT or str(outer.get("model_type", "")) in _TIED_BY_DEFAULT
+
+
 def _int(config: dict, *names: str, default: int | None = None) -> int:
     for name in names:
         if config.get(name) is not None:
@@ -414,10 +440,12 @@ def _dtype(value: object) -> str:
 
 
 def _resolve_dtype(checkpoint: str, requested: str) -> str:
-    """vLLM's --dtype: `auto` takes the checkpoint's dtype, except float32, which it serves in float16."""
+    """vLLM's --dtype: `auto` takes the checkpoint's dtype, except float32, which it serves in the
+    platform's first dtype: bfloat16 on GPUs from Ampere on (vLLM 0.32 `_resolve_auto_dtype`; Gemma 2 and
+    3 refuse float16 there). Two bytes either way."""
     if requested in ("auto", "", None):
         return (
-            "float16" if checkpoint == "float32" else checkpoint if checkpoint in DTYPE_BYTES else "bfloat16"
+            "bfloat16" if checkpoint == "float32" else checkpoint if checkpoint in DTYPE_BYTES else "bfloat16"
         )
     name = _dtype(requested)
     if name not in DTYPE_BYTES:

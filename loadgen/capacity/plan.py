@@ -37,6 +37,7 @@ from loadgen.capacity.model import DTYPE_BYTES, GIB, KV_DTYPE_BYTES, MIB, SLIDIN
 SAMPLER_BYTES_PER_LOGIT = 38.5  # fitted: vLLM V1's sampler warm-up, bytes per (sequence x vocab entry)
 NON_TORCH_BYTES = int(0.15 * GIB)  # vLLM on one H100 logged 0.13-0.14 GiB outside PyTorch
 NON_TORCH_TP_BYTES = int(0.55 * GIB)  # with tensor parallelism (NCCL buffers): 0.55 GiB at TP 2
+IN_FLIGHT_BATCHES = 2  # vLLM's async scheduling (on by default in 0.32): two batches scheduled at once
 LARGE_GPU = 70 * GIB  # vLLM's larger scheduler defaults from here on (H100 class, not A100)
 _SEGMENT_ROUND = 2 * MIB
 _SMALL = MIB
@@ -98,6 +99,7 @@ class Plan:
     blocks: int
     capacity_tokens: int
     sequences: float  # concurrent sequences of max_model_len tokens
+    in_flight_tokens: int = 0  # scheduled but not yet settled: what a sliding window holds beyond itself
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -111,6 +113,14 @@ class Plan:
 
     def kv_bytes(self, tokens: int) -> float:
         return tokens * self.kv_bytes_per_token
+
+    def sequence_bytes(self, tokens: int) -> float:
+        """KV bytes vLLM holds for one sequence of `tokens` (sliding windows: less than kv_bytes)."""
+        s = self.settings
+        kv_bytes = KV_DTYPE_BYTES[self.kv_dtype]
+        return self.spec.kv_bytes_per_sequence(
+            tokens, kv_bytes, s.tensor_parallel, s.block_size, self.in_flight_tokens
+        )
 
     def tokens_persize(self) -> float:
         return GIB / self.kv_bytes_per_token if self.kv_bytes_per_token else math.inf
@@ -216,15 +226,19 @@ def make_plan(spec: ModelSpec, settings: EngineSettings, gpu: Gpu | None) -> Pla
     block_bytes = settings.block_size * per_token
     blocks = max(0, int(kv_memory // block_bytes))
     capacity = blocks * settings.block_size
-    per_sequence = spec.kv_bytes_per_sequence(max_len, kv_bytes, tp, settings.block_size)
-    # vLLM's "maximum concurrency": capacity / max_model_len; with sliding windows, per sequence's bytes
+    in_flight = IN_FLIGHT_BATCHES * batched
+    per_sequence = spec.kv_bytes_per_sequence(max_len, kv_bytes, tp, settings.block_size, in_flight)
+    # vLLM's "maximum concurrency": capacity / max_model_len; with sliding windows, per sequence's blocks
     sequences = blocks * block_bytes / per_sequence if spec.kv_layers(SLIDING) else capacity / max_len
     notes = list(spec.notes)
     if spec.kv_layers(SLIDING):
         notes.append(
             f"{spec.kv_layers(SLIDING)} of {spec.layers} layers use a sliding window of "
-            f"{spec.sliding_window} tokens: a sequence keeps at most the window there, so the token "
-            "capacity (all layers at full length) is a lower bound and the sequence count counts the windows"
+            f"{spec.sliding_window} tokens: vLLM holds and admits a sequence there by the window plus the "
+            f"tokens that may be in flight ({IN_FLIGHT_BATCHES} x {batched:,} max_num_batched_tokens, "
+            "async scheduling), at most the sequence, so the token capacity (all layers at full length) is "
+            f"a lower bound; vLLM logs about {sequences * max_len:,.0f} tokens "
+            "(its concurrency x max_model_len)"
         )
     if spec.layers - spec.kv_layers(SLIDING) - spec.kv_layers("full"):
         notes.append("linear-attention or state-space layers keep a fixed state per sequence, not estimated")
@@ -243,7 +257,7 @@ def make_plan(spec: ModelSpec, settings: EngineSettings, gpu: Gpu | None) -> Pla
             "nothing is left for the KV cache: vLLM refuses to start (No available memory for "
             "the cache blocks); raise gpu_memory_utilization, use a larger GPU or more GPUs"
         )
-    elif capacity < max_len:
+    elif sequences < 1:  # vLLM's start-up check: one sequence of max_model_len must fit
         notes.append(
             f"the KV cache holds fewer tokens than max_model_len ({max_len:,}): vLLM refuses to "
             "start unless --max-model-len is lowered"
@@ -267,6 +281,7 @@ def make_plan(spec: ModelSpec, settings: EngineSettings, gpu: Gpu | None) -> Pla
         blocks=blocks,
         capacity_tokens=capacity,
         sequences=sequences,
+        in_flight_tokens=in_flight,
         notes=tuple(notes),
     )
 

@@ -19,6 +19,7 @@ Measured vLLM start-up logs the plan must reproduce:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,35 @@ def test_kv_cache_memory_given_skips_the_budget() -> None:
     plan = make_plan(model("qwen3-0.6b"), EngineSettings(kv_cache_memory=GIB), None)
     assert plan.budget is None and plan.kv_memory == GIB
     assert plan.blocks == GIB // (16 * plan.kv_bytes_per_token)
+
+
+def test_gemma_ties_its_output_layer_when_the_config_leaves_it_out() -> None:
+    # Gemma's config.json has no tie_word_embeddings; transformers' Gemma2Config defaults it to True.
+    # Counted untied, the planner gave 10,159,209,984 parameters (a second 256,000 x 3,584 matrix).
+    gemma = model("gemma-2-9b")
+    assert gemma.tied_embeddings and gemma.parameters() == 9_241_705_984  # the model card's 9.24 B
+    assert gemma.dtype == "bfloat16"  # a float32 checkpoint, served in the GPU's first dtype
+    assert not model("mistral-7b-v0.1").tied_embeddings  # MistralConfig defaults it to False
+
+
+def test_sliding_window_sequences_as_vllm_admits_them(capsys: pytest.CaptureFixture[str]) -> None:
+    """vLLM 0.32 holds (and admits) a sliding-window layer's sequence by window - 1 + the tokens in
+    flight (two batches of max_num_batched_tokens under async scheduling), whole blocks, plus one
+    block; before, the window plus one block (Mistral 7B v0.1 on an H100: 104 sequences of 32,768
+    tokens, where vLLM counts 22.6), and the per-length lines ignored the window (13.06)."""
+    mistral = model("mistral-7b-v0.1")
+    assert mistral.kv_layers(SLIDING) == 32 and mistral.sliding_window == 4096
+    plan = make_plan(mistral, EngineSettings(), Gpu(int(79.18 * GIB), "given"))
+    assert plan.in_flight_tokens == 2 * 8192
+    blocks_per_sequence = -(-(4095 + 16_384) // 16) + 1  # cdiv(min(window - 1 + in flight, 32,768), 16) + 1
+    assert plan.sequence_bytes(32_768) == blocks_per_sequence * plan.block_bytes
+    assert plan.sequences == pytest.approx(plan.blocks / blocks_per_sequence)
+    short = plan.sequence_bytes(1_000)  # shorter than the window: the sequence, in blocks, plus one
+    assert short == (-(-1000 // 16) + 1) * plan.block_bytes
+    assert main(["capacity", "--model", str(MODELS / "mistral-7b-v0.1"), "--gpu-memory", "79.18GiB"]) == 0
+    out = capsys.readouterr().out
+    per_length = re.search(r"for 32,768 tokens \(max_model_len.*?\); ([\d.]+) such sequences fit", out)
+    concurrency = re.search(r"Concurrency +([\d.]+) sequences", out)
+    assert (
+        per_length and concurrency and per_length.group(1) == concurrency.group(1) == f"{plan.sequences:.2f}"
+    )
