@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from loadgen.capacity import live
@@ -19,7 +20,7 @@ from loadgen.capacity.sweep import beside_sweep
 EXAMPLES = """examples:
   llmobs-loadgen capacity --model ./Qwen3-4B --gpu-memory 24GiB
   llmobs-loadgen capacity --model ./Qwen3-4B --max-model-len 10000 --tokens 10000 --engine-url http://127.0.0.1:8000
-  llmobs-loadgen capacity --model config.json --gpu-memory 80GB --kv-cache-dtype fp8 --report sweep.json
+  llmobs-loadgen capacity --model config.json --gpu-memory 79.18GiB --kv-cache-dtype fp8 --report sweep.json
   llmobs-loadgen capacity --model model.gguf --gpu-memory 24GiB --exporter-url http://127.0.0.1:9840
 """
 
@@ -68,7 +69,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     gpu = p.add_argument_group("GPU")
     gpu.add_argument(
-        "--gpu-memory", metavar="SIZE", help="e.g. 24GiB, 80GB (default: NVML's GPU --gpu-index)"
+        "--gpu-memory",
+        metavar="SIZE",
+        help="e.g. 24GiB, 79.18GiB for an H100 80GB (default: NVML's GPU --gpu-index)",
     )
     gpu.add_argument("--gpu-index", type=int, default=0, metavar="N", help="the GPU NVML reads (0)")
     compare = p.add_argument_group("compare")
@@ -143,10 +146,22 @@ def _settings(args: argparse.Namespace, engine: live.EngineReport | None) -> Eng
 
 def _gpu(args: argparse.Namespace, settings: EngineSettings) -> Gpu | None:
     if args.gpu_memory:
-        return Gpu(parse_size(args.gpu_memory, "--gpu-memory"), "given")
+        memory = parse_size(args.gpu_memory, "--gpu-memory")
+        return Gpu(memory, _given(args.gpu_memory, memory))
     if settings.kv_cache_memory is not None:
         return None
     return read_nvml(args.gpu_index)
+
+
+def _given(text: str, memory: int) -> str:
+    """ "given", and for a size in decimal units the reminder that GPUs sold as N GB have N GiB: an
+    "80GB" H100 has 80 GiB (79.18 of them for vLLM), and --gpu-memory 80GB plans for 74.5."""
+    decimal = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt])b\s*", text, re.IGNORECASE)
+    if decimal is None:
+        return "given"
+    number, prefix = decimal.group(1), decimal.group(2).upper()
+    sold = f"a GPU sold as {number}{prefix}B has {number} {prefix}iB"
+    return f"given in decimal units; {sold}: --gpu-memory {number}{prefix}iB"
 
 
 def _lengths(text: str | None, plan: Plan) -> list[int]:

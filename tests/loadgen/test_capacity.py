@@ -271,3 +271,13 @@ def test_sliding_window_sequences_as_vllm_admits_them(capsys: pytest.CaptureFixt
     assert (
         per_length and concurrency and per_length.group(1) == concurrency.group(1) == f"{plan.sequences:.2f}"
     )
+
+
+def test_a_gpu_size_in_decimal_units_says_what_gpus_are_sold_as(capsys: pytest.CaptureFixture[str]) -> None:
+    # "80GB" is 74.51 GiB; an H100 80GB has 80 GiB (79.18 for vLLM): Qwen3-32B's plan went from a KV
+    # cache of about 4 GiB to 0.3 GiB and "vLLM refuses to start" without a word about the unit
+    assert main(["capacity", "--model", str(MODELS / "qwen3-32b"), "--gpu-memory", "80GB"]) == 0
+    out = capsys.readouterr().out
+    assert "74.51 GiB (given in decimal units; a GPU sold as 80GB has 80 GiB: --gpu-memory 80GiB)" in out
+    assert main(["capacity", "--model", str(MODELS / "qwen3-32b"), "--gpu-memory", "79.18GiB"]) == 0
+    assert "79.18 GiB (given) x 0.9" in capsys.readouterr().out
