@@ -76,7 +76,11 @@ def safe_url(url: str) -> str:
 
 class Prometheus:
     def __init__(self, url: str, budget: Budget | None = None, token: str | None = None) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError as exc:  # "http://h:99999", "http://[::1": the URL is not shown (user:password@)
+            raise PrometheusError(f"--prometheus is not a usable URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PrometheusError(f"not an http(s) URL: {safe_url(url)!r}")
         self.url = safe_url(url)

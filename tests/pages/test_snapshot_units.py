@@ -201,6 +201,14 @@ def test_cli_refuses_clearly_and_writes_nothing(tmp_path, capsys) -> None:
     assert "no such variable in these dashboards: colour" in capsys.readouterr().err
     assert main(["snapshot", "--prometheus", url, "--from", "now", "--to", "now-1h", "-o", str(out)]) == 2
     assert "--from must be before --to" in capsys.readouterr().err
+    for broken in (
+        "http://admin:hunter2@[::1",
+        "http://admin:hunter2@h:99999",
+        "http://admin:hunter2@h:８０",
+    ):
+        assert main(["snapshot", "--prometheus", broken, "-o", str(out)]) == 2  # was a traceback
+        error = capsys.readouterr().err
+        assert "--prometheus is not a usable URL" in error and "hunter2" not in error
 
 
 def test_label_values_are_text_never_markup() -> None:
