@@ -65,7 +65,7 @@ def test_an_event_of_many_lines_is_capped_and_read_in_linear_time():
     with pytest.raises(EventTooLarge):
         for _ in range(100):
             parser.feed(chunk)
-            kept.append(parser._partial_len)  # only the line still being read is kept, never the event
+            kept.append(len(parser._partial))  # only the line still being read is kept, never the event
     assert len(kept) == 47 and max(kept) == 0  # 1 MB of data / 21 KB a chunk: the cap ended it
     parser = SSEParser(max_event_bytes=1_000_000)
     parser.feed(b"data: x")
@@ -76,3 +76,21 @@ def test_an_event_of_many_lines_is_capped_and_read_in_linear_time():
 def test_an_event_within_the_cap_whatever_its_lines():
     events = feed_all([b"data: a\n" * 3 + b"\n", b"data: " + b"b" * 5000 + b"\n\n"])
     assert events == [(b"", b"a\na\na"), (b"", b"b" * 5000)]
+
+
+def test_a_line_trickled_in_tiny_chunks_is_held_at_about_its_own_size():
+    # A server writing a long line two bytes at a time: the chunks, kept as a list, held ~20x the line
+    # (a 32 MiB line: ~700 MB per request), although the byte budget counted only the line.
+    import tracemalloc
+
+    parser = SSEParser()
+    tracemalloc.start()
+    try:
+        parser.feed(b"data: ")
+        for _ in range(500_000):
+            assert parser.feed(bytes([120, 120])) == []  # a fresh object each, as from a socket
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 3 * 1_000_000, held
+    assert parser.feed(b"\n\n") == [(b"", b"xx" * 500_000)]
