@@ -4,7 +4,12 @@
     ├── ScenarioError         a setting (flag, YAML key, control-API body) that cannot be used
     ├── WorkloadError         a dataset, length distribution or tokenizer that cannot be used
     ├── ClientError           the server could not be used at setup (model discovery, the API key)
-    └── EventLoopError        the event loop asked for cannot be had
+    ├── EventLoopError        the event loop asked for cannot be had
+    ├── WorkerError           a worker process could not run its slice (workers.py)
+    ├── MergeError            shard reports that cannot be merged into one run's (merge.py)
+    ├── CapacityError         a capacity plan's input that cannot be used (capacity/errors.py)
+    ├── ReportDataError       a report or JSONL file the HTML pages cannot read (html/data.py)
+    └── GateError             a `compare --fail-if` expression that cannot be read (html/compare.py)
 
 Each boundary catches LoadgenError once: the command line (message on stderr, exit status 2), the
 control API (400 for a bad scenario; a failed run's state and error otherwise) and the runner (the

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 
 import pytest
 
+import loadgen
 from loadgen import errors
 from loadgen.client import Timeouts
 from loadgen.errors import LoadgenError
@@ -22,6 +25,20 @@ def test_every_error_meant_for_people_has_one_root():
     for name in ("ScenarioError", "WorkloadError", "ClientError", "EventLoopError"):
         assert issubclass(getattr(errors, name), LoadgenError), name
     assert "LoadgenError" in errors.__doc__ and "EventLoopError" in errors.__doc__
+
+
+def test_the_error_tree_in_the_docstring_names_every_subclass():
+    for module in pkgutil.walk_packages(loadgen.__path__, "loadgen."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    pending, found = [LoadgenError], set()
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            if subclass.__module__.startswith("loadgen."):
+                found.add(subclass.__name__)
+                pending.append(subclass)
+    missing = sorted(name for name in found if f"── {name} " not in errors.__doc__)
+    assert not missing, f"loadgen/errors.py's tree lacks {missing}"
 
 
 @pytest.mark.parametrize("key", sorted(INPUTS))
