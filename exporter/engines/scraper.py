@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -160,6 +161,9 @@ class HttpFetch:
         except httpx.HTTPError as exc:  # refused, reset, DNS, TLS, protocol errors before the body
             kind: ErrorKind = "tls" if is_tls_failure(exc) else "connect"
             raise ScrapeError(kind, f"{path}: {type(exc).__name__}: {exc}") from None
+        except ssl.SSLError as exc:  # an alert read after the handshake (TLS 1.3: a client certificate
+            # refused), raised by anyio's TLS stream past httpcore's mapping
+            raise ScrapeError("tls", f"{path}: {type(exc).__name__}: {exc}") from None
 
 
 def _check_answer(response: httpx.Response, path: str) -> None:
