@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic, perf_counter_ns
@@ -205,8 +206,9 @@ class LoadClient:
                 self.backoff.failed()
         except (httpx.DecodingError, SSEError, MalformedResponse) as exc:
             record.fail("malformed", _describe(exc))
-        except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            record.fail("connect", _describe(exc))  # no response at all
+        except (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError, ssl.SSLError) as exc:
+            record.fail("connect", _describe(exc))  # no response at all (a TLS alert read after the
+            # handshake, e.g. a client certificate refused, comes raw from anyio, past httpx's mapping)
             if isinstance(exc, httpx.ConnectError):
                 self.backoff.failed()
         except asyncio.CancelledError:
@@ -243,7 +245,7 @@ class LoadClient:
             await self._consume(response, record)
         except MalformedResponse as exc:
             record.fail("malformed", _describe(exc))
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, ssl.SSLError) as exc:
             record.fail("stream_broken", _describe(exc))
         finally:
             await response.aclose()

@@ -4,8 +4,12 @@ path (kernel timestamps for plain HTTP only)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +129,47 @@ def test_proxies_from_the_environment_only_when_asked(tls, run_loadgen, monkeypa
     monkeypatch.setenv("NO_PROXY", "proxied.invalid")
     bypassed = https_run(run_loadgen, target, proxy_from_env=True, connect_timeout="2s")
     assert bypassed.phase["requests"]["by_outcome"]["connect"] == 4
+
+
+@contextlib.contextmanager
+def client_cert_server(cert: Path, key: Path, ca: Path) -> Iterator[str]:
+    """A TLS 1.3 server that requires a client certificate: a client without one learns it only when it
+    reads, from an alert (TLSV13_ALERT_CERTIFICATE_REQUIRED) or a reset."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(ca)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def refuse(raw: socket.socket) -> None:
+        with contextlib.suppress(OSError), raw, context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(100)
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                raw, _ = listener.accept()
+                threading.Thread(target=refuse, args=(raw,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_server_that_refuses_the_client_after_the_handshake_is_a_connect_failure(
+    tmp_path, run_loadgen, caplog
+):
+    # The alert came raw from anyio's TLS stream (ssl.SSLError, not an httpx error) on some requests:
+    # each was a traceback in the log and counted `malformed`.
+    ca, cert, key = make_ca(tmp_path)
+    with client_cert_server(cert, key, ca) as url:
+        result = run_loadgen(url=url, model="m", concurrency=4, requests=60, output_len=2, ca_file=str(ca))
+    assert result.phase["requests"]["by_outcome"]["connect"] == 60, result.phase["requests"]
+    assert "unexpected error" not in caplog.text
