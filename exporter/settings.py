@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.errors import ExporterError
 from exporter.redact import redact
 
 ENV_PREFIX = "EXPORTER_"
@@ -23,7 +24,7 @@ ENV_PREFIX = "EXPORTER_"
 Parser = Callable[[Any, str, Mapping[str, str]], Any]
 
 
-class ConfigError(ValueError):
+class ConfigError(ExporterError, ValueError):
     """A setting is missing, malformed or out of range; the message says which and why, never a credential
     (it goes through redact.redact: a target URL's password, for one, is shown as <redacted>)."""
 

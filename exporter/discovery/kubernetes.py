@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 
 from exporter.discovery.pods import EngineTarget, Pod, engine_target, pod_from_api
+from exporter.errors import ExporterError
 
 log = logging.getLogger("exporter.kubernetes")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -52,7 +53,7 @@ WATCH_SECONDS = 300
 BACKOFF_SECONDS = (0.5, 30.0)
 
 
-class WatchFailure(Exception):
+class WatchFailure(ExporterError):
     """A failed list or watch; `kind` is what it counts as."""
 
     def __init__(self, kind: str, message: str) -> None:

@@ -34,12 +34,13 @@ from exporter.engines.schema import (
     finish_reason,
     raw_reason_label,
 )
+from exporter.errors import ExporterError
 
 LabelMap = Callable[[Mapping[str, str]], dict[str, str] | None]
 RATIO_FAMILIES = {"llm_kv_cache_usage_ratio"}
 
 
-class ScrapeError(Exception):
+class ScrapeError(ExporterError):
     """A failed scrape, with `kind` one of the counted schema.ErrorKind; the message never holds secrets."""
 
     def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:

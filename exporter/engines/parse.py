@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from exporter.engines.schema import DropReason
+from exporter.errors import ExporterError
 
 TYPES = {
     "counter",
@@ -62,7 +63,7 @@ _FAST_SAMPLE = re.compile(
 _FAST_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
 
 
-class ParseError(ValueError):
+class ParseError(ExporterError, ValueError):
     """The payload is not valid Prometheus text; the message says where and why."""
 
 
