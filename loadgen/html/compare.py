@@ -17,7 +17,8 @@ Gate grammar: `FIGURE OP THRESHOLD`, OP one of `>`, `>=`, `<`, `<=`, THRESHOLD
   `+10%` / `-5%`: the relative change against the baseline (a sign or a % makes it a change);
   `+50ms` / `-0.2s` / `+3`: the absolute change (s, ms, us for latencies);
   `0.01` / `2s`: the value itself (no sign).
-A gate fails when its condition holds for some run against the baseline in some phase.
+A gate fails when its condition holds for some run against the baseline in some phase, and when it cannot
+be judged there (a run without a value for the figure). A change from a baseline of 0 is +inf (any rise).
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ def compare(runs: list[tuple[str, RunData]], resamples: int = 400, seed: int = 0
 
 
 def _change(base: float | None, value: float | None) -> float | None:
-    if base is None or value is None or base == 0:
+    """value / base - 1; from 0, any rise is +inf (0 errors -> 5 errors is a regression) and 0 stays 0."""
+    if base is None or value is None:
         return None
+    if base == 0:
+        return 0.0 if value == 0 else math.copysign(math.inf, value)
     return value / base - 1
 
 
@@ -230,14 +234,23 @@ class Gate:
         }[self.op]
 
     def check(self, comparison: Comparison) -> list[str]:
-        """A sentence for every run and phase where the gate's condition holds (a regression)."""
+        """A sentence for every run and phase where the gate's condition holds (a regression), or where it
+        cannot be judged because a run has no value for the figure (a gate that cannot look must not
+        pass: a candidate whose every request failed has no TTFT to be slower in)."""
         failures = []
         for row in comparison.rows:
             if row.figure != self.figure:
                 continue
             for i in range(1, len(row.values)):
                 measured = self.measure(row.values[0], row.values[i])
-                if measured is not None and self.holds(measured):
+                if measured is None:
+                    missing = [comparison.names[j] for j in (0, i) if row.values[j] is None]
+                    failures.append(
+                        f"FAIL {self.text}: cannot be judged for {comparison.names[i]} against "
+                        f"{comparison.names[0]}, phase {row.phases[i]}: no {self.figure} in "
+                        f"{' and '.join(missing) or comparison.names[0]}"
+                    )
+                elif self.holds(measured):
                     unit = unit_of(self.figure)
                     failures.append(
                         f"FAIL {self.text}: {comparison.names[i]} against {comparison.names[0]}, phase "

@@ -4,8 +4,11 @@ The JSONL is read as a stream with budgets, so a soak of millions of requests fi
 every line at most `MAX_LINE_BYTES`; figures keep seeded uniform samples (reservoirs) of at most
 `CDF_SAMPLE` values per phase and metric for the distributions, and per time window the counts plus at
 most `WINDOW_SAMPLE` values for its percentiles; windows widen (10 s, 20 s, 30 s, 1 min, ...) so a run has at
-most `MAX_WINDOWS`. Lines that are not records (bad JSON, missing fields) are counted and reported,
-never guessed at. Nothing here reaches into the runner: data flows file -> figures -> page.
+most `MAX_WINDOWS`, and a record more than `MAX_WINDOWS` windows from the first one is outside the run
+(counted, not drawn: one hostile time would otherwise make millions of windows). Lines that are not
+records (bad JSON, missing fields) are counted and reported, never guessed at; records of phases the
+report does not have (the warm-up's) are counted and left out, as the report leaves them out. Nothing
+here reaches into the runner: data flows file -> figures -> page.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MAX_WINDOWS = 2_000
 WINDOW_STEPS_S = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 WINDOW_S = 10  # the window of a run of a few minutes or more; a shorter run gets at least 20 windows
 LATENCIES = ("ttft", "tpot", "itl", "e2e")  # the CDFs the report draws, in this order
+MAX_OUTCOMES = 16  # error classes drawn (the load generator has 9); more are counted as "other"
 
 
 class ReportDataError(LoadgenError):
@@ -75,6 +79,9 @@ class RunData:
     jsonl: str | None = None
     records: int = 0
     skipped_lines: int = 0
+    outside_run: int = 0  # records whose times lie beyond the span a run's windows can have
+    other_phases: dict[str, int] = field(default_factory=dict)  # phase not in the report -> records
+    outcomes: set[str] = field(default_factory=set)  # error classes seen (at most MAX_OUTCOMES + other)
     window_s: float = 10.0
     # Times are seconds after `anchor_ns` (the first record's send: records come in completion order, so
     # an earlier send may come later); the time axis starts at `origin_ns`, the earliest send of all.
@@ -82,6 +89,8 @@ class RunData:
     origin_ns: int | None = None
     windows: dict[int, Window] = field(default_factory=dict)  # window index (from the anchor) -> figures
     samples: dict[tuple[str, str], Reservoir] = field(default_factory=dict)  # (phase, metric) -> values
+    # window index -> requests that start or stop being in flight for whole windows from there (+1/-1)
+    whole_windows: dict[int, int] = field(default_factory=dict)
     phase_span: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> first send, last end
 
     @property
@@ -136,8 +145,16 @@ def read_run(report: dict, source: str, jsonl: Path | str | None = None, seed: i
         return data
     data.window_s = _window_width(report)
     rng = random.Random(seed)
+    phases = {str(phase.get("phase")) for phase in report.get("phases", [])}
     for record in _records(Path(jsonl), data):
-        _fold(data, record, rng)
+        phase = str(record["phase"])
+        if phase in phases:
+            _fold(data, record, rng)
+        elif len(data.other_phases) < 100 or phase in data.other_phases:
+            data.other_phases[phase[:80]] = data.other_phases.get(phase[:80], 0) + 1
+        else:
+            data.skipped_lines += 1
+    _settle_busy(data, rng)
     return data
 
 
@@ -187,18 +204,26 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _instant(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _fold(data: RunData, record: dict, rng: random.Random) -> None:
-    sent_ns, end_ns = record["sent_ns"], record["end_ns"]
-    if not isinstance(sent_ns, int) or not isinstance(end_ns, int) or sent_ns <= 0:
+    sent_ns, end_ns = _instant(record["sent_ns"]), _instant(record["end_ns"])
+    if sent_ns is None or end_ns is None or sent_ns <= 0:
         data.skipped_lines += 1
         return
+    anchor = sent_ns if data.anchor_ns is None else data.anchor_ns
+    sent = (sent_ns - anchor) * 1e-9
+    end = max(sent, (end_ns - anchor) * 1e-9) if end_ns else sent
+    reach = data.window_s * MAX_WINDOWS
+    if abs(sent) > reach or abs(end) > reach:
+        data.outside_run += 1
+        return
     data.records += 1
-    if data.anchor_ns is None:
-        data.anchor_ns = data.origin_ns = sent_ns
-    data.origin_ns = min(data.origin_ns, sent_ns)  # type: ignore[type-var]
+    data.anchor_ns = anchor
+    data.origin_ns = sent_ns if data.origin_ns is None else min(data.origin_ns, sent_ns)
     phase, ok = str(record["phase"]), record["outcome"] == "success"
-    sent = (sent_ns - data.anchor_ns) * 1e-9
-    end = max(sent, (end_ns - data.anchor_ns) * 1e-9) if end_ns else sent
     first, last = data.phase_span.get(phase, (sent, end))
     data.phase_span[phase] = (min(first, sent), max(last, end))
     _window(data, sent, rng).sent += 1
@@ -206,12 +231,15 @@ def _fold(data: RunData, record: dict, rng: random.Random) -> None:
     closing = _window(data, end, rng)
     if not ok:
         outcome = str(record["outcome"])[:40]
+        if outcome not in data.outcomes:
+            outcome = "other" if len(data.outcomes) >= MAX_OUTCOMES else outcome
+            data.outcomes.add(outcome)
         closing.errors[outcome] = closing.errors.get(outcome, 0) + 1
         return
     closing.succeeded += 1
     closing.output_tokens += int(_number(record.get("output_tokens")) or 0)
     ttft, tpot, e2e = (_number(record.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s"))
-    if ttft is not None:
+    if ttft is not None and 0 <= ttft <= end - sent + 1:  # its first token came within the request
         _window(data, sent + ttft, rng).ttft.add(ttft)  # type: ignore[union-attr]
     if tpot is not None:
         closing.tpot.add(tpot)  # type: ignore[union-attr]
@@ -238,12 +266,35 @@ def _window(data: RunData, at_s: float, rng: random.Random) -> Window:
 
 
 def _spread_busy(data: RunData, start: float, end: float, rng: random.Random) -> None:
+    """A request's time in flight, per window: its first and last windows now, the whole windows between
+    them as +1/-1 marks that `_settle_busy` adds up once (so a long request costs no more than a short
+    one)."""
+    if end <= start:
+        return
     width = data.window_s
-    index = int(start // width)
-    while start < end:
-        boundary = (index + 1) * width
-        _window(data, start, rng).busy_s += min(end, boundary) - start
-        start, index = boundary, index + 1
+    first, last = int(start // width), int(end // width)
+    if last > first and last * width == end:
+        last -= 1  # ends on a boundary: its last window is the one before
+    if first == last:
+        _window(data, start, rng).busy_s += end - start
+        return
+    _window(data, start, rng).busy_s += (first + 1) * width - start
+    _window(data, end, rng).busy_s += end - last * width
+    if last - first > 1:
+        marks = data.whole_windows
+        marks[first + 1] = marks.get(first + 1, 0) + 1
+        marks[last] = marks.get(last, 0) - 1
+
+
+def _settle_busy(data: RunData, rng: random.Random) -> None:
+    marks, running = data.whole_windows, 0
+    if not marks:
+        return
+    for index in range(min(marks), max(marks) + 1):
+        running += marks.get(index, 0)
+        if running:
+            _window(data, index * data.window_s, rng).busy_s += running * data.window_s
+    marks.clear()
 
 
 def _reservoir(data: RunData, phase: str, metric: str, rng: random.Random) -> Reservoir:

@@ -14,7 +14,7 @@ from grafana.snapshot.figures import PALETTE, base_layout
 from grafana.snapshot.units import scale_for
 from loadgen.html.data import RunData
 
-__all__ = ["cdf_figure", "level_of", "percentile", "sweep_figures", "time_figures"]
+__all__ = ["cdf_figure", "level_of", "percentile", "sweep_figures", "time_figures", "x_title"]
 
 _LEVEL = re.compile(r"(?:concurrency|rate)=([0-9]+(?:\.[0-9]+)?)")
 CDF_POINTS = 800
@@ -34,6 +34,15 @@ def level_of(phase: dict) -> float | None:
         return float(phase["level"])
     match = _LEVEL.search(str(phase.get("phase", "")))
     return float(match.group(1)) if match else None
+
+
+def x_title(layout: dict, text: str) -> None:
+    """An x-axis title with the legend below it, not beside it on the same line (where a legend of a few
+    entries ran into the title and neither could be read)."""
+    layout["xaxis"]["title"] = {"text": text, "font": {"size": 10}, "standoff": 4}
+    if layout.get("showlegend", True) and layout["legend"].get("orientation") == "h":
+        layout["legend"].update(yref="container", y=0, yanchor="bottom")
+        layout["margin"]["b"] = 64
 
 
 def _color(i: int) -> str:
@@ -89,7 +98,8 @@ def cdf_figure(runs: list[tuple[str, RunData]], metric: str, height: int = 320) 
         for i, (name, xs, ys, mode) in enumerate(traces)
     ]
     layout = base_layout(height, time_axis=False, series=len(data_out))
-    layout["xaxis"].update(ticksuffix=scale.suffix, title={"text": metric.upper(), "font": {"size": 11}})
+    layout["xaxis"].update(ticksuffix=scale.suffix)
+    x_title(layout, metric.upper())
     layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
     return {"data": data_out, "layout": layout}, "; ".join(sorted(notes))
 
@@ -183,11 +193,14 @@ def time_figures(data: RunData, height: int = 300) -> list[tuple[str, str, dict 
     figures = []
 
     def figure(title: str, what: str, series: list[tuple[str, list]], unit: str) -> None:
+        if all(y is None for _, ys in series for y in ys):
+            figures.append((title, "No values: no request of the run has this figure.", None))
+            return
         biggest = max((abs(y) for _, ys in series for y in ys if y is not None), default=0.0)
         scale = scale_for(unit, biggest)
         traces = [_series(name, xs, scale.apply(ys), i, scale.suffix) for i, (name, ys) in enumerate(series)]
         layout = base_layout(height, scale, time_axis=False, series=len(traces))
-        layout["xaxis"].update(title={"text": "seconds since the first request", "font": {"size": 10}})
+        x_title(layout, "seconds since the first request")
         _phase_bands(data, layout)
         figures.append((title, what, {"data": traces, "layout": layout}))
 
@@ -344,7 +357,7 @@ def _verdict_marks(sweep: dict) -> list[tuple[float, str, str]]:
 
 def _level_layout(height: int, unit: str, marks: list[tuple[float, str, str]]) -> dict:
     layout = base_layout(height, time_axis=False)
-    layout["xaxis"].update(title={"text": unit, "font": {"size": 10}})
+    x_title(layout, unit)
     layout["shapes"] = [
         {
             "type": "line",

@@ -19,7 +19,7 @@ from grafana.snapshot.page import Cell, Page, esc
 from grafana.snapshot.prometheus import Prometheus
 from grafana.snapshot.resolve import Window, variable_values
 from grafana.snapshot.units import format_value
-from loadgen.html.data import LATENCIES, RunData
+from loadgen.html.data import LATENCIES, MAX_WINDOWS, RunData
 from loadgen.html.figures import cdf_figure, sweep_figures, time_figures
 
 __all__ = ["FIGURE_DEFINITIONS", "LATENCY_ROWS", "SERVER_PANELS", "report_page", "run_window"]
@@ -39,9 +39,9 @@ STATS = ("count", "mean", "median", "p90", "p95", "p99", "max")
 FIGURE_DEFINITIONS = {
     "CDF": "share of requests (of gaps, for ITL) at or below each value, per phase; from the per-request "
     "JSONL (a uniform sample when a phase has more than 20,000 values), else the report's percentiles",
-    "per window": "the run cut into windows of 10 s (wider for long runs); a request counts where it "
-    "happened: sent when sent, succeeded and its tokens and TPOT when it ended, TTFT when its first token "
-    "came",
+    "per window": "the run cut into windows of 10 s (narrower for runs under 200 s, wider for long ones: "
+    "each figure names its width); a request counts where it happened: sent when sent, succeeded and its "
+    "tokens and TPOT when it ended, TTFT when its first token came",
     "in flight": "request-seconds in flight within a window / the window's length (a time-weighted mean)",
     "sweep": "each level's figure that its SLO is judged on (the SLO percentile, p5 for a >= objective)",
     "server side": "the dashboards' own panels (same queries, units and legends), from Prometheus over the "
@@ -83,8 +83,23 @@ def _verdict(page: Page, report: dict) -> None:
     if "sweep" in report:
         good = report["sweep"].get("capacity") is not None
         lines.append((report["sweep"].get("sentence", ""), "good" if good else "bad"))
+    if isinstance(report.get("diagnosis"), str):
+        lines.append((report["diagnosis"], ""))
+    for phase in report["phases"]:
+        overload = phase.get("overload")
+        if isinstance(overload, dict):
+            lines.append((f"{phase['phase']}: overloaded {_overload_words(overload)}", "bad"))
     if report.get("failure"):
         lines.append((f"The run failed: {report['failure']}", "bad"))
+    warmup = report.get("warmup")
+    if isinstance(warmup, dict):
+        lines.append(
+            (
+                f"Warm-up: {warmup.get('sent', '?')} requests ({warmup.get('succeeded', '?')} succeeded) in "
+                f"{format_value(warmup.get('duration_s'), 's')} before the first phase, in no figure here.",
+                "",
+            )
+        )
     lines += [(f"Note: {note}", "") for note in report.get("notes", [])]
     if lines:
         page.section("Verdict", anchor="verdict")
@@ -167,6 +182,14 @@ def _over_time(page: Page, data: RunData) -> None:
         return
     if data.skipped_lines:
         page.text(f"{data.skipped_lines:,} lines of the JSONL were not requests and were skipped.")
+    if data.outside_run:
+        page.text(
+            f"{data.outside_run:,} requests of the JSONL lie more than {data.window_s * MAX_WINDOWS:,.0f} s "
+            "from its first one, outside any run this report can be of, and are not drawn."
+        )
+    if data.other_phases:
+        phases = ", ".join(f"{name} {count:,}" for name, count in sorted(data.other_phases.items()))
+        page.text(f"Requests of phases the report leaves out (warm-up) are not drawn either: {phases}.")
     for title, what, figure in time_figures(data):
         body = "" if figure else f'<p class="empty">{esc(what)}</p>'
         page.panel(title, what if figure else "", figure=figure, body=body, width=12)
@@ -225,6 +248,18 @@ def _configuration(page: Page, data: RunData) -> None:
     definitions = {**report.get("definitions", {}), **FIGURE_DEFINITIONS}
     items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in definitions.items())
     page.raw(f'<dl class="defs" style="grid-column: 1 / -1">{items}</dl>')
+
+
+def _overload_words(overload: dict) -> str:
+    """The console report's words for an open loop past capacity (loadgen/report.py), from the JSON."""
+    since, achieved, offered = (overload.get(k) for k in ("since_s", "achieved_rate", "offered_rate"))
+    if not all(isinstance(v, (int, float)) for v in (since, achieved, offered)):
+        return "(the report's figures are incomplete)"
+    share = f" ({achieved / offered:.0%})" if offered else ""
+    return (
+        f"from {since:.0f} s on, completing {achieved:.2f} of {offered:.2f} requests/s offered{share}: "
+        "latency after that point measures the queue, not the server"
+    )
 
 
 def _text(value: object) -> str:

@@ -139,3 +139,94 @@ def test_comparison_is_seeded_and_gates_fire(tmp_path: Path) -> None:
     assert Gate.parse("ttft_p95 > +10%").check(first)
     assert not Gate.parse("ttft_p95 > +500%").check(first)
     assert not Gate.parse("requests_per_s < -5%").check(first)
+
+
+def test_a_time_far_outside_the_run_is_counted_not_drawn(tmp_path: Path) -> None:
+    """One record ending 31 years later once made ~10^8 windows (minutes, gigabytes): now it is left out."""
+    far = {**record("a", 1.0, 0.5, 0.1), "end_ns": 10**18}
+    early = {**record("a", 1.0, 0.5, 0.1), "sent_ns": 10**16, "end_ns": 10**16 + 1}
+    flags = {**record("a", 1.0, 0.5, 0.1), "sent_ns": True, "end_ns": True}
+    late_token = {**record("a", 2.0, 0.5, 0.1), "ttft_s": 1e300}
+    lines = [record("a", 0.0, 0.5, 0.1), far, early, flags, late_token]
+    data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    assert (data.records, data.outside_run, data.skipped_lines) == (2, 2, 1)
+    assert max(data.windows) - min(data.windows) < run_data.MAX_WINDOWS
+    assert sum(len(w.ttft.values) for w in data.windows.values()) == 1  # 1e300 s is no first-token time
+
+
+def test_a_long_request_is_in_flight_in_every_window_it_spans(tmp_path: Path) -> None:
+    # 10 s windows from the first send; one request 95.5 s long, one 10 s long from 32.5 s
+    lines = [record("a", 0.0, 95.5, 0.1), record("a", 32.5, 10.0, 0.1)]
+    data = read_run(report([("a", 200.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    busy = {i: w.busy_s for i, w in data.windows.items()}
+    assert sorted(busy) == list(range(10)) and busy[9] == pytest.approx(5.5)
+    assert all(busy[i] == pytest.approx(10.0) for i in (0, 1, 2, 5, 6, 7, 8))
+    assert busy[3] == pytest.approx(17.5) and busy[4] == pytest.approx(12.5)
+    assert sum(busy.values()) == pytest.approx(95.5 + 10.0)
+
+
+def test_warm_up_records_are_left_out_and_counted(tmp_path: Path) -> None:
+    lines = [record("warmup", 0.0, 0.5, 0.1)] * 3 + [record("a", 1.0, 0.5, 0.2)]
+    data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    assert data.records == 1 and data.other_phases == {"warmup": 3}
+    assert sum(w.sent for w in data.windows.values()) == 1 and data.offset_s == 0.0
+
+
+def test_error_classes_are_bounded(tmp_path: Path) -> None:
+    lines = [record("a", i * 0.01, 0.1, 0.05, outcome=f"weird-{i}") for i in range(100)]
+    data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    classes = {o for w in data.windows.values() for o in w.errors}
+    assert len(classes) == run_data.MAX_OUTCOMES + 1 and "other" in classes
+    assert sum(sum(w.errors.values()) for w in data.windows.values()) == 100
+
+
+def test_a_gate_that_cannot_be_judged_fails(tmp_path: Path) -> None:
+    """A candidate whose every request failed has no TTFT: `ttft_p95 > +10%` once passed it (exit 0)."""
+    good = report([("a", 10.0)])
+    broken = report([("a", 10.0)])
+    broken["phases"][0]["latency_s"] = {}
+    broken["phases"][0]["requests"].update(succeeded=0, failed=3)
+    runs = [("good", read_run(good, "good")), ("broken", read_run(broken, "broken"))]
+    comparison = compare(runs, resamples=0)
+    (failure,) = Gate.parse("ttft_p95 > +10%").check(comparison)
+    assert "cannot be judged for broken against good" in failure and "no ttft_p95 in broken" in failure
+    assert Gate.parse("errors > +10%").check(comparison)  # 0 -> 3 errors: +inf, not "no change"
+    assert Gate.parse("error_ratio > 0.5").check(comparison)
+    assert not Gate.parse("requests_per_s < -5%").check(comparison)  # both 1.0 req/s in this stub
+    same = compare([("a", read_run(good, "a")), ("b", read_run(good, "b"))], resamples=0)
+    assert not Gate.parse("errors > +10%").check(same)  # 0 -> 0 is no change
+
+
+def test_the_page_says_why_it_got_slow_overload_and_warm_up(tmp_path: Path) -> None:
+    """The diagnosis, an open loop's overload and the warm-up were in the JSON but not on the page."""
+    pytest.importorskip("plotly")
+    from loadgen.html.report import report_page
+
+    doc = report([("rate=40", 10.0)])
+    doc["diagnosis"] = "Why it got slow at 40 requests/s: the engine's queue."
+    doc["phases"][0]["overload"] = {"since_s": 3.0, "achieved_rate": 11.5, "offered_rate": 40.0}
+    doc["warmup"] = {"sent": 10, "succeeded": 9, "failed": 1, "duration_s": 0.9}
+    lines = [record("warmup", 0.0, 0.5, 0.1), record("rate=40", 1.0, 0.5, 0.2)]
+    page, _ = report_page(read_run(doc, "r.json", write_jsonl(tmp_path / "r.jsonl", lines)))
+    text = page.render()
+    assert "Why it got slow at 40 requests/s" in text
+    assert "rate=40: overloaded from 3 s on, completing 11.50 of 40.00 requests/s offered (29%)" in text
+    assert "Warm-up: 10 requests (9 succeeded) in 900 ms" in text
+    assert "are not drawn either: warmup 1." in text
+
+
+def test_legends_sit_below_the_axis_title_and_empty_figures_say_so(tmp_path: Path) -> None:
+    """A legend of three error classes ran into "seconds since the first request" on one line; a run
+    with no success drew empty TTFT and TPOT frames."""
+    from loadgen.html.figures import time_figures
+
+    lines = [
+        record("a", i * 0.5, 0.2, 0.1, outcome=o) for i, o in enumerate(["http_5xx", "timeout", "connect"])
+    ]
+    data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    figures = {title: (what, figure) for title, what, figure in time_figures(data)}
+    errors = figures["Errors by class"][1]
+    assert len(errors["data"]) == 3 and errors["layout"]["xaxis"]["title"]["text"]
+    assert errors["layout"]["legend"]["yref"] == "container" and errors["layout"]["legend"]["y"] == 0
+    for title in ("TTFT percentiles", "TPOT percentiles"):
+        assert figures[title] == ("No values: no request of the run has this figure.", None)
