@@ -4,14 +4,13 @@ one self-contained HTML file (grafana/README.md, "Snapshots without Grafana").""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from grafana import catalog
 from grafana.snapshot import snapshot
 from grafana.snapshot.page import PlotlyMissing, require_plotly
-from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, Unreachable
+from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, Unreachable, token_from_env
 from grafana.snapshot.resolve import ResolveError, Window, parse_duration, parse_time
 
 EXAMPLES = """examples:
@@ -92,9 +91,9 @@ def run_snapshot(args: argparse.Namespace) -> int:
         )
         if budget.max_bytes < 1 or budget.max_series < 1 or budget.timeout_s <= 0 or budget.deadline_s <= 0:
             raise ResolveError("budgets must be above 0")
-        token = _token(args.prometheus_token_env)
+        token = token_from_env(args.prometheus_token_env)
         require_plotly()
-    except (KeyError, ResolveError, PlotlyMissing) as exc:
+    except (KeyError, ResolveError, PlotlyMissing, PrometheusError) as exc:
         print(f"llmobs snapshot: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     try:
@@ -121,15 +120,6 @@ def run_snapshot(args: argparse.Namespace) -> int:
     if outcome.stopped:
         print(f"  stopped early: {outcome.stopped}", file=sys.stderr)
     return 1 if outcome.errors or outcome.stopped else 0
-
-
-def _token(variable: str | None) -> str | None:
-    if not variable:
-        return None
-    token = os.environ.get(variable, "")
-    if not token:
-        raise ResolveError(f"--prometheus-token-env {variable}: the variable is empty or not set")
-    return token
 
 
 def main(argv: list[str] | None = None) -> int:

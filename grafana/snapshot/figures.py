@@ -22,6 +22,7 @@ __all__ = [
     "stat_body",
     "table_body",
     "threshold_color",
+    "time_tickformat",
     "timeline_figure",
     "timeseries_figure",
 ]
@@ -57,6 +58,16 @@ def base_layout(height_px: int, scale: Scale | None = None, time_axis: bool = Tr
         if scale.tickformat:
             layout["yaxis"]["tickformat"] = scale.tickformat
     return layout
+
+
+def time_tickformat(span_s: float) -> str:
+    """Tick labels that tell a window's ticks apart on one line: seconds for a short window (a 2-minute
+    run's ticks 20 s apart all read 20:55 with minutes only), the day for one of several days."""
+    if span_s <= 20 * 60:
+        return "%H:%M:%S"
+    if span_s > 2 * 86400:
+        return "%m-%d %H:%M"
+    return "%H:%M"
 
 
 def _finite(value: float) -> bool:

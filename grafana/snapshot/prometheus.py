@@ -7,18 +7,23 @@
 Errors form one tree (`PrometheusError`): `Unreachable` (no answer at all: refused, DNS, TLS, timeout on
 the first call), `QueryFailed` (Prometheus answered with an error, or not with its API's JSON) and
 `BudgetExceeded` (a response larger than `max_bytes`, or the whole job past `deadline_s`). Each message
-names the URL without its credentials (`safe_url`, the one place that redacts them): userinfo in the URL
-becomes basic auth and is never printed; a bearer token is passed separately and never printed.
-Queries go as POST forms, so long expressions are not limited by URL length.
+names the URL without its credentials (`safe_url`), and every message leaves through `_scrub`, which takes
+out the password and the bearer token wherever they appear (an HTTP library's error may quote a header):
+userinfo in the URL (percent-decoded) becomes basic auth, a bearer token is passed separately, and a
+credential that no header can carry (a control character) is refused without being shown. Queries go as
+POST forms, so long expressions are not limited by URL length.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import os
+import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -31,6 +36,7 @@ __all__ = [
     "Series",
     "Unreachable",
     "safe_url",
+    "token_from_env",
 ]
 
 
@@ -64,28 +70,49 @@ class Series:
     points: list[tuple[float, float]]  # (unix s, value); NaN and ±Inf kept as floats
 
 
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")  # what an HTTP header value may carry
+
+
 def safe_url(url: str) -> str:
     """The URL as it may be shown: no user or password, no query string (tokens hide there too)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is no number, out of range, a broken [IPv6] host
+        raise PrometheusError(f"--prometheus is not a usable URL ({exc})") from None
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
+    netloc = host + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def token_from_env(variable: str | None) -> str | None:
+    """The bearer token in environment variable `variable` (None when no variable is named)."""
+    if not variable:
+        return None
+    token = os.environ.get(variable, "")
+    if not token:
+        raise PrometheusError(f"--prometheus-token-env {variable}: the variable is empty or not set")
+    return token
 
 
 class Prometheus:
     def __init__(self, url: str, budget: Budget | None = None, token: str | None = None) -> None:
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not one
-        except ValueError as exc:  # "http://h:99999", "http://[::1": the URL is not shown (user:password@)
-            raise PrometheusError(f"--prometheus is not a usable URL ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PrometheusError(f"not an http(s) URL: {safe_url(url)!r}")
         self.url = safe_url(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PrometheusError(f"not an http(s) URL: {self.url!r}")
         self.budget = budget or Budget()
-        auth = httpx.BasicAuth(parts.username or "", parts.password or "") if parts.username else None
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode() if password else ""
+        self._secrets = sorted({s for s in (password, basic, token or "") if s}, key=len, reverse=True)
+        if not all(_HEADER_SAFE.fullmatch(s) for s in (user, password, token or "")):
+            raise PrometheusError(
+                f"{self.url}: the user, password or token holds a character no HTTP header can carry "
+                "(a line break?); it is not shown"
+            )
+        auth = httpx.BasicAuth(user, password) if parts.username else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(auth=auth, headers=headers, follow_redirects=False)
         self._started = time.monotonic()
@@ -143,7 +170,20 @@ class Prometheus:
             )
         return left
 
+    def _scrub(self, text: str) -> str:
+        """`text` without this client's password (plain or in its Basic header) or token, as given or as
+        a header quotes them."""
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>").replace(repr(secret)[1:-1], "<redacted>")
+        return text
+
     def _call(self, method: str, path: str, params: dict) -> object:
+        try:
+            return self._exchange(method, path, params)
+        except PrometheusError as exc:
+            raise type(exc)(self._scrub(str(exc))) from None
+
+    def _exchange(self, method: str, path: str, params: dict) -> object:
         timeout = min(self.budget.timeout_s, self._remaining())
         body = bytearray()
         try:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 from grafana.model import Dashboard, Placed, layout
 from grafana.snapshot.fetch import PanelData, fetch_panel
-from grafana.snapshot.figures import heatmap_figure, stat_body, table_body, timeline_figure, timeseries_figure
+from grafana.snapshot.figures import (
+    heatmap_figure,
+    stat_body,
+    table_body,
+    time_tickformat,
+    timeline_figure,
+    timeseries_figure,
+)
 from grafana.snapshot.page import Page, esc
 from grafana.snapshot.prometheus import BudgetExceeded, Prometheus, Unreachable
 from grafana.snapshot.resolve import Window, variable_values
@@ -149,6 +156,7 @@ def _draw(
         body += table_body(data) if data.lines else '<p class="empty">No data</p>'
     if figure is not None:  # the whole window, as Grafana shows it, not just where there is data
         figure["layout"]["xaxis"]["range"] = [round(window.start * 1000), round(window.end * 1000)]
+        figure["layout"]["xaxis"]["tickformat"] = time_tickformat(window.end - window.start)
     page.panel(
         title,
         panel.description,

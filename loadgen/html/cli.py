@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from grafana.snapshot.page import PlotlyMissing, require_plotly
-from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError
+from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, token_from_env
 from loadgen.errors import LoadgenError
 from loadgen.html.compare import Gate, compare
 from loadgen.html.compare_page import compare_page, compare_text
@@ -126,8 +126,7 @@ def _report(args: argparse.Namespace) -> int:
     data = read_run(load_report(args.report_json), Path(args.report_json).name, args.jsonl)
     outcome = None
     if args.prometheus:
-        token = os.environ.get(args.prometheus_token_env, "") if args.prometheus_token_env else None
-        with Prometheus(args.prometheus, Budget(), token or None) as prom:
+        with Prometheus(args.prometheus, Budget(), token_from_env(args.prometheus_token_env)) as prom:
             prom.check()
             page, outcome = report_page(data, prom)
     else:

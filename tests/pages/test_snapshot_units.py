@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,15 @@ import pytest
 from grafana import catalog
 from grafana.cli import main
 from grafana.snapshot.fetch import legend_text
-from grafana.snapshot.prometheus import Budget, BudgetExceeded, Prometheus, QueryFailed, Unreachable, safe_url
+from grafana.snapshot.prometheus import (
+    Budget,
+    BudgetExceeded,
+    Prometheus,
+    PrometheusError,
+    QueryFailed,
+    Unreachable,
+    safe_url,
+)
 from grafana.snapshot.resolve import (
     ResolveError,
     Window,
@@ -106,6 +115,39 @@ def test_credentials_never_shown() -> None:
     assert "s3cret" not in str(caught.value) and "refused" in str(caught.value).lower()
 
 
+def test_a_url_that_cannot_be_read_is_refused_clearly() -> None:
+    """A bad port or a broken IPv6 host once ended `llmobs snapshot` in a traceback."""
+    for url, reason in [
+        ("http://user:s3cret@127.0.0.1:99999", "out of range"),
+        ("http://user:s3cret@127.0.0.1:abc", "integer"),
+        ("http://user:s3cret@[::1", "IPv6"),
+    ]:
+        with pytest.raises(PrometheusError, match=reason) as caught:
+            Prometheus(url)
+        assert "s3cret" not in str(caught.value)
+
+
+def test_a_credential_no_header_can_carry_is_refused_unseen() -> None:
+    """httpx refused a token with a line break by quoting the whole header, token and all."""
+    with pytest.raises(PrometheusError, match="not shown") as caught:
+        Prometheus("http://127.0.0.1:9", token="abc\ns3cret")
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(PrometheusError, match="not shown"):
+        Prometheus("http://user:s3%0Acret@127.0.0.1:9")
+
+
+def test_userinfo_is_decoded_and_no_answer_repeats_a_credential() -> None:
+    with hostile("echo") as url:
+        host = url.removeprefix("http://")
+        with Prometheus(f"http://me:p%40ss@{host}") as prom, pytest.raises(QueryFailed) as caught:
+            prom.query("up", 0)
+        # p%40ss is sent decoded (p@ss), and its Basic header is not repeated
+        assert str(caught.value) == "HTTP 200: Basic <redacted>"
+        with Prometheus(url, token="s3cret-token") as prom, pytest.raises(QueryFailed) as caught:
+            prom.query("up", 0)
+        assert "s3cret" not in str(caught.value) and "<redacted>" in str(caught.value)
+
+
 # ---------------------------------------------------------------------------------------- hostile servers
 
 
@@ -134,6 +176,10 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             return
         if behaviour == "error":
             self.wfile.write(b'{"status":"error","errorType":"bad_data","error":"parse error at char 3"}')
+            return
+        if behaviour == "echo":  # a proxy that quotes the request's credentials back in its error
+            echo = json.dumps({"status": "error", "error": self.headers.get("Authorization", "")})
+            self.wfile.write(echo.encode())
             return
         self.wfile.write(b'{"status":"success","data":{"version":"9.9"}}')
 
@@ -226,3 +272,12 @@ def test_label_values_are_text_never_markup() -> None:
     assert figure["data"][0]["name"].startswith("&lt;a href=")
     assert figure["data"][0]["y"] == [1.0, None]  # NaN is not drawn
     assert "</script" not in script_json(figure) and "<script>" not in table_body(data)
+
+
+def test_time_ticks_tell_a_short_windows_ticks_apart() -> None:
+    """A report's 2-minute Prometheus window had ticks reading 20:55 20:55 20:55 20:56 ..."""
+    from grafana.snapshot.figures import time_tickformat
+
+    assert time_tickformat(120) == "%H:%M:%S"
+    assert time_tickformat(3600) == "%H:%M"
+    assert time_tickformat(7 * 86400) == "%m-%d %H:%M"
