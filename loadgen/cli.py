@@ -224,6 +224,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument("--output-json", metavar="FILE", help="write the full report as JSON")
     out.add_argument("--output-jsonl", metavar="FILE", help="write one JSON line per request, as they finish")
     out.add_argument("--output-html", metavar="FILE", help="write an HTML report (needs llmobs[html])")
+    html.add_prometheus_flags(out)
     out.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
@@ -298,13 +299,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return eventloop.run(_serve(args.listen_address, _serve_policy(args, token)), args.event_loop)
         not_scenario = ("command", "log_level", "scenario", "event_loop", "control_token_env",
-                        "control_token_file", "output_html")  # fmt: skip
+                        "control_token_file", "output_html", *html.PROMETHEUS_FLAGS)  # fmt: skip
         flags = {k: v for k, v in vars(args).items() if k not in not_scenario}
         file_values = Scenario.load_yaml(args.scenario) if args.scenario else None
         scenario = Scenario.build(file_values, flags)
-        html.check_html_output(args.output_html)
-        with html.records_for(scenario, args.output_html) as scenario:
-            return eventloop.run(_run(scenario, token, args.output_html, args.event_loop), args.event_loop)
+        output = html.html_output(args)
+        with html.records_for(scenario, output) as scenario:
+            return eventloop.run(_run(scenario, token, output, args.event_loop), args.event_loop)
     except LoadgenError as exc:
         print(redact.scrub(f"llmobs-loadgen: {exc}"), file=sys.stderr)
         return 2
@@ -352,7 +353,10 @@ def _note_exposure(address: str, token: str | None, serving: bool) -> None:
 
 
 async def _run(
-    scenario: Scenario, token: str | None = None, output_html: str | None = None, event_loop: str = "auto"
+    scenario: Scenario,
+    token: str | None = None,
+    output_html: html.HtmlOutput | None = None,
+    event_loop: str = "auto",
 ) -> int:
     log.info("event loop: %s", eventloop.running_kind())
     collector = LoadgenCollector()

@@ -14,16 +14,27 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from grafana.snapshot.page import PlotlyMissing, require_plotly
+from grafana.snapshot.page import Page, PlotlyMissing, require_plotly
 from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, token_from_env
+from grafana.snapshot.resolve import ResolveError, parse_duration
 from loadgen.errors import LoadgenError
 from loadgen.html.compare import Gate, compare
 from loadgen.html.compare_page import compare_page, compare_text
-from loadgen.html.data import load_report, read_run
+from loadgen.html.data import RunData, load_report, read_run
 from loadgen.html.report import report_page
 from loadgen.scenario import Scenario
 
-__all__ = ["COMMANDS", "add_commands", "check_html_output", "records_for", "run_command", "write_run_report"]
+__all__ = [
+    "COMMANDS",
+    "PROMETHEUS_FLAGS",
+    "HtmlOutput",
+    "add_commands",
+    "add_prometheus_flags",
+    "html_output",
+    "records_for",
+    "run_command",
+    "write_run_report",
+]
 
 log = logging.getLogger("loadgen")
 
@@ -36,12 +47,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--jsonl", metavar="RUN.jsonl", help="its --output-jsonl: distributions and the run over time"
     )
-    report.add_argument(
-        "--prometheus", metavar="URL", help="add the engine and GPU during the run from Prometheus"
-    )
-    report.add_argument(
-        "--prometheus-token-env", metavar="VAR", help="bearer token for --prometheus, from VAR"
-    )
+    add_prometheus_flags(report)
     report.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.html")
     comp = commands.add_parser(
         "compare",
@@ -75,21 +81,78 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     comp.add_argument("-o", "--output", type=Path, metavar="FILE.html", help="also write an HTML page")
 
 
-def check_html_output(path: str | None) -> None:
-    """Fail before a run starts, not after it: plotly present, the folder there."""
-    if not path:
-        return
+PROMETHEUS_FLAGS = ("prometheus", "prometheus_token_env", "scrape_interval")  # not scenario keys
+
+
+def add_prometheus_flags(group: argparse._ActionsContainer) -> None:
+    """The flags that add the engine and GPU from Prometheus to a report (`report`, and `run` with
+    --output-html)."""
+    group.add_argument("--prometheus", metavar="URL", help="add the engine and GPU during the run from it")
+    group.add_argument("--prometheus-token-env", metavar="VAR", help="its bearer token, from VAR")
+    group.add_argument(
+        "--scrape-interval", default="15s", metavar="DUR",
+        help="--prometheus's scrape interval, for the panels' $__rate_interval (default 15s)",
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusSource:
+    url: str
+    token: str | None
+    scrape_interval_s: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PrometheusSource | None:
+        """The --prometheus of `args`, its URL and token checked (PrometheusError), or None."""
+        if not args.prometheus:
+            return None
+        try:
+            interval = parse_duration(args.scrape_interval)
+        except ResolveError as exc:
+            raise LoadgenError(f"--scrape-interval: {exc}") from None
+        if interval <= 0:
+            raise LoadgenError("--scrape-interval must be above 0")
+        source = cls(args.prometheus, token_from_env(args.prometheus_token_env), interval)
+        Prometheus(source.url, Budget(), source.token).close()  # the URL and credentials, checked now
+        return source
+
+    def open(self) -> Prometheus:
+        return Prometheus(self.url, Budget(), self.token)
+
+
+@dataclasses.dataclass(frozen=True)
+class HtmlOutput:
+    """`run --output-html FILE [--prometheus URL]`."""
+
+    path: str
+    prometheus: PrometheusSource | None = None
+
+
+def html_output(args: argparse.Namespace) -> HtmlOutput | None:
+    """Fail before a run starts, not after it: plotly present, the folder there, --prometheus answering."""
+    if not args.output_html:
+        if args.prometheus:
+            raise LoadgenError("--prometheus adds to the HTML report: give --output-html FILE too")
+        return None
     require_plotly()
-    folder = Path(path).resolve().parent
+    folder = Path(args.output_html).resolve().parent
     if not folder.is_dir():
-        raise LoadgenError(f"--output-html {path}: no folder {folder}")
+        raise LoadgenError(f"--output-html {args.output_html}: no folder {folder}")
+    try:
+        source = PrometheusSource.from_args(args)
+        if source is not None:
+            with source.open() as prom:
+                prom.check()
+    except PrometheusError as exc:
+        raise LoadgenError(str(exc)) from None
+    return HtmlOutput(args.output_html, source)
 
 
 @contextlib.contextmanager
-def records_for(scenario: Scenario, output_html: str | None) -> Iterator[Scenario]:
+def records_for(scenario: Scenario, output: HtmlOutput | None) -> Iterator[Scenario]:
     """The scenario `run` executes: with --output-html but no --output-jsonl, its per-request records go
     to a temporary file for the report, removed afterwards."""
-    if not output_html or scenario.output_jsonl:
+    if output is None or scenario.output_jsonl:
         yield scenario
         return
     handle, path = tempfile.mkstemp(prefix="llmobs-run-", suffix=".jsonl")
@@ -101,16 +164,35 @@ def records_for(scenario: Scenario, output_html: str | None) -> Iterator[Scenari
             os.unlink(path)
 
 
-def write_run_report(report: dict, jsonl: str | None, path: str) -> bool:
-    """`run --output-html`: the report page of the run just finished; False (and said why) if it failed."""
+def write_run_report(report: dict, jsonl: str | None, output: HtmlOutput) -> bool:
+    """`run --output-html`: the report page of the run just finished; False (and said why) if it failed.
+    Prometheus's queries failing costs only their panels (said on the page and here), not the page."""
     try:
-        page, _ = report_page(read_run(report, "this run", jsonl))
-        Path(path).write_text(page.render(), encoding="utf-8")
+        data = read_run(report, "this run", jsonl)
+        if output.prometheus is None:
+            page, _ = report_page(data)
+        else:
+            page = _with_prometheus(data, output.prometheus)
+        Path(output.path).write_text(page.render(), encoding="utf-8")
     except (OSError, LoadgenError, PlotlyMissing) as exc:
         print(f"llmobs-loadgen: HTML report not written: {exc}", file=sys.stderr)
         return False
-    log.info("wrote the HTML report to %s", path)
+    log.info("wrote the HTML report to %s", output.path)
     return True
+
+
+def _with_prometheus(data: RunData, source: PrometheusSource) -> Page:
+    try:
+        with source.open() as prom:
+            page, outcome = report_page(data, prom, source.scrape_interval_s)
+    except PrometheusError as exc:
+        print(f"llmobs-loadgen: the HTML report has no Prometheus panels: {exc}", file=sys.stderr)
+        page, _ = report_page(data)
+        page.subtitle.append(f"No engine and GPU panels: Prometheus failed: {exc}")
+        return page
+    for key, errors in outcome.errors.items():
+        print(f"llmobs-loadgen: HTML report, {key}: {'; '.join(errors)}", file=sys.stderr)
+    return page
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -125,10 +207,11 @@ def run_command(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     data = read_run(load_report(args.report_json), Path(args.report_json).name, args.jsonl)
     outcome = None
-    if args.prometheus:
-        with Prometheus(args.prometheus, Budget(), token_from_env(args.prometheus_token_env)) as prom:
+    source = PrometheusSource.from_args(args)
+    if source is not None:
+        with source.open() as prom:
             prom.check()
-            page, outcome = report_page(data, prom)
+            page, outcome = report_page(data, prom, source.scrape_interval_s)
     else:
         page, _ = report_page(data)
     args.output.write_text(page.render(), encoding="utf-8")

@@ -19,7 +19,7 @@ from grafana.snapshot.page import Cell, Page, esc
 from grafana.snapshot.prometheus import Prometheus
 from grafana.snapshot.resolve import Window, variable_values
 from grafana.snapshot.units import format_value
-from loadgen.html.data import LATENCIES, MAX_WINDOWS, RunData
+from loadgen.html.data import LATENCIES, MAX_WINDOWS, ReportDataError, RunData
 from loadgen.html.figures import cdf_figure, sweep_figures, time_figures
 
 __all__ = ["FIGURE_DEFINITIONS", "LATENCY_ROWS", "SERVER_PANELS", "report_page", "run_window"]
@@ -58,7 +58,9 @@ SERVER_PANELS = (
 )
 
 
-def report_page(data: RunData, prom: Prometheus | None = None) -> tuple[Page, Outcome | None]:
+def report_page(
+    data: RunData, prom: Prometheus | None = None, scrape_interval_s: float = 15.0
+) -> tuple[Page, Outcome | None]:
     report = data.report
     title = f"Load-test report: {report.get('scenario', '?')}, run {report.get('run_id', '?')}"
     subtitle = [
@@ -73,7 +75,7 @@ def report_page(data: RunData, prom: Prometheus | None = None) -> tuple[Page, Ou
     _distributions(page, data)
     _over_time(page, data)
     _sweep(page, report)
-    outcome = _server_side(page, data, prom) if prom is not None else None
+    outcome = _server_side(page, data, prom, scrape_interval_s) if prom is not None else None
     _configuration(page, data)
     return page, outcome
 
@@ -204,25 +206,33 @@ def _sweep(page: Page, report: dict) -> None:
         page.panel(title, what, figure=figure, width=12, attrs={"data-figure-kind": "sweep"})
 
 
-def run_window(data: RunData) -> tuple[float, float]:
+def run_window(data: RunData, now: float | None = None) -> tuple[float, float]:
     """The run's Unix-time window: the report's clock anchor or phase times when it has them, else its start
-    time (whole seconds) plus what the JSONL or the phases last, widened by a minute each side."""
+    time (whole seconds) plus what the JSONL or the phases last, widened by a minute each side; never past
+    `now` (Prometheus answers for a future time with the last sample it has, drawn as if it were data)."""
     report = data.report
     phases = report.get("phases", [])
     if all(isinstance(p.get("started_unix_s"), (int, float)) for p in phases) and phases:
-        start = min(p["started_unix_s"] for p in phases)
-        end = max(p.get("ended_unix_s") or p["started_unix_s"] + p.get("duration_s", 0) for p in phases)
-        return start - 30, end + 30
-    started = calendar.timegm(time.strptime(report["started_at"], "%Y-%m-%dT%H:%M:%SZ"))
-    spans = [end for _, end in data.phase_span.values()]
-    length = (max(spans) - data.offset_s) if spans else sum(p.get("duration_s") or 0 for p in phases)
-    return started - 60, started + length + 60
+        start = min(p["started_unix_s"] for p in phases) - 30
+        end = max(p.get("ended_unix_s") or p["started_unix_s"] + p.get("duration_s", 0) for p in phases) + 30
+    else:
+        try:
+            started = calendar.timegm(time.strptime(str(report.get("started_at")), "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            raise ReportDataError(
+                "the report has no start time (started_at): Prometheus's window cannot be chosen"
+            ) from None
+        spans = [end for _, end in data.phase_span.values()]
+        length = (max(spans) - data.offset_s) if spans else sum(p.get("duration_s") or 0 for p in phases)
+        start, end = started - 60, started + length + 60
+    now = time.time() if now is None else now
+    return start, max(start + 1, min(end, now))
 
 
-def _server_side(page: Page, data: RunData, prom: Prometheus) -> Outcome:
+def _server_side(page: Page, data: RunData, prom: Prometheus, scrape_interval_s: float) -> Outcome:
     page.section("Engine and GPU during the run (Prometheus)", anchor="server")
     start, end = run_window(data)
-    window = Window.choose(start, end, scrape_interval=15.0)
+    window = Window.choose(start, end, scrape_interval=scrape_interval_s)
     board = catalog.find("overview")
     placed = [
         p for p in layout(board.panels) if p.panel.kind == "timeseries" and p.panel.title in SERVER_PANELS

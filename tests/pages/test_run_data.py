@@ -230,3 +230,39 @@ def test_legends_sit_below_the_axis_title_and_empty_figures_say_so(tmp_path: Pat
     assert errors["layout"]["legend"]["yref"] == "container" and errors["layout"]["legend"]["y"] == 0
     for title in ("TTFT percentiles", "TPOT percentiles"):
         assert figures[title] == ("No values: no request of the run has this figure.", None)
+
+
+def test_prometheus_window_never_reaches_past_now() -> None:
+    """Queried right after a run, the window's last 30 s were in the future, where Prometheus repeats its
+    last sample: a finished run's in-flight line ran on at its last value."""
+    from loadgen.html.report import run_window
+
+    doc = report([("a", 10.0)])
+    doc["phases"][0].update(started_unix_s=1000.0, ended_unix_s=1010.0)
+    assert run_window(read_run(doc, "r"), now=1012.0) == (970.0, 1012.0)
+    assert run_window(read_run(doc, "r"), now=5000.0) == (970.0, 1040.0)
+    with pytest.raises(ReportDataError, match="no start time"):
+        run_window(read_run(report([("a", 10.0)]), "r"), now=5000.0)
+
+
+HTML = ["--output-html", "{tmp}/r.html"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--prometheus", "http://127.0.0.1:9"], "give --output-html FILE too"),
+        ([*HTML, "--prometheus", "http://127.0.0.1:9"], "cannot reach Prometheus"),
+        ([*HTML, "--prometheus", "http://h:99999"], "not a usable URL"),
+        ([*HTML, "--prometheus", "http://h:9", "--scrape-interval", "0s"], "above 0"),
+    ],
+)
+def test_run_checks_its_prometheus_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    from loadgen.cli import main
+
+    args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    code = main(["run", "--url", "http://127.0.0.1:9", "--requests", "1", "--metrics-address", "none", *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

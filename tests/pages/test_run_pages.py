@@ -95,6 +95,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
             str(tmp / "slow.jsonl"),
             "--output-html",
             str(tmp / "slow.html"),
+            "--prometheus",
+            prometheus.url,
+            "--scrape-interval",
+            "1s",
         )
         assert single.returncode == 0, single.stderr[-2000:]
         fast = loadgen(
@@ -183,6 +187,10 @@ def test_report_of_one_phase_written_by_run(runs) -> None:
     config = dict(found["tables"]["config"])
     assert config["concurrency"] == report["config"]["concurrency"]
     assert "sweep" not in found["sections"]
+    # run --prometheus: the engine beside the client, from the run's own window
+    server = {p["title"]: p for p in shown if p["dashboard"] == "server"}
+    for title in ("Concurrency and queues", "KV cache usage"):
+        assert server[title]["state"] == "data" and drawn(server[title]), title
 
 
 def test_report_of_a_sweep_with_prometheus(runs) -> None:
