@@ -18,7 +18,7 @@ import math
 import random
 from collections.abc import Coroutine
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -62,6 +62,15 @@ log = logging.getLogger("loadgen")
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 OPEN_LOOP_CONNECTIONS = 1000  # connection cap of an open loop without --max-concurrency
 SYNTHETIC_OUTPUT_LEN = LengthDist("fixed", (128.0,))  # max_tokens of synthetic requests without --output-len
+
+
+T = TypeVar("T")
+
+
+def _set_up(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the run's {what} is used before setup made it")
+    return value
 
 
 def _compact_json(obj: object) -> bytes:
@@ -206,6 +215,20 @@ class Run:
         log.info("sweep: %s %s; stopping here", stats.name, why)
         return False
 
+    # What setup makes (_setup, prepare): used only after it, so never None where these are read.
+
+    @property
+    def _http(self) -> LoadClient:
+        return _set_up(self._client, "client")
+
+    @property
+    def _setup_requests(self) -> SetupProber:
+        return _set_up(self._prober, "setup prober")
+
+    @property
+    def _items(self) -> Workload:
+        return _set_up(self._workload, "workload")
+
     def result(self) -> RunResult:
         """What the run has done so far, as data (the report is built from it)."""
         return RunResult(
@@ -276,7 +299,7 @@ class Run:
         if not self.model:
             self.model = await self._discover_model()
         path = PATHS[self.scenario.endpoint]
-        self._prober = SetupProber(self._client, path, self._id_prefix, self._extra_body, _compact_json)  # type: ignore[arg-type]
+        self._prober = SetupProber(self._http, path, self._id_prefix, self._extra_body, _compact_json)
 
     def _new_metrics(self, shape: str) -> RunMetrics:
         scenario = self.scenario
@@ -338,7 +361,7 @@ class Run:
         `transformers serve` answers 500 without a Hugging Face cache), requests go without a `model`
         field, which a single-model server answers with its own; said in the log and the report."""
         try:
-            return await self._client.discover_model()  # type: ignore[union-attr]
+            return await self._http.discover_model()
         except ClientError as exc:
             cause = exc.__cause__
             status = cause.response.status_code if isinstance(cause, httpx.HTTPStatusError) else None
@@ -376,7 +399,7 @@ class Run:
         """The shared system prompt that aims at --prefix-hit-rate (sessions.py), sized with the engine's KV
         block (vllm:cache_config_info) and the chat template's tokens (calibration) where known."""
         scenario = self.scenario
-        cache = await read_prefix_cache(self._client)  # type: ignore[arg-type]
+        cache = await read_prefix_cache(self._http)
         block = cache.block_size if cache and cache.block_size else BLOCK_TOKENS
         message = text.template_tokens / 2 if text.template_tokens is not None else MESSAGE_TOKENS
         rate, user, answer = scenario.prefix_hit_rate, scenario.input_len.mean(), output.mean()
@@ -398,7 +421,7 @@ class Run:
             prompt = random_words(self._rng, words)
             body = self._body_fields(WorkItem(({"role": "user", "content": prompt},), 1), stream=False)
             purpose = "calibration of prompt lengths (max_tokens=1, not streamed)"
-            record = await self._prober.send(f"calibrate-{words}", purpose, body)  # type: ignore[union-attr]
+            record = await self._setup_requests.send(f"calibrate-{words}", purpose, body)
             if not record.ok:
                 log.warning(
                     "calibration probe failed (%s): prompt lengths assume 1 token per word", record.error
@@ -416,11 +439,11 @@ class Run:
 
     async def _check_extra_body(self) -> None:
         """Without calibration, one setup request finds out whether the server takes --extra-body."""
-        if self._extra_body and not self._prober.records:  # type: ignore[union-attr]
+        if self._extra_body and not self._setup_requests.records:
             body = self._body_fields(WorkItem(({"role": "user", "content": "hello"},), 1), stream=False)
-            await self._prober.send(
+            await self._setup_requests.send(
                 "check-extra-body", "check of the --extra-body fields (max_tokens=1)", body
-            )  # type: ignore[union-attr]
+            )
 
     def _body(self, item: WorkItem, stream: bool | None = None, messages: list | None = None) -> bytes:
         return _compact_json({**self._body_fields(item, stream, messages), **self._extra_body})
@@ -451,7 +474,7 @@ class Run:
         # process of a pool: the counters are the engine's, for every worker's requests)
         aimed = self.scenario.prefix_hit_rate is not None and self._part.index == 0
         check_cache = aimed and phase.name != WARMUP
-        before = await read_prefix_cache(self._client) if check_cache else None  # type: ignore[arg-type]
+        before = await read_prefix_cache(self._http) if check_cache else None
         self.current = stats
         self.metrics.phase = phase.name
         self.metrics.target_concurrency = self.slice.users(phase.level) if phase.closed else None
@@ -483,7 +506,7 @@ class Run:
             else:
                 stats.engine = {"problem": problem or "no reading in time"}
         if check_cache:
-            after = await read_prefix_cache(self._client)  # type: ignore[arg-type]
+            after = await read_prefix_cache(self._http)
             stats.prefix_cache = prefix_cache_delta(before, after)
             stats.prefix_hit_target = self.scenario.prefix_hit_rate
         log.info(
@@ -575,7 +598,7 @@ class Run:
                 if now >= deadline or index >= phase.target_at((now - start) * 1e-9):
                     budget.give_back()
                     return
-                record = await self._session(self._workload.next(), now, stats)  # type: ignore[union-attr]
+                record = await self._session(self._items.next(), now, stats)
                 if record.retry_after_s and self.scenario.honor_retry_after and not budget.exhausted:
                     await self._retry_after(record.retry_after_s, deadline, stats)
                 await self._think(deadline)
@@ -615,7 +638,7 @@ class Run:
             await _sleep_until(due)
             if phase.ramp_to is not None:
                 self.metrics.target_rate = phase.target_at(offset) / self.slice.count
-            self._spawn(self._arrival(item or self._workload.next(), due, stats, slots))  # type: ignore[union-attr]
+            self._spawn(self._arrival(item or self._items.next(), due, stats, slots))
 
     async def _arrival(
         self, item: WorkItem, due: int, stats: PhaseStats, slots: asyncio.Semaphore | None
@@ -682,7 +705,7 @@ class Run:
         metrics.on_sent()
         stats.sent += 1
         try:
-            await self._client.execute(PATHS[self.scenario.endpoint], body, record, capture)  # type: ignore[union-attr]
+            await self._http.execute(PATHS[self.scenario.endpoint], body, record, capture)
         finally:
             if record.prompt_tokens is None and record.ok:
                 self._estimate_prompt_tokens(record, messages, item, known_prompt_tokens)
