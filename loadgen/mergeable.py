@@ -98,7 +98,7 @@ def phase_from_state(state: dict, slos: tuple[Slo, ...]) -> PhaseStats:
                 raise ValueError(f"unknown outcome {outcome!r}")
             stats.outcomes[outcome] = _count(count)
         for name in COUNTERS:
-            value = state["counters"][name]
+            value = state["counters"].get(name, 0)  # a counter newer than the shard's report: none
             setattr(stats, name, float(value) if name.endswith("_s") else _count(value))
         stats.token_sources = {str(k): _count(v) for k, v in state["token_sources"].items()}
         stats.prompt_sources = {str(k): _count(v) for k, v in state["prompt_sources"].items()}

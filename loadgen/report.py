@@ -161,15 +161,25 @@ def warmup_summary(stats) -> dict:
 def measurability_notes(run: RunResult) -> list[str]:
     """What the report cannot show for this configuration, said once instead of left blank."""
     if run.scenario.stream:
+        notes = []
         spread = sum(stats.event_bases.get("mean", 0) for stats in run.stats)
-        if not spread:
-            return []
-        return [
-            f"{spread} streamed answers had more output tokens than token events, and the server did not "
-            "say how many tokens each event carried: their ITL divides each gap by the answer's mean tokens "
-            "per event, and multi-token events are not counted; --continuous-usage asks vLLM and SGLang "
-            "for per-event counts"
-        ]
+        if spread:
+            notes.append(
+                f"{spread} streamed answers had more output tokens than token events, and the server did "
+                "not say how many tokens each event carried: their ITL divides each gap by the answer's mean "
+                "tokens per event, and multi-token events are not counted; --continuous-usage asks vLLM and "
+                "SGLang for per-event counts"
+            )
+        whole = sum(stats.arrived_whole for stats in run.stats)
+        if whole:
+            succeeded = sum(stats.outcomes["success"] for stats in run.stats)
+            notes.append(
+                f"{whole} of {succeeded} streamed answers arrived whole, their first token and their end in "
+                "one read (the server sent them in one burst, as vLLM's API server does when it falls behind "
+                "its engine): their TTFT is the whole answer's time, their TPOT 0, and the streaming rate "
+                "(stream_tps) leaves them out"
+            )
+        return notes
     notes = [
         "TTFT, TTFO, TPOT, ITL and the streaming rate are not measurable without streaming (--no-stream); "
         "the per-user rate counts to the end of the body"

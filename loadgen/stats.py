@@ -152,7 +152,7 @@ _NEED_TWO_TOKENS = ("tpot", "itl", "stream_tps")
 COUNTERS = (
     "sent", "good", "prompt_tokens", "output_tokens", "reasoning_tokens", "invalid_utf8_events",
     "usage_disagreements", "throttled", "retry_after_waited_s", "retries", "resend_wait_s", "token_events",
-    "multi_token_events",
+    "multi_token_events", "arrived_whole",
 )  # fmt: skip
 
 
@@ -175,6 +175,7 @@ class PhaseStats:
         self.prefix_hit_target: float | None = None  # --prefix-hit-rate
         self.token_events = 0
         self.multi_token_events = 0  # known to carry more than one token
+        self.arrived_whole = 0  # streamed answers of 2+ tokens whose tokens and end came in one read
         self.event_bases: dict[str, int] = {}  # requests by how their events' tokens are known
         self.invalid_utf8_events = 0
         self.usage_disagreements = 0  # succeeded requests whose usage disagreed with their token events
@@ -220,6 +221,7 @@ class PhaseStats:
         values["ttfo"] = record.ttfo_s
         tpot = record.tpot_s
         values["tpot"] = tpot
+        self.arrived_whole += tpot == 0.0  # no time between the first token and the end: no stream rate
         values["user_tps"] = record.user_tps
         values["stream_tps"] = 1.0 / tpot if tpot else None
         for metric, value in values.items():
@@ -353,6 +355,7 @@ class PhaseStats:
                 "usage_disagreements": self.usage_disagreements,
                 "events": self.token_events,
                 "multi_token_events": self.multi_token_events,
+                "arrived_whole": self.arrived_whole,
                 "event_token_basis": dict(self.event_bases),
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},

@@ -340,10 +340,16 @@ def three_answers(report: dict) -> list[str]:
         latency["stream_tps"]["median"],
     )
     who = "one user" if first["level"] == 1 else f"{first['level']:g} users"
+    whole, answers = first["tokens"].get("arrived_whole", 0), first["requests"]["succeeded"]
+    after = (
+        f"{whole} of {answers} answers arrived whole, in one burst, so no rate after the first token"
+        if whole * 2 > answers
+        else f"{stream:.1f} tokens/s after the first token"
+    )  # the median of stream_tps would be of the few that streamed
     fast = (
         f"How fast is it for one user? With {who}: TTFT p50 {ttft * 1000:.0f} ms, {user:.1f} tokens/s "
-        f"received (p50, from sending to the last token; {stream:.1f} tokens/s after the first token)"
-        if ttft is not None and user is not None and stream is not None else
+        f"received (p50, from sending to the last token; {after})"
+        if ttft is not None and user is not None and (stream is not None or whole) else
         "How fast is it for one user? The first step has no streamed answer to measure"
     )  # fmt: skip
     sweep = report.get("sweep", {}).get("sentence", "no sweep in the report")

@@ -391,3 +391,27 @@ def test_streams_count_the_same_with_and_without_learned_shapes() -> None:
         assert (record.content_events, record.reasoning_events, len(record.token_times)) == (8, 1, 9)
         assert (record.output_tokens, record.token_source, record.finish_reason) == (9, "usage", "length")
         assert record.invalid_utf8 == 1
+
+
+def test_answers_that_arrive_whole_are_counted_and_said() -> None:
+    """A server that sends a whole answer in one burst (seen: vLLM on CPU at one user, 41 of 64 answers,
+    its API server behind its engine) gives TPOT 0 and no streaming rate: counted, said in the notes and
+    in the demo's answer, never a stream_tps median of the few that streamed passed off as everyone's."""
+    from types import SimpleNamespace
+
+    from loadgen.report import measurability_notes
+    from tools.demo import three_answers
+
+    stats = PhaseStats("p", ())
+    whole = record(100, [0, 0, 0], tokens=4)  # four tokens and the end, all in the first token's read
+    streamed = record(100, [20, 20, 20], tokens=4)
+    for r in (whole, whole, streamed):
+        r.outcome = "success"
+        stats.add(r)
+    summary = stats.summary(95)
+    assert summary["tokens"]["arrived_whole"] == 2 and summary["latency_s"]["stream_tps"]["count"] == 1
+    run = SimpleNamespace(scenario=SimpleNamespace(stream=True), stats=[stats])
+    [note] = measurability_notes(run)
+    assert note.startswith("2 of 3 streamed answers arrived whole") and "stream_tps) leaves them out" in note
+    fast = three_answers({"phases": [{**summary, "level": 1}]})[0]
+    assert "2 of 3 answers arrived whole, in one burst, so no rate after the first token" in fast
