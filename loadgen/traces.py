@@ -24,6 +24,12 @@ from the server's usage; with one, exactly 512 tokens.
 Budgets: at most MAX_LINES lines of at most MAX_LINE_BYTES, MAX_INPUT_TOKENS tokens per request; the
 word pool is POOL_WORDS words; block texts made with a tokenizer are kept in an LRU cache of
 BLOCK_CACHE blocks and made again from their id when evicted.
+
+Block ids are numbered densely as the trace is read (its ids in order of first use, then a fresh number
+for each block a line gives no id, `hash_ids` missing included), so a trace's ids may be any whole
+numbers (sparse, negative, 64-bit hashes) and a block of a line's own never equals another line's block.
+Without a tokenizer the word pool grows past POOL_WORDS when a trace has more distinct blocks than the
+pool has windows, so distinct blocks always get distinct text.
 """
 
 from __future__ import annotations
@@ -65,23 +71,24 @@ class Blocks:
     """The text of each 512-token block, from its hash id alone.
 
     Without a tokenizer a block is a window of WORDS_PER_BLOCK words (round(512 / tokens-per-word)) in
-    one pool of random words made at start, at a word offset that is a bijection of the id (id x A mod
-    M, M prime): distinct ids below M get distinct windows, so blocks are shared exactly where the
-    trace shares them, and a block costs a string slice at dispatch (making 512 words per block cost
-    about 1 ms per request at 1,000 requests/s). With a tokenizer a block is exactly 512 tokens, made
-    and checked by the tokenizer once and kept in an LRU cache."""
+    one pool of random words made at start, at a word offset that is a bijection of the (dense) id (id x A
+    mod M, M a prime above the number of distinct blocks): distinct ids get distinct windows, so blocks
+    are shared exactly where the trace shares them, and a block costs a string slice at dispatch (making
+    512 words per block cost about 1 ms per request at 1,000 requests/s). With a tokenizer a block is
+    exactly 512 tokens, made and checked by the tokenizer once and kept in an LRU cache."""
 
-    def __init__(self, text: TextMaker, seed: int) -> None:
+    def __init__(self, text: TextMaker, seed: int, distinct: int = 0) -> None:
         self.text = text
         self.seed = seed
         self._cache: OrderedDict[tuple[int, int], str] = OrderedDict()
         if text.tokenizer is None:
             rng = random.Random(seed)
             self.words_per_block = max(1, round(BLOCK_TOKENS / text.tokens_per_word))
-            words = random_words(rng, POOL_WORDS).split(" ")
+            size = max(POOL_WORDS, distinct + self.words_per_block + 16)  # a window per distinct block
+            words = random_words(rng, size).split(" ")
             self._pool = " ".join(words)
             self._starts = array("I", accumulate((len(word) + 1 for word in words), initial=0))
-            self._modulus = _prime_below(POOL_WORDS - self.words_per_block)
+            self._modulus = _prime_below(size - self.words_per_block)
             self._multiplier = rng.randrange(1, self._modulus)
 
     def block(self, hash_id: int, tokens: int) -> str:
@@ -191,7 +198,8 @@ def load_trace(
 ) -> Trace:
     if kind not in TRACE_KINDS:
         raise WorkloadError(f"unknown trace kind {kind!r}: use {' or '.join(TRACE_KINDS)}")
-    entries = []
+    entries: list[Entry] = []
+    numbers = BlockNumbers()
     for where, obj in _lines(path):
         due = obj.get("timestamp")
         if not isinstance(due, int | float) or isinstance(due, bool) or not math.isfinite(due) or due < 0:
@@ -199,32 +207,58 @@ def load_trace(
         if kind == "trace":
             entries.append(Entry(float(due), jsonl_item(obj, where, rng, output_len)))
         else:
-            entries.append(_mooncake_entry(obj, where, float(due), rng, output_len, len(entries)))
+            entries.append(_mooncake_entry(obj, where, float(due), rng, output_len, numbers))
     if not entries:
         raise WorkloadError(f"{path}: no requests")
     entries.sort(key=lambda entry: entry.due_ms)  # stable: equal timestamps keep file order
-    blocks = Blocks(text, rng.randrange(1 << 30)) if kind == "mooncake" else None
+    blocks = Blocks(text, rng.randrange(1 << 30), numbers.count) if kind == "mooncake" else None
     return Trace(kind, path, entries, time_scale, blocks)
 
 
 def _mooncake_entry(
-    obj: dict, where: str, due: float, rng: random.Random, output_len: LengthDist | None, index: int
+    obj: dict,
+    where: str,
+    due: float,
+    rng: random.Random,
+    output_len: LengthDist | None,
+    numbers: BlockNumbers,
 ) -> Entry:
-    length, output, ids = obj.get("input_length"), obj.get("output_length"), obj.get("hash_ids")
+    length, output, ids = obj.get("input_length"), obj.get("output_length"), obj.get("hash_ids", [])
     if type(length) is not int or not 1 <= length <= MAX_INPUT_TOKENS:
         raise WorkloadError(f"{where}: input_length must be a whole number from 1 to {MAX_INPUT_TOKENS}")
-    if type(output) is not int or output < 1:
+    if (type(output) is not int or output < 1) and (output_len is None or "output_length" in obj):
         raise WorkloadError(f"{where}: output_length must be a whole number >= 1")
     blocks = math.ceil(length / BLOCK_TOKENS)
+    ids = [] if ids is None else ids  # no shared blocks (AIPerf's hash_ids are optional too)
     if not isinstance(ids, list) or not all(type(i) is int for i in ids) or len(ids) > blocks:
         raise WorkloadError(
             f"{where}: hash_ids must be a list of at most {blocks} whole numbers "
             f"(one per {BLOCK_TOKENS}-token block)"
         )
-    # blocks the trace gave no id: unique to this request (negative ids never collide with the trace's)
-    ids = [*ids, *(-(index * blocks + k) - 1 for k in range(len(ids), blocks))]
     max_tokens = output_len.sample(rng) if output_len is not None else output
-    return Entry(due, None, length, tuple(ids), max_tokens)
+    return Entry(due, None, length, numbers.dense(ids, blocks), max_tokens)
+
+
+class BlockNumbers:
+    """Dense block ids: the trace's ids numbered in order of first use, and a fresh number for each block
+    a line gives no id (its own, shared with no other line)."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[int, int] = {}
+        self.count = 0  # distinct blocks so far
+
+    def dense(self, ids: list[int], blocks: int) -> tuple[int, ...]:
+        numbers, dense = self._numbers, []
+        for hash_id in ids:
+            number = numbers.get(hash_id)
+            if number is None:
+                number = numbers[hash_id] = self.count
+                self.count += 1
+            dense.append(number)
+        own = blocks - len(ids)
+        dense.extend(range(self.count, self.count + own))
+        self.count += own
+        return tuple(dense)
 
 
 def _lines(path: str) -> Iterator[tuple[str, dict]]:
@@ -243,7 +277,7 @@ def _lines(path: str) -> Iterator[tuple[str, dict]]:
                 continue
             try:
                 obj = json.loads(raw)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested past the recursion limit: not JSON here
                 raise WorkloadError(f"{where}: not JSON ({exc})") from exc
             if not isinstance(obj, dict):
                 raise WorkloadError(f"{where}: each line must be a JSON object")

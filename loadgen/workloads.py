@@ -321,7 +321,7 @@ def load_sharegpt(
     """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise WorkloadError(f"{path}: cannot read ShareGPT JSON ({exc})") from exc
     if not isinstance(data, list):
         raise WorkloadError(f"{path}: ShareGPT JSON must be a list of conversations")
@@ -360,7 +360,7 @@ def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> 
             continue
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise WorkloadError(f"{path}:{number}: not JSON ({exc})") from exc
         if not isinstance(obj, dict):
             raise WorkloadError(f"{path}:{number}: each line must be a JSON object")

@@ -12,10 +12,11 @@ import httpx
 import pytest
 import tokenizers
 
+from loadgen import traces
 from loadgen.errors import WorkloadError
 from loadgen.report import render
 from loadgen.traces import BLOCK_TOKENS, load_trace
-from loadgen.workloads import WORDS, TextMaker, Tokenizer
+from loadgen.workloads import WORDS, TextMaker, Tokenizer, load_jsonl
 from tests.simulator.conftest import simulator
 from tests.simulator.test_pressure import metric_values
 
@@ -65,7 +66,9 @@ def test_shared_hash_ids_are_shared_tokens_with_a_real_bpe_tokenizer(tmp_path: P
     ids = [tokenizer.encode(prompt) for prompt in prompts]
     blocks = trace.blocks
     assert blocks is not None
-    block = {hash_id: blocks.block(hash_id, BLOCK_TOKENS) for hash_id in (1, 2)}
+    # the trace's ids 1 and 2 are the first two blocks of its first line (ids are numbered densely)
+    first, second = trace.entries[0].hash_ids[:2]
+    block = {1: blocks.block(first, BLOCK_TOKENS), 2: blocks.block(second, BLOCK_TOKENS)}
     assert all(len(tokenizer.encode(text)) == BLOCK_TOKENS for text in block.values())  # 512 tokens each
     one, two = len(tokenizer.encode(block[1])), len(tokenizer.encode(block[1] + " " + block[2]))
     # [1,2,3] and [1,2,9] share exactly the tokens of blocks 1 and 2; [1,7] shares block 1 with both
@@ -118,6 +121,58 @@ def test_missing_ids_are_unique_blocks(tmp_path: Path) -> None:
     )
     first, second = (trace.next().messages[0]["content"].split(" ") for _ in range(2))
     assert first[:512] == second[:512] and first[512:] != second[512:]
+
+
+def shared_words(a: str, b: str) -> int:
+    return common_prefix(a.split(" "), b.split(" "))  # type: ignore[arg-type]
+
+
+def test_blocks_without_ids_are_shared_with_no_other_line(tmp_path: Path) -> None:
+    """A line's own blocks (fewer ids than blocks, or no hash_ids at all) never equal another line's
+    block: ids of its own were once -(line x blocks + k) - 1, so line 3's only block was line 1's first
+    one, and a trace's own negative ids met them too (a prefix hit the trace never had)."""
+    lines = [
+        {"timestamp": 0, "input_length": 1000, "output_length": 1, "hash_ids": []},
+        {"timestamp": 1, "input_length": 1536, "output_length": 1, "hash_ids": []},
+        {"timestamp": 2, "input_length": 300, "output_length": 1},  # no hash_ids: all its own
+        {"timestamp": 3, "input_length": 300, "output_length": 1, "hash_ids": None},
+        {"timestamp": 4, "input_length": 300, "output_length": 1, "hash_ids": [-4]},
+        {"timestamp": 5, "input_length": 600, "output_length": 1, "hash_ids": [2**63 + 7, -4]},
+        {"timestamp": 6, "input_length": 600, "output_length": 1, "hash_ids": [2**63 + 7]},
+    ]
+    trace = load_trace(
+        "mooncake", write_lines(tmp_path / "t.jsonl", lines), TextMaker(None), random.Random(0), None, 1.0
+    )
+    prompts = [trace.next().messages[0]["content"] for _ in lines]
+    for i, a in enumerate(prompts):
+        for j, b in enumerate(prompts[i + 1 :], start=i + 1):
+            if {i, j} != {5, 6}:  # 5 and 6 share the 64-bit id's block, and only these two
+                assert shared_words(a, b) < 4, (i, j)
+    assert shared_words(prompts[5], prompts[6]) == round(BLOCK_TOKENS / 1.0)
+    assert trace.describe()["unique_blocks"] == 2 + 3 + 1 + 1 + 1 + 2  # the trace's own ids: -4 and 2**63+7
+
+
+def test_more_distinct_blocks_than_the_word_pool_has_windows(tmp_path: Path, monkeypatch) -> None:
+    """The pool of words grows with the trace: every distinct block keeps a window of its own."""
+    monkeypatch.setattr(traces, "POOL_WORDS", 600)  # 600 words: fewer than 200 windows of 512 words
+    lines = [
+        {"timestamp": i, "input_length": 512, "output_length": 1, "hash_ids": [i * 7919]} for i in range(200)
+    ]
+    trace = load_trace(
+        "mooncake", write_lines(tmp_path / "t.jsonl", lines), TextMaker(None), random.Random(0), None, 1.0
+    )
+    prompts = {trace.next().messages[0]["content"] for _ in lines}
+    assert len(prompts) == 200
+
+
+def test_json_nested_past_the_recursion_limit_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"timestamp": 0, "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    for kind in ("mooncake", "trace"):
+        with pytest.raises(WorkloadError, match=r"deep\.jsonl:1: not JSON"):
+            load_trace(kind, str(path), TextMaker(None), random.Random(0), None, 1.0)
+    with pytest.raises(WorkloadError, match=r"deep\.jsonl:1: not JSON"):
+        load_jsonl(str(path), random.Random(0), None)
 
 
 def test_replay_sends_each_request_when_the_scaled_trace_says(scripted, run_loadgen, tmp_path: Path) -> None:
