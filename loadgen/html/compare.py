@@ -27,6 +27,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 from grafana.snapshot.units import format_value
 from loadgen.errors import LoadgenError
@@ -147,17 +148,16 @@ def _bootstrap(
         return out
     for metric in SAMPLED:
         samples = [
-            _capped(data.sample(phase, metric), rng) for (_, data), phase in zip(runs, phases, strict=True)
+            _capped(*data.weighted(phase, metric), rng) for (_, data), phase in zip(runs, phases, strict=True)
         ]
-        if not samples[0]:
+        if not samples[0][0]:
             continue
         for i in range(1, len(runs)):
-            if not samples[i]:
+            if not samples[i][0]:
                 continue
             changes: dict[str, list[float]] = {s: [] for s in STATISTICS}
             for _ in range(resamples):
-                a = sorted(rng.choices(samples[0], k=len(samples[0])))
-                b = sorted(rng.choices(samples[i], k=len(samples[i])))
+                a, b = _resample(samples[0], rng), _resample(samples[i], rng)
                 for statistic in STATISTICS:
                     base = _statistic(a, statistic)
                     if base:
@@ -169,8 +169,23 @@ def _bootstrap(
     return out
 
 
-def _capped(values: list[float], rng: random.Random) -> list[float]:
-    return values if len(values) <= BOOTSTRAP_CAP else rng.sample(values, BOOTSTRAP_CAP)
+def _capped(
+    values: list[float], weights: list[int] | None, rng: random.Random
+) -> tuple[list[float], list[int] | None]:
+    """At most BOOTSTRAP_CAP of the values (with their weights), and the weights as running sums."""
+    if weights is None:
+        return (values if len(values) <= BOOTSTRAP_CAP else rng.sample(values, BOOTSTRAP_CAP)), None
+    if len(values) > BOOTSTRAP_CAP:
+        picked = rng.sample(range(len(values)), BOOTSTRAP_CAP)
+        values, weights = [values[k] for k in picked], [weights[k] for k in picked]
+    return values, list(accumulate(weights))
+
+
+def _resample(sample: tuple[list[float], list[int] | None], rng: random.Random) -> list[float]:
+    """A bootstrap resample, sorted: values drawn with replacement, each as often as the tokens it stands
+    for make likely (ITL weighs by tokens, as the report's figures do)."""
+    values, running = sample
+    return sorted(rng.choices(values, cum_weights=running, k=len(values)))
 
 
 # ---------------------------------------------------------------------------------------------- gates

@@ -9,6 +9,10 @@ most `MAX_WINDOWS`, and a record more than `MAX_WINDOWS` windows from the first 
 records (bad JSON, missing fields) are counted and reported, never guessed at; records of phases the
 report does not have (the warm-up's) are counted and left out, as the report leaves them out. Nothing
 here reaches into the runner: data flows file -> figures -> page.
+
+ITL is per token, as in the JSON report: a record's `itl_s[i]` stands for `event_tokens[i + 1]` tokens
+(speculative decoding, stream intervals), so the ITL sample keeps each value's weight and the CDFs and
+compare's intervals weigh by it.
 """
 
 from __future__ import annotations
@@ -42,21 +46,37 @@ class ReportDataError(LoadgenError):
 
 
 class Reservoir:
-    """A uniform sample of at most `size` values from a stream (Vitter's algorithm R), seeded."""
+    """A uniform sample of at most `size` values from a stream (Vitter's algorithm R), seeded. A value may
+    stand for several (its weight: the tokens an ITL value is the gap of); the sample is uniform over
+    values added and keeps each one's weight, so weighted figures of the sample estimate the stream's."""
 
-    __slots__ = ("_rng", "count", "size", "values")
+    __slots__ = ("_rng", "count", "size", "values", "weights")
 
     def __init__(self, size: int, rng: random.Random) -> None:
         self.size, self._rng, self.count, self.values = size, rng, 0, []
+        self.weights: list[int] | None = None  # made at the first weight other than 1
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, weight: int = 1) -> None:
         self.count += 1
+        if weight != 1 and self.weights is None:
+            self.weights = [1] * len(self.values)
         if len(self.values) < self.size:
             self.values.append(value)
+            if self.weights is not None:
+                self.weights.append(weight)
         else:
             slot = self._rng.randrange(self.count)
             if slot < self.size:
                 self.values[slot] = value
+                if self.weights is not None:
+                    self.weights[slot] = weight
+
+    def weighted(self) -> tuple[list[float], list[int] | None]:
+        """The sample sorted by value, with the weights in the same order (None: every weight is 1)."""
+        if self.weights is None:
+            return sorted(self.values), None
+        pairs = sorted(zip(self.values, self.weights, strict=True))
+        return [value for value, _ in pairs], [weight for _, weight in pairs]
 
 
 @dataclass
@@ -114,8 +134,14 @@ class RunData:
         return [phase["phase"] for phase in self.report.get("phases", [])]
 
     def sample(self, phase: str, metric: str) -> list[float]:
+        """The sample's values, sorted; for ITL weigh them with `weighted`."""
         reservoir = self.samples.get((phase, metric))
         return sorted(reservoir.values) if reservoir else []
+
+    def weighted(self, phase: str, metric: str) -> tuple[list[float], list[int] | None]:
+        """The sample's values, sorted, and the tokens each stands for (None: one each)."""
+        reservoir = self.samples.get((phase, metric))
+        return reservoir.weighted() if reservoir else ([], None)
 
     def sample_count(self, phase: str, metric: str) -> int:
         reservoir = self.samples.get((phase, metric))
@@ -249,10 +275,23 @@ def _fold(data: RunData, record: dict, rng: random.Random) -> None:
     gaps = record.get("itl_s")
     if isinstance(gaps, list):
         itl = _reservoir(data, phase, "itl", rng)
-        for gap in gaps:
+        for gap, weight in zip(gaps, _itl_weights(record, len(gaps)), strict=True):
             value = _number(gap)
             if value is not None:
-                itl.add(value)
+                itl.add(value, weight)
+
+
+def _itl_weights(record: dict, gaps: int) -> list[int]:
+    """The tokens each ITL value stands for: `event_tokens[i + 1]` (the later event's), when the record
+    has one whole number >= 1 per token event; else one each."""
+    tokens = record.get("event_tokens")
+    if (
+        isinstance(tokens, list)
+        and len(tokens) == gaps + 1
+        and all(type(count) is int and count >= 1 for count in tokens)
+    ):
+        return tokens[1:]
+    return [1] * gaps
 
 
 def _window(data: RunData, at_s: float, rng: random.Random) -> Window:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import accumulate
 
 from grafana.snapshot.figures import PALETTE, base_layout
 from grafana.snapshot.units import scale_for
@@ -49,8 +50,9 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _cdf_points(values: list[float]) -> tuple[list[float], list[float]]:
-    """At most CDF_POINTS (value, fraction) points, every point of the last 1 % kept (the tail)."""
+def _cdf_points(values: list[float], weights: list[int] | None = None) -> tuple[list[float], list[float]]:
+    """At most CDF_POINTS (value, fraction) points of sorted `values`, every point of the last 1 % kept
+    (the tail); value i counts `weights[i]` times when given (the tokens an ITL value stands for)."""
     n = len(values)
     if n <= CDF_POINTS:
         ranks = range(n)
@@ -58,7 +60,10 @@ def _cdf_points(values: list[float]) -> tuple[list[float], list[float]]:
         tail = max(0, n - max(1, n // 100))
         body = {round(i * (tail - 1) / (CDF_POINTS // 2)) for i in range(CDF_POINTS // 2 + 1)}
         ranks = sorted(body | set(range(tail, n, max(1, (n - tail) // (CDF_POINTS // 2)))) | {n - 1})
-    return [values[r] for r in ranks], [(r + 1) / n for r in ranks]
+    if weights is None:
+        return [values[r] for r in ranks], [(r + 1) / n for r in ranks]
+    below = list(accumulate(weights))
+    return [values[r] for r in ranks], [below[r] / below[-1] for r in ranks]
 
 
 def cdf_figure(runs: list[tuple[str, RunData]], metric: str, height: int = 320) -> tuple[dict | None, str]:
@@ -68,9 +73,9 @@ def cdf_figure(runs: list[tuple[str, RunData]], metric: str, height: int = 320) 
     for run_name, data in runs:
         for phase in data.report.get("phases", []):
             name = phase["phase"] if len(runs) == 1 else f"{run_name}: {phase['phase']}"
-            values = data.sample(phase["phase"], metric)
+            values, weights = data.weighted(phase["phase"], metric)
             if values:
-                xs, ys = _cdf_points(values)
+                xs, ys = _cdf_points(values, weights)
                 mode = "lines"
                 if data.sample_count(phase["phase"], metric) > len(values):
                     notes.add(f"a uniform sample of {len(values):,} values per phase")

@@ -11,6 +11,7 @@ import pytest
 from loadgen.html import data as run_data
 from loadgen.html.compare import Gate, GateError, compare
 from loadgen.html.data import ReportDataError, load_report, read_run
+from loadgen.html.figures import cdf_figure
 
 
 def report(phases: list[tuple[str, float]]) -> dict:
@@ -266,3 +267,44 @@ def test_run_checks_its_prometheus_before_it_starts(
     code = main(["run", "--url", "http://127.0.0.1:9", "--requests", "1", "--metrics-address", "none", *args])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def spec_record(phase: str, sent_s: float, gaps: list[float], event_tokens: list[int] | None) -> dict:
+    """A request whose events carried several tokens (speculative decoding): `itl_s[i]` is seconds per
+    token of the gap before event i + 1, which carried `event_tokens[i + 1]` tokens."""
+    return {**record(phase, sent_s, 0.5, 0.1), "itl_s": gaps, "event_tokens": event_tokens}
+
+
+def test_itl_is_weighed_by_the_tokens_each_value_stands_for(tmp_path: Path) -> None:
+    """The JSON report counts ITL per token; the page's CDF and compare's intervals must too. Each request:
+    a 9-token event 1 ms per token apart, then two one-token events 100 ms apart: 11 token gaps, 9 of
+    them 1 ms (median 1 ms), though two of the three values are 100 ms (an unweighted median of 100 ms)."""
+    spec = [spec_record("a", i * 0.1, [0.001, 0.1, 0.1], [1, 9, 1, 1]) for i in range(60)]
+    plain = [spec_record("a", i * 0.1, [0.01, 0.01, 0.01], None) for i in range(60)]
+    data = read_run(report([("a", 10.0)]), "spec", write_jsonl(tmp_path / "spec.jsonl", spec))
+    values, weights = data.weighted("a", "itl")
+    assert len(values) == 180 and sum(weights or []) == 60 * 11
+    figure, _ = cdf_figure([("", data)], "itl")
+    trace = figure["data"][0]
+    # at 1 ms, 9 of each request's 11 tokens (82 %), not 1 of its 3 values
+    at_1ms = max(y for x, y in zip(trace["x"], trace["y"], strict=True) if x == trace["x"][0])
+    assert trace["x"][0] == pytest.approx(1.0) and at_1ms == pytest.approx(9 / 11, abs=1e-3)
+    runs = []
+    for name, lines, median in (("plain", plain, 0.01), ("spec", spec, 0.001)):
+        doc = report([("a", 10.0)])
+        doc["phases"][0]["latency_s"]["itl"] = {"count": 660, "median": median}
+        runs.append((name, read_run(doc, name, write_jsonl(tmp_path / f"{name}.jsonl", lines))))
+    row = compare(runs, resamples=100, seed=1).row(0, "itl_median")
+    low, high = row.intervals[1]
+    assert row.changes[1] == pytest.approx(-0.9) and low <= -0.89 and high <= -0.89  # unweighted: +900 %
+
+
+def test_malformed_event_tokens_weigh_one_each(tmp_path: Path) -> None:
+    lines = [
+        spec_record("a", 0, [0.01, 0.02], [1, 2]),  # one count short
+        spec_record("a", 1, [0.01, 0.02], [1, "2", 3]),
+        spec_record("a", 2, [0.01, 0.02], [1, 0, 3]),
+        spec_record("a", 3, [0.01, 0.02], [1, True, 3]),
+    ]
+    data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
+    assert data.weighted("a", "itl") == ([0.01] * 4 + [0.02] * 4, None)
