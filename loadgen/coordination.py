@@ -35,6 +35,11 @@ class Coordinator(Protocol):
         """Setup is done: return when the first phase should start."""
         ...
 
+    async def warmed(self) -> None:
+        """The warm-up is done and drained: return when the measured phases should start (every part's
+        warm-up done, so no warm-up request is in flight while another part measures)."""
+        ...
+
     async def carry_on(self, stats: PhaseStats) -> bool:
         """A phase is done (its stats final): whether the next one runs."""
         ...

@@ -174,6 +174,8 @@ class Run:
             if warmup is not None and not self.stopping and self.phases:
                 self.metrics.start_warmup()
                 self.warmup_stats = await self._run_phase(warmup.phase(self.phases[0]))
+                if self._coordinator is not None and not self.stopping:
+                    await self._coordinator.warmed()
             for index, phase in enumerate(self.phases, 1):
                 if self.stopping:
                     break

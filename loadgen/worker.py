@@ -7,6 +7,7 @@ FD is the worker's end of a socket pair; messages are pickled tuples (channel.py
 
     parent -> worker   Start (first), ("prepared", Prepared), ("go",), ("next", bool), ("stop",), ("force",)
     worker -> parent   ("ready",)            setup done, waiting for ("go",)
+                       ("warmed",)           its warm-up done and drained, waiting for ("go",)
                        ("tick", phase, metrics, stats, overload)   every TICK_S: the live series
                                              (RunMetrics), the current phase's stats (PhaseStats), both
                                              cumulative so a late tick costs nothing, and an open loop's
@@ -124,6 +125,13 @@ class ParentLink:
         await self._go.wait()
         if self.gone and self.run is not None:  # gone while this worker set up: no phase runs
             self.run.force()
+
+    async def warmed(self) -> None:
+        if self.gone:
+            return
+        self._go.clear()
+        self.send(("warmed",))
+        await self._go.wait()
 
     async def carry_on(self, stats: PhaseStats) -> bool:
         if self.gone:

@@ -50,6 +50,7 @@ from loadgen.schedules import Phase
 from loadgen.slicing import Slice
 from loadgen.starts import wait_until
 from loadgen.stats import PhaseStats, merged_overload
+from loadgen.warmup import WARMUP
 from loadgen.worker import Finished, Start
 
 __all__ = ["AnyRun", "WorkerError", "WorkerPool", "make_run"]
@@ -81,6 +82,7 @@ class _Worker:
     channel: Channel
     listener: asyncio.Task | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    warmed: asyncio.Event = field(default_factory=asyncio.Event)  # its warm-up done and drained
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # done, error, or gone
     phases: list[PhaseStats] = field(default_factory=list)  # final stats of each phase it ran
     phase_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -259,6 +261,11 @@ class WorkerPool:
         return True
 
     async def _run_phases(self) -> None:
+        if self.scenario.warmup is not None:  # the measured phases start when every warm-up has drained
+            self.metrics.phase = WARMUP
+            await self._until(lambda w: w.warmed)
+            for worker in self._workers:
+                worker.send(("go",))
         for number, phase in enumerate(self.scenario.phases):
             self._phase = number
             self.metrics.phase = phase.name
@@ -338,6 +345,8 @@ class WorkerPool:
             self.metrics.set_sum([w.metrics for w in self._workers if w.metrics is not None])
         elif kind == "ready":
             worker.ready.set()
+        elif kind == "warmed":
+            worker.warmed.set()
         elif kind == "phase":
             worker.phases.append(message[1])
             worker.phase_done.set()

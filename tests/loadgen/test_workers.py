@@ -312,3 +312,23 @@ def test_metrics_linger_keeps_the_final_counts_up_until_a_signal(scripted: Scrip
         os.kill(process.pid, signal.SIGINT)  # ends the linger: the run itself was done
         process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+def test_measured_phases_start_when_every_workers_warm_up_has_drained(
+    scripted: Scripted, tmp_path: Path
+) -> None:
+    """Worker 1's warm-up request streams 40 tokens 20 ms apart, worker 0's one token: worker 0 must not
+    start measuring while worker 1's warm-up request is still in flight (one process drains its warm-up
+    before the first measured phase; a pool does the same over all its workers)."""
+    trace = tmp_path / "trace.jsonl"
+    lengths = [1, 40] + [2] * 10  # requests 0 and 1 are the warm-up, dealt to workers 0 and 1
+    lines = [{"timestamp": 10 * n, "prompt": f"request {n}", "max_tokens": m} for n, m in enumerate(lengths)]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    _, report, records, _ = pool_run(
+        tmp_path, url=scripted.url, dataset=f"trace:{trace}", warmup=2, model="scripted",
+        extra_body={"mock": {"itl_ms": 20}},
+    )  # fmt: skip
+    assert report["warmup"]["sent"] == 2 and report["phases"][0]["requests"]["sent"] == 10
+    warm_end = max(r["end_ns"] for r in records if r["phase"] == "warmup")
+    first_measured = min(r["sent_ns"] for r in records if r["phase"] != "warmup")
+    assert first_measured >= warm_end, (first_measured - warm_end) / 1e6
