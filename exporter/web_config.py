@@ -27,6 +27,13 @@ _CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# Checked for a user that does not exist, so that an unknown name costs what a wrong password does (as
+# exporter-toolkit does): a quick 401 would tell which user names exist.
+_NO_SUCH_USER_HASH = b"$2b$10$yCmaFFqLH3BLBl6TAhb/R.uk0HExh3Zsql0x8wk.PdIvneJHuwRHW"
+# bcrypt checks at once. Each costs ~60 ms of CPU (cost 10); a flood of wrong passwords once held every
+# worker thread with them, and a scrape with good (cached) credentials waited behind them (300 such
+# clients: no answer in 30 s). Past this, a check is refused (401) without running.
+MAX_CONCURRENT_CHECKS = 2
 
 
 @dataclass
@@ -35,6 +42,9 @@ class WebConfig:
     users: dict[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     _verified: set[bytes] = field(default_factory=set)  # digests of (user, password, hash) already checked
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _checking: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
+    )
 
     @property
     def auth_required(self) -> bool:
@@ -50,17 +60,23 @@ class WebConfig:
             user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        hashed = self.users.get(user)
-        if hashed is None:
+        if len(password.encode()) > 72:  # bcrypt reads 72 bytes; bcrypt 5 raises past them (a 500 each)
             return False
+        hashed = self.users.get(user)
         # bcrypt costs ~60 ms at cost 10; like exporter-toolkit, remember successful checks (digests only).
-        digest = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed])).digest()
+        digest = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed or b""])).digest()
         with self._lock:
-            if digest in self._verified:
+            if hashed is not None and digest in self._verified:
                 return True
         import bcrypt
 
-        if not bcrypt.checkpw(password.encode(), hashed):
+        if not self._checking.acquire(blocking=False):
+            return False  # MAX_CONCURRENT_CHECKS are running: refused without one more
+        try:
+            matches = bcrypt.checkpw(password.encode(), hashed or _NO_SUCH_USER_HASH)
+        finally:
+            self._checking.release()
+        if hashed is None or not matches:
             return False
         with self._lock:
             if len(self._verified) > 1024:

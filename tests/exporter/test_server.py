@@ -21,7 +21,7 @@ from exporter.config import Config, ConfigError
 from exporter.http_protocol import ServerLimits
 from exporter.registry import Exporter, build_exporter
 from exporter.server import ExporterServer, make_app
-from exporter.web_config import WebConfig, load_web_config
+from exporter.web_config import MAX_CONCURRENT_CHECKS, WebConfig, load_web_config
 from tests.exporter.fake_nvml import FakeGpu, FakeNvml
 from tests.exporter.metrics_util import parse_text
 from tests.support.real import require_binary
@@ -147,6 +147,46 @@ def test_basic_auth_with_bcrypt_hashes(tmp_path: Path) -> None:
             assert ok.status_code == 200 and "host_cpu_cores" in ok.text
         denied = httpx.get(f"{url}/healthz", timeout=10)
         assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Basic")
+        too_long = auth("prometheus", "x" * 73)  # bcrypt 5 raised past 72 bytes: a 500 and a traceback
+        assert httpx.get(f"{url}/metrics", headers=too_long, timeout=10).status_code == 401
+
+
+def test_basic_auth_checks_unknown_users_as_wrong_passwords_and_a_few_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = load_web_config(web_config_file(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    running, most, checked = 0, 0, []
+    lock = threading.Lock()
+    real_checkpw = bcrypt.checkpw
+
+    def slow_checkpw(password: bytes, hashed_password: bytes) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            checked.append(hashed_password)
+        time.sleep(0.05)  # as a cost-10 hash takes
+        with lock:
+            running -= 1
+        return real_checkpw(password, hashed_password)
+
+    monkeypatch.setattr(bcrypt, "checkpw", slow_checkpw)
+
+    def header(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    # An unknown user costs a check, as a wrong password does (a quick refusal told which names exist).
+    assert not web.check_authorization(header("nobody", "s3cret")) and len(checked) == 1
+    # A flood of wrong passwords runs at most MAX_CONCURRENT_CHECKS checks at once; the rest are refused
+    # at once instead of holding worker threads, so cached good credentials are never kept waiting.
+    assert web.check_authorization(header("prometheus", "s3cret"))
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        results = list(
+            pool.map(web.check_authorization, [header("prometheus", f"bad{i}") for i in range(64)])
+        )
+        assert web.check_authorization(header("prometheus", "s3cret"))  # from the cache, during the flood
+    assert not any(results) and most <= MAX_CONCURRENT_CHECKS
 
 
 @pytest.fixture
