@@ -38,6 +38,8 @@ def report_fields(run: RunResult) -> dict:
     if not shard.whole:
         fields["shard"] = {"index": shard.index, "count": shard.count}
     fields["workers"] = run.workers
+    if run.pool is not None:
+        fields["pool"] = run.pool
     fields["mergeable"] = {
         "version": STATE_VERSION,
         "phases": [phase_state(stats, run.clock) for stats in run.stats],

@@ -63,6 +63,7 @@ class RunResult:
     clock: Clock | None = None  # read when the run started: its monotonic instants as Unix time
     workers: int = 1  # processes that ran this host's part (workers.py)
     worker_failures: tuple[str, ...] = ()  # workers that ended before the run did, and how
+    pool: dict[str, object] | None = None  # a pool's own cost: CPU of its parent and workers, bytes sent
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ FD is the worker's end of a socket pair; messages are pickled tuples (channel.py
     worker -> parent   ("ready",)            setup done, waiting for ("go",)
                        ("warmed",)           its warm-up done and drained, waiting for ("go",)
                        ("tick", phase, metrics, stats, overload)   every TICK_S: the live series
-                                             (RunMetrics), the current phase's stats (PhaseStats), both
-                                             cumulative so a late tick costs nothing, and an open loop's
-                                             overload once detected
+                                             (RunMetrics), every STATS_EVERY ticks the current phase's stats
+                                             (PhaseStats, else None), both cumulative so a late tick costs
+                                             nothing, and an open loop's overload once detected
                        ("phase", stats)      a phase is done (final stats); waits for ("next", carry_on)
                        ("done", Finished)    the run is over
                        ("error", message)    the run could not go on (a dataset that cannot be read, ...)
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -44,6 +46,7 @@ __all__ = ["TICK_S", "Finished", "Start", "main"]
 
 log = logging.getLogger("loadgen.worker")
 TICK_S = 0.25
+STATS_EVERY = 4  # ticks: the current phase's stats go to the parent once a second
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Finished:
     backoff_waits: int
     backoff_waited_s: float
     warmup: PhaseStats | None  # its slice of the warm-up (in no figure)
+    cpu_s: float  # the worker's CPU time (user + system), start-up included
+    sent_bytes: int  # what it sent the parent (ticks, phases): the cost of the channel
 
 
 class ParentLink:
@@ -141,15 +146,18 @@ class ParentLink:
         return await self._answer
 
     async def tick(self) -> None:
-        while True:
+        for count in itertools.count(1):
             await asyncio.sleep(TICK_S)
-            self.send_tick()
+            self.send_tick(with_stats=count % STATS_EVERY == 0)
 
-    def send_tick(self) -> None:
+    def send_tick(self, with_stats: bool = True) -> None:
+        """The live series; every STATS_EVERY ticks the phase's stats too (their sketches are most of
+        the bytes, and only the progress line and a lost worker's last figures need them)."""
         run = self.run
         if run is not None:
             overload = run.detector.overload if run.detector is not None else None
-            self.send(("tick", len(run.stats), run.metrics, run.current, overload))
+            stats = run.current if with_stats else None
+            self.send(("tick", len(run.stats), run.metrics, stats, overload))
 
 
 async def _work(sock: socket.socket) -> int:
@@ -192,19 +200,17 @@ async def _run(link: ParentLink, start: Start) -> int:
         ticker.cancel()
     result = run.result()
     link.send_tick()
-    link.send(
-        (
-            "done",
-            Finished(
-                result.workload,
-                result.timing_path,
-                result.backoff_waits,
-                result.backoff_waited_s,
-                result.warmup,
-            ),
-        )
-    )
+    finished = Finished(
+        result.workload, result.timing_path, result.backoff_waits, result.backoff_waited_s, result.warmup,
+        _cpu_s(), link.channel.bytes_sent,
+    )  # fmt: skip
+    link.send(("done", finished))
     return 0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:

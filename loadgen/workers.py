@@ -12,7 +12,8 @@ exit status, exactly those of a single process given the same requests:
   merge bucket by bucket: stats.PhaseStats.merge) and decides whether the next phase runs (a
   sweep's SLO verdict on the merged stats), so a sweep stops where one process would.
 - Live figures: every worker sends its cumulative series and current phase stats every
-  worker.TICK_S (0.25 s); /metrics and the progress line show their sum, at most that much behind.
+  worker.TICK_S (0.25 s; the phase stats once a second); /metrics and the progress line show their
+  sum, at most that much behind.
   Cumulative snapshots rather than per-request records keep the parent's work independent of the
   request rate: the workers aggregate as one process would, in parallel (bench/RESULTS.md has the
   cost).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -341,7 +343,9 @@ class WorkerPool:
     def _handle(self, worker: _Worker, message: tuple) -> None:
         kind = message[0]
         if kind == "tick":
-            _, worker.tick_phase, worker.metrics, worker.current, worker.overload = message
+            _, phase, worker.metrics, current, worker.overload = message
+            if current is not None or phase != worker.tick_phase:
+                worker.tick_phase, worker.current = phase, current
             self.metrics.set_sum([w.metrics for w in self._workers if w.metrics is not None])
         elif kind == "ready":
             worker.ready.set()
@@ -362,6 +366,15 @@ class WorkerPool:
 
     # -- the result ------------------------------------------------------------------------------
 
+    def _cost(self, finished: list[Finished]) -> dict[str, object]:
+        """What running as a pool cost: the parent's CPU (setup, merging, /metrics) beside the workers'
+        (sending included), and the bytes the workers sent it."""
+        return {
+            "parent_cpu_s": _cpu_s(),
+            "worker_cpu_s": [f.cpu_s for f in finished],
+            "sent_bytes": sum(f.sent_bytes for f in finished),
+        }
+
     def result(self) -> RunResult:
         setup = self._setup.result()
         finished = [w.finished for w in self._workers if w.finished is not None]
@@ -379,8 +392,14 @@ class WorkerPool:
             backoff_waits=sum(f.backoff_waits for f in finished),
             backoff_waited_s=sum(f.backoff_waited_s for f in finished),
             clock=self.clock, workers=self.scenario.workers, worker_failures=failures,
+            pool=self._cost(finished),
             warmup=PhaseStats.merged(warm) if (warm := [f.warmup for f in finished if f.warmup]) else None,
         )  # fmt: skip
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
