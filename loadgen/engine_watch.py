@@ -20,17 +20,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger("loadgen")
 
-# concept -> metric names, most specific first: vLLM, SGLang, llama.cpp, TGI, LMDeploy/trtllm-serve, NIM
-# and older vLLM (bare names), then the exporter's normalized ones.
+# concept -> metric names, most specific first: vLLM, SGLang (served as `sglang:`, and as `sglang_` by
+# sgl-router's /engine_metrics and Prometheus's underscore escaping: SGLang issue 12618), llama.cpp, TGI,
+# LMDeploy/trtllm-serve, NIM and older vLLM (bare names), then the exporter's normalized ones.
 NAMES: dict[str, tuple[str, ...]] = {
-    "running": ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing",
-                "tgi_batch_current_size", "lmdeploy:num_requests_running", "trtllm_num_requests_running",
-                "num_requests_running", "llm_requests_running"),
-    "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "llamacpp:requests_deferred",
-                "tgi_queue_size", "lmdeploy:num_requests_waiting", "trtllm_num_requests_waiting",
-                "num_requests_waiting", "llm_requests_waiting"),
+    "running": ("vllm:num_requests_running", "sglang:num_running_reqs", "sglang_num_running_reqs",
+                "llamacpp:requests_processing", "tgi_batch_current_size", "lmdeploy:num_requests_running",
+                "trtllm_num_requests_running", "num_requests_running", "llm_requests_running"),
+    "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "sglang_num_queue_reqs",
+                "llamacpp:requests_deferred", "tgi_queue_size", "lmdeploy:num_requests_waiting",
+                "trtllm_num_requests_waiting", "num_requests_waiting", "llm_requests_waiting"),
     "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage",
-                 "lmdeploy:gpu_cache_usage_perc", "gpu_cache_usage_perc", "llm_kv_cache_usage_ratio"),
+                 "sglang_token_usage", "lmdeploy:gpu_cache_usage_perc", "gpu_cache_usage_perc",
+                 "llm_kv_cache_usage_ratio"),
     "preemptions": ("vllm:num_preemptions_total", "vllm:num_preemptions", "llm_preemptions_total"),
 }  # fmt: skip
 MAX_BYTES = 4 * 1024 * 1024

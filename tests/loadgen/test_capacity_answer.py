@@ -260,3 +260,12 @@ def test_think_time_wall_clock_and_the_table_across_steps(scripted, run_loadgen,
     assert lines[header + 3].startswith("Why it got slow at 2 concurrent users")
     assert report["config"]["think_time"] == "500ms"
     assert json.dumps(report)  # every new figure is JSON
+
+
+def test_engine_figures_from_sglang_under_either_spelling() -> None:
+    """SGLang serves `sglang:` names; sgl-router's /engine_metrics and Prometheus's underscore escaping give
+    `sglang_` (SGLang issue 12618): the same payload reads the same either way."""
+    sglang = FIXTURES.parent / "sglang"
+    served = read_values((sglang / "v0.5.23-load.txt").read_text())
+    assert served == read_values((sglang / "router-underscores-v0.5.23-load.txt").read_text())
+    assert served == {"running": 72.0, "waiting": 157.0, "kv_usage": 0.87}
