@@ -129,6 +129,9 @@ class Run:
         self._client: LoadClient | None = None
         self._tokenizer: Tokenizer | None = None
         self._rng = random.Random(scenario.seed)
+        # think times drawn apart from the prompts: pauses end in an order timing decides, and drawn from
+        # the workload's generator they made the prompts of one seed differ from run to run
+        self._think_rng = random.Random(f"{scenario.seed}:think:{self.slice.index}/{self.slice.count}")
         self._extra_body = dict(scenario.extra_body)  # a field the server refuses is dropped (probes.py)
         self._prober: SetupProber | None = None  # setup requests, reported apart from the phases
         # the engine's /metrics, read by one process of a run's pool (workers.py: worker 0)
@@ -577,7 +580,7 @@ class Run:
         think = self.scenario.think_time
         if think is None:
             return
-        pause = min(think.draw(self._rng), max(0.0, (deadline - perf_counter_ns()) * 1e-9))
+        pause = min(think.draw(self._think_rng), max(0.0, (deadline - perf_counter_ns()) * 1e-9))
         if pause > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), pause)

@@ -102,3 +102,20 @@ def test_a_warmup_duration(scripted, run_loadgen) -> None:
     )
     assert 4 <= result.report["warmup"]["sent"] <= 16 and result.report["warmup"]["duration_s"] < 1.5
     assert result.phase["requests"]["sent"] >= 10
+
+
+def test_think_time_leaves_the_seeds_requests_alone(scripted, run_loadgen) -> None:
+    """One seed, the same requests with or without --think-time: pauses are drawn from a generator of their
+    own (drawn from the workload's, they shifted every later prompt and length by when users paused)."""
+
+    def lengths(**think) -> list[int]:
+        result = run_loadgen(
+            url=scripted.url, model="scripted", concurrency=3, requests=12, turns=2, seed=7,
+            input_len="uniform:4:40", output_len="uniform:1:30", **think,
+        )  # fmt: skip
+        run = result.run.run_id
+        return sorted(r["max_tokens"] for r in scripted.records(run).values())
+
+    plain = lengths()
+    assert len(plain) == 24 and len(set(plain)) > 5
+    assert lengths(think_time="exponential:5ms") == plain
