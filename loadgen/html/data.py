@@ -157,7 +157,7 @@ def load_report(path: Path | str) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ReportDataError(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested past the limit
         raise ReportDataError(f"{path} is not a JSON report: {exc}") from None
     if not isinstance(report, dict) or not isinstance(report.get("phases"), list):
         raise ReportDataError(f"{path} is not a load-generator report (no 'phases' list)")

@@ -106,6 +106,9 @@ def test_reports_that_are_not(tmp_path: Path) -> None:
         load_report(tmp_path / "a.json")
     with pytest.raises(ReportDataError, match="cannot read"):
         load_report(tmp_path / "missing.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # was a RecursionError traceback
+    with pytest.raises(ReportDataError, match="is not a JSON report"):
+        load_report(tmp_path / "deep.json")
 
 
 def test_gate_grammar() -> None:
