@@ -41,6 +41,7 @@ from exporter.settings import (
     parse_regex,
     split_items,
     split_listen_address,
+    yaml_problem,
 )
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9840"
@@ -436,8 +437,8 @@ def _from_file(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the config file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     if document is None:
         return {}
     if not isinstance(document, Mapping):

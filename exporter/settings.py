@@ -24,6 +24,16 @@ ENV_PREFIX = "EXPORTER_"
 Parser = Callable[[Any, str, Mapping[str, str]], Any]
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """What is wrong with a YAML file and where, never the line itself (it may hold a secret: PyYAML's own
+    message quotes it); a document nested past the recursion limit says so."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(exc, 'problem', None) or 'not YAML'}{where}"
+
+
 class ConfigError(ExporterError, ValueError):
     """A setting is missing, malformed or out of range; the message says which and why, never a credential
     (it goes through redact.redact: a target URL's password, for one, is shown as <redacted>)."""

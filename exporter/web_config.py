@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from exporter.config import ConfigError
+from exporter.settings import yaml_problem
 
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 _CLIENT_AUTH = {
@@ -93,8 +94,8 @@ def load_web_config(path: Path | None) -> WebConfig:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the web config file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
     unknown = sorted(set(document) - {"tls_server_config", "basic_auth_users"})

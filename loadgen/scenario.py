@@ -238,6 +238,8 @@ class Scenario:
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or "not UTF-8 text"
             raise ScenarioError(f"cannot read scenario {path}: {reason}") from exc
+        except RecursionError:
+            raise ScenarioError(f"scenario {path} is not valid YAML: nested too deeply") from None
         except yaml.YAMLError as exc:  # the problem and where, never the line itself (it may hold a secret)
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

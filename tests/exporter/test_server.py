@@ -234,6 +234,8 @@ def test_tls_from_the_web_config_file(tmp_path: Path, certificate: tuple[Path, P
         ("basic_auth_users: []\n", "basic_auth_users must be a non-empty mapping"),
         ("[1, 2]\n", "the top level must be a mapping"),
         ("basic_auth_users: {a: [\n", "not valid YAML"),
+        ("[" * 100_000 + "]" * 100_000, "not valid YAML: nested too deeply"),  # was a RecursionError
+        ('basic_auth_users: {a: "$2b$10$NotEchoedHashNotEchoed}\n', "not valid YAML: found unexpected end"),
     ],
 )
 def test_bad_web_config_files_are_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
@@ -241,6 +243,7 @@ def test_bad_web_config_files_are_refused_clearly(tmp_path: Path, text: str, mes
         load_web_config(web_config_file(tmp_path, text))
     assert message in str(caught.value)
     assert "plaintext" not in str(caught.value)  # a password typed in place of a hash is not echoed
+    assert "NotEchoed" not in str(caught.value)  # nor a line PyYAML quotes in its message
 
 
 def test_tls_options_from_exporter_toolkit(tmp_path: Path, certificate: tuple[Path, Path]) -> None:

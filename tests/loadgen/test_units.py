@@ -33,6 +33,13 @@ def test_durations_and_slos():
         parse_duration("-1s")
 
 
+def test_a_scenario_nested_past_the_recursion_limit_is_a_clear_error(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # was a RecursionError traceback
+    with pytest.raises(ScenarioError, match="is not valid YAML: nested too deeply"):
+        Scenario.load_yaml(str(path))
+
+
 def test_flags_override_yaml_and_steps_become_phases(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(
