@@ -84,10 +84,24 @@ MINIMAL = {
     },
 }
 CASES = {"defaults": {}, "operator": OPERATOR, "tls": TLS, "job": JOB, "minimal": MINIMAL}
+# Values no user can put a character in that YAML reads otherwise ('#' starts a comment, ': ' a map).
+AWKWARD = {
+    "loadgen": {
+        "job": {"enabled": True, "url": "http://vllm:8000/v1 #frag", "runId": "a: b #c", "startAt": "x: y"},
+        "serve": {"enabled": True, "tokenSecret": {"name": "t"}, "allowUrls": ["http://x:1/ #y"]},
+    }
+}
+CASES = {**CASES, "awkward": AWKWARD}
 FAILING = {
     "job-without-url": {"loadgen": {"job": {"enabled": True}}},
     "tls-without-secret": {"webConfig": {"tls": {"enabled": True}}},
     "serve-without-token": {"loadgen": {"serve": {"enabled": True}}},
+    # each below rendered, and deployed something wrong
+    "both-monitors": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
+    "default-service-account": {"serviceAccount": {"create": False}},
+    "no-shards": {"loadgen": {"job": {"enabled": True, "url": "http://v:8000", "shards": 0}}},
+    "plain-password": {"webConfig": {"basicAuth": {"enabled": True, "users": {"prom": "hunter2"}}}},
+    "no-users": {"webConfig": {"basicAuth": {"enabled": True}}},
 }
 
 
@@ -135,8 +149,21 @@ def test_crd_validation_catches_a_misspelt_field(rendered: dict[str, Rendered]) 
 def test_missing_required_values_fail_with_their_name(rendered: dict[str, Rendered], case: str) -> None:
     error = rendered[case].error or ""
     key = {"job-without-url": "loadgen.job.url", "tls-without-secret": "webConfig.tls.secretName",
-           "serve-without-token": "loadgen.serve.tokenSecret.name"}[case]  # fmt: skip
-    assert key in error
+           "serve-without-token": "loadgen.serve.tokenSecret.name",
+           "both-monitors": "podMonitor.enabled", "default-service-account": "serviceAccount.name",
+           "no-shards": "loadgen.job.shards", "plain-password": "webConfig.basicAuth.users.prom",
+           "no-users": "webConfig.basicAuth.users"}[case]  # fmt: skip
+    assert key in error and "hunter2" not in error
+
+
+@pytest.mark.real
+def test_awkward_values_reach_the_arguments_whole(rendered: dict[str, Rendered]) -> None:
+    """`--url=http://vllm:8000/v1 #frag` was cut at the '#' (a YAML comment), `--run-id=a: b` became a map."""
+    result = rendered["awkward"]
+    job = result.get("Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--url=http://vllm:8000/v1 #frag", "--run-id=a: b #c", "--start-at=x: y"} <= set(job)
+    serve = result.get("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-url=http://x:1/ #y" in serve
 
 
 @pytest.mark.real
