@@ -12,15 +12,21 @@ efficient detection of changes"), as client-go's Reflector does:
   older than the server's history) clears the cache by listing again; so does an expired `continue`.
 Any other failure is counted by kind (`connect`, `timeout`, `http_status`, `auth`, `protocol`,
 `pod_limit`), logged when the state changes (failing, recovered), and retried after an exponential
-backoff with jitter (0.5 s doubling to 30 s), from the last resourceVersion. The cache a reader sees is
-an immutable snapshot, replaced whole, so readers never wait on the API.
+backoff with jitter (0.5 s doubling to 30 s), from the last resourceVersion. As client-go's Reflector,
+the loop never spins: a 410 that follows a list without a single event in between waits out the same
+backoff before the next list, and a watch the server ends within a second without an event is a
+failure (`protocol`), so an API server (or a proxy) that answers every watch at once is asked a few
+times a minute, not thousands of times a second. The cache a reader sees is an immutable snapshot,
+replaced whole, so readers never wait on the API.
 
-Budgets: one event or list page at most 8 MiB, at most 1,000 pods (a node's kubelet allows 110 by default;
-more are ignored and counted as `pod_limit`); only the fields in `pods.Pod` are kept.
+Budgets: one event or list page at most 8 MiB, a list at most 100 pages, at most 1,000 pods (a node's
+kubelet allows 110 by default; more are ignored and counted as `pod_limit`); only the fields in
+`pods.Pod` are kept.
 
 Credentials: in a pod, the service account's token (re-read for every request: projected tokens rotate)
 and CA from /var/run/secrets/kubernetes.io/serviceaccount/, the API at $KUBERNETES_SERVICE_HOST:PORT.
-The token goes only into the Authorization header; no error or log line carries it.
+The token goes only into the Authorization header; no error or log line carries it (one with a
+character no header can carry is refused as `auth` without being shown: httpx's refusal quotes it).
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import contextlib
 import json
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,6 +57,9 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_PODS = 1000
 PAGE_SIZE = 500
+MAX_PAGES = 100
+SHORT_WATCH_SECONDS = 1.0  # a watch ended sooner, without an event, is a failure (client-go's rule)
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # what a bearer token in a header may hold
 WATCH_SECONDS = 300
 BACKOFF_SECONDS = (0.5, 30.0)
 
@@ -62,7 +73,12 @@ class WatchFailure(ExporterError):
 
 
 class Gone(Exception):
-    """410 Gone: the resourceVersion is too old (or a continue token expired); list again."""
+    """410 Gone: the resourceVersion is too old (or a continue token expired); list again. `events`: how
+    many events the watch it ended had applied."""
+
+    def __init__(self, events: int = 0) -> None:
+        super().__init__("410 Gone")
+        self.events = events
 
 
 @dataclass(frozen=True)
@@ -154,17 +170,29 @@ class PodWatcher:
     def _run(self) -> None:
         low, high = self.backoff_seconds
         delay = low
+        gone_without_events = False  # the last list was followed by 410 before any event
         with self._new_client() as client:
             while not self._stop.is_set():
                 try:
                     if self._version is None:
                         self._relist(client)
-                    self._watch(client)
+                    started = time.monotonic()
+                    events = self._watch(client)
+                    if events:
+                        gone_without_events = False
+                    elif time.monotonic() - started < SHORT_WATCH_SECONDS and not self._stop.is_set():
+                        raise WatchFailure("protocol", "a watch ended at once, with no event")
                     delay = low
-                except Gone:
+                except Gone as gone:
                     self._version = None
                     self.relists += 1
                     log.info("kubernetes: resourceVersion expired (410 Gone); listing the node's pods again")
+                    if gone.events:
+                        gone_without_events = False
+                    if gone_without_events:  # 410 again right after a list: the server's fault, not ours
+                        self._stop.wait(delay * random.uniform(0.8, 1.2))
+                        delay = min(delay * 2, high)
+                    gone_without_events = True
                 except WatchFailure as exc:
                     self._failed(exc)
                     self._stop.wait(delay * random.uniform(0.8, 1.2))
@@ -193,7 +221,7 @@ class PodWatcher:
         pods: dict[str, Pod] = {}
         params = {"fieldSelector": f"spec.nodeName={self.node}", "limit": str(PAGE_SIZE)}
         version = ""
-        while True:
+        for _ in range(MAX_PAGES):
             page = self._get_json(client, params)
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
@@ -203,6 +231,8 @@ class PodWatcher:
             if not token:
                 break
             params = {**params, "continue": str(token)}
+        else:
+            raise WatchFailure("protocol", f"the pod list did not end after {MAX_PAGES} pages")
         if not version:
             raise WatchFailure("protocol", "the pod list carries no resourceVersion")
         self._pods = MappingProxyType(pods)
@@ -210,7 +240,8 @@ class PodWatcher:
         self._synced.set()
         self._recovered()
 
-    def _watch(self, client: httpx.Client) -> None:
+    def _watch(self, client: httpx.Client) -> int:
+        """Follow one watch until it ends; the number of events it applied."""
         params = {
             "fieldSelector": f"spec.nodeName={self.node}",
             "watch": "1",
@@ -218,18 +249,24 @@ class PodWatcher:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self.watch_seconds),
         }
+        applied = 0
         with self._request(client, params) as response:
             self._open_watch = response
             try:
                 if self._stop.is_set():  # close() ran before it could see this watch
-                    return
+                    return applied
                 self._recovered()
                 for line in _lines(response.iter_bytes(), MAX_MESSAGE_BYTES):
                     if self._stop.is_set():
-                        return
-                    self._apply(_json(line))
+                        return applied
+                    try:
+                        self._apply(_json(line))
+                    except Gone:
+                        raise Gone(applied) from None
+                    applied += 1
             finally:
                 self._open_watch = None
+        return applied
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object")
@@ -279,6 +316,10 @@ class PodWatcher:
             token = self.settings.token_file.read_text().strip()
         except OSError as exc:
             raise WatchFailure("auth", f"cannot read the service account token: {exc.strerror}") from None
+        if not _TOKEN.fullmatch(token):
+            raise WatchFailure(
+                "auth", "the service account token holds a character no HTTP header can carry (not shown)"
+            )
         return {"Accept": "application/json", "Authorization": f"Bearer {token}"}
 
     def _request(self, client: httpx.Client, params: Mapping[str, str]) -> _Response:

@@ -9,7 +9,8 @@ dynamic resource allocation (DRA) carry no UUID here and are not mapped.
 
 `Allocations` polls List on a thread of its own (every 10 s, 2 s deadline, answers up to 16 MiB), so a
 slow or absent kubelet never holds up a scrape; `gpu_containers()` is the last good answer, and failures
-are counted by gRPC status (`unavailable`, `deadline_exceeded`, ...). The stubs in podresources_v1/ are
+are counted by gRPC status (`unavailable`, `deadline_exceeded`, ...) or as `too_many_devices` (an answer
+naming more than 4,096 GPU devices, which no node has). The stubs in podresources_v1/ are
 generated from Kubernetes' published api.proto (see its README).
 """
 
@@ -26,6 +27,7 @@ log = logging.getLogger("exporter.kubernetes")
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 GPU_RESOURCE_PREFIX = "nvidia.com/"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_GPU_DEVICES = 4096  # GPU and MIG UUIDs in one answer (8 GPUs x 7 MIG slices is 56)
 POLL_SECONDS = 10.0
 DEADLINE_SECONDS = 2.0
 
@@ -35,6 +37,10 @@ class ContainerKey:
     namespace: str
     pod: str
     container: str
+
+
+class TooManyDevices(ValueError):
+    """An answer naming more GPU devices than any node has: not believed (the last good map stays)."""
 
 
 def gpu_device_map(response: object) -> dict[str, tuple[ContainerKey, ...]]:
@@ -49,6 +55,8 @@ def gpu_device_map(response: object) -> dict[str, tuple[ContainerKey, ...]]:
                 for device_id in devices.device_ids:
                     uuid = device_id.split("::", 1)[0]
                     found.setdefault(uuid, set()).add(key)
+                    if len(found) > MAX_GPU_DEVICES:
+                        raise TooManyDevices(f"more than {MAX_GPU_DEVICES} GPU devices in one answer")
     return {uuid: tuple(sorted(keys)) for uuid, keys in found.items()}
 
 
@@ -112,9 +120,10 @@ class Allocations:
 
         try:
             self._map = MappingProxyType(self._client.list())
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
+        except (grpc.RpcError, TooManyDevices) as exc:
+            code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
             kind = code.name.lower() if code is not None else "rpc"
+            kind = "too_many_devices" if isinstance(exc, TooManyDevices) else kind
             self._errors[kind] += 1
             if not self._failing:
                 log.warning("kubelet pod-resources List failed: %s; attribution falls back to cgroups", kind)
@@ -135,4 +144,4 @@ class Allocations:
             self._stop.wait(self._poll)
 
 
-__all__ = ["Allocations", "ContainerKey", "PodResourcesClient", "gpu_device_map"]
+__all__ = ["Allocations", "ContainerKey", "PodResourcesClient", "TooManyDevices", "gpu_device_map"]

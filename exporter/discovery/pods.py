@@ -22,6 +22,7 @@ that cannot work (unknown kind, no port, a port no container declares by that na
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,6 +139,10 @@ def engine_target(pod: Pod) -> EngineTarget | str | None:
     path = pod.opt_in.get(PREFIX + "path", "")
     if path and not _PATH.match(path):
         return f"{PREFIX}path={path!r} is not an absolute URL path"
+    try:
+        ipaddress.ip_address(pod.ip)
+    except ValueError:  # it goes into the target's URL: "10.0.0.1@elsewhere" would name another host
+        return f"status.podIP={pod.ip[:64]!r} is not an IP address"
     host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
     return EngineTarget(
         name=f"{pod.namespace}/{pod.name}"[:MAX_TARGET_NAME],

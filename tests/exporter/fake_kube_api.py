@@ -39,6 +39,8 @@ class FakeKubeApi:
         self.gone_as_event = True  # 410 as an ERROR event in a 200 stream, else as HTTP 410
         self.requests: list[dict[str, str]] = []
         self.status_override: int | None = None  # answer every request with this status
+        self.end_watches_at_once = False  # a proxy that closes every watch before any event
+        self.endless_list = False  # every list page names a next page
         self._generation = 0  # bumped to end open watches
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -141,7 +143,7 @@ class FakeKubeApi:
                 start = int(query.get("continue") or 0)
                 limit = int(query.get("limit") or len(items) or 1)
                 page = items[start : start + limit]
-                more = start + limit < len(items)
+                more = start + limit < len(items) or api.endless_list
                 meta = {"resourceVersion": version, **({"continue": str(start + limit)} if more else {})}
                 self._json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": page})
 
@@ -157,6 +159,8 @@ class FakeKubeApi:
                 self.end_headers()
                 if expired:
                     self._chunk({"type": "ERROR", "object": GONE_STATUS})
+                    return self._end()
+                if api.end_watches_at_once:
                     return self._end()
                 bookmarks = query.get("allowWatchBookmarks") in ("true", "True")
                 sent = since

@@ -98,6 +98,14 @@ def test_opt_in(labels: dict, annotations: dict, expect: object) -> None:
     assert (found.kind, int(found.url.rsplit(":", 1)[1]), found.container) == expect
 
 
+def test_a_pod_address_that_is_no_ip_is_not_scraped() -> None:
+    """status.podIP goes into the target URL: '10.0.0.1@elsewhere.example' would name another host."""
+    for address in ("10.0.0.1@elsewhere.example", "elsewhere.example", "10.0.0.1/x"):
+        raw = vllm_pod()
+        raw["status"]["podIP"] = address
+        assert "is not an IP address" in str(engine_target(pod_from_api(raw)))
+
+
 def test_only_running_pods_with_an_address_are_scraped() -> None:
     annotations = {"llmobs.io/engine": "vllm", "llmobs.io/port": "8000"}
     assert engine_target(pod_from_api(variant(annotations=annotations, phase="Pending"))) is None
@@ -195,7 +203,10 @@ def test_a_bookmark_moves_the_version_the_next_watch_starts_from(api: FakeKubeAp
 
 
 @pytest.mark.parametrize("as_event", [True, False], ids=["error-event", "http-410"])
-def test_gone_clears_the_cache_by_listing_again(api: FakeKubeApi, watcher_for, as_event: bool) -> None:
+def test_gone_clears_the_cache_by_listing_again(
+    api: FakeKubeApi, watcher_for, as_event: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "SHORT_WATCH_SECONDS", 0.0)  # the test ends a watch before any event
     api.gone_as_event = as_event
     api.put(make_pod("engine-0", "uid-0"))
     api.put(make_pod("engine-1", "uid-1"))
@@ -300,3 +311,63 @@ def test_fixture_pods_are_not_modified(api: FakeKubeApi) -> None:
     pod = vllm_pod()
     api.put(copy.deepcopy(pod))
     assert vllm_pod() == pod
+
+
+# -- a server that would make the loop spin ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_event", [True, False], ids=["error-event", "http-410"])
+def test_gone_after_every_list_backs_off(api: FakeKubeApi, watcher_for, as_event: bool) -> None:
+    """Every watch answered 410 right after its list: 675 list+watch pairs in 3 s before, hammering the API
+    server from every node; now the lists back off as client-go's do."""
+    api.gone_as_event = as_event
+    api.put(make_pod("engine-0", "uid-0"))
+    api.compact()  # the listed version is already older than the history: every watch is 410
+    watcher = watcher_for()
+    assert watcher.wait_synced(5)
+    wait_until(lambda: watcher.relists >= 3, timeout=10)  # relisting goes on, at the backoff's pace
+    before = len(api.lists())
+    time.sleep(1.0)
+    assert len(api.lists()) - before <= 6  # backoff 0.05 s doubling to 0.2 s here: at most ~5 a second
+    assert names(watcher) == ["engine-0"]
+
+
+def test_a_watch_ended_at_once_is_a_failure(api: FakeKubeApi, watcher_for) -> None:
+    """A proxy closing each watch before its first event made 1,700 watches a second."""
+    api.end_watches_at_once = True
+    api.put(make_pod("engine-0", "uid-0"))
+    watcher = watcher_for()
+    assert watcher.wait_synced(5)
+    wait_until(lambda: watcher.error_counts().get("protocol", 0) >= 2, timeout=10)
+    before = len(api.watches())
+    time.sleep(1.0)
+    assert len(api.watches()) - before <= 6
+    api.end_watches_at_once = False
+    api.drop_watches()
+    time.sleep(0.5)
+    api.put(make_pod("engine-1", "uid-1"))
+    wait_until(lambda: names(watcher) == ["engine-0", "engine-1"])
+
+
+def test_a_list_that_never_ends_is_a_failure(
+    api: FakeKubeApi, watcher_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "MAX_PAGES", 5)
+    monkeypatch.setattr(kube, "PAGE_SIZE", 1)
+    api.endless_list = True
+    api.put(make_pod("engine-0", "uid-0"))
+    watcher = watcher_for()
+    wait_until(lambda: watcher.error_counts().get("protocol", 0) >= 1)
+    assert not watcher.synced() and len(api.lists()) >= 5  # five pages, then the failure
+
+
+def test_a_token_no_header_can_carry_is_refused_unseen(
+    api: FakeKubeApi, watcher_for, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """httpx refused `Bearer abc\\ns3cret` by quoting the header in its error, which was logged."""
+    token = tmp_path / "token"
+    token.write_text("abc\ns3cr3t-token\n")
+    with caplog.at_level(logging.INFO, logger="exporter.kubernetes"):
+        watcher = watcher_for(settings=ApiSettings(api.url, token_file=token))
+        wait_until(lambda: watcher.error_counts().get("auth", 0) >= 2)
+    assert api.requests == [] and "s3cr3t" not in caplog.text and "not shown" in caplog.text

@@ -235,3 +235,20 @@ def test_static_pods_match_by_their_mirror_annotation() -> None:
         cgroup_of=lambda pid: ContainerRef("abcdef0123456789abcdef0123456789", CID),
     )
     assert attribution.labels(1)["container"] == "vllm"
+
+
+def test_an_answer_with_more_gpus_than_a_node_has_is_not_believed(kubelet: tuple[Kubelet, str]) -> None:
+    """800,000 device IDs in 11 MB (under the 16 MiB budget) took the exporter past 500 MB."""
+    servicer, socket = kubelet
+    allocations = Allocations(PodResourcesClient(socket), poll_seconds=3600)
+    try:
+        allocations.refresh()
+        assert GPU_A in allocations.gpu_containers()
+        ids = [f"GPU-{i}" for i in range(5000)]
+        pod = api_pb2.PodResources(name="p", namespace="n", containers=[container("c", (GPU, ids))])
+        servicer.response = api_pb2.ListPodResourcesResponse(pod_resources=[pod])
+        allocations.refresh()
+        assert allocations.error_counts() == {"too_many_devices": 1}
+        assert GPU_A in allocations.gpu_containers() and "GPU-0" not in allocations.gpu_containers()
+    finally:
+        allocations.close()
