@@ -7,7 +7,10 @@ series, the GPU join, and (with --engine-passthrough) the engines' own families 
 
 Targets are the configured ones plus, with Kubernetes discovery, the engine pods of this node (`discovered`,
 asked before each round): a pod that appears gets a scraper, one that goes loses it, and every series of a
-discovered target carries its extra labels (`namespace`, `pod`, `container`).
+discovered target carries its extra labels (`namespace`, `pod`, `container`), its passed-through families
+too. With discovery on, a configured target's series carry those labels empty: a Prometheus that scrapes
+the exporter with honor_labels (the chart's ServiceMonitor) would otherwise give them the exporter pod's
+own namespace, pod and container, as if the engine ran in it (an empty label stays absent in Prometheus).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.collectors.host import EngineMatcher
+from exporter.collectors.process_labels import POD_LABELS
 from exporter.config import Config, TargetConfig
 from exporter.engines.gpu_join import GpuJoin, GpuProcessLike, GpuUse, JoinTarget
 from exporter.engines.schema import FAMILIES, TARGET_FAMILIES, Spec
@@ -37,6 +41,7 @@ _CREATED = "_created"
 T = TypeVar("T")
 # Engine targets found at run time (Kubernetes pods): each with the labels its series carry.
 DiscoveredTargets = Callable[[], Sequence[tuple[TargetConfig, Mapping[str, str]]]]
+NO_POD: Mapping[str, str] = dict.fromkeys(POD_LABELS, "")  # a configured target's, with discovery on
 
 
 class EnginesCollector(Collector):
@@ -131,7 +136,7 @@ class EnginesCollector(Collector):
             return
         configured = {s.target.name for s in self._configured}
         kept: dict[str, TargetScraper] = {}
-        labels: dict[str, Mapping[str, str]] = {}
+        labels: dict[str, Mapping[str, str]] = dict.fromkeys(configured, NO_POD)
         for target, extra in found:
             if target.name in configured or target.name in kept:
                 continue
@@ -237,7 +242,7 @@ def build_families(
             )
     ordered = list(families.values())
     if passthrough:
-        ordered.extend(passthrough_families(results))
+        ordered.extend(passthrough_families(results, extra))
     return ordered
 
 
@@ -266,12 +271,17 @@ def _bounded_models(points, histograms) -> set[str]:
     return set(models[:MAX_MODELS_PER_TARGET])  # the scraper logs when a target starts reporting more
 
 
-def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
-    """The engines' own families, renamed to [a-zA-Z0-9_] and labelled with `target`; `_created` dropped.
+def passthrough_families(
+    results: Sequence[TargetResult], target_labels: Mapping[str, Mapping[str, str]] | None = None
+) -> list[Metric]:
+    """The engines' own families, renamed to [a-zA-Z0-9_] and labelled with `target` and the target's extra
+    labels (`namespace`, `pod`, `container` of a discovered pod); `_created` dropped.
 
     What Prometheus would refuse is never published, as one such series fails the whole scrape of the
-    exporter: an engine label named `target` or reserved (`__name__`, `__x`) becomes `exported_<name>`,
-    and of two series that renaming made one (`vllm:x` and `vllm_x`) the first is kept."""
+    exporter: an engine label named `target`, one of the extra labels, or reserved (`__name__`, `__x`)
+    becomes `exported_<name>`, and of two series that renaming made one (`vllm:x` and `vllm_x`) the first
+    is kept."""
+    extra = target_labels or {}
     merged: dict[str, Metric] = {}
     published: set[tuple[str, frozenset[tuple[str, str]]]] = set()
     for result in results:
@@ -293,8 +303,9 @@ def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
             for sample in wire_family.samples:
                 if sample.name.endswith(_CREATED):
                     continue
-                labels = {_passthrough_label(k): v for k, v in clean(sample.labels).items()}
-                labels["target"] = result.name
+                ours = {"target": result.name, **extra.get(result.name, {})}
+                labels = {_passthrough_label(k, ours): v for k, v in clean(sample.labels).items()}
+                labels.update(ours)
                 sample_name = result.engine.passthrough_name(sample.name)
                 series = (sample_name, frozenset(labels.items()))
                 if series not in published:
@@ -303,8 +314,8 @@ def passthrough_families(results: Sequence[TargetResult]) -> list[Metric]:
     return list(merged.values())
 
 
-def _passthrough_label(name: str) -> str:
-    return f"exported_{name}" if name == "target" or name.startswith("__") else name
+def _passthrough_label(name: str, ours: Mapping[str, str]) -> str:
+    return f"exported_{name}" if name in ours or name.startswith("__") else name
 
 
 def clean(labels: Mapping[str, str]) -> dict[str, str]:

@@ -595,3 +595,37 @@ def test_the_address_each_answer_came_from_is_kept_for_the_gpu_join(fake_engine:
     [scraper] = collector._scrapers
     port = int(fake_engine.url.rsplit(":", 1)[1])
     assert scraper.peer in (("127.0.0.1", port), ("::1", port))
+
+
+def test_with_discovery_every_series_says_whose_pod_it_is(fake_engines: list[FakeEngine]) -> None:
+    """Scraped with honor_labels (the chart's ServiceMonitor), a series without namespace/pod/container
+    gets the exporter pod's: a configured target's llm_* read as if the engine ran in the exporter's pod,
+    and a discovered pod's passed-through families lost their pod to it. Empty labels stay absent in
+    Prometheus but keep the target's (tests/stack: honor_labels with empty labels)."""
+    static, pod = fake_engines[:2]
+    for engine in (static, pod):
+        engine.serve("/metrics", VLLM)
+    labels = {"namespace": "serving", "pod": "vllm-0"}
+    found = [(TargetConfig("serving/vllm-0", pod.url, kind="vllm"), labels)]
+    config = Config(targets=(TargetConfig("external", static.url, kind="vllm"),), engine_passthrough=True)
+    collector = EnginesCollector(config, discovered=lambda: found)
+    try:
+        exposition = scrape(collector)
+    finally:
+        collector.close()
+    samples = exposition.samples("llm_requests_running") + exposition.samples("llm_target_up")
+    assert len(samples) == 4
+    for sample in samples:
+        expected = ("", "") if sample.labels["target"] == "external" else ("serving", "vllm-0")
+        assert (sample.labels["namespace"], sample.labels["pod"]) == expected, sample
+    passed = exposition.samples("vllm_num_requests_running")
+    assert {(s.labels["target"], s.labels["namespace"], s.labels["pod"]) for s in passed} == {
+        ("external", "", ""),
+        ("serving/vllm-0", "serving", "vllm-0"),
+    }
+    without = EnginesCollector(Config(targets=(TargetConfig("external", static.url, kind="vllm"),)))
+    try:
+        plain = scrape(without)
+    finally:
+        without.close()
+    assert "namespace" not in plain.samples("llm_requests_running")[0].labels  # no discovery: as before
