@@ -21,7 +21,8 @@ give equal token sequences. tests/loadgen/test_traces.py checks this with a real
 tokenizer. Without --tokenizer a block has round(512 / tokens-per-word) words, the ratio calibrated
 from the server's usage; with one, exactly 512 tokens.
 
-Budgets: at most MAX_LINES lines of at most MAX_LINE_BYTES, MAX_INPUT_TOKENS tokens per request; the
+Budgets: at most MAX_LINES lines of at most MAX_LINE_BYTES (workloads.py), MAX_INPUT_TOKENS tokens per
+request; the
 word pool is POOL_WORDS words; block texts made with a tokenizer are kept in an LRU cache of
 BLOCK_CACHE blocks and made again from their id when evicted.
 
@@ -34,7 +35,6 @@ pool has windows, so distinct blocks always get distinct text.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from array import array
@@ -42,16 +42,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 
 from loadgen.errors import WorkloadError
-from loadgen.workloads import LengthDist, TextMaker, WorkItem, jsonl_item, random_words
+from loadgen.workloads import LengthDist, TextMaker, WorkItem, jsonl_item, jsonl_objects, random_words
 
 __all__ = ["BLOCK_TOKENS", "Trace", "load_trace"]
 
 BLOCK_TOKENS = 512
-MAX_LINES = 2_000_000
-MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_INPUT_TOKENS = 1 << 20
 BLOCK_CACHE = 4096  # block texts made with a tokenizer, kept
 POOL_WORDS = 1 << 20  # words that blocks are windows of, without a tokenizer (about 6 MB)
@@ -200,7 +197,7 @@ def load_trace(
         raise WorkloadError(f"unknown trace kind {kind!r}: use {' or '.join(TRACE_KINDS)}")
     entries: list[Entry] = []
     numbers = BlockNumbers()
-    for where, obj in _lines(path):
+    for where, obj in jsonl_objects(path):
         due = obj.get("timestamp")
         if not isinstance(due, int | float) or isinstance(due, bool) or not math.isfinite(due) or due < 0:
             raise WorkloadError(f"{where}: timestamp must be a number of milliseconds >= 0")
@@ -259,26 +256,3 @@ class BlockNumbers:
         dense.extend(range(self.count, self.count + own))
         self.count += own
         return tuple(dense)
-
-
-def _lines(path: str) -> Iterator[tuple[str, dict]]:
-    try:
-        handle = Path(path).open("rb")  # noqa: SIM115 (closed by the with below; an open error is ours to word)
-    except OSError as exc:
-        raise WorkloadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    with handle:
-        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
-            where = f"{path}:{number}"
-            if number > MAX_LINES:
-                raise WorkloadError(f"{path}: more than {MAX_LINES} lines")
-            if len(raw) > MAX_LINE_BYTES:
-                raise WorkloadError(f"{where}: a line longer than {MAX_LINE_BYTES} bytes")
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (ValueError, RecursionError) as exc:  # nested past the recursion limit: not JSON here
-                raise WorkloadError(f"{where}: not JSON ({exc})") from exc
-            if not isinstance(obj, dict):
-                raise WorkloadError(f"{where}: each line must be a JSON object")
-            yield where, obj

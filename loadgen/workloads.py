@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -350,22 +350,37 @@ def load_sharegpt(
 def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> FileWorkload:
     """JSONL: one object per line with "prompt" (text) or "messages" (chat messages), and
     optionally "max_tokens" (or "output_len")."""
-    items = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise WorkloadError(f"{path}: cannot read ({exc})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise WorkloadError(f"{path}:{number}: not JSON ({exc})") from exc
-        if not isinstance(obj, dict):
-            raise WorkloadError(f"{path}:{number}: each line must be a JSON object")
-        items.append(jsonl_item(obj, f"{path}:{number}", rng, output_len))
+    items = [jsonl_item(obj, where, rng, output_len) for where, obj in jsonl_objects(path)]
     return FileWorkload("jsonl", path, items, rng, output_len)
+
+
+MAX_LINES = 2_000_000  # lines of a JSONL dataset or trace
+MAX_LINE_BYTES = 4 * 1024 * 1024  # bytes of one of its lines
+
+
+def jsonl_objects(path: str) -> Iterator[tuple[str, dict]]:
+    """(`path:line`, object) for each non-blank line of a JSONL file, read line by line within the
+    budgets (a 1 GB line costs 4 MiB and a clear error, not the whole line in memory)."""
+    try:
+        handle = Path(path).open("rb")  # noqa: SIM115 (closed by the with below; an open error is ours to word)
+    except OSError as exc:
+        raise WorkloadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    with handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            where = f"{path}:{number}"
+            if number > MAX_LINES:
+                raise WorkloadError(f"{path}: more than {MAX_LINES} lines")
+            if len(raw) > MAX_LINE_BYTES:
+                raise WorkloadError(f"{where}: a line longer than {MAX_LINE_BYTES} bytes")
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, RecursionError) as exc:  # nested past the recursion limit: not JSON here
+                raise WorkloadError(f"{where}: not JSON ({exc})") from exc
+            if not isinstance(obj, dict):
+                raise WorkloadError(f"{where}: each line must be a JSON object")
+            yield where, obj
 
 
 def jsonl_item(obj: dict, where: str, rng: random.Random, output_len: LengthDist | None) -> WorkItem:

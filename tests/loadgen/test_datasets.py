@@ -40,3 +40,26 @@ def test_synthetic_prompts_keep_a_default_output_length(scripted, run_loadgen):
     result = run_loadgen(url=scripted.url, model="scripted", concurrency=1, requests=1, input_len=8)
     assert [r["max_tokens"] for r in scripted.records(result.run.run_id).values()] == [128]
     assert result.report["workload"]["output_len"] == "128"
+
+
+def test_a_jsonl_dataset_is_read_line_by_line_within_budgets(tmp_path, monkeypatch):
+    """A `jsonl:` dataset had no budget: read whole into memory (a 1 GB line took 2.1 GB of RSS), and a
+    byte that is not UTF-8 was a traceback. It is read as a trace is, line by line."""
+    import random
+
+    import pytest
+
+    from loadgen import workloads
+    from loadgen.errors import WorkloadError
+
+    monkeypatch.setattr(workloads, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"prompt": "x" * 5000}) + "\n")
+    with pytest.raises(WorkloadError, match=r"big\.jsonl:1: a line longer than 1000 bytes"):
+        workloads.load_jsonl(str(path), random.Random(0), None)
+    path.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(WorkloadError, match=r"big\.jsonl:1: not JSON"):
+        workloads.load_jsonl(str(path), random.Random(0), None)
+    path.write_text('{"prompt": "a"}\n\n{"messages": [{"role": "user", "content": "b"}], "max_tokens": 3}\n')
+    loaded = workloads.load_jsonl(str(path), random.Random(0), None)
+    assert sorted(item.messages[0]["content"] for item in loaded.items) == ["a", "b"]
