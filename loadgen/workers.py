@@ -191,7 +191,6 @@ class WorkerPool:
             prepared = await self._prepare()
             if prepared is not None and await self._all_ready(prepared):
                 await self._run_phases()
-            self.state = "finished"
         except LoadgenError as exc:
             self.state, self.error = "failed", str(exc)
             self._halt()
@@ -200,6 +199,7 @@ class WorkerPool:
             self.metrics.phase = "done"
             self.metrics.target_concurrency = self.metrics.target_rate = None
             await self._end_workers()
+        self.state = "finished"  # with its report at once: GET /runs never shows one without the other
         self.report = reports.build(self.result())
         reports.write(self.report, scenario.output_json)
         return self.report

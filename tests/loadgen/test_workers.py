@@ -26,7 +26,7 @@ from loadgen.scenario import Scenario
 from loadgen.stats import Distribution
 from loadgen.workers import WorkerPool
 from tests.loadgen.conftest import Scripted
-from tests.support.procs import free_port, killed_at_exit, wait_http
+from tests.support.procs import free_port, killed_at_exit, running, wait_http
 
 JSONL_FIGURES = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "dispatch": "dispatch_delay_s"}
 
@@ -332,3 +332,43 @@ def test_measured_phases_start_when_every_workers_warm_up_has_drained(
     warm_end = max(r["end_ns"] for r in records if r["phase"] == "warmup")
     first_measured = min(r["sent_ns"] for r in records if r["phase"] != "warmup")
     assert first_measured >= warm_end, (first_measured - warm_end) / 1e6
+
+
+def test_a_second_sigint_cancels_every_workers_requests_at_once(scripted: Scripted, tmp_path: Path) -> None:
+    slow = ("--output-len", "400", "--extra-body", '{"mock": {"itl_ms": 20}}', "--grace", "60s")
+    argv = _run_argv(scripted, tmp_path, "--concurrency", "4", "--soak", *slow, "--metrics-address", "none")
+    process, stderr = _started(argv, tmp_path)
+    with killed_at_exit(process):
+        pids = _worker_pids(stderr)
+        _wait_for(stderr, "phase concurrency=4: starting")
+        time.sleep(1.0)  # every user has a request streaming (400 tokens x 20 ms = 8 s each)
+        os.kill(process.pid, signal.SIGINT)
+        time.sleep(1.0)
+        os.kill(process.pid, signal.SIGINT)  # no 60 s grace: cancelled now
+        began = time.monotonic()
+        process.communicate(timeout=30)
+    assert process.returncode == 130 and time.monotonic() - began < 15
+    requests = json.loads((tmp_path / "report.json").read_text())["phases"][0]["requests"]
+    assert requests["by_outcome"]["cancelled"] == 4 and requests["sent"] == requests["finished"]
+    assert _gone(pids)
+
+
+def test_the_control_api_starts_a_run_over_workers(scripted: Scripted, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "loadgen", "serve", "--listen-address", f"127.0.0.1:{port}"]
+    with running(argv, f"{url}/healthz", tmp_path / "serve.log"):
+        body = {"url": scripted.url, "model": "scripted", "concurrency": 4, "requests": 40, "output_len": 2,
+                "workers": 2}  # fmt: skip
+        started = httpx.post(f"{url}/runs", json=body, timeout=10)
+        assert started.status_code == 201, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(f"{url}/runs/{run_id}", timeout=10).json())["state"] not in (
+            "finished",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+    assert state["state"] == "finished" and state["report"]["workers"] == 2
+    assert state["report"]["phases"][0]["requests"]["succeeded"] == 40 == state["outcomes"]["success"]
