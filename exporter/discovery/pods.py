@@ -38,6 +38,7 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # a static pod's config hash:
 _RUNTIME_ID = re.compile(r"^[a-z0-9-]+://([0-9a-f]{64})$")  # containerd://<id>, cri-o://<id>, docker://<id>
 _PATH = re.compile(r"^/[A-Za-z0-9._~/%-]{0,200}$")
 MAX_TARGET_NAME = 253 + 1 + 63  # namespace/pod at the lengths Kubernetes allows
+MAX_LABEL_CHARS = 256  # llmobs.io/model and llmobs.io/container: label values (an annotation may be 256 KiB)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ def engine_target(pod: Pod) -> EngineTarget | str | None:
     path = pod.opt_in.get(PREFIX + "path", "")
     if path and not _PATH.match(path):
         return f"{PREFIX}path={path!r} is not an absolute URL path"
+    for key in ("model", "container"):
+        value = pod.opt_in.get(PREFIX + key, "")
+        if len(value) > MAX_LABEL_CHARS:  # it becomes a label value on every series of the target
+            return f"{PREFIX}{key} is longer than {MAX_LABEL_CHARS} characters"
     try:
         ipaddress.ip_address(pod.ip)
     except ValueError:  # it goes into the target's URL: "10.0.0.1@elsewhere" would name another host

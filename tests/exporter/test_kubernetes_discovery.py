@@ -106,6 +106,14 @@ def test_a_pod_address_that_is_no_ip_is_not_scraped() -> None:
         assert "is not an IP address" in str(engine_target(pod_from_api(raw)))
 
 
+def test_a_label_from_an_annotation_is_bounded() -> None:
+    """llmobs.io/model becomes the model label of every series; an annotation may hold 256 KiB."""
+    for key in ("llmobs.io/model", "llmobs.io/container"):
+        raw = vllm_pod()
+        raw["metadata"]["annotations"][key] = "m" * 300
+        assert "longer than 256 characters" in str(engine_target(pod_from_api(raw)))
+
+
 def test_only_running_pods_with_an_address_are_scraped() -> None:
     annotations = {"llmobs.io/engine": "vllm", "llmobs.io/port": "8000"}
     assert engine_target(pod_from_api(variant(annotations=annotations, phase="Pending"))) is None
