@@ -12,7 +12,7 @@ import re
 from itertools import accumulate
 
 from grafana.snapshot.figures import PALETTE, base_layout
-from grafana.snapshot.units import scale_for
+from grafana.snapshot.units import format_value, scale_for
 from loadgen.html.data import RunData
 
 __all__ = ["cdf_figure", "level_of", "percentile", "sweep_figures", "time_figures", "x_title"]
@@ -310,7 +310,7 @@ def sweep_figures(report: dict, height: int = 320) -> list[tuple[str, str, dict]
             continue
         metric, op, threshold = parsed
         values = [(p.get("slo") or {}).get("values", {}).get(objective) for _, p in phases]
-        unit_id = {"error_ratio": "percentunit", "user_tps": "tokps"}.get(metric, "s")
+        unit_id = {"error_ratio": "percentunit", "user_tps": "tokps", "stream_tps": "tokps"}.get(metric, "s")
         biggest = max([abs(v) for v in values if isinstance(v, (int, float))] + [threshold])
         scale = scale_for(unit_id, biggest)
         judged = (phases[0][1].get("slo") or {}).get("percentile", 95)
@@ -334,20 +334,21 @@ def sweep_figures(report: dict, height: int = 320) -> list[tuple[str, str, dict]
                 "line": {"color": "#b42318", "dash": "dash"},
             }
         )
+        readable = f"{metric} {op} {format_value(threshold, unit_id)}"  # ttft<=0.3 reads ttft <= 300 ms
         layout["annotations"].append(
             {
                 "xref": "paper",
                 "x": 1,
                 "y": threshold * scale.factor,
                 "showarrow": False,
-                "text": f"SLO {objective}",
+                "text": f"SLO {readable}",
                 "xanchor": "right",
                 "yanchor": "bottom",
                 "font": {"size": 10, "color": "#b42318"},
             }
         )
-        what = f"The figure the SLO {objective} is judged on, at each level; dashed: the objective."
-        out.append((f"SLO {objective}", what, {"data": [trace], "layout": layout}))
+        what = f"The figure the SLO {readable} is judged on, at each level; dashed: the objective."
+        out.append((f"SLO {readable}", what, {"data": [trace], "layout": layout}))
     return out
 
 

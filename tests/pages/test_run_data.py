@@ -217,6 +217,7 @@ def test_the_page_says_why_it_got_slow_overload_and_warm_up(tmp_path: Path) -> N
     assert "rate=40: overloaded from 3 s on, completing 11.50 of 40.00 requests/s offered (29%)" in text
     assert "Warm-up: 10 requests (9 succeeded) in 900 ms" in text
     assert "are not drawn either: warmup 1." in text
+    assert "Output tokens/s per stream" not in text  # a row only where the report has the figure
 
 
 def test_legends_sit_below_the_axis_title_and_empty_figures_say_so(tmp_path: Path) -> None:
@@ -311,3 +312,21 @@ def test_malformed_event_tokens_weigh_one_each(tmp_path: Path) -> None:
     ]
     data = read_run(report([("a", 10.0)]), "r.json", write_jsonl(tmp_path / "r.jsonl", lines))
     assert data.weighted("a", "itl") == ([0.01] * 4 + [0.02] * 4, None)
+
+
+def test_slo_figures_are_titled_and_scaled_in_their_units() -> None:
+    """'SLO ttft<=0.3' read as a bare number, and stream_tps (tokens/s) was drawn in seconds."""
+    from loadgen.html.figures import sweep_figures
+
+    doc = report([("concurrency=1", 10.0), ("concurrency=4", 10.0)])
+    for phase, values in zip(doc["phases"], ((0.2, 40.0), (0.5, 8.0)), strict=True):
+        phase["slo"] = {
+            "percentile": 95.0,
+            "objectives": ["ttft<=0.3", "stream_tps>=10"],
+            "values": {"ttft<=0.3": values[0], "stream_tps>=10": values[1]},
+        }
+    doc["sweep"] = {"capacity": 1.0, "first_failing": 4.0, "unit": "concurrent users"}
+    titles = {title: figure for title, _, figure in sweep_figures(doc)}
+    assert set(titles) == {"Throughput against load", "SLO ttft <= 300 ms", "SLO stream_tps >= 10 tok/s"}
+    assert titles["SLO stream_tps >= 10 tok/s"]["layout"]["yaxis"]["ticksuffix"] == " tok/s"
+    assert titles["SLO ttft <= 300 ms"]["layout"]["yaxis"]["ticksuffix"] == " ms"

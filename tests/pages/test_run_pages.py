@@ -160,9 +160,9 @@ def assert_summary_equals_json(found: dict, report: dict) -> None:
         ]
     latency = {(row[0], row[1]): row[2:] for row in found["tables"]["summary-latency"]}
     for phase in report["phases"]:
-        for key in ("ttft", "tpot", "itl", "e2e"):
+        for key in ("ttft", "tpot", "itl", "e2e", "user_tps", "stream_tps"):
             summary = phase["latency_s"][key]
-            expected = [summary[s] for s in ("count", "mean", "median", "p90", "p95", "p99", "max")]
+            expected = [summary[s] for s in ("count", "mean", "p5", "median", "p90", "p95", "p99", "max")]
             assert latency[(phase["phase"], key)] == expected
 
 
@@ -213,7 +213,7 @@ def test_report_of_a_sweep_with_prometheus(runs) -> None:
     assert_summary_equals_json(found, report)
     assert report["sweep"]["sentence"] in found["verdicts"]
     sweep = [p for p in shown if p["dashboard"] == "sweep"]
-    assert [p["title"] for p in sweep] == ["Throughput against load", "SLO ttft<=0.3"]
+    assert [p["title"] for p in sweep] == ["Throughput against load", "SLO ttft <= 300 ms"]
     assert all(drawn(p) for p in sweep)
     server = {p["title"]: p for p in shown if p["dashboard"] == "server"}
     assert len(server) == len([p for p in shown if p["dashboard"] == "server"])
