@@ -46,10 +46,15 @@ def marked(mark: str) -> list[str]:
     return found
 
 
-def assert_nothing_left(output: str, mark: str) -> None:
+def children() -> set[int]:
+    """This process's descendants, the session's live engines (live_vllm, live_transformers) among them."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def assert_nothing_left(output: str, mark: str, before: set[int]) -> None:
     # The demo waits for what it stopped, so this holds at once; no polling.
     assert not marked(mark)
-    assert not psutil.Process().children(recursive=True)
+    assert not children() - before
     ports = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", output)}
     assert len(ports) >= 3
     marks = {f":{port}" for port in ports} | {f"--port {port}" for port in ports}
@@ -64,6 +69,7 @@ def assert_nothing_left(output: str, mark: str) -> None:
 
 def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
     env = demo_env()
+    before = children()
     env.pop("PYTHONUNBUFFERED", None)  # as a user's shell has it: stdout to a pipe is block-buffered
     result = subprocess.run(
         [sys.executable, "tools/demo.py", "--quick", "--out", str(tmp_path)],
@@ -115,7 +121,7 @@ def test_quick_demo_runs_reports_and_cleans_up(tmp_path: Path) -> None:
         assert "ok   prometheus queries: 4 jobs scraped" in output
     else:
         assert "prometheus: not on the PATH, skipped" in output
-    assert_nothing_left(output, env[MARK])
+    assert_nothing_left(output, env[MARK], before)
 
 
 def test_demo_fails_clearly_and_cleans_up_when_a_part_fails(tmp_path: Path) -> None:
@@ -137,6 +143,7 @@ def test_demo_fails_clearly_and_cleans_up_when_a_part_fails(tmp_path: Path) -> N
 
 def test_interrupted_demo_stops_everything_it_started(tmp_path: Path) -> None:
     env = demo_env()
+    before = children()
     process = subprocess.Popen(
         [sys.executable, "tools/demo.py", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -154,4 +161,4 @@ def test_interrupted_demo_stops_everything_it_started(tmp_path: Path) -> None:
     output = "".join(lines) + process.communicate(timeout=60)[0].decode(errors="replace")
     assert process.returncode == 1
     assert "FAIL demo: interrupted" in output
-    assert_nothing_left(output, env[MARK])
+    assert_nothing_left(output, env[MARK], before)
