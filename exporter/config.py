@@ -94,7 +94,7 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     engine_passthrough: bool = False
     engine_process_patterns: tuple[EngineProcessPattern, ...] = ()
-    collect_interval_seconds: float = 0.5
+    collect_interval_seconds: float = 1.0
     gpu_sampler_interval_seconds: float = 1.0
     gpu_process_limit: int = 32
     host_engine_process_limit: int = 16
@@ -346,14 +346,14 @@ SETTINGS: tuple[Setting, ...] = (
         "collect_interval_seconds",
         "--collect-interval-seconds",
         number(0.1, 3600),
-        "how often GPU and host readings are collected and /metrics re-rendered",
+        "how old, at most, the GPU and host readings a scrape gets are (read before each expected scrape)",
         "S",
     ),
     Setting(
         "gpu_sampler_interval_seconds",
         "--gpu.sampler-interval-seconds",
         number(0.2, 3600),
-        "period of the slow NVML readings",
+        "how often, at most, the slow NVML readings are read (before expected scrapes)",
         "S",
     ),
     Setting(

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from exporter.config import Config
 from exporter.exposition import EOF, render_families
 from exporter.http_protocol import HttpStats
+from exporter.pacer import Pacer
 
 log = logging.getLogger("exporter")
 
@@ -32,6 +33,10 @@ log = logging.getLogger("exporter")
 ON_SCRAPE = frozenset({"engines"})
 # The `collector` label of a refresher pass that failed as a whole (e.g. a family that cannot be rendered).
 SNAPSHOT = "snapshot"
+# What started a refresher pass: the refresher thread (at start, before a foreseen scrape) or a scrape that
+# found the snapshot older than the interval (exporter_snapshot_passes_total{trigger}).
+PassTrigger = Literal["background", "scrape"]
+PASS_TRIGGERS: tuple[PassTrigger, ...] = get_args(PassTrigger)
 
 
 @runtime_checkable
@@ -72,6 +77,7 @@ class CollectorStats:
         self.duration: dict[str, float] = {}
         self.success: dict[str, bool] = {}
         self.exceptions: Counter[str] = Counter()
+        self.passes: Counter[PassTrigger] = Counter()  # refresher passes by what started them
 
 
 class TimedCollector(Collector):
@@ -103,7 +109,7 @@ class SelfCollector:
     def families(self, snapshot_timestamp: float | None) -> list[Metric]:
         with self.stats.lock:
             durations, successes = dict(self.stats.duration), dict(self.stats.success)
-            exceptions = dict(self.stats.exceptions)
+            exceptions, passes = dict(self.stats.exceptions), dict(self.stats.passes)
         duration = GaugeMetricFamily(
             "exporter_collector_duration_seconds",
             "Time the collector took on its last run (refresher pass, or scrape for engines).",
@@ -131,7 +137,15 @@ class SelfCollector:
                 errors.add_metric([name, kind], count)
         if exceptions.get(SNAPSHOT):
             errors.add_metric([SNAPSHOT, "exception"], exceptions[SNAPSHOT])
-        families: list[Metric] = [_build_info(), duration, success, errors]
+        renewed = CounterMetricFamily(
+            "exporter_snapshot_passes_total",
+            "Refresher passes (GPU and host readings collected, /metrics rendered) by what started them: "
+            "the refresher before a foreseen scrape, or a scrape that found the snapshot too old.",
+            labels=["trigger"],
+        )
+        for trigger in PASS_TRIGGERS:
+            renewed.add_metric([trigger], passes.get(trigger, 0))
+        families: list[Metric] = [_build_info(), duration, success, errors, renewed]
         if snapshot_timestamp is not None:
             families.append(
                 GaugeMetricFamily(
@@ -188,16 +202,22 @@ def _finish(body: bytes, openmetrics: bool, gzipped: bool) -> bytes:
 class Exporter:
     """The assembled collectors, served from a snapshot that one refresher thread renews.
 
-    Every `collect_interval_seconds` the refresher collects the background collectors (gpu, host) and
-    renders the response once per format asked for so far, so a scrape writes cached bytes. Collectors in
-    ON_SCRAPE (engines) are still collected on each scrape and joined to the cached part.
+    The refresher collects the background collectors (gpu, host) and renders the response once per format
+    asked for so far, so a scrape writes cached bytes. It does so shortly before each scrape the Pacer
+    foresees, so that a scrape gets readings at most `collect_interval_seconds` old, and not at all while
+    nobody scrapes; a scrape that finds the snapshot older than that (one not foreseen) renews it first.
+    Collectors in ON_SCRAPE (engines) are still collected on each scrape and joined to the cached part.
     """
 
     def __init__(
-        self, collectors: Mapping[str, ExporterCollector], collect_interval_seconds: float = 0.5
+        self,
+        collectors: Mapping[str, ExporterCollector],
+        collect_interval_seconds: float = 1.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self.collectors = collectors
         self.collect_interval_seconds = collect_interval_seconds
+        self.pacer = pacer or Pacer(collect_interval_seconds)
         self.stats = CollectorStats()
         timed = {name: TimedCollector(name, c, self.stats) for name, c in collectors.items()}
         self._background = [t for name, t in timed.items() if name not in ON_SCRAPE]
@@ -207,6 +227,7 @@ class Exporter:
         self._pass_lock = threading.Lock()
         self._data: _Rendered | None = None
         self._snapshot: _Snapshot | None = None
+        self._attempted: float | None = None  # monotonic start of the last pass, good or not
         self._stop = threading.Event()
         self._refresher = threading.Thread(target=self._refresh_forever, name="refresher", daemon=True)
 
@@ -214,29 +235,39 @@ class Exporter:
         self._refresher.start()
         return self
 
-    def refresh(self) -> None:
+    def refresh(self, trigger: PassTrigger = "background") -> None:
         """One pass: collect, render what scrapes asked for; if it fails, the last good data stays."""
         with self._pass_lock:
-            ready = all(c.ready() for c in self.collectors.values())
-            try:
-                data = _Rendered((f for c in self._background for f in c.collect()), time.time(), ready)
-                for openmetrics, _ in tuple(self._wanted):
-                    data.part(openmetrics)
-                self._data = data
-            except Exception:
-                log.exception("refresher pass failed; serving the previous snapshot")
-                with self.stats.lock:
-                    self.stats.exceptions[SNAPSHOT] += 1
-            data = self._data or _Rendered(())
-            snapshot = _Snapshot(data, _Rendered(self._self.families(data.timestamp)))
-            if not self._on_scrape:
-                for key in tuple(self._wanted):
-                    snapshot.body(key)
-            self._snapshot = snapshot
+            self._pass(trigger)
+
+    def _pass(self, trigger: PassTrigger) -> None:
+        self._attempted = time.monotonic()
+        with self.stats.lock:
+            self.stats.passes[trigger] += 1
+        ready = all(c.ready() for c in self.collectors.values())
+        try:
+            data = _Rendered((f for c in self._background for f in c.collect()), time.time(), ready)
+            for openmetrics, _ in tuple(self._wanted):
+                data.part(openmetrics)
+            self._data = data
+        except Exception:
+            log.exception("refresher pass failed; serving the previous snapshot")
+            with self.stats.lock:
+                self.stats.exceptions[SNAPSHOT] += 1
+        data = self._data or _Rendered(())
+        snapshot = _Snapshot(data, _Rendered(self._self.families(data.timestamp)))
+        if not self._on_scrape:
+            for key in tuple(self._wanted):
+                snapshot.body(key)
+        self._snapshot = snapshot
 
     def scrape(self, openmetrics: bool, gzipped: bool) -> bytes:
-        """A whole /metrics body: the cached snapshot, plus the on-scrape collectors collected now."""
+        """A whole /metrics body: the cached snapshot (renewed first when older than the interval), plus the
+        on-scrape collectors collected now."""
         self._wanted.add((openmetrics, gzipped))
+        self.pacer.scraped()
+        if self._refresher.is_alive():
+            self._renew_if_stale()
         snapshot = self._snapshot or self._first_snapshot()
         if not self._on_scrape:
             return snapshot.body((openmetrics, gzipped))
@@ -261,6 +292,7 @@ class Exporter:
 
     def close(self) -> None:
         self._stop.set()
+        self.pacer.wake()
         if self._refresher.is_alive():
             self._refresher.join(timeout=5)
         for name, collector in self.collectors.items():
@@ -278,23 +310,32 @@ class Exporter:
         assert self._snapshot is not None
         return self._snapshot
 
+    def _renew_if_stale(self) -> None:
+        """A scrape the Pacer did not foresee: renew a snapshot older than the interval before answering,
+        unless a pass was tried within the interval (a failing pass is not retried on every scrape)."""
+        if not self._stale():
+            return
+        with self._pass_lock:
+            if self._stale():  # a pass may have run while this scrape waited for the lock
+                self._pass("scrape")
+
+    def _stale(self) -> bool:
+        attempted = self._attempted
+        return attempted is None or time.monotonic() - attempted > self.collect_interval_seconds
+
     def _refresh_forever(self) -> None:
-        # Fixed rate: pass k starts at start + k * interval; an overrun skips to the next slot.
-        # Until ready, passes repeat every 0.1 s so /readyz does not wait a whole interval.
-        interval = self.collect_interval_seconds
-        started = time.monotonic()
-        while True:
+        # Until ready, passes repeat every 0.1 s so /readyz does not wait; then before each foreseen scrape.
+        while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.refresh()
             except Exception:  # refresh() keeps its own failures; nothing may end this thread
                 log.exception("refresher pass failed")
-            if self.ready():
-                elapsed = time.monotonic() - started
-                delay = interval - elapsed % interval
-            else:
-                delay = min(0.1, interval)
-            if self._stop.wait(delay):
-                return
+            if not self.ready():
+                self._stop.wait(min(0.1, self.collect_interval_seconds))
+                continue
+            lead = min(self.collect_interval_seconds / 2, 0.05 + 2 * (time.monotonic() - started))
+            self.pacer.wait(self.pacer.due(lead, started), self._stop)
 
 
 def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True) -> Exporter:
@@ -306,6 +347,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
 
         kubernetes = KubernetesCollector(config, start_threads=start_threads)
     process_labels = kubernetes.process_labels if kubernetes is not None else None
+    pacer = Pacer(config.collect_interval_seconds)  # background readers read before foreseen scrapes
     gpu = None
     if config.collector_gpu:
         import pynvml
@@ -319,6 +361,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             process_limit=config.gpu_process_limit,
             start_threads=start_threads,
             process_labels=process_labels,
+            pacer=pacer,
         )
         collectors["gpu"] = gpu
     if config.collector_host:
@@ -330,6 +373,7 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
             start_threads=start_threads,
             process_labels=process_labels,
             targets=[(target.name, target.url) for target in config.targets],
+            pacer=pacer,
         )
     if kubernetes is not None:
         collectors["kubernetes"] = kubernetes
@@ -340,5 +384,5 @@ def build_exporter(config: Config, nvml: Any = None, start_threads: bool = True)
         gpu_processes = gpu.running_processes if gpu is not None else list
         discovered = kubernetes.engine_targets if kubernetes is not None else None
         collectors["engines"] = EnginesCollector(config, gpu_processes, discovered)
-    exporter = Exporter(collectors, config.collect_interval_seconds)
+    exporter = Exporter(collectors, config.collect_interval_seconds, pacer)
     return exporter.start() if start_threads else exporter

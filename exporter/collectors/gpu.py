@@ -20,6 +20,7 @@ from exporter.collectors.nvml_events import XidWatcher
 from exporter.collectors.nvml_sampler import NvmlSampler
 from exporter.collectors.nvml_session import CLOCKS, Device, GpuProcess, NvmlSession, Sample
 from exporter.collectors.process_labels import POD_LABELS, ProcessLabels
+from exporter.pacer import Pacer
 
 GPU_LABELS = ("gpu", "uuid")
 
@@ -155,11 +156,14 @@ class GpuCollector(Collector):
         start_threads: bool = True,
         lock_timeout_seconds: float = 0.1,
         process_labels: ProcessLabels | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.session = NvmlSession(nvml, retry_seconds=retry_seconds)
         self._process_labels = process_labels
         self.xid = XidWatcher(self.session)
-        self.sampler = NvmlSampler(self.session, self.xid, sampler_interval_seconds, process_limit)
+        self.sampler = NvmlSampler(
+            self.session, self.xid, sampler_interval_seconds, process_limit, pacer=pacer
+        )
         self._lock_timeout = lock_timeout_seconds
         self._busy_scrapes = 0
         if start_threads:

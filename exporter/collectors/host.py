@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from exporter.collectors.process_labels import POD_LABELS, ProcessLabels, command_label
 from exporter.config import EngineProcessPattern
 from exporter.engines.registry import PROCESS_NAMES
+from exporter.pacer import Pacer
 
 log = logging.getLogger("exporter.host")
 
@@ -98,8 +99,10 @@ class HostCollector(Collector):
         start_threads: bool = True,
         process_labels: ProcessLabels | None = None,
         targets: Sequence[tuple[str, str]] = (),
+        pacer: Pacer | None = None,
     ) -> None:
         self.matcher = EngineMatcher(engine_patterns)
+        self._pacer = pacer  # None: a scan every interval; else before foreseen scrapes, at most that often
         # (name, port) of the configured targets on this host's loopback or own addresses: the engine tree
         # with a process listening on that port serves that target (`target` on host_engine_process_*)
         self._local_targets = [(name, port) for name, url in targets if (port := _local_port(url))]
@@ -135,6 +138,8 @@ class HostCollector(Collector):
 
     def close(self) -> None:
         self._stop.set()
+        if self._pacer is not None:
+            self._pacer.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -145,12 +150,17 @@ class HostCollector(Collector):
 
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.scan_engines()
             except Exception:
                 self._errors["engine_scan"] += 1
                 log.exception("engine process scan failed")
-            self._stop.wait(self.scan_interval)
+            if self._pacer is None:
+                self._stop.wait(self.scan_interval)
+            else:  # a scan reads every process's /proc/<pid>/stat: not while nobody scrapes
+                lead = 1.0 + 2 * (time.monotonic() - started)
+                self._pacer.wait(self._pacer.due(lead, started, min_spacing=self.scan_interval), self._stop)
 
     def scan_engines(self) -> None:
         children: dict[int, list[int]] = {}

@@ -1,8 +1,10 @@
 """Slow NVML readings in a background thread, so that no scrape ever waits on them.
 
-Each pass (every `interval` seconds) it (re)initialises NVML when needed, keeps the Xid watcher running,
-and reads per device: energy, field values (memory temperature, clock-event durations, recovery action,
-NVLink), PCIe replays and throughput (20 ms per direction), compute processes, process utilization and GPM.
+Each pass (with a Pacer: before each scrape it foresees, at most every `interval` seconds, none while nobody
+scrapes; without one: every `interval` seconds) it (re)initialises NVML when needed, keeps the Xid watcher
+running, and reads per device: energy, field values (memory temperature, clock-event durations, recovery
+action, NVLink), PCIe replays and throughput (20 ms per direction), compute processes, process utilization
+and GPM.
 Every source keeps the Unix time of its last successful read (gpu_sample_timestamp_seconds{source});
 a failed read drops that source's values until it succeeds again, so nothing stale is served as fresh.
 """
@@ -30,6 +32,7 @@ from exporter.collectors.nvml_session import (
     nvml_constant,
 )
 from exporter.collectors.process_labels import command_label
+from exporter.pacer import Pacer
 
 log = logging.getLogger("exporter.gpu")
 
@@ -82,10 +85,12 @@ class NvmlSampler:
         interval_seconds: float = 1.0,
         process_limit: int = 32,
         clock: Callable[[], float] = time.time,
+        pacer: Pacer | None = None,
     ) -> None:
         self.session = session
         self.xid = xid
         self.interval = interval_seconds
+        self.pacer = pacer  # None: a pass every interval; else before foreseen scrapes, at most that often
         self.process_limit = process_limit
         self.clock = clock
         self.passes = 0
@@ -107,6 +112,8 @@ class NvmlSampler:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.pacer is not None:
+            self.pacer.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -117,7 +124,13 @@ class NvmlSampler:
                 self.run_once()
             except Exception:  # a bug here must not end sampling for good
                 log.exception("NVML sampler pass failed")
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            took = time.monotonic() - started
+            if self.pacer is None:
+                self._stop.wait(max(0.0, self.interval - took))
+                continue
+            # done before the refresher's pass for the same scrape starts (its lead is at most 0.5 s)
+            lead = 0.5 + 1.5 * took
+            self.pacer.wait(self.pacer.due(lead, started, min_spacing=self.interval), self._stop)
 
     # --- one pass --------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ LABELS = {
     "collector",
     "kind",
     "target",
+    "trigger",
 }
 
 
