@@ -184,6 +184,8 @@ def merge_histograms(values: Sequence[HistogramValue], label_map: LabelMap):
 
 def in_seconds(family: str, labels: Mapping[str, str], value: HistogramValue, divisor: float) -> Histogram:
     """The histogram under a normalized name, bounds and sum divided into seconds (1000 for ms)."""
+    if divisor == 1.0:
+        return Histogram(family, dict(labels), value.buckets, value.sum, value.count)
     buckets = tuple((bound / divisor, count) for bound, count in value.buckets)
     return Histogram(family, dict(labels), buckets, value.sum / divisor, value.count)
 
@@ -238,14 +240,15 @@ def models_seen(out: Normalized) -> list[str]:
 
 
 def label_values(exposition: Exposition, label: str, prefixes: Sequence[str]) -> list[str]:
-    """Every value of `label` on the engine's own families (to name models the schema has no series for)."""
-    return [
-        sample.labels[label]
+    """The distinct values of `label` on the engine's own families (models the schema has no series for)."""
+    prefixes = tuple(prefixes)
+    found = {
+        sample.labels.get(label)
         for name, family in exposition.families.items()
-        if name.startswith(tuple(prefixes))
+        if name.startswith(prefixes)
         for sample in family.samples
-        if sample.labels.get(label)
-    ]
+    }
+    return sorted(value for value in found if value)
 
 
 def model_labels(model: str | None) -> dict[str, str]:

@@ -21,9 +21,9 @@ dp-2 payload, 954 lines: 4.7 ms to read it the first time, see bench/RESULTS.md 
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -76,10 +76,10 @@ class _LabelTooLong(ParseError):
 
 
 class Labels(dict[str, str]):
-    """A sample's labels, which remember their histogram grouping key once it has been asked for: the same
-    Labels serve a series in every payload of its target (SeriesHeads), so it is computed once per series."""
+    """A sample's labels, which remember their histogram grouping key (and `le` bound) once asked for: the
+    same Labels serve a series in every payload of its target (SeriesHeads), so each is computed once."""
 
-    __slots__ = ("_group",)
+    __slots__ = ("_bucket", "_group")
 
     def group(self) -> tuple[tuple[str, str], ...]:
         """The labels other than `le`, sorted: what a histogram's `_bucket`, `_sum` and `_count` share."""
@@ -89,11 +89,22 @@ class Labels(dict[str, str]):
             self._group = _without_le(self)
             return self._group
 
+    def bucket(self, name: str) -> tuple[tuple[tuple[str, str], ...], float]:
+        """(group, upper bound) of a `<name>_bucket` sample; ParseError without a valid `le`."""
+        try:
+            return self._bucket
+        except AttributeError:
+            self._bucket = (self.group(), _bound(self, name))
+            return self._bucket
+
 
 class Sample(NamedTuple):  # a tuple: a payload has tens of thousands, made at a few microseconds each
     name: str
     labels: Mapping[str, str]  # shared by the samples of one series across payloads: never modified
     value: float
+
+
+_sample = tuple.__new__  # Sample(...) without the Python frame of NamedTuple's __new__ (a line's hot path)
 
 
 # A series head as parsed: its name, its labels and its key for duplicate detection.
@@ -222,7 +233,7 @@ class ExpositionReader:
                 if hit is not None and value_ok(value):  # a series of the last payload, in its words
                     if len(learned) < self._learn_limit:
                         learned[head] = hit
-                    self._add(Sample(hit[0], hit[1], float(value)), hit[2], line)
+                    self._add(_sample(Sample, (hit[0], hit[1], float(value))), hit[2], line)
                     continue
             if line.startswith("#"):
                 self._comment(line)
@@ -507,38 +518,45 @@ def assemble_histograms(
     name: str, buckets: Iterable[Sample], sums: Iterable[Sample], counts: Iterable[Sample]
 ) -> list[HistogramValue]:
     """Group `_bucket/_sum/_count` samples by their labels (without `le`), in any order, and validate."""
-    grouped: dict[tuple[tuple[str, str], ...], dict] = {}
-
-    def entry(labels: Mapping[str, str]) -> dict:
-        key = _group(labels)
-        found = grouped.get(key)
-        if found is None:
-            found = grouped[key] = {"buckets": [], "sum": None, "count": None}
-        return found
-
+    grouped: dict[tuple[tuple[str, str], ...], list] = {}  # group -> [buckets, sum, count]
     for sample in buckets:
-        if "le" not in sample.labels:
-            raise ParseError(f"{name}_bucket sample without an le label")
-        try:
-            bound = float(sample.labels["le"])
-        except ValueError:
-            raise ParseError(f"{name}_bucket has le={sample.labels['le']!r}") from None
-        entry(sample.labels)["buckets"].append((bound, sample.value))
-    for sample in sums:
-        entry(sample.labels)["sum"] = sample.value
-    for sample in counts:
-        entry(sample.labels)["count"] = sample.value
+        labels = sample.labels
+        if isinstance(labels, Labels):
+            key, bound = labels.bucket(name)
+        else:
+            key, bound = _without_le(labels), _bound(labels, name)
+        parts = grouped.get(key)
+        if parts is None:
+            parts = grouped[key] = [[], None, None]
+        parts[0].append((bound, sample.value))
+    for index, samples in ((1, sums), (2, counts)):
+        for sample in samples:
+            key = _group(sample.labels)
+            parts = grouped.get(key)
+            if parts is None:
+                parts = grouped[key] = [[], None, None]
+            parts[index] = sample.value
     result = []
-    for key, parts in grouped.items():
-        bucket_list = sorted(parts["buckets"])
+    for key, (bucket_list, total, count) in grouped.items():
+        bucket_list.sort()  # engines write them in order: a linear pass
         if not bucket_list or bucket_list[-1][0] != math.inf:
             raise ParseError(f"histogram {name}{dict(key)} has no +Inf bucket")
-        if parts["count"] is None or parts["sum"] is None:
+        if count is None or total is None:
             raise ParseError(f"histogram {name}{dict(key)} lacks _count or _sum")
-        if any(later[1] < earlier[1] for earlier, later in itertools.pairwise(bucket_list)):
+        values = [value for _, value in bucket_list]
+        if any(map(operator.lt, values[1:], values)):
             raise ParseError(f"histogram {name}{dict(key)} has decreasing cumulative buckets")
-        result.append(HistogramValue(dict(key), tuple(bucket_list), parts["sum"], parts["count"]))
+        result.append(HistogramValue(dict(key), tuple(bucket_list), total, count))
     return result
+
+
+def _bound(labels: Mapping[str, str], name: str) -> float:
+    if "le" not in labels:
+        raise ParseError(f"{name}_bucket sample without an le label")
+    try:
+        return float(labels["le"])
+    except ValueError:
+        raise ParseError(f"{name}_bucket has le={labels['le']!r}") from None
 
 
 def _shorten(line: str, limit: int = 120) -> str:

@@ -26,17 +26,15 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
-
-import httpx
+from urllib.parse import SplitResult, urlsplit
 
 from exporter.config import MAX_TARGET_TIMEOUT_SECONDS, TargetConfig
 from exporter.engines.base import Engine, ScrapeError
+from exporter.engines.connection import BodyCut, ConnectError, Head, TargetConnection
 from exporter.engines.detect import discover, engine_for_payload
 from exporter.engines.parse import Exposition, ExpositionReader, ParseError, SeriesHeads, TooManySeries
 from exporter.engines.registry import ENGINES
 from exporter.engines.schema import DROP_REASONS, ERROR_KINDS, DropReason, ErrorKind, Normalized
-from exporter.engines.tls import is_tls_failure
 
 log = logging.getLogger("exporter.engines")
 MAX_JSON_BYTES = 1024 * 1024  # status pages (/props, /info, /version, Ollama's /api/ps) are small
@@ -87,7 +85,7 @@ class HttpFetch:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        connection: TargetConnection,
         target: TargetConfig,
         headers: dict[str, str],
         memory: TargetMemory | None = None,
@@ -102,10 +100,9 @@ class HttpFetch:
             self.explicit_path = path
             suffix = next(known for known in METRICS_PATHS if path.endswith(known))
             self.base = path[: -len(suffix)]
-        self.client, self.target = client, target
+        self.connection, self.target = connection, target
         self.memory = memory if memory is not None else TargetMemory()
         self.headers = {**headers, "Accept-Encoding": "identity"}
-        self.extensions = {"sni_hostname": target.server_name} if target.server_name else {}
         self.peer: tuple[str, int] | None = None  # the address the last answer came from
         self.bytes_read = 0  # this scrape's bodies so far: what a timeout message reports
         self.series_read = 0
@@ -144,47 +141,42 @@ class HttpFetch:
 
     async def _read(self, path: str, max_bytes: int) -> AsyncIterator[str]:
         """The body as decoded text, chunk by chunk; ScrapeError for every way the read can fail."""
-        url = self.origin + path + self.query
         try:
-            async with self.client.stream(
-                "GET", url, headers=self.headers, extensions=self.extensions
-            ) as response:
-                self.peer = _server_address(response) or self.peer
-                _check_answer(response, path)
-                announced = response.headers.get("Content-Length", "")
-                if announced.isdigit() and int(announced) > max_bytes:
-                    raise ScrapeError("too_large", f"{path}: announces {announced} bytes, over {max_bytes}")
-                async for text in _decoded_body(response, path, max_bytes, self):
-                    yield text
-        except httpx.TimeoutException:
-            raise ScrapeError("timeout", f"{path}: timed out") from None
-        except httpx.HTTPError as exc:  # refused, reset, DNS, TLS, protocol errors before the body
-            kind: ErrorKind = "tls" if is_tls_failure(exc) else "connect"
-            raise ScrapeError(kind, f"{path}: {type(exc).__name__}: {exc}") from None
-        except ssl.SSLError as exc:  # an alert read after the handshake (TLS 1.3: a client certificate
-            # refused), raised by anyio's TLS stream past httpcore's mapping
+            head = await self.connection.request(path + self.query, self.headers)
+        except ssl.SSLError as exc:  # the handshake, the certificate, or an alert after it (TLS 1.3: a
+            # client certificate refused, read with the response head)
             raise ScrapeError("tls", f"{path}: {type(exc).__name__}: {exc}") from None
+        except ConnectError as exc:  # refused, reset, DNS, a protocol error before the answer
+            raise ScrapeError("connect", f"{path}: {exc}") from None
+        self.peer = self.connection.peer or self.peer
+        async with contextlib.aclosing(self.connection.body()) as chunks:  # closed unread: connection too
+            _check_answer(head, path)
+            announced = head.headers.get("content-length", "")
+            if announced.isdigit() and int(announced) > max_bytes:
+                raise ScrapeError("too_large", f"{path}: announces {announced} bytes, over {max_bytes}")
+            async for text in _decoded_body(chunks, path, max_bytes, self):
+                yield text
 
 
-def _check_answer(response: httpx.Response, path: str) -> None:
-    if response.status_code in (401, 403):
-        raise ScrapeError("auth", f"{path}: HTTP {response.status_code}", response.status_code)
-    if not 200 <= response.status_code < 300:
-        raise ScrapeError("http_status", f"{path}: HTTP {response.status_code}", response.status_code)
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+def _check_answer(head: Head, path: str) -> None:
+    if head.status in (401, 403):
+        raise ScrapeError("auth", f"{path}: HTTP {head.status}", head.status)
+    if not 200 <= head.status < 300:
+        raise ScrapeError("http_status", f"{path}: HTTP {head.status}", head.status)
+    encoding = head.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ScrapeError("parse", f"{path}: Content-Encoding {encoding} although identity was asked for")
 
 
 async def _decoded_body(
-    response: httpx.Response, path: str, max_bytes: int, fetch: HttpFetch
+    chunks: AsyncIterator[bytes], path: str, max_bytes: int, fetch: HttpFetch
 ) -> AsyncIterator[str]:
     """UTF-8 text of the body as it arrives, at most max_bytes; the connection failing once the answer
     has begun is a truncated payload."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     size = 0
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in chunks:
             size += len(chunk)
             fetch.bytes_read += len(chunk)
             if size > max_bytes:
@@ -195,13 +187,15 @@ async def _decoded_body(
                 where = size - len(chunk) + exc.start
                 raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} near byte {where})") from None
         yield decoder.decode(b"", final=True)
-    except httpx.TimeoutException:
-        raise
     except UnicodeDecodeError as exc:
         raise ScrapeError("parse", f"{path}: not UTF-8 ({exc.reason} at its end)") from None
-    except httpx.HTTPError as exc:  # Content-Length not reached, chunked body cut, reset mid-body
-        message = f"{path}: body cut after {size} bytes ({type(exc).__name__})"
-        raise ScrapeError("truncated", message) from None
+    except BodyCut as exc:  # Content-Length not reached, chunked body cut, reset mid-body
+        raise ScrapeError("truncated", f"{path}: body cut after {size} bytes ({exc})") from None
+
+
+def target_port(parts: SplitResult) -> int:
+    """The URL's port, else its scheme's (the configuration accepts http and https URLs only)."""
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _forget_frames(exc: BaseException | None) -> None:
@@ -211,15 +205,6 @@ def _forget_frames(exc: BaseException | None) -> None:
     while exc is not None:
         exc.__traceback__ = None
         exc = exc.__cause__ or exc.__context__
-
-
-def _server_address(response: httpx.Response) -> tuple[str, int] | None:
-    """Where the connection went (the resolved address, for the GPU join of a target named by DNS)."""
-    stream = response.extensions.get("network_stream")
-    address = stream.get_extra_info("server_addr") if stream is not None else None
-    if isinstance(address, tuple) and len(address) >= 2:
-        return str(address[0]), int(address[1])
-    return None
 
 
 @dataclass
@@ -245,7 +230,15 @@ class TargetScraper:
         self.tls_context = self.target.tls.context()
         self._progress: HttpFetch | None = None
         self._memory = TargetMemory()
-        self._client: httpx.AsyncClient | None = None
+        parts = urlsplit(self.target.url)
+        self._connection = TargetConnection(
+            parts.scheme,
+            parts.hostname or "",
+            target_port(parts),
+            self.tls_context,
+            self.target.server_name,
+            KEEPALIVE_SECONDS,
+        )
 
     async def scrape(self) -> TargetResult:
         """One scrape, on the target's connection when the last scrape used it less than KEEPALIVE_SECONDS
@@ -255,8 +248,7 @@ class TargetScraper:
         error_kind: ErrorKind | None = None
         message = ""
         try:
-            client = self._client = self._client or self._new_client()
-            normalized, exposition = await asyncio.wait_for(self._scrape(client), self.timeout)
+            normalized, exposition = await asyncio.wait_for(self._scrape(), self.timeout)
         except TimeoutError as exc:
             error_kind = "timeout"
             message = f"no complete answer within {self.timeout:g}s{self._read_so_far()}"
@@ -280,18 +272,7 @@ class TargetScraper:
 
     async def close(self) -> None:
         """Close the kept connection (if any); the next scrape opens a new one."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=self.tls_context,
-            trust_env=False,
-            follow_redirects=False,
-            timeout=None,
-            limits=httpx.Limits(max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_SECONDS),
-        )
+        self._connection.close()
 
     def round_overrun(self, seconds: float) -> TargetResult:
         """The collector's round deadline passed before this target's scrape finished: a timeout."""
@@ -327,8 +308,8 @@ class TargetScraper:
             peer=self.peer,
         )
 
-    async def _scrape(self, client: httpx.AsyncClient) -> tuple[Normalized, Exposition | None]:
-        fetch = self._progress = HttpFetch(client, self.target, self._headers(), self._memory)
+    async def _scrape(self) -> tuple[Normalized, Exposition | None]:
+        fetch = self._progress = HttpFetch(self._connection, self.target, self._headers(), self._memory)
         try:
             return await self._scrape_with(fetch)
         finally:

@@ -44,14 +44,4 @@ def _default_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()  # loading certifi's CAs costs ~10 ms: once per process
 
 
-def is_tls_failure(exc: BaseException) -> bool:
-    """True when an httpx error was caused by the TLS handshake or certificate verification."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-__all__ = ["TlsOptions", "is_tls_failure"]
+__all__ = ["TlsOptions"]
