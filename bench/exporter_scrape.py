@@ -1,437 +1,456 @@
 #!/usr/bin/env python3
-"""Scrape cost of our exporter next to nvitop-exporter, in one run on the same machine (and GPU).
+"""CPU, latency and freshness of our exporter beside nvitop-exporter, in one run on the same machine.
 
-    python3 bench/exporter_scrape.py [--scrapes 200] [--interval 0.2]      # latency and CPU, side by side
-    python3 bench/exporter_scrape.py --keep-alive                          # reuse connections, as Prometheus
-    python3 bench/exporter_scrape.py --rss-minutes 30                      # RSS over time at 1 scrape/s
+    python3 bench/exporter_scrape.py                              # both, 200 scrapes 0.2 s apart
+    python3 bench/exporter_scrape.py --window 600 --interval 15 --interval 1   # 10 minutes at 15 s and at 1 s
+    python3 bench/exporter_scrape.py --engines 1,8                # ours with 0, 1 and 8 vLLM dp-2 targets
+    python3 bench/exporter_scrape.py --engines 1,8 --against ee05397   # and an older exporter beside it
+    python3 bench/exporter_scrape.py --nvml-stub 1                # no GPU: bench/nvml_stub.c as the driver
+    python3 bench/exporter_scrape.py --rss-minutes 30             # our RSS over time at one scrape per second
 
-Per exporter: scrape latency p50/p99/max (a new connection per scrape, body read fully, with the Accept
-and Accept-Encoding headers Prometheus sends, so OpenMetrics and gzip), CPU seconds per scrape (process
-CPU during the scrapes minus its idle rate measured just before), idle CPU per second (its background
-threads; ours collects and renders there, every --collect-interval-seconds), RSS, series and
-(decompressed) bytes per scrape; for ours also the largest age, at the moment a scrape's body arrived, of
-the fast readings (exporter_snapshot_timestamp_seconds) and of the sampler's slow readings
-(gpu_sample_timestamp_seconds).
-Plus one `nvidia-smi --query-gpu` call's cost where nvidia-smi exists.
+Each exporter runs as its own process (our defaults; nvitop-exporter `--interval 1.0`). All the lanes of a
+run (an exporter at a scrape interval) run at the same time, side by side, except with --engines (one after
+the other). A lane:
+1. starts its exporter and waits until it serves (ours: /healthz, which is no scrape);
+2. background: its CPU over --idle-seconds while nobody scrapes;
+3. scraped: every interval (--scrapes times, or for --window seconds), with the Accept and Accept-Encoding
+   headers Prometheus sends (OpenMetrics, gzip; --plain: text 0.0.4), a new connection each time unless
+   --keep-alive. Latency is from connect to the last byte.
+Reported per lane, with the number of samples each figure rests on: background CPU (ms/s); CPU per scrape
+above that background (not clipped: a negative figure is within the resolution, 10 ms per CPU reading, which
+the table states); the lane's total CPU per scrape interval, measured (what a host pays per scrape of
+Prometheus at that interval); scrape p50/p99/max; the age of the fast readings
+(exporter_snapshot_timestamp_seconds) and of the oldest slow NVML reading (gpu_sample_timestamp_seconds)
+when the scrape started (Prometheus stamps the samples with that time), p50/p99/max (nvitop-exporter
+publishes no timestamp); RSS, series and bytes. CPU is user + system of the
+process from /proc (psutil). Ours with --engines N also scrapes N vLLM-shaped targets with data parallelism 2
+(bench/engine_payloads.py: vLLM 0.33's dp-2 /metrics, values changing on every request) and reports the
+CPU of each target per scrape: (CPU with N targets - CPU with none) / scrapes / N, at the same interval.
 
 nvitop-exporter is not a project dependency: give `--nvitop-exporter "CMD"` (e.g. "python3 -m nvitop_exporter"
-with its wheels installed), or the script uses .cache/bench-nvitop/bin/nvitop-exporter, creating that
-venv with pip when it is missing (needs PyPI). Without a GPU, nvitop-exporter exits at start and our
-exporter runs without NVML (gpu_nvml_available 0): the table says so rather than inventing figures.
+with its wheels installed), or the script installs nvitop-exporter 1.7.2 into .cache/bench-nvitop with pip.
+Without NVML, nvitop-exporter exits at start and ours serves `gpu_nvml_available 0`: the table says so.
+--json FILE also writes every figure as JSON (tools/gpu-exporter-cpu.sh collects it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
-import http.client
+import json
 import os
-import platform
-import shlex
-import shutil
-import socket
-import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import psutil
-from prometheus_client.parser import text_string_to_metric_families
-
-ROOT = Path(__file__).resolve().parent.parent
-NVITOP_VENV = ROOT / ".cache" / "bench-nvitop"
-SMI_FIELDS = ",".join(
-    [
-        "utilization.gpu",
-        "memory.used",
-        "memory.total",
-        "power.draw",
-        "temperature.gpu",
-        "clocks.sm",
-        "clocks_event_reasons.active",
-        "pstate",
-        "fan.speed",
-    ]
+from exporter_procs import (
+    CPU_RESOLUTION_SECONDS,
+    PROMETHEUS_HEADERS,
+    ROOT,
+    Exporter,
+    Scraper,
+    ages,
+    cpu_seconds,
+    describe,
+    free_port,
+    machine,
+    nvitop,
+    nvitop_command,
+    nvml_stub_env,
+    ours,
+    percentile,
+    rss_bytes,
+    running,
 )
+
+LOGS = ROOT / ".cache" / "bench-logs"
 
 
 @dataclass
-class Result:
+class Lane:
+    """One exporter scraped at one interval, and what was measured."""
+
     name: str
+    interval: float
+    targets: int = 0
+    state: str = ""
     ran: bool = False
     why_not: str = ""
+    idle_seconds: float = 0.0
+    idle_cpu: float = 0.0
+    scraped_seconds: float = 0.0
+    scraped_cpu: float = 0.0
+    scrapes: int = 0
+    failed: int = 0
     latencies: list[float] = field(default_factory=list)
-    cpu_per_scrape: float = 0.0
-    idle_cpu_per_second: float = 0.0
+    fast_ages: list[float] = field(default_factory=list)
+    slow_ages: list[float] = field(default_factory=list)
     rss_bytes: int = 0
     series: int = 0
     body_bytes: int = 0
-    max_sampler_age: float | None = None
-    max_snapshot_age: float | None = None
-    nvml: str = ""
+
+    @property
+    def background_ms_per_s(self) -> float:
+        return self.idle_cpu / self.idle_seconds * 1e3 if self.idle_seconds else float("nan")
+
+    @property
+    def per_scrape_ms(self) -> float:
+        """CPU per scrape above the background rate (may be negative within the resolution)."""
+        background = self.idle_cpu / self.idle_seconds * self.scraped_seconds if self.idle_seconds else 0.0
+        return (self.scraped_cpu - background) / self.scrapes * 1e3 if self.scrapes else float("nan")
+
+    @property
+    def per_interval_ms(self) -> float:
+        """CPU per scrape interval while scraped at this interval, measured: scraped CPU / scrapes."""
+        return self.scraped_cpu / self.scrapes * 1e3 if self.scrapes else float("nan")
+
+    @property
+    def resolution_ms(self) -> float:
+        """The per-scrape figure's uncertainty from the clock-tick resolution of its four CPU readings."""
+        return 4 * CPU_RESOLUTION_SECONDS / self.scrapes * 1e3 if self.scrapes else float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# What Prometheus 2.x sends on every scrape; --plain asks for uncompressed text format 0.0.4 instead.
-PROMETHEUS_HEADERS = {
-    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
-    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
-    "Accept-Encoding": "gzip",
-}
-HEADERS = dict(PROMETHEUS_HEADERS)
-OPTIONS = {"keep_alive": False}  # --keep-alive: one connection per exporter, reused, as Prometheus does
-
-
-KEEP_ALIVE: dict[int, http.client.HTTPConnection] = {}  # port -> open connection, with --keep-alive
-
-
-def scrape(port: int, timeout: float = 10.0) -> tuple[float, bytes]:
-    """(seconds from connect, or from the request on a kept connection, to the last byte; the body)."""
-    started = time.perf_counter()
-    connection = KEEP_ALIVE.get(port) or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", "/metrics", headers=HEADERS)
-        response = connection.getresponse()
-        body = response.read()
-        elapsed = time.perf_counter() - started
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}")
-        if response.getheader("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-    except BaseException:
-        KEEP_ALIVE.pop(port, None)
-        connection.close()
-        raise
-    if port in KEEP_ALIVE or (OPTIONS["keep_alive"] and not response.will_close):
-        KEEP_ALIVE[port] = connection
-    else:
-        connection.close()
-    return elapsed, body
-
-
-def wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with status {process.returncode} at start")
-        try:
-            scrape(port, timeout=2)
+def measure(lanes: Sequence[tuple[Lane, Exporter]], args: argparse.Namespace) -> None:
+    """Run the lanes side by side: start all, background window, then every lane scraped at its interval."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        started = []
+        for index, (lane, exporter) in enumerate(lanes):
+            log = LOGS / f"{lane.name}-{lane.interval:g}s-{lane.targets}t-{index}.log"
+            stack.enter_context(running(exporter, log))
+            if exporter.why_not:
+                lane.why_not = exporter.why_not
+            else:
+                started.append((lane, exporter))
+        if not started:
             return
-        except (OSError, RuntimeError, http.client.HTTPException):
-            time.sleep(0.2)
-    raise RuntimeError(f"not serving after {timeout:.0f} s")
+        cpu0 = {id(lane): cpu_seconds(exporter.handle) for lane, exporter in started}
+        time.sleep(args.idle_seconds)
+        for lane, exporter in started:
+            lane.idle_seconds = args.idle_seconds
+            lane.idle_cpu = cpu_seconds(exporter.handle) - cpu0[id(lane)]
+        threads = [
+            threading.Thread(target=scrape_lane, args=(lane, exporter, index / len(started), args))
+            for index, (lane, exporter) in enumerate(started)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
 
-def tree_cpu_seconds(process: psutil.Process) -> float:
-    total = 0.0
-    for member in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = member.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total
-
-
-def oldest_age(body: bytes, at: float, family_name: str) -> float | None:
-    """at - the oldest timestamp in a *_timestamp_seconds family of the body, if it has one."""
-    ages = [
-        at - sample.value
-        for family in text_string_to_metric_families(body.decode())
-        if family.name == family_name
-        for sample in family.samples
-    ]
-    return max(ages) if ages else None
-
-
-def measure(name: str, argv: Sequence[str], port: int, scrapes: int, interval: float, log: Path) -> Result:
-    result = Result(name)
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+def scrape_lane(lane: Lane, exporter: Exporter, phase: float, args: argparse.Namespace) -> None:
+    """Scrape at the lane's interval (`phase` of it after the other lanes) for its count or window."""
+    headers = {} if args.plain else dict(PROMETHEUS_HEADERS)
+    scraper = Scraper(exporter.port, headers, keep_alive=args.keep_alive)
+    count = max(1, int(args.window // lane.interval)) if args.window else args.scrapes
+    assert exporter.handle is not None
+    for _ in range(args.warmup):
+        with contextlib.suppress(Exception):
+            scraper.scrape()
+    time.sleep(phase * lane.interval)
+    cpu0, t0 = cpu_seconds(exporter.handle), time.monotonic()
+    body = b""
+    for number in range(count):
+        time.sleep(max(0.0, t0 + number * lane.interval - time.monotonic()))
+        sent = time.time()  # Prometheus stamps a scrape's samples with the time it started
         try:
-            wait_until_serving(port, process)
-        except RuntimeError as exc:
-            first_line = (log.read_text(errors="replace").strip().splitlines() or [""])[0]
-            result.why_not = f"{exc}: {first_line[:160]}"
-            return result
-        handle = psutil.Process(process.pid)
-        for _ in range(5):  # warm-up
-            scrape(port)
-        idle_window = 5.0
-        cpu0 = tree_cpu_seconds(handle)
-        time.sleep(idle_window)
-        result.idle_cpu_per_second = (tree_cpu_seconds(handle) - cpu0) / idle_window
-        cpu0, t0 = tree_cpu_seconds(handle), time.monotonic()
-        body = b""
-        for _ in range(scrapes):
-            latency, body = scrape(port)
-            received = time.time()
-            result.latencies.append(latency)
-            age = oldest_age(body, received, "gpu_sample_timestamp_seconds")
-            if age is not None:
-                result.max_sampler_age = max(age, result.max_sampler_age or 0.0)
-            age = oldest_age(body, received, "exporter_snapshot_timestamp_seconds")
-            if age is not None:
-                result.max_snapshot_age = max(age, result.max_snapshot_age or 0.0)
-            time.sleep(interval)
-        elapsed = time.monotonic() - t0
-        busy = tree_cpu_seconds(handle) - cpu0 - result.idle_cpu_per_second * elapsed
-        result.cpu_per_scrape = max(0.0, busy) / scrapes
-        result.rss_bytes = tree_rss(handle)
-        families = list(text_string_to_metric_families(body.decode()))
-        result.series = sum(len(f.samples) for f in families)
-        result.body_bytes = len(body)  # decompressed
-        result.nvml = nvml_state(families)
-        result.ran = True
-        return result
+            latency, body = scraper.scrape()
+        except Exception:
+            lane.failed += 1
+            continue
+        found = ages(body, sent)
+        lane.latencies.append(latency)
+        if "fast" in found:
+            lane.fast_ages.append(found["fast"])
+        if "slow" in found:
+            lane.slow_ages.append(found["slow"])
+    # the lane ends one interval after its last scrape: the background work for the next one is its share
+    time.sleep(max(0.0, t0 + count * lane.interval - time.monotonic()))
+    lane.scraped_seconds = time.monotonic() - t0
+    lane.scraped_cpu = cpu_seconds(exporter.handle) - cpu0
+    lane.scrapes = len(lane.latencies)
+    lane.rss_bytes = rss_bytes(exporter.handle)
+    lane.body_bytes = len(body)
+    if body:
+        lane.series, lane.state = describe(body)
+    lane.ran = lane.scrapes > 0
+    scraper.close()
+
+
+# --- lanes ------------------------------------------------------------------------------------------------
+
+
+def peer_lanes(args: argparse.Namespace, env: dict[str, str]) -> list[tuple[Lane, Exporter]]:
+    lanes: list[tuple[Lane, Exporter]] = []
+    command, why_not = (None, "--skip-nvitop") if args.skip_nvitop else nvitop_command(args.nvitop_exporter)
+    for interval in args.interval:
+        lanes.append((Lane("llmobs-exporter", interval), ours(free_port(), args.exporter_arg, env)))
+        for rev in args.against:
+            older = ours(free_port(), args.exporter_arg, env)
+            older.cwd = tree(rev)
+            lanes.append((Lane(f"llmobs-exporter@{rev}", interval), older))
+        if command is not None:
+            lanes.append((Lane("nvitop-exporter", interval), nvitop(free_port(), command, env)))
+        elif not args.skip_nvitop:
+            lanes.append((Lane("nvitop-exporter", interval, why_not=why_not), None))  # type: ignore[arg-type]
+    return lanes
+
+
+@contextlib.contextmanager
+def payload_server(targets: int) -> Iterator[list[int]]:
+    ports_file = LOGS / f"payload-ports-{os.getpid()}.txt"
+    ports_file.unlink(missing_ok=True)
+    argv = [sys.executable, str(ROOT / "bench" / "engine_payloads.py"), "--targets", str(targets)]
+    process = subprocess.Popen([*argv, "--ports-file", str(ports_file)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not ports_file.exists():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the engine payload server did not start")
+            time.sleep(0.1)
+        yield [int(line) for line in ports_file.read_text().split()]
     finally:
         process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.wait(timeout=10)
+        ports_file.unlink(missing_ok=True)
 
 
-def nvml_state(families: list) -> str:
-    for family in families:
-        if family.name == "gpu_nvml_available":
-            return "NVML available" if family.samples[0].value == 1 else "no NVML (gpu_nvml_available 0)"
-    gpus = {s.labels.get("uuid") for f in families for s in f.samples if s.labels.get("uuid")}
-    return f"{len(gpus)} GPU(s)"
+def engine_runs(args: argparse.Namespace, env: dict[str, str]) -> list[Lane]:
+    counts = [0, *sorted({int(n) for n in args.engines.split(",")})]
+    interval = args.interval[0]
+    trees = [("llmobs-exporter", ROOT), *((f"llmobs-exporter@{rev}", tree(rev)) for rev in args.against)]
+    done: list[Lane] = []
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with payload_server(max(counts)) as ports:
+        for name, cwd in trees:
+            for count in counts:
+                targets = [
+                    f"--target=e{i}=http://127.0.0.1:{port},kind=vllm" for i, port in enumerate(ports[:count])
+                ]
+                lane = Lane(name, interval, targets=count)
+                exporter = ours(free_port(), [*args.exporter_arg, *targets], env)
+                exporter.cwd = cwd
+                measure([(lane, exporter)], args)
+                done.append(lane)
+    return done
 
 
-def nvitop_command(given: str | None) -> tuple[list[str] | None, str]:
-    if given:
-        return shlex.split(given), ""
-    binary = NVITOP_VENV / "bin" / "nvitop-exporter"
-    if not binary.exists():
-        try:
-            subprocess.run([sys.executable, "-m", "venv", str(NVITOP_VENV)], check=True, capture_output=True)
-            subprocess.run(
-                [str(NVITOP_VENV / "bin" / "pip"), "install", "-q", "nvitop-exporter"],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-        except (subprocess.SubprocessError, OSError) as exc:
-            return None, f"cannot install nvitop-exporter into {NVITOP_VENV}: {exc}"
-    return [str(binary)], ""
+def tree(rev: str) -> Path:
+    """A checkout of `rev` under .cache (made once), whose exporter runs with this tree's venv."""
+    path = ROOT / ".cache" / f"bench-{rev}"
+    if not path.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True)
+    return path
 
 
-def nvidia_smi_cost(calls: int = 10) -> str:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return "n/a (no nvidia-smi on this machine)"
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        subprocess.run(
-            [smi, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            timeout=30,
-        )
-        times.append(time.perf_counter() - started)
-    median, worst = statistics.median(times) * 1000, max(times) * 1000
-    return f"median {median:.1f} ms, max {worst:.1f} ms over {calls} calls (9 fields)"
+# --- report -----------------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = "no GPU visible"
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-        )
-        gpu = "; ".join(out.stdout.strip().splitlines()) or gpu
-    memory = psutil.virtual_memory().total / 2**30
-    python = platform.python_version()
-    return f"{cpu}, {psutil.cpu_count()} logical cores, {memory:.0f} GiB; {gpu}; Python {python}"
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "not published"
+    return (
+        f"{percentile(values, 0.5):.2f} / {percentile(values, 0.99):.2f} / {max(values):.2f} ({len(values)})"
+    )
 
 
 COLUMNS = [
     "exporter",
+    "interval s",
     "state",
-    "p50 ms",
-    "p99 ms",
-    "max ms",
-    "CPU ms per scrape",
-    "idle CPU ms/s",
+    "background CPU ms/s (over s)",
+    "CPU ms per scrape above it (± resolution)",
+    "CPU ms per interval, measured (scrapes)",
+    "p50 / p99 / max ms",
+    "fast-field age s p50 / p99 / max (n)",
+    "slow-reading age s p50 / p99 / max (n)",
     "RSS MB",
     "series",
-    "KB per scrape (decompressed)",
-    "max fast-field age s",
-    "max sampler age s",
+    "KB",
 ]
 
 
-def row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(map(str, cells)) + " |"
+def lane_row(lane: Lane) -> list[str]:
+    if not lane.ran:
+        return [lane.name, f"{lane.interval:g}", f"did not run: {lane.why_not}", *[""] * (len(COLUMNS) - 3)]
+    ms = [percentile(lane.latencies, q) * 1e3 for q in (0.5, 0.99)] + [max(lane.latencies) * 1e3]
+    return [
+        lane.name + (f" + {lane.targets} vLLM targets" if lane.targets else ""),
+        f"{lane.interval:g}",
+        lane.state + (f", {lane.failed} failed" if lane.failed else ""),
+        f"{fmt(lane.background_ms_per_s)} ({lane.idle_seconds:g})",
+        f"{fmt(lane.per_scrape_ms)} (± {fmt(lane.resolution_ms)})",
+        f"{fmt(lane.per_interval_ms)} ({lane.scrapes})",
+        " / ".join(f"{v:.2f}" for v in ms),
+        spread(lane.fast_ages),
+        spread(lane.slow_ages),
+        f"{lane.rss_bytes / 1e6:.1f}",
+        str(lane.series),
+        f"{lane.body_bytes / 1e3:.1f}",
+    ]
 
 
-def report(results: list[Result], scrapes: int, interval: float) -> str:
+def table(lanes: Sequence[Lane]) -> list[str]:
+    rows = [COLUMNS, ["---"] * len(COLUMNS), *(lane_row(lane) for lane in lanes)]
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def verdicts(lanes: Sequence[Lane]) -> list[str]:
+    """The issue's targets, for every interval where both exporters ran."""
+    lines = []
+    for interval in sorted({lane.interval for lane in lanes}):
+        at = {
+            lane.name: lane for lane in lanes if lane.interval == interval and lane.ran and not lane.targets
+        }
+        ours_, peer = at.get("llmobs-exporter"), at.get("nvitop-exporter")
+        if ours_ is None or peer is None:
+            continue
+        limit = 1.0 if interval >= 15 else 1.5
+        cpu = ours_.per_interval_ms / peer.per_interval_ms
+        p99 = percentile(ours_.latencies, 0.99) / percentile(peer.latencies, 0.99)
+        age = max(ours_.fast_ages) if ours_.fast_ages else float("nan")
+        lines.append(
+            f"- every {interval:g} s: our CPU per interval / nvitop-exporter's = {cpu:.2f} "
+            f"(target <= {limit:g}: "
+            f"{'met' if cpu <= limit else 'NOT met'}); p99 ratio {p99:.2f} (target <= 0.33: "
+            f"{'met' if p99 <= 1 / 3 else 'NOT met'}); oldest fast reading served {fmt(age)} s (target <= 1: "
+            f"{'met' if age <= 1.0 else 'NOT met'})"
+        )
+    return lines
+
+
+def engine_lines(lanes: Sequence[Lane]) -> list[str]:
+    lines = []
+    for lane in lanes:
+        base = next((b for b in lanes if b.name == lane.name and b.targets == 0 and b.ran), None)
+        if lane.targets and lane.ran and base is not None:
+            each = (lane.per_interval_ms - base.per_interval_ms) / lane.targets
+            verdict = "met" if each <= 5.0 else "NOT met"
+            lines.append(
+                f"- {lane.name}, {lane.targets} target(s): {each:.2f} ms CPU per engine target per scrape "
+                f"({lane.scrapes} and {base.scrapes} scrapes; target <= 5: {verdict})"
+            )
+    return lines
+
+
+def report(lanes: Sequence[Lane], args: argparse.Namespace, stub: str) -> str:
+    how = "one connection kept alive" if args.keep_alive else "a new connection each"
+    what = "text 0.0.4 uncompressed" if args.plain else "Prometheus's Accept headers (OpenMetrics, gzip)"
+    span = f"for {args.window:g} s" if args.window else f"{args.scrapes} scrapes"
     lines = [
         f"Machine: {machine()}",
-        f"{scrapes} scrapes per exporter, {interval} s apart, "
-        + ("one connection kept alive, " if OPTIONS["keep_alive"] else "one new connection each, ")
-        + ("text 0.0.4 uncompressed." if not HEADERS else "Prometheus's Accept headers (OpenMetrics, gzip)."),
+        f"{stub}Each lane scraped {span} ({how}; {what}) after {args.idle_seconds:g} s of background with no "
+        f"scrape; {args.warmup} warm-up scrapes first. CPU: user + system from /proc, 10 ms per reading.",
         "",
-        row(COLUMNS),
-        row(["---"] * len(COLUMNS)),
+        *table(lanes),
     ]
-    for r in results:
-        if not r.ran:
-            lines.append(row([r.name, f"did not run: {r.why_not}", *[""] * (len(COLUMNS) - 2)]))
-            continue
-        ms = [percentile(r.latencies, 0.5) * 1e3, percentile(r.latencies, 0.99) * 1e3, max(r.latencies) * 1e3]
-        cells = [r.name, r.nvml, *(f"{v:.2f}" for v in ms), f"{r.cpu_per_scrape * 1e3:.2f}"]
-        cells += [f"{r.idle_cpu_per_second * 1e3:.1f}", f"{r.rss_bytes / 1e6:.1f}", r.series]
-        cells += [
-            f"{r.body_bytes / 1e3:.1f}",
-            "-" if r.max_snapshot_age is None else f"{r.max_snapshot_age:.2f}",
-            "-" if r.max_sampler_age is None else f"{r.max_sampler_age:.2f}",
-        ]
-        lines.append(row(cells))
-    ours, peer = results[0], results[1] if len(results) > 1 else None
-    if ours.ran and peer is not None and peer.ran:
-        ratio = percentile(ours.latencies, 0.99) / percentile(peer.latencies, 0.99)
-        verdict = "met" if ratio <= 1 / 3 else "NOT met"
-        lines.append(f"\nOur p99 / nvitop-exporter p99 = {ratio:.2f} (target <= 0.33: {verdict}).")
-        if ours.max_snapshot_age is not None:
-            age = ours.max_snapshot_age
-            fresh = "met" if age <= 1.0 else "NOT met"
-            lines.append(f"Oldest fast reading served: {age:.2f} s (target <= 1 s: {fresh}).")
-    lines.append(f"\nOne nvidia-smi --query-gpu call: {nvidia_smi_cost()}.")
-    return "\n".join(lines)
+    extra = verdicts(lanes) + engine_lines(lanes)
+    return "\n".join(lines + (["", *extra] if extra else []))
 
 
-def ours_command(port: int, extra: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{port}", *extra]
-
-
-def rss_over_time(minutes: float, extra: Sequence[str], log: Path) -> str:
-    port = free_port()
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            ours_command(port, extra), stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    try:
-        wait_until_serving(port, process)
-        handle = psutil.Process(process.pid)
-        rows, failures, scrapes = [(0.0, tree_rss(handle))], 0, 0
+def rss_over_time(minutes: float, args: argparse.Namespace, env: dict[str, str]) -> str:
+    exporter = ours(free_port(), args.exporter_arg, env)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    rows, failures, scrapes = [], 0, 0
+    with running(exporter, LOGS / "ours-rss.log"):
+        if exporter.why_not:
+            return f"did not run: {exporter.why_not}"
+        assert exporter.handle is not None
+        scraper = Scraper(exporter.port)
+        rows.append((0.0, rss_bytes(exporter.handle)))
         started = time.monotonic()
         next_sample = started + 60
         while time.monotonic() - started < minutes * 60:
             try:
-                scrape(port)
+                scraper.scrape()
                 scrapes += 1
-            except (OSError, RuntimeError, http.client.HTTPException):
+            except Exception:
                 failures += 1
             if time.monotonic() >= next_sample:
-                rows.append(((time.monotonic() - started) / 60, tree_rss(handle)))
+                rows.append(((time.monotonic() - started) / 60, rss_bytes(exporter.handle)))
                 next_sample += 60
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started) % 1.0))
-        rows.append(((time.monotonic() - started) / 60, tree_rss(handle)))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        rows.append(((time.monotonic() - started) / 60, rss_bytes(exporter.handle)))
     peak = max(rss for _, rss in rows)
-    lines = [
-        f"Machine: {machine()}",
-        f"Our exporter scraped every 1 s for {minutes:g} min: {scrapes} scrapes, {failures} failed.",
-        "",
-        "| minute | RSS MB |",
-        "|---|---|",
-        *[f"| {minute:.1f} | {rss / 1e6:.1f} |" for minute, rss in rows],
-        "",
-        f"Start {rows[0][1] / 1e6:.1f} MB, end {rows[-1][1] / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB "
-        f"(target: flat, under 80 MB: {'met' if peak < 80e6 else 'NOT met'}).",
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"Machine: {machine()}",
+            f"Our exporter scraped every 1 s for {minutes:g} min: {scrapes} scrapes, {failures} failed.",
+            "",
+            "| minute | RSS MB |",
+            "|---|---|",
+            *[f"| {minute:.1f} | {rss / 1e6:.1f} |" for minute, rss in rows],
+            "",
+            f"Start {rows[0][1] / 1e6:.1f} MB, end {rows[-1][1] / 1e6:.1f} MB, peak {peak / 1e6:.1f} MB "
+            f"(target: flat, under 80 MB: {'met' if peak < 80e6 else 'NOT met'}).",
+        ]
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scrapes", type=int, default=200)
-    parser.add_argument("--interval", type=float, default=0.2, help="seconds between scrapes (default 0.2)")
+    parser.add_argument("--scrapes", type=int, default=200, help="scrapes per lane (default 200)")
+    parser.add_argument(
+        "--interval", type=float, action="append", help="seconds between scrapes; repeat for more lanes (0.2)"
+    )
+    parser.add_argument("--window", type=float, help="scrape each lane for this many seconds instead")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="background window (default 20)")
+    parser.add_argument("--warmup", type=int, default=0, help="scrapes before the measured ones (default 0)")
+    parser.add_argument("--engines", help="ours with 0 and these numbers of vLLM dp-2 targets, e.g. 1,8")
+    parser.add_argument(
+        "--against", action="append", default=[], help="also this git revision's exporter (repeatable)"
+    )
     parser.add_argument(
         "--nvitop-exporter", help='command that runs nvitop-exporter, e.g. "python3 -m nvitop_exporter"'
     )
     parser.add_argument("--skip-nvitop", action="store_true", help="measure our exporter only")
     parser.add_argument(
-        "--keep-alive", action="store_true", help="reuse one connection per exporter (as Prometheus does)"
+        "--keep-alive", action="store_true", help="reuse one connection per lane (Prometheus does)"
     )
-    parser.add_argument("--rss-minutes", type=float, help="instead: RSS over time at one scrape per second")
+    parser.add_argument("--plain", action="store_true", help="ask for text 0.0.4 without gzip")
     parser.add_argument(
-        "--exporter-arg", action="append", default=[], help="extra flag for our exporter (repeatable)"
+        "--nvml-stub", type=int, metavar="GPUS", help="no GPU: bench/nvml_stub.c as the driver"
     )
+    parser.add_argument("--exporter-arg", action="append", default=[], help="extra flag for our exporter")
     parser.add_argument(
-        "--plain", action="store_true", help="ask for text 0.0.4 without gzip (not what Prometheus asks)"
+        "--rss-minutes", type=float, help="instead: our RSS over time at one scrape per second"
     )
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON to this file")
     args = parser.parse_args()
-    if args.plain:
-        HEADERS.clear()
-    OPTIONS["keep_alive"] = args.keep_alive
-    logs = ROOT / ".cache" / "bench-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    args.interval = args.interval or [0.2]
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-
+    env = nvml_stub_env(args.nvml_stub) if args.nvml_stub else {}
+    stub = (
+        f"NVML: bench/nvml_stub.c with {args.nvml_stub} GPU(s), a constructed stand-in for the driver: the "
+        "figures are the exporters' own Python, without the driver's cost.\n"
+        if args.nvml_stub
+        else ""
+    )
     if args.rss_minutes:
-        print(rss_over_time(args.rss_minutes, args.exporter_arg, logs / "ours-rss.log"))
+        print(rss_over_time(args.rss_minutes, args, env))
         return 0
-    port = free_port()
-    results = [
-        measure(
-            "llmobs-exporter",
-            ours_command(port, args.exporter_arg),
-            port,
-            args.scrapes,
-            args.interval,
-            logs / "ours.log",
-        )
-    ]
-    if not args.skip_nvitop:
-        command, why_not = nvitop_command(args.nvitop_exporter)
-        if command is None:
-            results.append(Result("nvitop-exporter", why_not=why_not))
-        else:
-            port = free_port()
-            argv = [*command, "--bind-address", "127.0.0.1", "--port", str(port), "--interval", "1.0"]
-            results.append(
-                measure("nvitop-exporter", argv, port, args.scrapes, args.interval, logs / "nvitop.log")
-            )
-    print(report(results, args.scrapes, args.interval))
+    if args.engines:
+        lanes = engine_runs(args, env)
+    else:
+        pairs = peer_lanes(args, env)
+        measure([(lane, exporter) for lane, exporter in pairs if exporter is not None], args)
+        lanes = [lane for lane, _ in pairs]
+    print(report(lanes, args, stub))
+    if args.json:
+        record = {"machine": machine(), "stub": args.nvml_stub, "args": vars(args) | {"json": str(args.json)}}
+        record["lanes"] = [asdict(lane) | {"per_interval_ms": lane.per_interval_ms} for lane in lanes]
+        args.json.write_text(json.dumps(record, indent=1, default=str))
     return 0
 
 
