@@ -154,8 +154,11 @@ class HttpFetch:
             announced = head.headers.get("content-length", "")
             if announced.isdigit() and int(announced) > max_bytes:
                 raise ScrapeError("too_large", f"{path}: announces {announced} bytes, over {max_bytes}")
-            async for text in _decoded_body(chunks, path, max_bytes, self):
-                yield text
+            # Every async generator here is closed when its reader stops, deadline or not: one left to the
+            # garbage collector is closed by a task the loop starts whenever that runs, after the deadline.
+            async with contextlib.aclosing(_decoded_body(chunks, path, max_bytes, self)) as texts:
+                async for text in texts:
+                    yield text
 
 
 def _check_answer(head: Head, path: str) -> None:

@@ -6,11 +6,15 @@ the deadline is reached, and nothing of a refused payload stays in memory after 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import gzip
 import math
+import sys
 import threading
 import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from exporter.config import Config, TargetConfig
 from exporter.engines.collector import EnginesCollector
@@ -63,12 +67,15 @@ def test_each_budget_refusal_has_its_own_kind(fake_engines: list[FakeEngine]) ->
 
 
 def test_the_deadline_stops_the_parsing_and_leaves_nothing_running(fake_engine: FakeEngine) -> None:
-    """A payload too big to parse within the deadline: a timeout on time, no parse left behind."""
+    """A payload too big to parse within the deadline: a timeout on time, no parse left behind, and every
+    async generator of the read closed when the deadline stopped it (one left unclosed is closed by a task
+    the loop starts when the garbage collector finds it: work going on after the deadline, at any time)."""
     fake_engine.serve("/metrics", vllm_payload(400_000), chunked=True)
     target = TargetConfig("big", fake_engine.url, kind="vllm", max_series=1_000_000, timeout_seconds=0.5)
     collector = collector_for(target)
     threads = threading.active_count()
     try:
+        unclosed = collector._loop.submit(_note_unclosed_generators()).result(5)
         for _ in range(3):
             started = time.monotonic()
             exposition = scrape(collector)
@@ -77,13 +84,29 @@ def test_the_deadline_stops_the_parsing_and_leaves_nothing_running(fake_engine: 
     finally:
         collector.close()
     assert errors(exposition, "big") == {"timeout": 3}
+    assert unclosed == [], "async generators of a scrape were left for the garbage collector to close"
     assert pending == 0, "a scrape's work went on after its deadline"
     assert threading.active_count() <= threads + 1  # the engines loop's own thread; no parse threads
 
 
-async def _tasks_left() -> int:
-    import asyncio
+async def _note_unclosed_generators() -> list[str]:
+    """The names of the async generators first iterated on this loop from now on that are finalized
+    unclosed (the loop's asyncgen finalizer hook, wrapped; it still closes them)."""
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    unclosed: list[str] = []
 
+    def noting(generator: AsyncGenerator[Any, Any]) -> None:
+        unclosed.append(generator.ag_code.co_qualname)
+        if finalizer is not None:
+            finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter, noting)
+    return unclosed
+
+
+async def _tasks_left() -> int:
+    """Tasks on the loop besides this one, once the garbage collector has run."""
+    gc.collect()
     return len([task for task in asyncio.all_tasks() if task is not asyncio.current_task()])
 
 
