@@ -11,6 +11,14 @@ a file descriptor and a few hundred bytes, never a thread, and only until a dead
 - write: a response must drain into the socket within 30 s;
 - TLS: the handshake must finish within 10 s.
 
+Pipelining (RFC 9112 9.3) is served, within a budget: a request whose bytes came before the answer to
+the one before it was written is pipelined. At most 16 are answered in a row on a connection; the 16th
+answer says `Connection: close` and the connection ends (`pipelined`). Pipelined requests take at most 2
+workers at once and wait their turn otherwise, so a client that waits for its answers (Prometheus) finds
+a worker however many requests others send without reading. While a request is answered, at most a
+read's worth of the next is read ahead; the rest waits in the kernel, where the client's writes stall. A
+connection busy with a pipelined request is the first evicted at the cap (server._eviction_order).
+
 ServerLimits holds these and the sizes (head 64 KiB, body 64 KiB, 512 connections).
 
 Each connection that ends for a reason other than the client closing it is counted by that reason
@@ -45,6 +53,8 @@ class ServerLimits:
     request_timeout_seconds: float = 10.0  # a whole head and body, from its first byte
     write_timeout_seconds: float = 30.0  # a whole response, into the socket
     tls_handshake_timeout_seconds: float = 10.0
+    max_pipelined_requests: int = 16  # answered in a row to a client that sends before it reads
+    pipelined_workers: int = 2  # worker threads that pipelined requests may take at once
 
 
 CloseReason = Literal[
@@ -53,6 +63,7 @@ CloseReason = Literal[
     "write_timeout",  # a response not taken by the client within write_timeout_seconds
     "tls_handshake",  # a TLS handshake that failed or did not finish in time
     "bad_request",  # answered 400 (malformed head), 431 (head too large) or 413 (body too large)
+    "pipelined",  # closed after answering max_pipelined_requests pipelined requests in a row
     "evicted",  # the oldest waiting connection, closed to make room for a new one at the cap
     "refused",  # a new connection at the cap when no connection was waiting to be evicted
 ]
@@ -123,25 +134,37 @@ class Server(Protocol):
     executor: Executor
     limits: ServerLimits
     ssl_context: ssl.SSLContext | None
+    pipeline_lane: asyncio.Semaphore  # limits.pipelined_workers
 
     def admit(self, connection: HttpConnection) -> bool: ...
 
     def forget(self, connection: HttpConnection, reason: CloseReason | None) -> None: ...
 
 
-class HttpConnection(asyncio.Protocol):
-    """Requests of one connection, one at a time, until either side closes it or a deadline passes."""
+READ_BYTES = 16 * 1024  # taken from the socket at a time (asyncio's own reads take up to 256 KiB)
+
+
+class HttpConnection(asyncio.BufferedProtocol):
+    """Requests of one connection, one at a time, until either side closes it or a deadline passes.
+
+    A BufferedProtocol, so that each read is at most READ_BYTES: what a connection holds is one head (up to
+    max_head_bytes) and one read ahead, not whatever the client managed to send.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server, self.limits = server, server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.incoming = bytearray(READ_BYTES)  # where the transport reads into
         self.scanned = 0  # how much of the buffer was searched for the end of the head
         self.head: tuple[Request, bool, int] | None = None  # a head whose body is still coming
         self.busy = False  # a request is with a worker or its response is being written
         self.receiving = False  # a request has begun (blank lines before it count) and is not complete
         self.stalled_since: float | None = None  # since when the client has not taken the response
+        self.pipelined = 0  # requests in a row whose bytes came before the answer to the one before
+        self.pipelining_since: float | None = None  # since when it has sent requests without waiting
+        self.close_reason: CloseReason | None = None  # counted when the connection ends after it
         self.waiting_since = time.monotonic()  # when it began waiting for its current request
         self.served = 0  # requests answered on it: a connection that was ever answered is evicted last
         self.closed = False
@@ -164,13 +187,21 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._start(transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.incoming)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.incoming[:nbytes])
+
+    def data_received(self, data: bytes | bytearray) -> None:
         if not self.receiving and not self.busy:  # the request's first byte: its deadline starts
             self.receiving = True  # blank lines before a request-line count, so they cannot restart it
             self._arm(self.limits.request_timeout_seconds, "request_timeout")
         self.buffer += data
         if not self.busy:
             self._next_request()
+        elif self.transport is not None:
+            self.transport.pause_reading()  # one read ahead tells it is pipelined; the rest waits
 
     def eof_received(self) -> bool:
         """The client will send no more: answer a request already complete, then close."""
@@ -198,6 +229,8 @@ class HttpConnection(asyncio.Protocol):
 
     def evict(self) -> None:
         self._close("evicted")
+        if self._task is not None and self._task is not asyncio.current_task(self.loop):
+            self._task.cancel()  # a request still queued for a worker is dropped, not computed
 
     def _close(self, reason: CloseReason) -> None:
         if self.closed:
@@ -242,6 +275,11 @@ class HttpConnection(asyncio.Protocol):
     def _await_request(self) -> None:
         self.waiting_since = time.monotonic()
         self.receiving = bool(self.buffer)
+        if self.buffer and self.served:  # sent before its previous answer was written: pipelined
+            self.pipelined += 1
+            self.pipelining_since = self.pipelining_since or self.waiting_since
+        else:
+            self.pipelined, self.pipelining_since = 0, None
         if self.buffer:
             self._arm(self.limits.request_timeout_seconds, "request_timeout")
             self._next_request()
@@ -260,9 +298,12 @@ class HttpConnection(asyncio.Protocol):
         request, keep_alive = found
         self.busy = True
         self._disarm()
-        assert self.transport is not None
-        self.transport.pause_reading()  # a pipelined request waits in the kernel, not in our buffer
-        self._task = self.loop.create_task(self._serve(request, keep_alive and not self.eof))
+        if self.buffer and self.transport is not None:
+            self.transport.pause_reading()  # it holds the next request already
+        if self.pipelined >= self.limits.max_pipelined_requests:
+            keep_alive, self.close_reason = False, "pipelined"
+        last = not keep_alive or (self.eof and not self.buffer)  # EOF: answer what came, then close
+        self._task = self.loop.create_task(self._serve(request, not last, self.pipelined > 0))
 
     def _take_request(self) -> tuple[Request, bool] | None:
         if self.head is None:
@@ -303,10 +344,13 @@ class HttpConnection(asyncio.Protocol):
             raise BadRequest("413 Content Too Large")
         return request, keep_alive, length
 
-    async def _serve(self, request: Request, keep_alive: bool) -> None:
-        app, executor = self.server.app, self.server.executor
+    async def _serve(self, request: Request, keep_alive: bool, pipelined: bool) -> None:
         try:
-            response = await self.loop.run_in_executor(executor, respond, app, request, keep_alive)
+            if pipelined:
+                async with self.server.pipeline_lane:
+                    response = await self._respond(request, keep_alive)
+            else:
+                response = await self._respond(request, keep_alive)
         except Exception:  # the executor shut down (server closing), or the response could not be built
             log.exception("request for %s failed", request[1])
             self._close("bad_request")
@@ -322,18 +366,24 @@ class HttpConnection(asyncio.Protocol):
             if self.closed:
                 return
         self.served += 1
-        if not keep_alive or self.eof:
+        if not keep_alive:
             self._finish()
             return
         self.busy = False
         self.transport.resume_reading()
         self._await_request()
+        if self.eof and not self.busy and not self.closed:
+            self._finish()  # the client said all it will: what is left is no complete request
+
+    async def _respond(self, request: Request, keep_alive: bool) -> bytes:
+        app, executor = self.server.app, self.server.executor
+        return await self.loop.run_in_executor(executor, respond, app, request, keep_alive)
 
     def _finish(self) -> None:
         """Close after the last response (already written in full)."""
         self.closed = True
         self._disarm()
-        self.server.forget(self, None)
+        self.server.forget(self, self.close_reason)
         assert self.transport is not None
         self.transport.close()
 

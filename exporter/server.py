@@ -94,13 +94,26 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [body.encode()]
 
 
+def _evictable(connection: HttpConnection) -> bool:
+    """Waiting for a request, or busy for a client that does not wait for its answers."""
+    return not connection.busy or _hurried_since(connection) is not None
+
+
+def _hurried_since(connection: HttpConnection) -> float | None:
+    """Since when the client has not waited for its answers: a stalled write or pipelined requests."""
+    times = [t for t in (connection.stalled_since, connection.pipelining_since) if t is not None]
+    return min(times, default=None)
+
+
 def _eviction_order(connection: HttpConnection) -> tuple[int, float]:
-    """Who makes room first at the cap: a connection never answered (a slow or empty head), then one whose
-    client stopped reading its response (a stalled write), then an idle answered one (Prometheus's kept
-    connection); the longest waiting first within each."""
-    if connection.stalled_since is not None:
-        return 1, connection.stalled_since
-    return (0 if connection.served == 0 else 2), connection.waiting_since
+    """Who makes room first at the cap: a connection whose client does not wait for its answers (a stalled
+    write, pipelined requests), then one never answered (a slow or empty head), then an idle answered one
+    (Prometheus's kept connection); the longest waiting first within each. A client that shows it does not
+    wait goes before a new connection whose request has not come in yet (a scrape's, maybe)."""
+    hurried = _hurried_since(connection)
+    if hurried is not None:
+        return 0, hurried
+    return (1 if connection.served == 0 else 2), connection.waiting_since
 
 
 class ExporterServer:
@@ -111,13 +124,13 @@ class ExporterServer:
     the exporter needs (request line, headers); wsgiref's request handling was a large part of a scrape
     once the body came pre-rendered (bench/RESULTS.md). The event loop holds every connection; a worker
     thread is taken only by a complete request, so slow or idle clients cannot hold the workers. At most
-    `limits.max_connections` are open: a new one beyond that evicts the connection that has waited
-    longest for its request among those never answered (a slow or empty head), else the one whose client has
-    stopped reading its response longest (pipelined requests never read), else among the rest (an idle
-    keep-alive, as Prometheus holds), and is refused only when every connection is being answered.
-    So clients that reconnect as fast as they are evicted churn among themselves, not through
-    Prometheus's connection. `stats` (HttpStats, the `http` collector) counts connections ended by a
-    deadline, an eviction or a bad request.
+    `limits.max_connections` are open: a new one beyond that evicts a connection whose client does not
+    wait for its answers (pipelined requests, a response it stopped reading), else the one that has
+    waited longest for its request among those never answered (a slow or empty head), else among the
+    rest (an idle keep-alive, as Prometheus holds), and is refused only when every connection is being
+    answered for a client that waits. So clients that reconnect as fast as they are evicted churn among
+    themselves, not through Prometheus's connection. `stats` (HttpStats, the `http` collector) counts
+    connections ended by a deadline, an eviction, a bad request or the pipelining budget.
     """
 
     def __init__(
@@ -144,6 +157,7 @@ class ExporterServer:
         self.scheme = "https" if ssl_context is not None else "http"
         self.executor = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="http-worker")
         self.connections: dict[HttpConnection, None] = {}  # in the loop's thread only
+        self.pipeline_lane = asyncio.Semaphore(self.limits.pipelined_workers)  # bound to the loop on use
         self._loop = asyncio.new_event_loop()
         self._listening = threading.Event()
         self._thread = threading.Thread(target=self._serve_forever, name="http", daemon=True)
@@ -168,7 +182,7 @@ class ExporterServer:
 
     def admit(self, connection: HttpConnection) -> bool:
         if len(self.connections) >= self.limits.max_connections:
-            evictable = [c for c in self.connections if not c.busy or c.stalled_since is not None]
+            evictable = [c for c in self.connections if _evictable(c)]
             if not evictable:
                 return False
             min(evictable, key=_eviction_order).evict()

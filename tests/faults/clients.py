@@ -8,8 +8,11 @@ with clients.SlowClients(port, 500, b"GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\
 from __future__ import annotations
 
 import contextlib
+import json
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -163,6 +166,32 @@ class ReconnectingIdle:
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
         selector.close()
+
+
+class PipelineFlood:
+    """count connections that pipeline `per_write` requests for `path` per write and never read, from
+    a process of their own (tests/faults/pipeline_flood.py); closed ones reconnect. After the block,
+    `connects` and `bytes_sent` say what it did."""
+
+    def __init__(self, port: int, count: int, path: str = "/healthz", per_write: int = 100) -> None:
+        self.argv = [sys.executable, "-m", "tests.faults.pipeline_flood", str(port), str(count), path]
+        self.argv.append(str(per_write))
+        self.connects = self.bytes_sent = 0
+
+    def __enter__(self) -> PipelineFlood:
+        self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._process.terminate()
+        try:
+            out, _ = self._process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            out, _ = self._process.communicate()
+        if out.strip():
+            totals = json.loads(out.strip().splitlines()[-1])
+            self.connects, self.bytes_sent = totals["connects"], totals["bytes_sent"]
 
 
 def exchange_on(sock: socket.socket, request: bytes) -> bytes:

@@ -115,6 +115,43 @@ def test_beyond_the_connection_cap_the_longest_waiting_make_room(exp: Proc) -> N
     checks.assert_alive(exp)
 
 
+def test_400_clients_pipelining_without_reading_leave_scrapes_at_their_usual_latency(exp: Proc) -> None:
+    # Each sends 100 requests per write and reads nothing. Before, each pipelined request went to the
+    # workers' queue as a scrape does (scrapes took 0.1-0.5 s behind them), and a busy connection could
+    # not be evicted. Now pipelined requests take at most 2 workers at once, and a connection answers at
+    # most 16 in a row before it is closed.
+    before = checks.scrape(exp.metrics_url)
+    idle = clients.timed_scrapes(exp.metrics_url, 10)
+    start = exp.resources()
+    with clients.PipelineFlood(exp.port, 400, "/healthz", per_write=100) as flood:
+        time.sleep(2.0)
+        under_flood = clients.timed_scrapes(exp.metrics_url, 10)
+        during = exp.resources()
+    assert clients.percentile(under_flood, 50) < 3 * clients.percentile(idle, 50) + 0.05, (idle, under_flood)
+    assert flood.connects > 400  # closed at the pipelining budget, so they had to reconnect
+    checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "pipelined"}, 400)
+    checks.assert_alive(exp)
+    # What a connection holds is a head and one 16 KiB read ahead, whatever its client sends.
+    assert during.rss_bytes - start.rss_bytes < 60 * 2**20, (start, during)
+    checks.wait_until(lambda: exp.resources().fds <= start.fds + 5, 10, "file descriptors not given back")
+
+
+def test_beyond_the_cap_pipelining_clients_make_room_and_no_scrape_is_refused(exp: Proc) -> None:
+    # 600 such clients for 512 slots: each busy with a request, none could be evicted, so every new
+    # connection, a scrape's too, was refused for as long as they kept sending. A client that does not
+    # wait for its answers is now the first to make room, before a new connection whose request is still
+    # coming in.
+    before = checks.scrape(exp.metrics_url)
+    with clients.PipelineFlood(exp.port, 600, "/healthz", per_write=100):
+        time.sleep(2.0)
+        under_flood = clients.timed_scrapes(exp.metrics_url, 10, timeout=5)  # each answered (or raises)
+    after = checks.scrape(exp.metrics_url)
+    assert after.value(CLOSED, {"reason": "refused"}) == before.value(CLOSED, {"reason": "refused"})
+    assert after.value(CLOSED, {"reason": "evicted"}) - before.value(CLOSED, {"reason": "evicted"}) >= 88
+    assert clients.percentile(under_flood, 50) < 1.0, under_flood  # churn at the cap costs the loop
+    checks.assert_alive(exp)
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
@@ -240,3 +277,67 @@ def test_clients_that_never_read_their_answers_cannot_hold_every_slot() -> None:
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def test_pipelined_requests_are_answered_in_order_up_to_the_budget_then_the_connection_closes() -> None:
+    with short_server(max_pipelined_requests=4) as server:
+        requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
+        answers = clients.raw_exchange(server.port, requests, timeout=5).split(b"HTTP/1.1 ")[1:]
+        assert len(answers) == 5  # the first, then 4 pipelined; the rest never read
+        assert all(a.startswith(b"200 OK") for a in answers)
+        assert b"Connection: close" in answers[-1] and b"Connection: keep-alive" in answers[-2]
+        checks.wait_until(lambda: server.closed_by_reason()["pipelined"] == 1, 5, "not counted")
+
+
+def test_a_client_that_waits_for_each_answer_is_never_held_to_the_pipelining_budget() -> None:
+    with short_server(max_pipelined_requests=2) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as kept:
+            for _ in range(20):
+                answer = clients.exchange_on(kept, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert answer.startswith(b"HTTP/1.1 200 OK") and b"keep-alive" in answer
+        assert server.closed_by_reason()["pipelined"] == 0
+
+
+def test_requests_sent_before_the_client_half_closes_are_all_answered() -> None:
+    with short_server() as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            raw.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 3  # then closed: the client will send no more
+
+
+def test_at_the_cap_a_pipelining_connection_makes_room_before_a_new_one() -> None:
+    with short_server(max_connections=2, max_pipelined_requests=10_000) as server:
+        fresh = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # its request not in yet
+        hurried = socket.socket()
+        hurried.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        hurried.connect(("127.0.0.1", server.port))
+        hurried.setblocking(False)
+        hurried.send(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000)  # what fits; read never
+        try:
+            checks.wait_until(lambda: server.stats.open_connections() == 2, 5, "not connected")
+            time.sleep(0.5)
+            answer = clients.raw_exchange(server.port, b"GET /small HTTP/1.1\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+            assert _drained_to_close(hurried) and not _closed_by_peer(fresh)
+            assert server.closed_by_reason()["evicted"] == 1 and server.closed_by_reason()["refused"] == 0
+        finally:
+            fresh.close()
+            hurried.close()
+
+
+def _drained_to_close(sock: socket.socket) -> bool:
+    """Whether the peer closed the socket, once the answers it holds are read."""
+    sock.setblocking(True)
+    sock.settimeout(2)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False
+    return True
