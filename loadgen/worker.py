@@ -70,7 +70,7 @@ class Finished:
 
 
 class ParentLink:
-    """The worker's side of the channel: the run's coordinator (runner.Coordinator) and its ticker."""
+    """The worker's side of the channel: the run's coordinator (coordination.Coordinator) and its ticker."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -123,7 +123,7 @@ class ParentLink:
     async def prepared(self) -> Prepared | None:
         return await self._prepared
 
-    # -- runner.Coordinator -----------------------------------------------------------------------
+    # -- coordination.Coordinator -----------------------------------------------------------------------
 
     async def ready(self) -> None:
         self.send(("ready",))

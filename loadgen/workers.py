@@ -6,7 +6,7 @@ stays the run as people see it: one /metrics, one progress line, one control API
 exit status, exactly those of a single process given the same requests:
 
 - Setup happens once, in the parent (model discovery, calibration, the --extra-body check), so the
-  server sees the setup requests of one run; the workers get its findings (runner.Prepared).
+  server sees the setup requests of one run; the workers get its findings (coordination.Prepared).
 - Phases start together (after every worker's setup, and --start-at) and end together: each worker
   reports its final stats of a phase and waits; the parent merges them (counters add, distributions
   merge bucket by bucket: stats.PhaseStats.merge) and decides whether the next phase runs (a

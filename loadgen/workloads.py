@@ -3,7 +3,7 @@
 Everything is drawn from one `random.Random(seed)`, so a seed reproduces the same requests in the
 same order. Lengths are counted in tokens with a tokenizer when one is given (`tokenizers` or
 `tiktoken`, both optional); without one, synthetic text is made of common words whose
-tokens-per-word ratio is calibrated from the server's `usage` at start (see runner.calibrate).
+tokens-per-word ratio is calibrated from the server's `usage` at start (see run_setup.calibrate).
 """
 
 from __future__ import annotations
