@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 
 from loadgen import eventloop, merge, redact
 from loadgen.capacity import command as capacity
+from loadgen.credentials import read_secret
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.html import cli as html
 from loadgen.metrics import LoadgenCollector
 from loadgen.progress import show_progress
 from loadgen.report import render
-from loadgen.scenario import Scenario, read_secret
+from loadgen.scenario import Scenario
 from loadgen.tokens import OUTPUT_TOKENS_FROM
 from loadgen.urls import normalize
 from loadgen.workers import make_run

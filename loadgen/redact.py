@@ -1,7 +1,7 @@
 """Credentials never leave the process: the one place that knows them, and scrubs every way out.
 
 A secret is registered where it enters: the API key and the control token when they are read
-(scenario.read_secret), a URL's userinfo and query values when a scenario, a client or an
+(credentials.read_secret), a URL's userinfo and query values when a scenario, a client or an
 --allow-url takes the URL (register_url). `scrub(text)` replaces every registered secret, in its raw
 and percent-decoded forms, with `<redacted>`; `redact_url(url)` writes a URL without its userinfo
 and query values. Every way out goes through them: log lines (LogScrubber, on the process's

@@ -11,7 +11,8 @@ from time import perf_counter_ns
 
 import pytest
 
-from loadgen.scenario import Scenario, ScenarioError, parse_duration, parse_slo
+from loadgen.scenario import Scenario, ScenarioError
+from loadgen.scenario_values import parse_duration, parse_slo
 from loadgen.schedules import Phase, arrival_offsets
 from loadgen.stats import Distribution, PhaseStats, Slo
 from loadgen.timing import RequestRecord
