@@ -1,7 +1,7 @@
 """The HTTP side: one shared httpx client, one request in, one filled RequestRecord out.
 
 Never raises for anything the server or the network does; every failure ends up as a labelled
-outcome on the record (see timing.OUTCOMES). Only cancellation propagates, after being recorded.
+outcome on the record (see outcomes.py). Only cancellation propagates, after being recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from loadgen import redact
 from loadgen.backoff import ConnectBackoff, retry_after_s
 from loadgen.errors import ClientError
 from loadgen.network import Network, route
+from loadgen.outcomes import Outcome
 from loadgen.redact import redact_url
 from loadgen.sse import EventTooLarge, SSEError, SSEParser
 from loadgen.timing import RequestRecord
@@ -226,7 +227,7 @@ class LoadClient:
                 record.error = redact.scrub(record.error)
             self._tokens.settle(record)
 
-    def _timed_out(self, exc: BaseException) -> tuple[str, str]:
+    def _timed_out(self, exc: BaseException) -> tuple[Outcome, str]:
         """The outcome and a message that names the limit that fired (whatever the exception says)."""
         limits = self.timeouts
         if isinstance(exc, httpx.ConnectTimeout):
@@ -258,7 +259,7 @@ class LoadClient:
                 record.retry_after_s = retry_after_s(response.headers.get("retry-after"))
                 record.throttled = status == 429 or record.retry_after_s is not None
             text = await _read_some(response)
-            outcome = "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx"
+            outcome: Outcome = "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx"
             record.fail(outcome if status >= 400 else "malformed", f"HTTP {status}: {text}")
             return
         if "text/event-stream" in response.headers.get("content-type", ""):

@@ -16,7 +16,7 @@ control API (400 for a bad scenario; a failed run's state and error otherwise) a
 run's state becomes `failed`). Anything else escaping is a bug, and is reported as one.
 
 Failures of single requests are never raised: they are outcomes counted on the request's record
-(timing.OUTCOMES). The three leaves that are about values also derive from ValueError (and
+(outcomes.py). The three leaves that are about values also derive from ValueError (and
 ClientError from RuntimeError), as they did before this root existed, so older `except` clauses
 still catch them.
 """

@@ -19,10 +19,10 @@ from itertools import pairwise
 
 from loadgen.engine_counters import PrefixCache
 from loadgen.errors import LoadgenError
+from loadgen.outcomes import OUTCOMES
 from loadgen.overload import Overload
 from loadgen.result import Clock, RunResult
 from loadgen.stats import COUNTERS, LATENCY_METRICS, Distribution, PhaseStats, Slo
-from loadgen.timing import OUTCOMES
 
 __all__ = ["STATE_VERSION", "failure", "notes", "phase_from_state", "phase_state", "report_fields"]
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from loadgen.outcomes import OUTCOMES, Outcome
 from loadgen.redact import scrub
-from loadgen.timing import OUTCOMES, RequestRecord
+from loadgen.timing import RequestRecord
 from loadgen.warmup import WARMUP
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py; reference/stacks.md 3.2)
@@ -116,7 +117,7 @@ class RunMetrics:
         self.e2e = Histogram(E2E_BUCKETS)
         self.goodput = GoodputGrid()
         self.sent = 0
-        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
         self.prompt_tokens = 0
         self.output_tokens = 0
         self.reasoning_tokens = 0

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from loadgen import mergeable, redact, steps, verdict
+from loadgen.outcomes import OUTCOMES
 from loadgen.result import RunResult
 from loadgen.stats import STREAM_ONLY
-from loadgen.timing import OUTCOMES
 from loadgen.tokens import MAX_TOKENS_PER_EVENT
 
 DEFINITIONS = {

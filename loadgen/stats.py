@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 
 from loadgen.engine_counters import PrefixCache
+from loadgen.outcomes import OUTCOMES, Outcome
 from loadgen.overload import Overload
-from loadgen.timing import OUTCOMES, RequestRecord
+from loadgen.timing import RequestRecord
 
 _GAMMA = 1.002
 _LOG_GAMMA = math.log(_GAMMA)
@@ -163,7 +164,7 @@ class PhaseStats:
         self.name = name
         self.slos = slos
         self.dist = {metric: Distribution() for metric in LATENCY_METRICS}
-        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
         self.sent = 0
         self.good = 0
         self.prompt_tokens = 0

@@ -25,18 +25,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-OUTCOMES = (
-    "success",
-    "connect",
-    "timeout",
-    "http_429",
-    "http_4xx",
-    "http_5xx",
-    "stream_broken",
-    "malformed",
-    "too_large",
-    "cancelled",
-)
+from loadgen.outcomes import Outcome
 
 NS = 1e-9
 # How the tokens of each event are known: the server said per event; each event is one token (no
@@ -90,7 +79,7 @@ class RequestRecord:
         self.first_output_ns = 0
         self.token_times: list[int] = []
         self.stream = stream
-        self.outcome = "success"
+        self.outcome: Outcome = "success"
         self.http_status = 0
         self.error = ""
         self.finish_reason: str | None = None
@@ -123,7 +112,7 @@ class RequestRecord:
     def resend_wait_s(self) -> float:
         return (self.resent_ns - self.sent_ns) * NS if self.resent_ns else 0.0
 
-    def fail(self, outcome: str, error: str) -> None:
+    def fail(self, outcome: Outcome, error: str) -> None:
         self.outcome = outcome
         self.error = error[:300]
 
