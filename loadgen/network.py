@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import httpx
 
 from loadgen import redact
+from loadgen.connection import TIMESTAMPS
 from loadgen.errors import ClientError
-from loadgen.transport import TIMESTAMPS, StackPoolTransport
+from loadgen.transport import StackPoolTransport
 
 __all__ = ["Network", "Route", "route"]
 

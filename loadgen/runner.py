@@ -21,6 +21,7 @@ from loadgen import progress, run_setup
 from loadgen import report as reports
 from loadgen.bodies import PATHS, Bodies, compact_json
 from loadgen.client import LoadClient
+from loadgen.connection import raise_open_file_limit
 from loadgen.coordination import Coordinator, Prepared
 from loadgen.engine_counters import prefix_cache_delta, read_prefix_cache
 from loadgen.engine_watch import EngineWatch
@@ -38,7 +39,6 @@ from loadgen.slicing import WHOLE, Slice, deal
 from loadgen.starts import wait_until
 from loadgen.stats import PhaseStats
 from loadgen.stops import Stops
-from loadgen.transport import raise_open_file_limit
 from loadgen.warmup import WARMUP
 from loadgen.workloads import TextMaker, Tokenizer, Workload
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from loadgen import transport
+from loadgen.connection import Connection
 
 CHUNKED = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nx-trailer: 1\r\n\r\n"
 
@@ -88,7 +89,7 @@ def test_a_connect_cancelled_midway_closes_its_socket():
         loop.sock_connect = never_connects  # type: ignore[method-assign]
         scratch = memoryview(bytearray(1024))
         before = open_fds()
-        task = asyncio.create_task(transport._Connection.open("127.0.0.1", 9, None, None, scratch))
+        task = asyncio.create_task(Connection.open("127.0.0.1", 9, None, None, scratch))
         await started.wait()
         during = open_fds()
         task.cancel()
