@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadgen.capacity.gguf_model import load_gguf
-from loadgen.capacity.model import ModelSpec, load_config
+from loadgen.capacity.hf_model import load_config
+from loadgen.capacity.model import ModelSpec
 
 
 def load(path: str | Path, dtype: str = "auto") -> ModelSpec:

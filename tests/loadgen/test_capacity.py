@@ -26,8 +26,9 @@ import pytest
 
 from loadgen.capacity.errors import CapacityError
 from loadgen.capacity.gpu import parse_size, read_nvml
+from loadgen.capacity.hf_model import from_config
 from loadgen.capacity.loader import load
-from loadgen.capacity.model import GIB, KIB, MIB, SLIDING, from_config
+from loadgen.capacity.model import GIB, KIB, MIB, SLIDING
 from loadgen.capacity.plan import EngineSettings, Gpu, allocated_bytes, make_plan, weights_as_loaded
 from loadgen.cli import main
 from tests.exporter.fake_nvml import FakeGpu, FakeNvml
