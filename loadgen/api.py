@@ -12,7 +12,8 @@ A caller of POST /runs chooses what this process connects to and sends, so the A
 that reaches further (Policy): no secret sources (the API key is configured at start and sent only
 to the allowed URLs), no output paths (reports are fetched with GET), and datasets or tokenizer
 files only from the directory named at start. /runs can require a bearer token; /metrics and
-/healthz stay open for Prometheus.
+/healthz stay open for Prometheus. Connections have a deadline and a cap (api_protocol.py), so slow or
+idle clients cannot hold the server's file descriptors.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from loadgen import redact
+from loadgen.api_protocol import ApiHttpStats, ApiLimits, MaxBody, guarded_protocol
 from loadgen.errors import LoadgenError, ScenarioError
 from loadgen.metrics import LoadgenCollector
 from loadgen.redact import redact_url
@@ -197,6 +199,8 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
     app = FastAPI(title="llmobs load generator", docs_url=None, redoc_url=None, openapi_url=None)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+    app.state.http_stats = ApiHttpStats()  # HttpServer counts its connections here
+    registry.register(app.state.http_stats)
 
     async def authorized(request: Request) -> None:
         if not manager.policy.authorized(request.headers.get("authorization")):
@@ -269,9 +273,10 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """uvicorn on a socket we bound ourselves (so a busy port is a clear error, not an exit)."""
+    """uvicorn on a socket we bound ourselves (so a busy port is a clear error, not an exit), its
+    connections under deadlines and a cap (api_protocol.py)."""
 
-    def __init__(self, app: FastAPI, address: str) -> None:
+    def __init__(self, app: FastAPI, address: str, limits: ApiLimits | None = None) -> None:
         host, port = parse_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -283,8 +288,13 @@ class HttpServer:
             raise ScenarioError(f"cannot listen on {address}: {exc.strerror}") from exc
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
+        limits = limits or ApiLimits()
+        protocol = guarded_protocol(limits, getattr(app.state, "http_stats", None) or ApiHttpStats())
         # log_config=None: uvicorn's records go to our handlers (and their secret scrubber)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, log_config=None)
+        config = uvicorn.Config(
+            MaxBody(app, limits.max_body_bytes), http=protocol, log_level="warning", lifespan="off",
+            access_log=False, log_config=None,
+        )  # fmt: skip
         self.server = _Server(config)
         self.task: asyncio.Task | None = None
 
