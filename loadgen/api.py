@@ -11,9 +11,10 @@ from the loop that updates them (one consistent snapshot per scrape).
 A caller of POST /runs chooses what this process connects to and sends, so the API takes no key
 that reaches further (Policy): no secret sources (the API key is configured at start and sent only
 to the allowed URLs), no output paths (reports are fetched with GET), and datasets or tokenizer
-files only from the directory named at start. /runs can require a bearer token; /metrics and
-/healthz stay open for Prometheus. Connections have a deadline and a cap (api_protocol.py), so slow or
-idle clients cannot hold the server's file descriptors.
+files only from the directory named at start. /runs can require a bearer token, and must on an
+address other hosts can reach (exposure()); /metrics and /healthz stay open for Prometheus.
+Connections have a deadline and a cap (api_protocol.py), so slow or idle clients cannot hold the
+server's file descriptors.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 import socket
 from collections import OrderedDict
@@ -66,6 +68,7 @@ class Policy:
 
     token: str | None = None  # bearer token for /runs; None: open
     can_start: bool = True  # False under `llmobs-loadgen run`, which runs its own scenario only
+    control: bool = True  # False: /runs is off (a `run` on a reachable address without a token)
     api_key_env: str | None = None  # the key runs send, and only to allowed_urls
     api_key_file: str | None = None
     allowed_urls: tuple[str, ...] = ()  # base URLs runs may target (prefixes); empty: any
@@ -118,6 +121,8 @@ class Policy:
         return resolved
 
     def authorized(self, header: str | None) -> bool:
+        if not self.control:
+            return False
         if self.token is None:
             return True
         scheme, _, given = (header or "").partition(" ")
@@ -203,6 +208,8 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
     registry.register(app.state.http_stats)
 
     async def authorized(request: Request) -> None:
+        if not manager.policy.control:
+            raise HTTPException(403, CONTROL_OFF)
         if not manager.policy.authorized(request.headers.get("authorization")):
             raise HTTPException(
                 401, "the control API needs its token: Authorization: Bearer TOKEN",
@@ -250,6 +257,38 @@ def _find(manager: RunManager, run_id: str) -> AnyRun:
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
     return run
+
+
+CONTROL_OFF = (
+    "the control API is off: this process listens where other hosts can reach it and has no control "
+    "token (--control-token-env VAR or --control-token-file FILE); /metrics and /healthz are served"
+)
+
+
+def loopback(address: str) -> bool:
+    """Whether only this host can reach `address` (HOST:PORT): a loopback IP or `localhost`. A host
+    name is taken as reachable from elsewhere (it may resolve to anything)."""
+    host = parse_address(address)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(address: str, token: str | None, can_start: bool) -> str | None:
+    """Why /runs on `address` without `token` is unsafe, or None when it is not: `serve` refuses to
+    start with it; `run` serves /metrics and leaves /runs off."""
+    if token is not None or loopback(address):
+        return None
+    if can_start:
+        return (
+            f"serve on {address} without a control token would let anyone who reaches it start runs "
+            "(load against any URL, or the --allow-url ones): set --control-token-env VAR or "
+            "--control-token-file FILE, or listen on 127.0.0.1"
+        )
+    return f"/runs on {address} is off without a control token; /metrics and /healthz are served"
 
 
 def parse_address(address: str) -> tuple[str, int]:

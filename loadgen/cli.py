@@ -229,7 +229,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
-        help="serve /metrics and /runs here during the run (default 0.0.0.0:9841; 'none' = off)",
+        help="serve /metrics and /runs here during the run (default 127.0.0.1:9841, this host only; "
+        "0.0.0.0:9841 for a Prometheus elsewhere: /runs there needs a --control-token-*; 'none' = off)",
     )
     out.add_argument("--progress", choices=("auto", "tty", "plain", "none"), help="live progress (auto)")
     out.add_argument(
@@ -314,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
     """What `serve`'s control API accepts, checked before anything starts."""
-    from loadgen.api import Policy
+    from loadgen.api import Policy, exposure
 
+    unsafe = exposure(args.listen_address, token, can_start=True)
+    if unsafe:
+        raise ScenarioError(unsafe)
     has_key = read_secret(args.api_key_env, args.api_key_file, "API key") is not None
     allowed = tuple(normalize(url, "--allow-url") for url in args.allow_url or ())
     for url in allowed:
@@ -336,23 +340,6 @@ def _serve_policy(args: argparse.Namespace, token: str | None) -> Policy:
     )  # fmt: skip
 
 
-def _note_exposure(address: str, token: str | None, serving: bool) -> None:
-    """Say so when /runs answers anyone who can reach a non-loopback address."""
-    from loadgen.api import parse_address
-
-    host = parse_address(address)[0]
-    if token is not None or host in ("127.0.0.1", "::1", "localhost"):
-        return
-    if serving:
-        log.warning(
-            "the control API on %s has no token: anyone who can reach it can start runs (load "
-            "against any URL, or the --allow-url ones); set --control-token-env or --control-token-file",
-            address,
-        )
-    else:
-        log.info("/runs on %s has no token: anyone who can reach it can read and stop this run", address)
-
-
 async def _run(
     scenario: Scenario,
     token: str | None = None,
@@ -364,14 +351,16 @@ async def _run(
     run = make_run(scenario, collector, event_loop)
     server = None
     if scenario.metrics_address and scenario.metrics_address.lower() != "none":
-        from loadgen.api import HttpServer, Policy, RunManager, create_app  # FastAPI only when serving
+        from loadgen.api import HttpServer, Policy, RunManager, create_app, exposure  # FastAPI: only here
 
-        manager = RunManager(collector, policy=Policy(token=token, can_start=False))
+        unsafe = exposure(scenario.metrics_address, token, can_start=False)
+        manager = RunManager(collector, policy=Policy(token=token, can_start=False, control=not unsafe))
         manager.adopt(run)
         server = HttpServer(create_app(collector, manager), scenario.metrics_address)
         server.start()
         log.info("serving /metrics and /runs on port %d", server.port)
-        _note_exposure(scenario.metrics_address, token, serving=False)
+        if unsafe:
+            log.info("%s", unsafe)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     done = asyncio.Event()  # a signal after the run ends the --metrics-linger
@@ -434,7 +423,6 @@ async def _serve(address: str, policy: Policy) -> int:
     collector = LoadgenCollector()
     manager = RunManager(collector, policy=policy)
     server = HttpServer(create_app(collector, manager), address)
-    _note_exposure(address, policy.token, serving=True)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -104,7 +104,7 @@ INPUTS: Mapping[str, object] = {
     "honor_retry_after": False,
     "output_json": None,
     "output_jsonl": None,
-    "metrics_address": "0.0.0.0:9841",
+    "metrics_address": "127.0.0.1:9841",  # this host only: a Prometheus elsewhere needs 0.0.0.0:9841
     "metrics_linger": "0s",  # after the run, /metrics stays up this long for Prometheus's last scrapes
     "progress": "auto",
     "think_time": None,  # a user's pause after an answer: before its next turn or (closed loop) request
