@@ -125,6 +125,7 @@ class RunMetrics:
         self.throttled = 0
         self.token_events = 0
         self.multi_token_events = 0
+        self.coalesced_gaps = 0
         self.in_flight = 0
         self.target_concurrency: float | None = None
         self.target_rate: float | None = None
@@ -190,6 +191,7 @@ class RunMetrics:
         if record.stream:
             self.token_events += len(record.token_times)
             self.multi_token_events += record.multi_token_event_count or 0
+            self.coalesced_gaps += record.coalesced_gaps
         self.e2e.observe(record.e2e_s)
         ttft = record.ttft_s
         if ttft is None:
@@ -218,6 +220,9 @@ _COUNTERS = (
     ("loadgen_token_events", "token_events", "Streamed events that carried tokens (succeeded requests)."),
     ("loadgen_multi_token_events", "multi_token_events",
      "Token events the server said carried more than one token (succeeded requests)."),
+    ("loadgen_coalesced_token_gaps", "coalesced_gaps",
+     "Gaps between token events that arrived in one socket read: ITL samples of 0 whose true gap is "
+     "unknown (succeeded requests)."),
 )  # fmt: skip
 
 _HISTOGRAMS = (

@@ -179,6 +179,16 @@ def measurability_notes(run: RunResult) -> list[str]:
                 "its engine): their TTFT is the whole answer's time, their TPOT 0, and the streaming rate "
                 "(stream_tps) leaves them out"
             )
+        coalesced = sum(stats.coalesced_gaps for stats in run.stats)
+        if coalesced:
+            answers = sum(sum(stats.event_bases.values()) for stats in run.stats)
+            gaps = sum(stats.token_events for stats in run.stats) - answers
+            notes.append(
+                f"{coalesced} of {gaps} gaps between token events ({coalesced / gaps:.1%}) were "
+                "read-coalesced: both events came in one socket read (sent together by the server or "
+                "a proxy, or read late by a busy client), so their ITL samples are 0 and the time "
+                "between them is unknown (tokens.coalesced_gaps per phase)"
+            )
         return notes
     notes = [
         "TTFT, TTFO, TPOT, ITL and the streaming rate are not measurable without streaming (--no-stream); "

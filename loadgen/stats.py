@@ -153,7 +153,7 @@ _NEED_TWO_TOKENS = ("tpot", "itl", "stream_tps")
 COUNTERS = (
     "sent", "good", "prompt_tokens", "output_tokens", "reasoning_tokens", "invalid_utf8_events",
     "usage_disagreements", "throttled", "retry_after_waited_s", "retries", "resend_wait_s", "token_events",
-    "multi_token_events", "arrived_whole",
+    "multi_token_events", "arrived_whole", "coalesced_gaps",
 )  # fmt: skip
 
 
@@ -177,6 +177,7 @@ class PhaseStats:
         self.token_events = 0
         self.multi_token_events = 0  # known to carry more than one token
         self.arrived_whole = 0  # streamed answers of 2+ tokens whose tokens and end came in one read
+        self.coalesced_gaps = 0  # gaps between token events read in one socket read: ITL samples of 0
         self.event_bases: dict[str, int] = {}  # requests by how their events' tokens are known
         self.invalid_utf8_events = 0
         self.usage_disagreements = 0  # succeeded requests whose usage disagreed with their token events
@@ -215,6 +216,7 @@ class PhaseStats:
         if record.stream and record.token_times:
             self.token_events += len(record.token_times)
             self.multi_token_events += record.multi_token_event_count or 0
+            self.coalesced_gaps += record.coalesced_gaps
             basis = record.event_basis
             self.event_bases[basis] = self.event_bases.get(basis, 0) + 1
         e2e = record.e2e_s
@@ -357,6 +359,7 @@ class PhaseStats:
                 "events": self.token_events,
                 "multi_token_events": self.multi_token_events,
                 "arrived_whole": self.arrived_whole,
+                "coalesced_gaps": self.coalesced_gaps,
                 "event_token_basis": dict(self.event_bases),
             },
             "latency_s": {metric: dist.summary() for metric, dist in self.dist.items()},

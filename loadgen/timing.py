@@ -168,6 +168,14 @@ class RequestRecord:
         return [(later - earlier) * NS for earlier, later in pairwise(self.token_times)]
 
     @property
+    def coalesced_gaps(self) -> int:
+        """Gaps between token events that arrived in one read (equal arrival times): their ITL samples are
+        0 and the true time between the events is unknown to the client (its read came after both)."""
+        if not self.stream:
+            return 0
+        return sum(1 for earlier, later in pairwise(self.token_times) if earlier == later)
+
+    @property
     def event_basis(self) -> str:
         """One of EVENT_BASES."""
         events = len(self.token_times)

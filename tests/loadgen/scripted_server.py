@@ -24,6 +24,8 @@ Behaviour per request comes from server flags (defaults) and the request body's 
   event_bytes           every token event carrying this many bytes of content
   many_lines            the first token event sent as this many `data:` lines of 1,000 bytes each
   split                 write every event in two pieces (split inside a UTF-8 character)
+  burst                 write the token events in groups of this many, each group in one write (so
+                        the client reads a group's events in one read), itl_ms between groups
   no_done               end the stream without [DONE] and without a finish_reason
   no_usage              never send usage
   usage_factor          usage.completion_tokens = this many times the tokens actually sent
@@ -223,8 +225,10 @@ async def _answer(
         writer.write(_chunk(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})))
     await asyncio.sleep(ttft_s)
     split = bool(mock.get("split"))
+    burst = int(mock.get("burst", 1))
+    held: list[bytes] = []  # a burst's events not yet written
     for i in range(tokens):
-        if i:
+        if i % burst == 0 and i:
             itl = mock.get("itl_ms", 0)
             await asyncio.sleep(itl / 1000) if itl else None
         if mock.get("die_after") is not None and i >= int(mock["die_after"]):
@@ -260,6 +264,11 @@ async def _answer(
             writer.write(_chunk(payload[:cut]))
             await asyncio.sleep(0.002)  # so the two pieces reach the client in separate reads
             writer.write(_chunk(payload[cut:]))
+        elif burst > 1:
+            held.append(_chunk(payload))
+            if len(held) == burst or i == tokens - 1:
+                writer.write(b"".join(held))
+                held.clear()
         else:
             writer.write(_chunk(payload))
         record["event_ns"].append(now_ns())

@@ -150,3 +150,25 @@ def test_prompt_tokens_without_usage_come_from_the_tokenizer_or_the_synthetic_le
         extra_body=no_usage,
     )  # fmt: skip
     assert unknown.phase["tokens"]["prompt_source"] == {"none": 1} and unknown.phase["tokens"]["prompt"] == 0
+
+
+def test_events_that_arrive_in_one_read_are_counted_as_read_coalesced(scripted, run_loadgen):
+    """Several SSE events in one socket read share its arrival time: their gaps are ITL samples of 0 whose
+    true value the client cannot know. Each is counted (report, /metrics) and said in a note, never given
+    an invented time. Here the server writes each answer's 8 events in 2 writes of 4 (60 ms apart)."""
+    from tests.loadgen.test_faults import scraped
+
+    result = run_loadgen(
+        url=scripted.url, model="scripted", concurrency=2, requests=6, output_len=8,
+        extra_body={"mock": {"ttft_ms": 20, "itl_ms": 60, "burst": 4}},
+    )  # fmt: skip
+    tokens = result.phase["tokens"]
+    for record in result.records:
+        zeros = sum(1 for gap in record["itl_s"] if gap == 0)
+        assert record["token_events"] == 8 and zeros >= 6, record["itl_s"]  # 3 in each write
+    coalesced = sum(1 for record in result.records for gap in record["itl_s"] if gap == 0)
+    # a loaded machine may read the two writes of an answer together (then 7 of its 7 gaps)
+    assert tokens["coalesced_gaps"] == coalesced and 6 * 6 <= coalesced <= 7 * 6
+    labels = (("run_id", result.run.run_id), ("scenario", "default"))
+    assert scraped(result.collector)[("loadgen_coalesced_token_gaps_total", labels)] == coalesced
+    assert any(f"{coalesced} of 42 gaps between token events" in note for note in result.report["notes"])

@@ -419,7 +419,33 @@ def test_answers_that_arrive_whole_are_counted_and_said() -> None:
     summary = stats.summary(95)
     assert summary["tokens"]["arrived_whole"] == 2 and summary["latency_s"]["stream_tps"]["count"] == 1
     run = SimpleNamespace(scenario=SimpleNamespace(stream=True), stats=[stats])
-    [note] = measurability_notes(run)
+    note, coalesced = measurability_notes(run)  # a whole answer's gaps were read in one read, too
+    assert coalesced.startswith("6 of 9 gaps between token events")
     assert note.startswith("2 of 3 streamed answers arrived whole") and "stream_tps) leaves them out" in note
     fast = three_answers({"phases": [{**summary, "level": 1}]})[0]
     assert "2 of 3 answers arrived whole, in one burst, so no rate after the first token" in fast
+
+
+def test_gaps_read_in_one_read_are_counted_not_timed() -> None:
+    """Events that arrived in one read share its time: their gaps are counted as read-coalesced (ITL 0,
+    the true gap unknown) in the phase, on /metrics and in a note; a stream of separate reads has none."""
+    from types import SimpleNamespace
+
+    from loadgen.metrics import RunMetrics
+    from loadgen.report import measurability_notes
+
+    stats, metrics = PhaseStats("p", ()), RunMetrics("s", "r", "m", "chat", "closed")
+    burst = record(100, [0, 0, 30, 0], tokens=5)  # 5 events in 2 reads: 3 gaps of 0
+    streamed = record(100, [20, 20, 20, 20], tokens=5)
+    assert (burst.coalesced_gaps, streamed.coalesced_gaps) == (3, 0)
+    for r in (burst, streamed):
+        metrics.on_sent()
+        metrics.on_done(r)
+        stats.add(r)
+    assert stats.summary(95)["tokens"]["coalesced_gaps"] == metrics.coalesced_gaps == 3
+    run = SimpleNamespace(scenario=SimpleNamespace(stream=True), stats=[stats])
+    assert any(n.startswith("3 of 8 gaps between token events (37.5%) were read-coalesced") for n in
+               measurability_notes(run))  # fmt: skip
+    unstreamed = record(100, [0, 0], tokens=3)
+    unstreamed.stream = False
+    assert unstreamed.coalesced_gaps == 0
