@@ -134,7 +134,7 @@ class LoadClient:
         return _json_document(await self.get_bytes(path))
 
     async def get_bytes(self, path: str) -> bytes:
-        """GET a body of at most MAX_BODY_BYTES (model discovery, the engine's /metrics)."""
+        """GET a body of at most MAX_BODY_BYTES (model discovery)."""
         async with self._http.stream("GET", self.url(path), timeout=self.timeouts.connect_s + 10) as response:
             response.raise_for_status()
             pieces, size = [], 0

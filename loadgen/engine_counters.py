@@ -7,6 +7,9 @@ engine, summed here (other engines' caches are not read: SGLang's hit counters a
 and rank, and the exporter normalizes them for dashboards). The counters are the engine's, so other
 traffic to the same engine during the phase counts too, and a restart (a counter going down) voids the
 phase's figure. A server without /metrics, or with none of these names, gives no figure; never an error.
+
+The page is the one --engine-metrics names (engine_watch.py reads the same one, within the same budgets):
+`auto` the engine's /metrics beside its API, a URL, or `none`, which reads nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadgen.client import LoadClient
+from loadgen.engine_watch import TIMEOUT_S, read_page
 
 __all__ = ["PrefixCache", "prefix_cache_delta", "read_prefix_cache"]
 
@@ -56,11 +60,15 @@ def parse_prefix_cache(text: str) -> PrefixCache | None:
     return None
 
 
-async def read_prefix_cache(client: LoadClient) -> PrefixCache | None:
-    """The engine's counters now; None when its /metrics cannot be read or has none of them."""
+async def read_prefix_cache(url: str | None) -> PrefixCache | None:
+    """The engine's counters now, from the page at `url` (the scenario's engine_metrics; None: not read);
+    None when it cannot be read or has none of them."""
+    if url is None:
+        return None
     try:
-        return parse_prefix_cache((await client.get_bytes("/metrics")).decode("utf-8", "replace"))
-    except Exception as exc:  # any failure (network, HTTP status, parse) only means: no figure
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            return parse_prefix_cache(await read_page(client, url))
+    except Exception as exc:  # any failure (network, HTTP status, size, parse) only means: no figure
         log.info("no prefix-cache counters from the engine's /metrics (%s)", type(exc).__name__)
         return None
 

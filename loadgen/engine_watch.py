@@ -106,6 +106,24 @@ def read_values(text: str) -> dict[str, float]:
     return values
 
 
+class Unreadable(Exception):
+    """The engine's /metrics answered, but not with a page to read (its status, or its size)."""
+
+
+async def read_page(client: httpx.AsyncClient, url: str) -> str:
+    """One read of the engine's /metrics: HTTP 200 and at most MAX_BYTES (the client's timeout bounds
+    the time). Every reader of the engine's page goes through here (prefix-cache counters included)."""
+    async with client.stream("GET", url) as response:
+        if response.status_code != 200:
+            raise Unreadable(f"HTTP {response.status_code}")
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_BYTES:
+                raise Unreadable(f"answer over {MAX_BYTES} bytes")
+    return body.decode("utf-8", errors="replace")
+
+
 class EngineWatch:
     """Reads `url` every `interval_s` into the current phase's EngineView until stopped.
 
@@ -153,15 +171,9 @@ class EngineWatch:
         """One reading; None ends the watch (no /metrics, or nothing it knows)."""
         assert self._client is not None
         try:
-            async with self._client.stream("GET", self.url) as response:
-                if response.status_code != 200:
-                    return self._give_up(f"HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BYTES:
-                        return self._give_up(f"answer over {MAX_BYTES} bytes")
-            values = read_values(body.decode("utf-8", errors="replace"))
+            values = read_values(await read_page(self._client, self.url))
+        except Unreadable as exc:
+            return self._give_up(str(exc))
         except httpx.HTTPError as exc:
             return {} if self._answered else self._give_up(type(exc).__name__)
         except (ValueError, TypeError, IndexError) as exc:

@@ -111,7 +111,6 @@ async def load_workload(
     scenario: Scenario,
     text: TextMaker,
     rng: random.Random,
-    client: LoadClient,
     calibrate_once: Callable[[], Awaitable[None]] | None,
 ) -> Workload:
     """The scenario's workload: a trace, a dataset, or synthetic prompts. `calibrate_once`: how to learn
@@ -135,16 +134,18 @@ async def load_workload(
     if calibrate_once is not None:
         await calibrate_once()
     if scenario.prefix_hit_rate is not None:
-        workload.system_len = await _system_prompt_len(scenario, client, text, output)
+        if scenario.engine_metrics is None:
+            log.info(
+                "--prefix-hit-rate: the engine's prefix-cache counters are not read (--engine-metrics none)"
+            )
+        workload.system_len = await _system_prompt_len(scenario, text, output)
     return workload
 
 
-async def _system_prompt_len(
-    scenario: Scenario, client: LoadClient, text: TextMaker, output: LengthDist
-) -> int:
+async def _system_prompt_len(scenario: Scenario, text: TextMaker, output: LengthDist) -> int:
     """The shared system prompt that aims at --prefix-hit-rate (sessions.py), sized with the engine's KV
     block (vllm:cache_config_info) and the chat template's tokens (calibration) where known."""
-    cache = await read_prefix_cache(client)
+    cache = await read_prefix_cache(scenario.engine_metrics)
     block = cache.block_size if cache and cache.block_size else BLOCK_TOKENS
     message = text.template_tokens / 2 if text.template_tokens is not None else MESSAGE_TOKENS
     rate, user, answer = scenario.prefix_hit_rate, scenario.input_len.mean(), output.mean()

@@ -300,7 +300,7 @@ class Run:
             self._bodies.model, self.model_note = prepared.model, prepared.model_note
             self._bodies.extra_body = dict(prepared.extra_body)
         calibrate = None if tokenizer is not None else partial(self._calibrate_once, text)
-        source = await run_setup.load_workload(scenario, text, self._rng, self._http, calibrate)
+        source = await run_setup.load_workload(scenario, text, self._rng, calibrate)
         self._workload = deal(source, self.slice)
         if prepared is None:
             await run_setup.check_extra_body(self._setup_requests, self._bodies)
@@ -347,7 +347,7 @@ class Run:
         # process of a pool: the counters are the engine's, for every worker's requests)
         aimed = self.scenario.prefix_hit_rate is not None and self._part.index == 0
         check_cache = aimed and phase.name != WARMUP
-        before = await read_prefix_cache(self._http) if check_cache else None
+        before = await read_prefix_cache(self.scenario.engine_metrics) if check_cache else None
         self.current = stats
         self.metrics.phase = phase.name
         log.info("phase %s: starting", phase.name)
@@ -360,7 +360,7 @@ class Run:
             else:
                 stats.engine = {"problem": problem or "no reading in time"}
         if check_cache:
-            after = await read_prefix_cache(self._http)
+            after = await read_prefix_cache(self.scenario.engine_metrics)
             stats.prefix_cache = prefix_cache_delta(before, after)
             stats.prefix_hit_target = self.scenario.prefix_hit_rate
         log.info(

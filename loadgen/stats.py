@@ -247,7 +247,10 @@ class PhaseStats:
             "engine_hit_rate": cache.hit_rate if cache else None,
             "engine_queries": cache.queries if cache else None,
             "engine_hits": cache.hits if cache else None,
-            "source": cache.source if cache else "the engine's /metrics had no prefix-cache counters",
+            "source": cache.source
+            if cache
+            else "no prefix-cache counters from the engine's /metrics "
+            "(none there, or not read: --engine-metrics)",
         }
 
     @classmethod

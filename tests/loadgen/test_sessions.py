@@ -65,6 +65,23 @@ def test_agentic_sessions_hit_the_target_share_of_the_engines_prefix_cache(run_l
     assert result.report["workload"]["system_prompt_tokens"] > 0
 
 
+def test_the_prefix_cache_counters_come_from_the_engine_metrics_page_named(
+    run_loadgen, sim, tmp_path
+) -> None:
+    """--engine-metrics names the page the prefix-cache counters are read from, as for the engine's queue:
+    `none` reads nothing, a URL reads that page (here an idle second simulator: its counters do not move
+    while the load goes to the first). The counters were read from the API's own host whatever it said."""
+    session = {"concurrency": 2, "requests": 2, "turns": 2, "prefix_hit_rate": 0.5, "input_len": 32,
+               "output_len": 8, "extra_body": {"ignore_eos": True}, "request_timeout": "60s"}  # fmt: skip
+    unread = run_loadgen(url=sim, engine_metrics="none", **session).phase["prefix_cache"]
+    assert unread["engine_queries"] is None and "not read: --engine-metrics" in unread["source"], unread
+    with simulator(tmp_path, "--profile", "tiny") as idle:
+        elsewhere = run_loadgen(url=sim, engine_metrics=f"{idle}/metrics", **session).phase["prefix_cache"]
+    assert elsewhere["source"] == "vllm:prefix_cache_queries_total" and elsewhere["engine_queries"] == 0
+    here = run_loadgen(url=sim, **session).phase["prefix_cache"]  # auto: the simulator's own /metrics
+    assert here["engine_queries"] > 0, here
+
+
 def test_think_time_is_between_turns_and_in_no_latency(run_loadgen, sim) -> None:
     result = run_loadgen(
         url=sim, concurrency=1, requests=2, turns=3, think_time="300ms", input_len=16, output_len=4,
