@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from time import perf_counter_ns
 from typing import Any
 
@@ -38,8 +38,8 @@ log = logging.getLogger("loadgen")
 
 
 class PhaseLoop:
-    """Runs phases one at a time for one slice of a run. `items`: this slice's workload; `source`: the
-    whole of it (a trace's timeline is dealt by arrival)."""
+    """Runs phases one at a time for one slice of a run. `items`: this slice's workload (of a trace:
+    this slice's requests, with their due times)."""
 
     def __init__(
         self,
@@ -49,7 +49,6 @@ class PhaseLoop:
         metrics: RunMetrics,
         stops: Stops,
         items: Workload,
-        source: Workload,
     ) -> None:
         self.scenario = scenario
         self.slice = part
@@ -57,7 +56,6 @@ class PhaseLoop:
         self.metrics = metrics
         self.stops = stops
         self.items = items
-        self.source = source
         self.detector: OverloadDetector | None = None  # the open-loop phase running now
         self._in_flight: set[asyncio.Task] = set()
         self._issuer: asyncio.Task | None = None
@@ -134,23 +132,24 @@ class PhaseLoop:
 
     async def _issue_open(self, phase: Phase, stats: PhaseStats, deadline: int, schedule: int) -> None:
         """The phase's arrival schedule (its own seeded generator, the same in every slice), dealt:
-        arrival a goes out only from the slice that owns it (slicing.py)."""
+        arrival a goes out only from the slice that owns it (slicing.py); a trace holds only this slice's
+        requests, each with its index in the segment (traces.py)."""
         cap = phase.max_concurrency
         slots = asyncio.Semaphore(self.slice.share(cap)) if cap else None
         start = stats.start_ns
-        if phase.replay:  # the trace says when; the arrival error is each request's dispatch delay
-            trace = self.source  # the undealt workload: a trace says when, and what
+        timeline: Iterator[tuple[int, float, WorkItem | None]]
+        if phase.replay:  # the trace says when, and what: this slice's requests of it
+            trace = self.items
             assert isinstance(trace, Trace)
             timeline = trace.arrivals(phase.max_requests, (deadline - start) * 1e-9)
         else:  # the phase's own seeded schedule, the same in every slice
             arrivals = random.Random(f"{self.scenario.seed}:arrivals:{schedule}")
-            timeline = ((offset, None) for offset in arrival_offsets(phase, arrivals))
-        for issued, (offset, item) in enumerate(timeline):
+            offsets = enumerate(arrival_offsets(phase, arrivals))
+            timeline = ((issued, offset, None) for issued, offset in offsets if self.slice.owns(issued))
+        for issued, offset, item in timeline:
             due = start + int(offset * 1e9)
             if due >= deadline or (phase.max_requests is not None and issued >= phase.max_requests):
                 return
-            if not self.slice.owns(issued):
-                continue
             await _sleep_until(due)
             if phase.ramp_to is not None:
                 self.metrics.target_rate = phase.target_at(offset) / self.slice.count

@@ -112,9 +112,12 @@ async def load_workload(
     text: TextMaker,
     rng: random.Random,
     calibrate_once: Callable[[], Awaitable[None]] | None,
+    part: Slice,
 ) -> Workload:
     """The scenario's workload: a trace, a dataset, or synthetic prompts. `calibrate_once`: how to learn
-    the tokens per word when lengths are drawn in tokens (None: a tokenizer counts them)."""
+    the tokens per word when lengths are drawn in tokens (None: a tokenizer counts them). A trace is read
+    as `part`'s slice (traces.py: a pool's worker holds its own requests only); other workloads whole,
+    then dealt (slicing.deal)."""
     # an explicit output length applies to every workload; without one, datasets keep their own
     # lengths (ShareGPT answers, JSONL max_tokens) and synthetic prompts ask for 128 tokens
     output_len = scenario.output_len
@@ -122,7 +125,7 @@ async def load_workload(
     if dataset is not None and dataset.kind in TRACE_KINDS:
         if dataset.kind == "mooncake" and calibrate_once is not None:
             await calibrate_once()  # block texts are sized in tokens
-        return load_trace(dataset.kind, dataset.path, text, rng, output_len, scenario.time_scale)
+        return load_trace(dataset.kind, dataset.path, text, rng, output_len, scenario.time_scale, part)
     if dataset is not None:
         if dataset.kind == "sharegpt":
             return load_sharegpt(dataset.path, rng, output_len, text, scenario.turns)

@@ -300,8 +300,8 @@ class Run:
             self._bodies.model, self.model_note = prepared.model, prepared.model_note
             self._bodies.extra_body = dict(prepared.extra_body)
         calibrate = None if tokenizer is not None else partial(self._calibrate_once, text)
-        source = await run_setup.load_workload(scenario, text, self._rng, calibrate)
-        self._workload = deal(source, self.slice)
+        source = await run_setup.load_workload(scenario, text, self._rng, calibrate, self.slice)
+        self._workload = deal(source, self.slice)  # a trace was read as this slice: itself
         if prepared is None:
             await run_setup.check_extra_body(self._setup_requests, self._bodies)
         if self._engine is not None:
@@ -317,9 +317,7 @@ class Run:
             scenario, self._http, self._bodies, self.metrics, self._stops, id_prefix=self._id_prefix,
             clock=self.clock, tokenizer=tokenizer, jsonl=self._jsonl, think_rng=think_rng,
         )  # fmt: skip
-        self._loop = PhaseLoop(
-            scenario, self.slice, sender, self.metrics, self._stops, self._workload, source
-        )
+        self._loop = PhaseLoop(scenario, self.slice, sender, self.metrics, self._stops, self._workload)
 
     async def _calibrate_once(self, text: TextMaker) -> None:
         """Calibrate, or take what the pool's parent found (Prepared)."""

@@ -3,9 +3,9 @@
 Two formats, one JSON object per line:
 - `mooncake:FILE` (the Mooncake trace format, as AIPerf replays it): `timestamp` (ms), `input_length`
   and `output_length` (tokens) and `hash_ids`, one id per 512-token block of the prompt. Prompts are
-  built from the ids: every block is text generated from its id alone, so equal ids give equal text
-  and two prompts that share their first k ids share their first k blocks, which is what the trace
-  recorded and what an engine's prefix cache should see.
+  built from the ids (trace_blocks.py): every block is text generated from its id alone, so equal ids
+  give equal text and two prompts that share their first k ids share their first k blocks, which is
+  what the trace recorded and what an engine's prefix cache should see.
 - `trace:FILE` (a plain timestamped JSONL): `timestamp` (ms) and the request as in `jsonl:` datasets
   (`prompt` or `messages`, optional `max_tokens`).
 
@@ -13,24 +13,16 @@ Lines are sorted by timestamp; request i is due (timestamp_i - timestamp_first) 
 seconds after the replay starts (time_scale 0.5 replays twice as fast). The runner sends each when due
 and measures the arrival error (sent - due) as the request's dispatch delay.
 
-Why shared blocks stay shared in tokens: a block's text is words, each after a space (the first word
-of a prompt excepted, alike in every prompt), and blocks are joined with a space. Byte-level BPE
-tokenizers (GPT-2, Llama 3, Qwen) and SentencePiece split text at spaces before merging, so no token
-spans two blocks: a prompt's tokens are its blocks' tokens, one block after the other, and equal ids
-give equal token sequences. tests/loadgen/test_traces.py checks this with a real `tokenizers` BPE
-tokenizer. Without --tokenizer a block has round(512 / tokens-per-word) words, the ratio calibrated
-from the server's usage; with one, exactly 512 tokens.
+A process of a pool (or a shard) holds only its slice of the requests: ranks index, index + count, ...
+in time order (slicing.py), kept as it reads the file, the others dropped. Every part still reads every
+line (to check it, number its blocks and draw what the run's seed draws, so its requests are the ones
+one process would send) and keeps every request's due time (8 bytes each), so all parts agree on where
+a replay segment starts and ends. A file not sorted by timestamp is read a second time, then knowing
+each line's rank. A Mooncake request is kept as a row of flat arrays (its length, max_tokens and block
+numbers: about 30 bytes with 4 blocks, where an object with a tuple of ints was about 270).
 
 Budgets: at most MAX_LINES lines of at most MAX_LINE_BYTES (workloads.py), MAX_INPUT_TOKENS tokens per
-request; the
-word pool is POOL_WORDS words; block texts made with a tokenizer are kept in an LRU cache of
-BLOCK_CACHE blocks and made again from their id when evicted.
-
-Block ids are numbered densely as the trace is read (its ids in order of first use, then a fresh number
-for each block a line gives no id, `hash_ids` missing included), so a trace's ids may be any whole
-numbers (sparse, negative, 64-bit hashes) and a block of a line's own never equals another line's block.
-Without a tokenizer the word pool grows past POOL_WORDS when a trace has more distinct blocks than the
-pool has windows, so distinct blocks always get distinct text.
+prompt and MAX_OUTPUT_TOKENS per answer, MAX_BLOCKS distinct blocks (trace_blocks.py).
 """
 
 from __future__ import annotations
@@ -38,148 +30,140 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from collections import OrderedDict
+from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import dataclass
-from itertools import accumulate
 
 from loadgen.errors import WorkloadError
-from loadgen.workloads import LengthDist, TextMaker, WorkItem, jsonl_item, jsonl_objects, random_words
+from loadgen.slicing import WHOLE, Slice
+from loadgen.trace_blocks import BLOCK_TOKENS, BlockNumbers, Blocks
+from loadgen.workloads import LengthDist, TextMaker, WorkItem, jsonl_item, jsonl_objects
 
-__all__ = ["BLOCK_TOKENS", "Trace", "load_trace"]
+__all__ = ["BLOCK_TOKENS", "TRACE_KINDS", "Trace", "load_trace"]
 
-BLOCK_TOKENS = 512
 MAX_INPUT_TOKENS = 1 << 20
-BLOCK_CACHE = 4096  # block texts made with a tokenizer, kept
-POOL_WORDS = 1 << 20  # words that blocks are windows of, without a tokenizer (about 6 MB)
+MAX_OUTPUT_TOKENS = 1 << 20
 TRACE_KINDS = ("mooncake", "trace")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    due_ms: float  # the trace's timestamp
-    item: WorkItem | None  # trace: the request as written
-    input_length: int = 0  # mooncake: the prompt is built from these at dispatch
-    hash_ids: tuple[int, ...] = ()
-    max_tokens: int | None = None
+class BlockRows:
+    """Mooncake requests as rows of flat arrays: input length, max_tokens and block numbers."""
+
+    def __init__(self) -> None:
+        self.input_lengths = array("I")
+        self.max_tokens = array("Q")
+        self.numbers = array("I")  # every row's block numbers, one row after the other
+        self.ends = array("Q")  # where each row's numbers end in `numbers`
+
+    def add(self, input_length: int, max_tokens: int, numbers: list[int]) -> None:
+        self.input_lengths.append(input_length)
+        self.max_tokens.append(max_tokens)
+        self.numbers.extend(numbers)
+        self.ends.append(len(self.numbers))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def item(self, row: int, blocks: Blocks) -> WorkItem:
+        numbers = self.numbers[self.ends[row - 1] if row else 0 : self.ends[row]]
+        length = self.input_lengths[row]
+        message = {"role": "user", "content": blocks.prompt(numbers, length)}
+        return WorkItem((message,), self.max_tokens[row], prompt_tokens=length)
 
 
-class Blocks:
-    """The text of each 512-token block, from its hash id alone.
-
-    Without a tokenizer a block is a window of WORDS_PER_BLOCK words (round(512 / tokens-per-word)) in
-    one pool of random words made at start, at a word offset that is a bijection of the (dense) id (id x A
-    mod M, M a prime above the number of distinct blocks): distinct ids get distinct windows, so blocks
-    are shared exactly where the trace shares them, and a block costs a string slice at dispatch (making
-    512 words per block cost about 1 ms per request at 1,000 requests/s). With a tokenizer a block is
-    exactly 512 tokens, made and checked by the tokenizer once and kept in an LRU cache."""
-
-    def __init__(self, text: TextMaker, seed: int, distinct: int = 0) -> None:
-        self.text = text
-        self.seed = seed
-        self._cache: OrderedDict[tuple[int, int], str] = OrderedDict()
-        if text.tokenizer is None:
-            rng = random.Random(seed)
-            self.words_per_block = max(1, round(BLOCK_TOKENS / text.tokens_per_word))
-            size = max(POOL_WORDS, distinct + self.words_per_block + 16)  # a window per distinct block
-            words = random_words(rng, size).split(" ")
-            self._pool = " ".join(words)
-            self._starts = array("I", accumulate((len(word) + 1 for word in words), initial=0))
-            self._modulus = _prime_below(size - self.words_per_block)
-            self._multiplier = rng.randrange(1, self._modulus)
-
-    def block(self, hash_id: int, tokens: int) -> str:
-        if self.text.tokenizer is None:
-            words = min(self.words_per_block, max(1, round(tokens / self.text.tokens_per_word)))
-            first = hash_id * self._multiplier % self._modulus
-            return self._pool[self._starts[first] : self._starts[first + words] - 1]
-        key = (hash_id, tokens)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        # the first `tokens` tokens of the block's full text, so a partial last block is a prefix of the
-        # block with the same id seen whole elsewhere
-        tokenizer = self.text.tokenizer
-        full = self.text.make(BLOCK_TOKENS, random.Random(f"{self.seed}:{hash_id}"))
-        text = full if tokens == BLOCK_TOKENS else tokenizer.decode(tokenizer.encode(full)[:tokens])
-        self._cache[key] = text
-        if len(self._cache) > BLOCK_CACHE:
-            self._cache.popitem(last=False)
-        return text
-
-    def prompt(self, entry: Entry) -> str:
-        blocks = []
-        left = entry.input_length
-        for hash_id in entry.hash_ids:
-            blocks.append(self.block(hash_id, min(BLOCK_TOKENS, left)))
-            left -= BLOCK_TOKENS
-        return " ".join(blocks)
-
-
-def _prime_below(limit: int) -> int:
-    candidate = limit - 1 if limit % 2 == 0 else limit - 2
-    while any(candidate % d == 0 for d in range(3, math.isqrt(candidate) + 1, 2)):
-        candidate -= 2
-    return candidate
+Rows = BlockRows | list[WorkItem]
 
 
 class Trace:
-    """A Workload whose requests have due times: `arrivals()` yields (seconds after the segment's start,
-    item) from where the previous segment stopped (a warm-up segment, then the measured replay)."""
+    """A Workload whose requests have due times. It holds `part`'s requests (ranks part.index,
+    part.index + part.count, ... of the trace in time order; every request for the whole) and every
+    request's due time, so every part agrees on where a segment starts and ends. `arrivals()` yields
+    (index in the segment, seconds after the segment's start, item) of the part's requests from where
+    the previous segment stopped (a warm-up segment, then the measured replay)."""
 
-    def __init__(self, kind: str, path: str, entries: list[Entry], time_scale: float, blocks: Blocks | None):
+    def __init__(
+        self,
+        kind: str,
+        path: str,
+        rows: Rows,
+        dues_ms: array,
+        time_scale: float,
+        blocks: Blocks | None,
+        part: Slice = WHOLE,
+        order: array | None = None,
+        distinct_blocks: int = 0,
+    ) -> None:
         self.kind = kind
         self.path = path
-        self.entries = entries
+        self.rows = rows  # the part's requests, in file order
+        self.order = order  # the part's k-th request (rank part.index + k x part.count) is rows[order[k]]
+        self.dues_ms = dues_ms  # every request's timestamp, in time order
         self.time_scale = time_scale
         self.blocks = blocks
-        self._cursor = 0
+        self.part = part
+        self.distinct_blocks = distinct_blocks
+        self._cursor = 0  # the rank the next segment starts at
+        self._next = 0  # next(): the part's requests in turn
 
     def arrivals(
         self, max_requests: int | None = None, duration_s: float = math.inf
-    ) -> Iterator[tuple[float, WorkItem]]:
-        if self._cursor >= len(self.entries):
+    ) -> Iterator[tuple[int, float, WorkItem]]:
+        dues, start = self.dues_ms, self._cursor
+        if start >= len(dues):
             return
-        start_ms = self.entries[self._cursor].due_ms
-        sent = 0
-        while self._cursor < len(self.entries) and (max_requests is None or sent < max_requests):
-            entry = self.entries[self._cursor]
-            offset = (entry.due_ms - start_ms) / 1000 * self.time_scale
-            if offset >= duration_s:
-                return
-            self._cursor += 1
-            sent += 1
-            yield offset, self._item(entry)
+        start_ms, scale = dues[start], self.time_scale
+
+        def offset(rank: int) -> float:
+            return (dues[rank] - start_ms) / 1000 * scale
+
+        end = len(dues) if max_requests is None else min(len(dues), start + max_requests)
+        if duration_s < math.inf:  # the first request due at or past the segment's end (dues are sorted)
+            end = start + bisect_left(range(start, end), duration_s, key=offset)
+        self._cursor = end  # the same in every part, however far its own requests get sent
+        part = self.part
+        for rank in range(start + (part.index - start) % part.count, end, part.count):
+            yield rank - start, offset(rank), self._item(rank // part.count)
 
     def next(self) -> WorkItem:
-        """The next request in trace order (the Workload protocol; arrivals() is how a replay runs)."""
-        entry = self.entries[self._cursor % len(self.entries)]
-        self._cursor += 1
-        return self._item(entry)
+        """The part's next request in trace order (the Workload protocol; arrivals() is how a replay runs)."""
+        item = self._item(self._next % len(self.rows))
+        self._next += 1
+        return item
 
-    def _item(self, entry: Entry) -> WorkItem:
-        if entry.item is not None:
-            return entry.item
-        assert self.blocks is not None
-        message = {"role": "user", "content": self.blocks.prompt(entry)}
-        return WorkItem((message,), entry.max_tokens, prompt_tokens=entry.input_length)
+    def sliced(self, index: int, count: int) -> Trace:
+        """Slice index/count of the requests (slicing.Sliceable): the trace itself when it was read as that
+        slice (load_trace's `part`); from a whole trace, its every count-th request in time order."""
+        wanted = Slice(index, count)
+        if wanted == self.part:
+            return self
+        if not self.part.whole:
+            raise ValueError(f"a trace read as slice {self.part} has no slice {wanted}")
+        order = self.order if self.order is not None else array("Q", range(len(self.rows)))
+        return Trace(
+            self.kind, self.path, self.rows, self.dues_ms, self.time_scale, self.blocks, wanted,
+            order[index::count], self.distinct_blocks,
+        )  # fmt: skip
+
+    def _item(self, k: int) -> WorkItem:
+        row = self.order[k] if self.order is not None else k
+        if isinstance(self.rows, BlockRows):
+            assert self.blocks is not None
+            return self.rows.item(row, self.blocks)
+        return self.rows[row]
 
     def describe(self) -> dict[str, object]:
-        span = (self.entries[-1].due_ms - self.entries[0].due_ms) / 1000
+        span = (self.dues_ms[-1] - self.dues_ms[0]) / 1000
         described: dict[str, object] = {
             "kind": self.kind,
             "path": self.path,
-            "requests": len(self.entries),
+            "requests": len(self.dues_ms),
             "span_s": span,
             "time_scale": self.time_scale,
             "replay_s": span * self.time_scale,
         }
         if self.kind == "mooncake":
-            ids = {hash_id for entry in self.entries for hash_id in entry.hash_ids}
             described.update(
                 block_tokens=BLOCK_TOKENS,
-                unique_blocks=len(ids),
+                unique_blocks=self.distinct_blocks,
                 length_source=self.blocks.text.length_source,
             )  # type: ignore[union-attr]
         return described
@@ -192,39 +176,88 @@ def load_trace(
     rng: random.Random,
     output_len: LengthDist | None,
     time_scale: float,
+    part: Slice = WHOLE,
 ) -> Trace:
+    """The trace at `path`: `part`'s requests of it (all of them for the whole) and every request's due
+    time. Every part draws from `rng` what one process reading the whole trace would."""
     if kind not in TRACE_KINDS:
         raise WorkloadError(f"unknown trace kind {kind!r}: use {' or '.join(TRACE_KINDS)}")
-    entries: list[Entry] = []
-    numbers = BlockNumbers()
-    for where, obj in jsonl_objects(path):
+    state = rng.getstate()
+    dues, rows, numbers, in_order = _read(kind, path, rng, output_len, part, None)
+    if not dues:
+        raise WorkloadError(f"{path}: no requests")
+    order = None
+    if not in_order:  # stable: equal timestamps keep file order
+        by_time = array("Q", sorted(range(len(dues)), key=dues.__getitem__))  # rank -> line
+        if part.whole:
+            order = by_time  # every line was kept: row = line
+        else:  # read again, keeping this part's lines now that their ranks are known
+            ranks = array("Q", bytes(8 * len(dues)))
+            for rank, line in enumerate(by_time):
+                ranks[line] = rank
+            del by_time
+            rng.setstate(state)
+            _, rows, numbers, _ = _read(kind, path, rng, output_len, part, ranks)
+            order = _rows_by_rank(ranks, part)
+        dues = array("d", sorted(dues))
+    blocks = Blocks(text, rng.randrange(1 << 30), numbers.count) if kind == "mooncake" else None
+    return Trace(kind, path, rows, dues, time_scale, blocks, part, order, numbers.count)
+
+
+def _read(
+    kind: str,
+    path: str,
+    rng: random.Random,
+    output_len: LengthDist | None,
+    part: Slice,
+    ranks: array | None,
+) -> tuple[array, Rows, BlockNumbers, bool]:
+    """Every line checked, numbered and drawn for; the rows of `part` kept, in file order (owned by rank
+    when `ranks` is given, else by line, as if the lines were in time order); every line's due time;
+    whether the lines were in time order."""
+    dues, numbers, in_order = array("d"), BlockNumbers(), True
+    rows: Rows = BlockRows() if kind == "mooncake" else []
+    for line, (where, obj) in enumerate(jsonl_objects(path)):
         due = obj.get("timestamp")
         if not isinstance(due, int | float) or isinstance(due, bool) or not math.isfinite(due) or due < 0:
             raise WorkloadError(f"{where}: timestamp must be a number of milliseconds >= 0")
-        if kind == "trace":
-            entries.append(Entry(float(due), jsonl_item(obj, where, rng, output_len)))
+        if dues and due < dues[-1]:
+            in_order = False
+        dues.append(due)
+        owned = part.owns(line if ranks is None else ranks[line])
+        if isinstance(rows, BlockRows):
+            length, max_tokens, blocks = _mooncake_line(obj, where, rng, output_len, numbers)
+            if owned:
+                rows.add(length, max_tokens, blocks)
         else:
-            entries.append(_mooncake_entry(obj, where, float(due), rng, output_len, numbers))
-    if not entries:
-        raise WorkloadError(f"{path}: no requests")
-    entries.sort(key=lambda entry: entry.due_ms)  # stable: equal timestamps keep file order
-    blocks = Blocks(text, rng.randrange(1 << 30), numbers.count) if kind == "mooncake" else None
-    return Trace(kind, path, entries, time_scale, blocks)
+            item = jsonl_item(obj, where, rng, output_len)
+            if owned:
+                rows.append(item)
+    return dues, rows, numbers, in_order
 
 
-def _mooncake_entry(
-    obj: dict,
-    where: str,
-    due: float,
-    rng: random.Random,
-    output_len: LengthDist | None,
-    numbers: BlockNumbers,
-) -> Entry:
+def _rows_by_rank(ranks: array, part: Slice) -> array:
+    """order[k] = the row (in file order, of the part's kept lines) of the part's k-th request by time."""
+    order = array("Q", bytes(8 * part.share(len(ranks))))
+    row = 0
+    for rank in ranks:  # lines in file order; a kept line is the next row
+        if part.owns(rank):
+            order[rank // part.count] = row
+            row += 1
+    return order
+
+
+def _mooncake_line(
+    obj: dict, where: str, rng: random.Random, output_len: LengthDist | None, numbers: BlockNumbers
+) -> tuple[int, int, list[int]]:
+    """(input length, max_tokens, block numbers) of one Mooncake line, checked."""
     length, output, ids = obj.get("input_length"), obj.get("output_length"), obj.get("hash_ids", [])
     if type(length) is not int or not 1 <= length <= MAX_INPUT_TOKENS:
         raise WorkloadError(f"{where}: input_length must be a whole number from 1 to {MAX_INPUT_TOKENS}")
-    if (type(output) is not int or output < 1) and (output_len is None or "output_length" in obj):
-        raise WorkloadError(f"{where}: output_length must be a whole number >= 1")
+    if (type(output) is not int or not 1 <= output <= MAX_OUTPUT_TOKENS) and (
+        output_len is None or "output_length" in obj
+    ):
+        raise WorkloadError(f"{where}: output_length must be a whole number from 1 to {MAX_OUTPUT_TOKENS}")
     blocks = math.ceil(length / BLOCK_TOKENS)
     ids = [] if ids is None else ids  # no shared blocks (AIPerf's hash_ids are optional too)
     if not isinstance(ids, list) or not all(type(i) is int for i in ids) or len(ids) > blocks:
@@ -233,26 +266,4 @@ def _mooncake_entry(
             f"(one per {BLOCK_TOKENS}-token block)"
         )
     max_tokens = output_len.sample(rng) if output_len is not None else output
-    return Entry(due, None, length, numbers.dense(ids, blocks), max_tokens)
-
-
-class BlockNumbers:
-    """Dense block ids: the trace's ids numbered in order of first use, and a fresh number for each block
-    a line gives no id (its own, shared with no other line)."""
-
-    def __init__(self) -> None:
-        self._numbers: dict[int, int] = {}
-        self.count = 0  # distinct blocks so far
-
-    def dense(self, ids: list[int], blocks: int) -> tuple[int, ...]:
-        numbers, dense = self._numbers, []
-        for hash_id in ids:
-            number = numbers.get(hash_id)
-            if number is None:
-                number = numbers[hash_id] = self.count
-                self.count += 1
-            dense.append(number)
-        own = blocks - len(ids)
-        dense.extend(range(self.count, self.count + own))
-        self.count += own
-        return tuple(dense)
+    return length, max_tokens, numbers.dense(ids, blocks, where)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import tokenizers
 
-from loadgen import traces
+from loadgen import trace_blocks, traces
 from loadgen.errors import WorkloadError
 from loadgen.report import render
 from loadgen.traces import BLOCK_TOKENS, load_trace
@@ -67,7 +67,7 @@ def test_shared_hash_ids_are_shared_tokens_with_a_real_bpe_tokenizer(tmp_path: P
     blocks = trace.blocks
     assert blocks is not None
     # the trace's ids 1 and 2 are the first two blocks of its first line (ids are numbered densely)
-    first, second = trace.entries[0].hash_ids[:2]
+    first, second = 0, 1
     block = {1: blocks.block(first, BLOCK_TOKENS), 2: blocks.block(second, BLOCK_TOKENS)}
     assert all(len(tokenizer.encode(text)) == BLOCK_TOKENS for text in block.values())  # 512 tokens each
     one, two = len(tokenizer.encode(block[1])), len(tokenizer.encode(block[1] + " " + block[2]))
@@ -106,12 +106,22 @@ def test_without_a_tokenizer_blocks_are_words_and_shared_as_text(tmp_path: Path)
         ({"timestamp": 0, "input_length": 10, "output_length": 0, "hash_ids": [1]}, "output_length"),
         ({"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": "1"}, "hash_ids"),
         ({"timestamp": 0, "input_length": 1 << 30, "output_length": 1, "hash_ids": [1]}, "input_length"),
+        ({"timestamp": 0, "input_length": 10, "output_length": 1 << 70, "hash_ids": [1]}, "output_length"),
     ],
 )
 def test_bad_trace_lines_are_clear_errors(tmp_path: Path, line: dict, fragment: str) -> None:
     path = write_lines(tmp_path / "t.jsonl", [line])
     with pytest.raises(WorkloadError, match=fragment):
         load_trace("mooncake", path, TextMaker(None), random.Random(0), None, 1.0)
+
+
+def test_a_trace_of_too_many_distinct_blocks_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trace_blocks, "MAX_BLOCKS", 5)
+    lines = [{"timestamp": i, "input_length": 1024, "output_length": 1} for i in range(3)]  # 2 blocks each
+    with pytest.raises(WorkloadError, match=r"t.jsonl:3: more than 5 distinct blocks"):
+        load_trace(
+            "mooncake", write_lines(tmp_path / "t.jsonl", lines), TextMaker(None), random.Random(0), None, 1.0
+        )
 
 
 def test_missing_ids_are_unique_blocks(tmp_path: Path) -> None:
@@ -154,7 +164,7 @@ def test_blocks_without_ids_are_shared_with_no_other_line(tmp_path: Path) -> Non
 
 def test_more_distinct_blocks_than_the_word_pool_has_windows(tmp_path: Path, monkeypatch) -> None:
     """The pool of words grows with the trace: every distinct block keeps a window of its own."""
-    monkeypatch.setattr(traces, "POOL_WORDS", 600)  # 600 words: fewer than 200 windows of 512 words
+    monkeypatch.setattr(trace_blocks, "POOL_WORDS", 600)  # 600 words: fewer than 200 windows of 512 words
     lines = [
         {"timestamp": i, "input_length": 512, "output_length": 1, "hash_ids": [i * 7919]} for i in range(200)
     ]
@@ -163,6 +173,52 @@ def test_more_distinct_blocks_than_the_word_pool_has_windows(tmp_path: Path, mon
     )
     prompts = {trace.next().messages[0]["content"] for _ in lines}
     assert len(prompts) == 200
+
+
+def _replayed(trace: traces.Trace) -> list[list[tuple[int, float, str, int | None]]]:
+    """A warm-up segment of 3 requests, then the rest within 0.5 s: (index, offset, prompt, max_tokens)."""
+    segments = []
+    for limit, duration in ((3, float("inf")), (None, 0.5)):
+        segments.append(
+            [(i, offset, item.messages[0]["content"], item.max_tokens)
+             for i, offset, item in trace.arrivals(limit, duration)]
+        )  # fmt: skip
+    return segments
+
+
+@pytest.mark.parametrize("kind", ["mooncake", "trace"])
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_worker_reads_only_its_slice_of_the_trace(tmp_path: Path, kind: str, in_order: bool) -> None:
+    """A pool's worker holds its own requests of the trace (every count-th in time order), not the whole:
+    together the slices replay exactly what one process does (same prompts, lengths drawn from the same
+    seed, same segments after a warm-up), in order or not in the file."""
+    from loadgen.slicing import Slice
+    from loadgen.workloads import LengthDist
+
+    rng = random.Random(5)
+    lines = [{"timestamp": 37 * n, "input_length": rng.randint(1, 2000), "output_length": 9,
+              "hash_ids": [rng.randrange(4)], "prompt": f"request {n}"} for n in range(25)]  # fmt: skip
+    if not in_order:
+        rng.shuffle(lines)
+    if kind == "trace":
+        lines = [{"timestamp": line["timestamp"], "prompt": line["prompt"]} for line in lines]
+    path = write_lines(tmp_path / "t.jsonl", lines)
+    lengths = LengthDist.parse("uniform:1:50")  # drawn per line from the run's generator
+
+    def load(part: Slice) -> traces.Trace:
+        return load_trace(kind, path, TextMaker(None), random.Random(3), lengths, 1.0, part)
+
+    whole = _replayed(load(Slice()))
+    assert [len(segment) for segment in whole] == [3, 14]  # 13 x 37 ms < 0.5 s < 14 x 37 ms
+    for count in (2, 3):
+        parts = [load(Slice(index, count)) for index in range(count)]
+        assert [len(part.rows) for part in parts] == [Slice(i, count).share(25) for i in range(count)]
+        replayed = [_replayed(part) for part in parts]
+        assert [_replayed(load(Slice()).sliced(i, count)) for i in range(count)] == replayed  # Sliceable
+        for segment in range(2):
+            merged = sorted(entry for part in replayed for entry in part[segment])
+            assert merged == whole[segment], (count, segment)
+        assert all(part.describe() == parts[0].describe() for part in parts)
 
 
 def test_json_nested_past_the_recursion_limit_is_a_clear_error(tmp_path: Path) -> None:
