@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from grafana import catalog
+from grafana.errors import GrafanaError
 from grafana.snapshot import snapshot
-from grafana.snapshot.page import PlotlyMissing, require_plotly
-from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, Unreachable, token_from_env
+from grafana.snapshot.page import require_plotly
+from grafana.snapshot.prometheus import Budget, Prometheus, token_from_env
 from grafana.snapshot.resolve import ResolveError, Window, parse_duration, parse_time
 
 EXAMPLES = """examples:
@@ -93,17 +94,10 @@ def run_snapshot(args: argparse.Namespace) -> int:
             raise ResolveError("budgets must be above 0")
         token = token_from_env(args.prometheus_token_env)
         require_plotly()
-    except (KeyError, ResolveError, PlotlyMissing, PrometheusError) as exc:
-        print(f"llmobs snapshot: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
-    try:
         with Prometheus(args.prometheus, budget, token) as prom:
             version = prom.check()
             page, outcome = snapshot(prom, boards, window, chosen, version)
-    except Unreachable as exc:
-        print(f"llmobs snapshot: {exc}", file=sys.stderr)
-        return 2
-    except PrometheusError as exc:
+    except GrafanaError as exc:
         print(f"llmobs snapshot: {exc}", file=sys.stderr)
         return 2
     text = page.render()

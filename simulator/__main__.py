@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from simulator.faults import FaultConfigError, Faults, load_faults, parse_error_rate, parse_pair
+from simulator.errors import FlagError, SimulatorError
+from simulator.faults import Faults, load_faults, parse_error_rate, parse_pair
 from simulator.profile import Profile, ProfileError, available_profiles, load_profile
 from simulator.sends import SendLog
 
@@ -149,34 +150,32 @@ def profile_from_args(args: argparse.Namespace) -> Profile:
     return profile.with_changes("flags", **{name: fields for name, fields in changes.items() if fields})
 
 
+def api_key_from_args(args: argparse.Namespace) -> str | None:
+    if not args.api_key_env:
+        return None
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+        raise FlagError(f"--api-key-env {args.api_key_env}: that variable is empty")
+    return api_key
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    if not 1 <= args.data_parallel_size <= 64:
+        raise FlagError("--data-parallel-size must be between 1 and 64")
+    if not 0 < args.port < 65536:
+        raise FlagError(f"--port {args.port} is not a TCP port")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         profile = profile_from_args(args)
         faults = faults_from_args(args)
-    except (ProfileError, FaultConfigError) as exc:
+        api_key = api_key_from_args(args)
+        check_flags(args)
+        sends = SendLog(args.record_sends) if args.record_sends is not None else None
+    except SimulatorError as exc:
         print(f"llmobs-simulator: {exc}", file=sys.stderr)
-        return 2
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            print(
-                f"llmobs-simulator: --api-key-env {args.api_key_env}: that variable is empty", file=sys.stderr
-            )
-            return 2
-    if not 1 <= args.data_parallel_size <= 64:
-        print("llmobs-simulator: --data-parallel-size must be between 1 and 64", file=sys.stderr)
-        return 2
-    sends = None
-    if args.record_sends is not None:
-        try:
-            sends = SendLog(args.record_sends)
-        except ValueError as exc:
-            print(f"llmobs-simulator: {exc}", file=sys.stderr)
-            return 2
-    if not 0 < args.port < 65536:
-        print(f"llmobs-simulator: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
 
     import uvicorn

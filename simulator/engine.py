@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from simulator import text
 from simulator.blocks import BlockPool
+from simulator.errors import SimulatorError
 from simulator.faults import Faults
 from simulator.profile import Profile
 from simulator.speculative import accepted_drafts
@@ -38,7 +39,7 @@ from simulator.stats import EngineStats, StepTiming, VirtualClock
 __all__ = ["AdmissionError", "Batch", "Engine", "Sequence", "Status", "VirtualClock"]
 
 
-class AdmissionError(Exception):
+class AdmissionError(SimulatorError):
     """A request the engine will not take; `status` is the HTTP status vLLM answers with."""
 
     def __init__(self, message: str, status: int, error_type: str) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from simulator.errors import SimulatorError
 
-class FaultConfigError(ValueError):
+
+class FaultConfigError(SimulatorError, ValueError):
     """A fault setting that cannot be used."""
 
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from simulator.errors import SimulatorError
+
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
 
-class ProfileError(ValueError):
+class ProfileError(SimulatorError, ValueError):
     """A profile file or value that cannot be used."""
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from simulator.errors import FlagError
+
 MAX_RECORDED = 100_000
 
 
 class SendLog:
     def __init__(self, keep: int) -> None:
         if not 1 <= keep <= MAX_RECORDED:
-            raise ValueError(f"--record-sends must be between 1 and {MAX_RECORDED}")
+            raise FlagError(f"--record-sends must be between 1 and {MAX_RECORDED}")
         self.keep = keep
         self._requests: OrderedDict[str, dict] = OrderedDict()
 

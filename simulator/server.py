@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from simulator import text
 from simulator.engine import AdmissionError, Engine, Sequence
+from simulator.errors import SimulatorError
 from simulator.faults import Faults
 from simulator.http_metrics import HttpMetrics
 from simulator.metrics import build_registry, render
@@ -36,7 +37,7 @@ VOCABULARY_SIZE = 151936  # Qwen3's; token-id prompts beyond it are rejected lik
 log = logging.getLogger("simulator")
 
 
-class RequestError(Exception):
+class RequestError(SimulatorError):
     def __init__(
         self, message: str, status: int = 400, error_type: str = "BadRequestError", param=None
     ) -> None:

@@ -10,6 +10,7 @@ from grafana.catalog.engine import engine_detail
 from grafana.catalog.gpu import gpu_detail
 from grafana.catalog.load_tests import load_tests
 from grafana.catalog.overview import overview
+from grafana.errors import UnknownDashboard
 from grafana.model import Dashboard
 
 __all__ = ["dashboards", "find"]
@@ -26,4 +27,4 @@ def find(name: str) -> Dashboard:
         if name in {board.name, board.uid, board.title}:
             return board
     choices = ", ".join(board.name for board in dashboards())
-    raise KeyError(f"no dashboard {name!r}; choose one of {choices}")
+    raise UnknownDashboard(f"no dashboard {name!r}; choose one of {choices}")

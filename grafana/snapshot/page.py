@@ -16,6 +16,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from grafana.errors import GrafanaError
+
 __all__ = ["Cell", "Page", "PlotlyMissing", "require_plotly"]
 
 ROW_PX = 30  # Grafana's grid: a gridPos height unit is 30 px, with 8 px between rows
@@ -80,8 +82,8 @@ DRAW = """
 """
 
 
-class PlotlyMissing(RuntimeError):
-    pass
+class PlotlyMissing(GrafanaError, RuntimeError):
+    """plotly.js cannot be had (the package is not installed, or its script cannot be inlined)."""
 
 
 def require_plotly() -> str:

@@ -27,6 +27,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from grafana.errors import GrafanaError
+
 __all__ = [
     "Budget",
     "BudgetExceeded",
@@ -40,8 +42,8 @@ __all__ = [
 ]
 
 
-class PrometheusError(Exception):
-    """Root of the errors meant for people."""
+class PrometheusError(GrafanaError):
+    """Prometheus could not be used (grafana/errors.py draws the tree)."""
 
 
 class Unreachable(PrometheusError):
@@ -181,7 +183,7 @@ class Prometheus:
         try:
             return self._exchange(method, path, params)
         except PrometheusError as exc:
-            raise type(exc)(self._scrub(str(exc))) from None
+            raise type(exc)(self._scrub(exc.message)) from None  # scrubbed whole, then bounded
 
     def _exchange(self, method: str, path: str, params: dict) -> object:
         timeout = min(self.budget.timeout_s, self._remaining())

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from grafana.errors import GrafanaError
 from grafana.model import CustomVariable, Dashboard, QueryVariable
 
 __all__ = [
@@ -34,8 +35,8 @@ _UNITS = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 
-class ResolveError(ValueError):
-    pass
+class ResolveError(GrafanaError, ValueError):
+    """A time, duration, step, variable or budget that cannot be used."""
 
 
 def parse_duration(text: str) -> float:
