@@ -11,6 +11,9 @@
     └── WatchFailure          a failed Kubernetes list or watch, with its kind (discovery/kubernetes.py):
                               counted in exporter_kubernetes_* (discovery/service.py)
 
+Every message shows through redact.redact and redact.bounded (ExporterError.__str__): no credential, and
+at most redact.MAX_MESSAGE characters however much of an input it echoes (a 1 MB URL with a bad port).
+
 A collector's own failures are counted by registry.py in exporter_collector_errors_total; what else
 escapes a collector is a bug, logged as one. Internal signals that never leave their module are not
 in this tree: http_protocol.BadRequest (answered 400/413/431 at once) and discovery.kubernetes.Gone
@@ -19,8 +22,13 @@ in this tree: http_protocol.BadRequest (answered 400/413/431 at once) and discov
 
 from __future__ import annotations
 
+from exporter.redact import bounded, redact
+
 __all__ = ["ExporterError"]
 
 
 class ExporterError(Exception):
     """The root: a problem with a message meant for people."""
+
+    def __str__(self) -> str:
+        return bounded(redact(super().__str__()))

@@ -117,7 +117,7 @@ class Policy:
         root = self.dataset_dir.resolve()
         resolved = (root / path).resolve()  # symbolic links followed: a link out of DIR is refused
         if not resolved.is_relative_to(root):
-            raise HTTPException(403, f"{what} {path!r} is outside the dataset directory")
+            raise HTTPException(403, redact.bounded(f"{what} {path!r} is outside the dataset directory"))
         return resolved
 
     def authorized(self, header: str | None) -> bool:
@@ -255,7 +255,7 @@ def create_app(collector: LoadgenCollector, manager: RunManager) -> FastAPI:
 def _find(manager: RunManager, run_id: str) -> AnyRun:
     run = manager.runs.get(run_id)
     if run is None:
-        raise HTTPException(404, f"no run {run_id!r}")
+        raise HTTPException(404, redact.bounded(f"no run {run_id!r}"))
     return run
 
 

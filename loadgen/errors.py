@@ -15,6 +15,9 @@ Each boundary catches LoadgenError once: the command line (message on stderr, ex
 control API (400 for a bad scenario; a failed run's state and error otherwise) and the runner (the
 run's state becomes `failed`). Anything else escaping is a bug, and is reported as one.
 
+Every message shows scrubbed of registered secrets and bounded (LoadgenError.__str__, redact.bounded):
+at most redact.MAX_MESSAGE characters however much of an input it echoes (a 1 MB port in a URL).
+
 Failures of single requests are never raised: they are outcomes counted on the request's record
 (outcomes.py). The three leaves that are about values also derive from ValueError (and
 ClientError from RuntimeError), as they did before this root existed, so older `except` clauses
@@ -23,11 +26,16 @@ still catch them.
 
 from __future__ import annotations
 
+from loadgen.redact import bounded, scrub
+
 __all__ = ["ClientError", "EventLoopError", "LoadgenError", "ScenarioError", "WorkloadError"]
 
 
 class LoadgenError(Exception):
     """The root: a problem with a message meant for people (no traceback needed)."""
+
+    def __str__(self) -> str:
+        return bounded(scrub(super().__str__()))
 
 
 class ScenarioError(LoadgenError, ValueError):

@@ -14,6 +14,10 @@ the process is configured with (`register`: the API key, the control token) are 
 life; URL pieces (`register_url`, which any caller of POST /runs adds, refused or not) only the latest
 MAX_SECRETS of them, so a long-lived `serve` does not grow with its runs, and a flood of URLs cannot
 push the API key out.
+
+`bounded(text)` keeps a message readable whatever it echoes: past MAX_MESSAGE characters its middle is
+cut, with a note of how much. LoadgenError shows every message scrubbed and bounded (errors.py), and
+LogScrubber bounds every log line at MAX_LOG_LINE.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import urllib.parse
 from collections import OrderedDict
 
 __all__ = [
-    "REDACTED", "LogScrubber", "redact_url", "register", "register_url", "registered", "scrub", "scrub_json",
+    "MAX_MESSAGE", "REDACTED", "LogScrubber", "bounded", "redact_url", "register", "register_url",
+    "registered", "scrub", "scrub_json",
 ]  # fmt: skip
 
 REDACTED = "<redacted>"
 MIN_SCRUB = 4
 MAX_SECRETS = 1024
+MAX_MESSAGE = 1000  # characters of a message meant for people; its middle is cut past this
+MAX_LOG_LINE = 16 * 1024  # characters of one log line (a traceback included)
 
 _pinned: set[str] = set()  # configured secrets: kept for the process's life
 _recent: OrderedDict[str, None] = OrderedDict()  # URL pieces: the latest MAX_SECRETS
@@ -73,6 +80,15 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text`, or past `limit` characters its start and end with a note of how much was cut between
+    (scrub first: a secret cut in two would no longer be found)."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 2 // 3], text[len(text) - limit // 3 :]
+    return f"{head}...[{len(text) - len(head) - len(tail)} characters cut]...{tail}"
 
 
 def scrub_json(value: object) -> object:
@@ -122,16 +138,15 @@ def url_secrets(url: str) -> list[str]:
 
 
 class LogScrubber(logging.Filter):
-    """A handler filter: the formatted message, and any traceback, scrubbed before it is written."""
+    """A handler filter: the formatted message, and any traceback, scrubbed and bounded (MAX_LOG_LINE)
+    before it is written."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _ordered:
-            record.msg, record.args = scrub(record.getMessage()), ()
-            if record.exc_info:
-                record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
-                record.exc_info = None
-                record.msg = f"{record.msg}\n{record.exc_text}"
-                record.exc_text = None
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+            record.exc_info, record.exc_text = None, None
+        record.msg, record.args = bounded(scrub(message), MAX_LOG_LINE), ()
         return True
 
     @classmethod

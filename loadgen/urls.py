@@ -20,7 +20,7 @@ import re
 import urllib.parse
 
 from loadgen.errors import ScenarioError
-from loadgen.redact import redact_url
+from loadgen.redact import bounded, redact_url
 
 __all__ = ["DEFAULT_PORTS", "check_url", "normalize", "under"]
 
@@ -28,6 +28,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _AMBIGUOUS = ("%2F", "%5C", "%00", "\\")
+SHOWN_URL, SHOWN_PORT = 300, 40  # characters of a refused URL and port shown in its message
 
 
 def check_url(url: object, what: str = "--url") -> str:
@@ -35,7 +36,7 @@ def check_url(url: object, what: str = "--url") -> str:
     if not url:
         raise ScenarioError(f"{what} is required: the server's base URL, e.g. http://127.0.0.1:8000")
     text = str(url)
-    shown = redact_url(text)
+    shown = bounded(redact_url(text), SHOWN_URL)  # a megabyte URL is not echoed whole
     if any(ch.isspace() or not ch.isprintable() for ch in text):
         raise ScenarioError(f"{what} {shown!r} contains spaces or control characters")
     try:
@@ -49,7 +50,7 @@ def check_url(url: object, what: str = "--url") -> str:
         raise ScenarioError(f"{what} {shown!r} has no host")
     port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
     if port and not (port.isascii() and port.isdigit()):  # not '８０': digits to isdigit, not a port
-        raise ScenarioError(f"{what} {shown!r}: port {port!r} is not a number")
+        raise ScenarioError(f"{what} {shown!r}: port {bounded(port, SHOWN_PORT)!r} is not a number")
     if port and not 1 <= int(port) <= 65535:
         raise ScenarioError(f"{what} {shown!r}: port {int(port)} is out of range (1-65535)")
     return text
