@@ -23,6 +23,7 @@ from loadgen.engine_counters import read_prefix_cache
 from loadgen.probes import SetupProber
 from loadgen.scenario import Scenario
 from loadgen.sessions import BLOCK_TOKENS, MESSAGE_TOKENS, system_prompt_tokens
+from loadgen.sharegpt import load_sharegpt
 from loadgen.slicing import Slice
 from loadgen.traces import TRACE_KINDS, load_trace
 from loadgen.workloads import (
@@ -32,7 +33,6 @@ from loadgen.workloads import (
     WorkItem,
     Workload,
     load_jsonl,
-    load_sharegpt,
     random_words,
 )
 

@@ -1,4 +1,4 @@
-"""What to send: synthetic prompts of given token lengths, ShareGPT files, JSONL prompt files.
+"""What to send: synthetic prompts of given token lengths, JSONL prompt files (ShareGPT files: sharegpt.py).
 
 Everything is drawn from one `random.Random(seed)`, so a seed reproduces the same requests in the
 same order. Lengths are counted in tokens with a tokenizer when one is given (`tokenizers` or
@@ -305,46 +305,6 @@ class FileWorkload:
             "prompts": len(self.items),
             "output_len": str(self.output_len) if self.output_len else "from the dataset",
         }
-
-
-HUMAN_ROLES = {"human", "user"}
-MODEL_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
-
-
-def load_sharegpt(
-    path: str, rng: random.Random, output_len: LengthDist | None, text: TextMaker, turns: int
-) -> FileWorkload:
-    """ShareGPT JSON: a list of {"conversations": [{"from": "human"|"gpt", "value": ...}, ...]}.
-
-    The first human turn is the prompt; its answer's length (in tokens) is max_tokens unless
-    --output-len is given; with turns > 1 the next human turns follow.
-    """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        raise WorkloadError(f"{path}: cannot read ShareGPT JSON ({exc})") from exc
-    if not isinstance(data, list):
-        raise WorkloadError(f"{path}: ShareGPT JSON must be a list of conversations")
-    items = []
-    for entry in data:
-        turns_list = (
-            entry.get("conversations") or entry.get("conversation") if isinstance(entry, dict) else None
-        )
-        if not isinstance(turns_list, list):
-            continue
-        humans = [t.get("value") for t in turns_list if isinstance(t, dict) and t.get("from") in HUMAN_ROLES]
-        answers = [t.get("value") for t in turns_list if isinstance(t, dict) and t.get("from") in MODEL_ROLES]
-        humans = [h for h in humans if isinstance(h, str) and h]
-        if not humans:
-            continue
-        if output_len is not None:
-            max_tokens = output_len.sample(rng)
-        elif answers and isinstance(answers[0], str) and answers[0]:
-            max_tokens = text.count(answers[0])
-        else:
-            continue
-        items.append(WorkItem(({"role": "user", "content": humans[0]},), max_tokens, tuple(humans[1:turns])))
-    return FileWorkload("sharegpt", path, items, rng, output_len)
 
 
 def load_jsonl(path: str, rng: random.Random, output_len: LengthDist | None) -> FileWorkload:

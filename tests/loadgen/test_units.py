@@ -14,9 +14,10 @@ import pytest
 from loadgen.scenario import Scenario, ScenarioError
 from loadgen.scenario_values import parse_duration, parse_slo
 from loadgen.schedules import Phase, arrival_offsets
+from loadgen.sharegpt import load_sharegpt
 from loadgen.stats import Distribution, PhaseStats, Slo
 from loadgen.timing import RequestRecord
-from loadgen.workloads import LengthDist, Synthetic, TextMaker, WorkloadError, load_jsonl, load_sharegpt
+from loadgen.workloads import LengthDist, Synthetic, TextMaker, WorkloadError, load_jsonl
 
 
 def test_durations_and_slos():
