@@ -7,7 +7,8 @@ beside another revision's loader, on a generated file of realistic shape and on 
 The file is a JSON array of conversations of 2-8 turns of random words (human turns 40-400 words,
 answers 100-800), as ShareGPT exports are. Each load runs in a process of its own (`load_sharegpt(path,
 Random(0), None, TextMaker(None), turns=1)`, as a run without --output-len does); its peak RSS is the
-kernel's high-water mark (`ru_maxrss`), its time the wall clock around the call. The other revision's
+kernel's high-water mark (VmHWM; `ru_maxrss` would include the RSS of the process it was forked from),
+its time the wall clock around the call. The other revision's
 `loadgen` package is taken with `git archive` into a temporary directory and imported from there.
 Hostile files: a sparse file past the size budget (this tree only), one conversation of one 256 MiB
 string, and a list nested 1,000,000 deep; each must be a WorkloadError, with the RSS it cost. Prints a
@@ -35,8 +36,13 @@ from loadgen.workloads import WORDS  # noqa: E402
 
 MIB = 1024 * 1024
 LOAD = """
-import json, os, resource, sys, time
+import json, os, sys, time
 import loadgen
+
+def peak_rss():  # VmHWM: ru_maxrss after exec also counts the process it was forked from
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+
 # the tree's own module (an editable install's finder would supply this tree's sharegpt.py to any tree)
 if os.path.exists(os.path.join(loadgen.__path__[0], "sharegpt.py")):
     from loadgen.sharegpt import load_sharegpt
@@ -53,7 +59,7 @@ except LoadgenError as exc:
 except Exception as exc:
     prompts, error = None, f"{type(exc).__name__} (not a WorkloadError): {str(exc)[:120]}"
 print(json.dumps({"prompts": prompts, "error": error, "seconds": time.perf_counter() - started,
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss": peak_rss()}))
 """
 
 
