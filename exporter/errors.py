@@ -5,7 +5,7 @@
     │                         (__main__.py)
     ├── ScrapeError           one engine target's scrape failed, `kind` a schema.ErrorKind
     │                         (engines/base.py): counted in llm_target_errors_total (engines/scraper.py)
-    ├── ParseError            a payload that is not exposition text (engines/parse.py): counted as
+    ├── ParseError            a payload that is not exposition text (engines/payload.py): counted as
     │   │                     `parse` (engines/scraper.py)
     │   └── TooManySeries     past a target's max_series: counted as `too_many_series`
     └── WatchFailure          a failed Kubernetes list or watch, with its kind (discovery/kubernetes.py):

@@ -15,23 +15,36 @@ on a line over MAX_LINE_CHARS) is dropped and counted in `Exposition.dropped`, n
 
 An engine writes the same series in the same words on every scrape; only the values move. A `SeriesHeads`
 kept per target remembers each series head (the line up to its value) of the last good payload with its
-parsed name and labels, so a line seen before costs a dictionary lookup and a number (measured on vLLM's
-dp-2 payload, 954 lines: 4.7 ms to read it the first time, see bench/RESULTS.md for the figure with heads).
+parsed name and labels, so a line seen before costs a dictionary lookup and a number, and the template of
+that payload (template.py), so a payload of the same lines in the same order is read by its values alone
+(measured on vLLM's dp-2 payload, 954 lines: 4.7 ms to read it the first time; bench/RESULTS.md has the
+figures with heads and with the template). The parsed payload's types live in payload.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Mapping
 
+from exporter.engines.payload import (
+    HISTOGRAM_SUFFIXES,
+    NUMBER_CHARS,
+    VALUE,
+    Exposition,
+    Family,
+    HistogramValue,
+    Labels,
+    ParseError,
+    Sample,
+    assemble_histograms,
+    group_of,
+    new_sample,
+)
 from exporter.engines.schema import DropReason
-from exporter.errors import ExporterError
+from exporter.engines.template import Template, make_template
 
 TYPES = {
     "counter",
@@ -48,12 +61,11 @@ TYPES = {
 MAX_LABEL_VALUE_CHARS = 2048
 MAX_LINE_CHARS = 64 * 1024
 MAX_REMEMBERED_HEADS = 10_000  # per target: a vLLM dp-2 payload has ~800 series; past this, lines parse anew
+MAX_TEMPLATE_CHARS = 4 * 1024 * 1024  # a longer payload gets no template (its lines are kept to make one)
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_VALUE = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[Ii]nf|NaN|nan)")
 _TIMESTAMP = re.compile(r"-?\d+")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # The common shape of a sample line (labels without escapes), read with two regular expressions; any other
 # line takes the character-by-character path below, which accepts the same language and names the error.
 _PAIR = r'[ \t]*[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"[ \t]*'
@@ -63,48 +75,12 @@ _FAST_SAMPLE = re.compile(
 _FAST_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"')
 
 
-class ParseError(ExporterError, ValueError):
-    """The payload is not valid Prometheus text; the message says where and why."""
-
-
 class TooManySeries(ParseError):
     """The payload has more series than the reader's budget (`max_series`)."""
 
 
 class _LabelTooLong(ParseError):
     """A label value over MAX_LABEL_VALUE_CHARS: the series is dropped, the payload is not refused."""
-
-
-class Labels(dict[str, str]):
-    """A sample's labels, which remember their histogram grouping key (and `le` bound) once asked for: the
-    same Labels serve a series in every payload of its target (SeriesHeads), so each is computed once."""
-
-    __slots__ = ("_bucket", "_group")
-
-    def group(self) -> tuple[tuple[str, str], ...]:
-        """The labels other than `le`, sorted: what a histogram's `_bucket`, `_sum` and `_count` share."""
-        try:
-            return self._group
-        except AttributeError:
-            self._group = _without_le(self)
-            return self._group
-
-    def bucket(self, name: str) -> tuple[tuple[tuple[str, str], ...], float]:
-        """(group, upper bound) of a `<name>_bucket` sample; ParseError without a valid `le`."""
-        try:
-            return self._bucket
-        except AttributeError:
-            self._bucket = (self.group(), _bound(self, name))
-            return self._bucket
-
-
-class Sample(NamedTuple):  # a tuple: a payload has tens of thousands, made at a few microseconds each
-    name: str
-    labels: Mapping[str, str]  # shared by the samples of one series across payloads: never modified
-    value: float
-
-
-_sample = tuple.__new__  # Sample(...) without the Python frame of NamedTuple's __new__ (a line's hot path)
 
 
 # A series head as parsed: its name, its labels and its key for duplicate detection.
@@ -122,49 +98,7 @@ class SeriesHeads:
         # Heads are learned once a payload of this target was good: one that never is (a hostile target,
         # refused on every scrape) costs no learning.
         self.good_payloads = 0
-
-
-@dataclass(frozen=True)
-class HistogramValue:
-    """One labelled histogram: cumulative buckets (upper bound, count) ascending, +Inf last."""
-
-    labels: Mapping[str, str]
-    buckets: tuple[tuple[float, float], ...]
-    sum: float
-    count: float
-
-
-@dataclass
-class Family:
-    name: str
-    type: str
-    help: str = ""
-    samples: list[Sample] = field(default_factory=list)
-
-
-@dataclass
-class Exposition:
-    """Families in payload order, every sample indexed by its exact wire name, and the series dropped."""
-
-    families: dict[str, Family]
-    by_sample_name: dict[str, list[Sample]]
-    dropped: Counter[DropReason] = field(default_factory=Counter)
-    # assembled once (the reader validates every histogram; adapters read some again)
-    _histograms: dict[str, list[HistogramValue]] = field(default_factory=dict, repr=False, compare=False)
-
-    def samples(self, name: str) -> list[Sample]:
-        return self.by_sample_name.get(name, [])
-
-    def has(self, name: str) -> bool:
-        return name in self.by_sample_name
-
-    def histograms(self, name: str) -> list[HistogramValue]:
-        """The histogram family `name` (without suffix), one entry per label set other than `le`."""
-        if name not in self._histograms:
-            self._histograms[name] = assemble_histograms(name, self.samples(f"{name}_bucket"),
-                                                         self.samples(f"{name}_sum"),
-                                                         self.samples(f"{name}_count"))  # fmt: skip
-        return self._histograms[name]
+        self.template: Template | None = None  # the last good payload's shape (template.py), if regular
 
 
 def parse(text: str, max_series: int | None = None) -> Exposition:
@@ -178,7 +112,9 @@ class ExpositionReader:
     """Parses exposition text chunk by chunk: `feed()` each decoded chunk, then `close()` for the result.
 
     Raises ParseError as soon as the payload is known to be bad (TooManySeries once it passes
-    `max_series`); holds only the parsed samples and the start of the line whose newline has not come.
+    `max_series`); holds the parsed samples and the start of the line whose newline has not come, and
+    with `heads`: while the payload matches the target's template, its lines so far (no more than the
+    last good payload's), else up to MAX_TEMPLATE_CHARS of its lines to make the next template from.
     """
 
     def __init__(self, max_series: int | None = None, heads: SeriesHeads | None = None) -> None:
@@ -200,6 +136,14 @@ class ExpositionReader:
         self._pending = ""  # the start of a line whose newline has not arrived yet
         self._skipping: bool | None = None  # inside an over-long line: None no, else "is it a sample"
         self._line = 0
+        template = heads.template if heads is not None else None
+        if template is not None and max_series is not None and len(template.names) > max_series:
+            template = None
+        self._template = template  # while the payload matches it: its lines and values so far
+        self._matched: list[str] = []
+        self._values: list[str] = []
+        self._kept: list[str] | None = [] if self._learn_limit else None  # lines for the next template
+        self._kept_chars = 0
 
     def feed(self, chunk: str) -> None:
         if not self._started:
@@ -224,24 +168,91 @@ class ExpositionReader:
             chunk = chunk[newline + 1 :]
         lines = (self._pending + chunk).split("\n")
         self._pending = lines.pop()
-        known, learned, value_ok = self._known, self._learned, _VALUE.fullmatch
-        for line in lines:
-            self._line += 1
-            if known:
-                head, _, value = line.rpartition(" ")
-                hit = known.get(head)
-                if hit is not None and value_ok(value):  # a series of the last payload, in its words
-                    if len(learned) < self._learn_limit:
-                        learned[head] = hit
-                    self._add(_sample(Sample, (hit[0], hit[1], float(value))), hit[2], line)
-                    continue
-            if line.startswith("#"):
-                self._comment(line)
+        if self._template is not None:
+            values = self._template.match(lines, len(self._matched))
+            if values is None:
+                lines = self._leave_template(lines)
             else:
-                self._parse_line(line)
+                self._matched += lines
+                self._values += values
+                self.series = len(self._values)
+                lines = []
+        self._parse_lines(lines)
         if len(self._pending) > MAX_LINE_CHARS:
+            if self._template is not None:
+                self._parse_lines(self._leave_template([]))
             self._skipping = not self._pending.lstrip().startswith("#")
             self._pending = ""
+
+    def _leave_template(self, lines: list[str]) -> list[str]:
+        """The payload does not match the template: its lines so far, then `lines`, to be parsed anew."""
+        matched, self._matched, self._values, self._template = self._matched, [], [], None
+        self.series = 0
+        return matched + lines
+
+    def _parse_lines(self, lines: list[str]) -> None:
+        if self._kept is not None and lines:
+            self._kept_chars += sum(map(len, lines))
+            if self._kept_chars > MAX_TEMPLATE_CHARS:
+                self._kept = None
+            else:
+                self._kept += lines
+        if self._known:
+            self._feed_known(lines)
+        else:
+            for line in lines:
+                self._line += 1
+                self._parse_any(line)
+
+    def _feed_known(self, lines: list[str]) -> None:
+        """Lines of a target whose last payload's series heads are known: a line seen before costs a lookup,
+        its value's check and a number. What `_add` does is written out here: this loop is most of what an
+        engine target costs the exporter (bench/RESULTS.md)."""
+        known, learned, seen, sinks = self._known, self._learned, self._seen, self._sinks
+        value_ok, learn, numeric = VALUE.fullmatch, self._learn_limit, NUMBER_CHARS
+        limit = self.max_series if self.max_series is not None else math.inf
+        number, series, inf = self._line, self.series, math.inf
+        for line in lines:
+            number += 1
+            head, _, value = line.rpartition(" ")
+            hit = known.get(head)
+            # float() alone checks a value of digits, '.', 'e' and signs; the regex any other (Inf, NaN)
+            plain = hit is not None and (value_ok(value) if value.strip(numeric) else value)
+            if plain:
+                try:
+                    number_value = float(value)
+                except ValueError:  # '1.2.3', '1e', '+-1': VALUE refuses them too
+                    plain = False
+            if not plain:  # not a series of the last payload in its words: parsed in full
+                self._line, self.series = number, series
+                self._parse_any(line)
+                series = self.series
+                continue
+            before = len(seen)
+            seen.add(hit[2])
+            if len(seen) == before:
+                self._line = number
+                raise ParseError(f"line {number}: duplicate series {_shorten(line)!r}")
+            series += 1
+            if series > limit:
+                raise TooManySeries(f"more than {self.max_series} series (line {number})")
+            if len(learned) < learn:
+                learned[head] = hit
+            name = hit[0]
+            sink = sinks.get(name) or self._sink(name)
+            if sink[2] and not 0 <= number_value < inf:  # NaN fails both comparisons
+                self._dropped[_not_a_count(number_value) or "not_finite"] += 1
+                continue
+            sample = new_sample(Sample, (name, hit[1], number_value))
+            sink[0].append(sample)
+            sink[1].append(sample)
+        self._line, self.series = number, series
+
+    def _parse_any(self, line: str) -> None:
+        if line.startswith("#"):
+            self._comment(line)
+        else:
+            self._parse_line(line)
 
     def close(self) -> Exposition:
         if self._quoted is not None:
@@ -254,6 +265,11 @@ class ExpositionReader:
             return parse(decoded, self.max_series)
         if not self._started:
             raise ParseError("empty payload")
+        if self._template is not None:
+            exposition = self._from_template()
+            if exposition is not None:
+                return exposition
+            self._parse_lines(self._leave_template([]))
         if self._pending or self._skipping is not None:
             raise ParseError("payload is truncated: the last line has no newline")
         if not all(self._by_sample_name.values()):  # every sample of a name was dropped
@@ -266,7 +282,20 @@ class ExpositionReader:
         if self._heads is not None:
             if self._heads.good_payloads:
                 self._heads.known, self._heads.comments = self._learned, self._comments_learned
+                kept = self._kept
+                self._heads.template = make_template(kept, self._learned, exposition) if kept else None
             self._heads.good_payloads += 1
+        return exposition
+
+    def _from_template(self) -> Exposition | None:
+        """The payload read by the template, when every line matched and every value is good."""
+        template, heads = self._template, self._heads
+        assert template is not None and heads is not None
+        if self._pending or self._skipping is not None or len(self._matched) != template.lines:
+            return None
+        exposition = template.build(self._values)
+        if exposition is not None:
+            heads.good_payloads += 1
         return exposition
 
     def _drop_bad_counts(self, family: Family) -> None:
@@ -280,14 +309,14 @@ class ExpositionReader:
                 continue
             reason = _not_finite(value) if sample.name == sum_name else _not_a_count(value)
             if reason:
-                bad.setdefault(_group(sample.labels), reason)
+                bad.setdefault(group_of(sample.labels), reason)
         if not bad:
             return
         self._dropped.update(bad.values())
-        family.samples = [s for s in family.samples if _group(s.labels) not in bad]
+        family.samples = [s for s in family.samples if group_of(s.labels) not in bad]
         for suffix in HISTOGRAM_SUFFIXES:
             name = family.name + suffix
-            kept = [s for s in self._by_sample_name.get(name, []) if _group(s.labels) not in bad]
+            kept = [s for s in self._by_sample_name.get(name, []) if group_of(s.labels) not in bad]
             if kept:
                 self._by_sample_name[name] = kept
             else:
@@ -372,14 +401,6 @@ def _not_finite(value: float) -> DropReason | None:
     return None if math.isfinite(value) else "not_finite"
 
 
-def _group(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return labels.group() if isinstance(labels, Labels) else _without_le(labels)
-
-
-def _without_le(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
-
-
 def _refuse_non_text(head: str) -> None:
     """Reject what is clearly not exposition text, from its first non-blank character."""
     if head.startswith("<"):
@@ -406,16 +427,17 @@ def _parse_comment(line: str) -> Comment | None:
 
 
 def _apply_comment(keyword: str, name: str, rest: str, families: dict[str, Family]) -> None:
-    if keyword == "HELP":
-        families.setdefault(name, Family(name, "untyped")).help = rest
-        return
-    kind = rest
     family = families.get(name)
-    if family is not None and family.type != "untyped":
+    if family is None:
+        family = families[name] = Family(name, "untyped")
+    elif keyword == "TYPE" and family.type != "untyped":
         raise ParseError(f"second TYPE line for {name}")
-    if family is not None and family.samples:
+    elif keyword == "TYPE" and family.samples:
         raise ParseError(f"TYPE line for {name} after its samples")
-    families.setdefault(name, Family(name, kind)).type = "untyped" if kind == "unknown" else kind
+    if keyword == "HELP":
+        family.help = rest
+    else:
+        family.type = "untyped" if rest == "unknown" else rest
 
 
 def _family_for(sample_name: str, families: dict[str, Family]) -> Family:
@@ -443,7 +465,7 @@ def _fast_sample(line: str) -> tuple[Sample, tuple[str, str], str | None] | None
     labels = Labels(_FAST_PAIRS.findall(pairs)) if pairs else Labels()
     if (
         (pairs and len(labels) != pairs.count('="'))
-        or not _VALUE.fullmatch(value)
+        or not VALUE.fullmatch(value)
         or (timestamp is not None and not _TIMESTAMP.fullmatch(timestamp))
     ):
         return None
@@ -463,7 +485,7 @@ def _parse_sample(line: str) -> Sample:
     rest = line[position:].split()
     if not rest or len(rest) > 2 or (position < len(line) and not line[position].isspace()):
         raise ParseError("expected `name{labels} value [timestamp]`")
-    if not _VALUE.fullmatch(rest[0]):
+    if not VALUE.fullmatch(rest[0]):
         raise ParseError(f"bad value {rest[0]!r}")
     if len(rest) == 2 and not _TIMESTAMP.fullmatch(rest[1]):
         raise ParseError(f"bad timestamp {rest[1]!r}")
@@ -514,50 +536,20 @@ def _parse_label_value(line: str, position: int) -> tuple[str, int]:
     raise ParseError("unterminated label value")
 
 
-def assemble_histograms(
-    name: str, buckets: Iterable[Sample], sums: Iterable[Sample], counts: Iterable[Sample]
-) -> list[HistogramValue]:
-    """Group `_bucket/_sum/_count` samples by their labels (without `le`), in any order, and validate."""
-    grouped: dict[tuple[tuple[str, str], ...], list] = {}  # group -> [buckets, sum, count]
-    for sample in buckets:
-        labels = sample.labels
-        if isinstance(labels, Labels):
-            key, bound = labels.bucket(name)
-        else:
-            key, bound = _without_le(labels), _bound(labels, name)
-        parts = grouped.get(key)
-        if parts is None:
-            parts = grouped[key] = [[], None, None]
-        parts[0].append((bound, sample.value))
-    for index, samples in ((1, sums), (2, counts)):
-        for sample in samples:
-            key = _group(sample.labels)
-            parts = grouped.get(key)
-            if parts is None:
-                parts = grouped[key] = [[], None, None]
-            parts[index] = sample.value
-    result = []
-    for key, (bucket_list, total, count) in grouped.items():
-        bucket_list.sort()  # engines write them in order: a linear pass
-        if not bucket_list or bucket_list[-1][0] != math.inf:
-            raise ParseError(f"histogram {name}{dict(key)} has no +Inf bucket")
-        if count is None or total is None:
-            raise ParseError(f"histogram {name}{dict(key)} lacks _count or _sum")
-        values = [value for _, value in bucket_list]
-        if any(map(operator.lt, values[1:], values)):
-            raise ParseError(f"histogram {name}{dict(key)} has decreasing cumulative buckets")
-        result.append(HistogramValue(dict(key), tuple(bucket_list), total, count))
-    return result
-
-
-def _bound(labels: Mapping[str, str], name: str) -> float:
-    if "le" not in labels:
-        raise ParseError(f"{name}_bucket sample without an le label")
-    try:
-        return float(labels["le"])
-    except ValueError:
-        raise ParseError(f"{name}_bucket has le={labels['le']!r}") from None
-
-
 def _shorten(line: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
+
+
+__all__ = [  # the parsed payload's types live in payload.py; importers take them from here too
+    "Exposition",
+    "ExpositionReader",
+    "Family",
+    "HistogramValue",
+    "Labels",
+    "ParseError",
+    "Sample",
+    "SeriesHeads",
+    "TooManySeries",
+    "assemble_histograms",
+    "parse",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,29 @@ def test_remembered_heads_keep_every_check() -> None:
         read('# TYPE c counter\nc_total{x="1"} 1\ng 2\n', heads, max_series=1)
     exposition = read('# TYPE c counter\nc_total{x="1"} -1\ng NaN\n', heads)
     assert not exposition.has("c_total") and exposition.dropped == {"negative": 1}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["7", "-0.5", "+3", ".5", "5.", "1e3", "1E-3", "Inf", "+Inf", "-Inf", "NaN", "nan", "\u0661\u0662",
+     "1.2.3", "1e", "+-1", "e3", ".", "-", "1_000", "inf", "infinity", "0x10", "1\t", ""],
+)  # fmt: skip
+def test_a_remembered_head_takes_the_values_a_fresh_parse_takes(value: str) -> None:
+    """A known series' value is checked by float() alone when it is digits, '.', 'e' and signs, by the
+    value pattern otherwise: both must accept and refuse exactly what a fresh parse does."""
+    heads = SeriesHeads()
+    for _ in range(3):
+        read("# TYPE g gauge\ng 2\nh 3\n", heads)
+    text = f"# TYPE g gauge\ng {value}\nh 3\n"
+    try:
+        fresh = parse(text)
+    except ParseError as exc:
+        with pytest.raises(ParseError, match=re.escape(str(exc))):
+            read(text, heads)
+        return
+    ours = read(text, heads)
+    assert repr(ours.samples("g")) == repr(fresh.samples("g"))  # NaN == NaN through repr
+    assert ours.dropped == fresh.dropped
 
 
 def test_heads_are_learned_only_from_good_payloads_and_bounded() -> None:
