@@ -23,6 +23,10 @@ from prometheus_client.utils import floatToGoString
 
 _PLAIN_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _known_plain: set[str] = set()
+# Each series' line up to its value, by its name and labels: a series is written on every scrape with the
+# same labels, and sorting, joining and checking them was most of the time per sample (bench/RESULTS.md).
+MAX_PREFIXES = 100_000  # then the cache starts anew: series that come and go cannot grow it without bound
+_prefixes: dict[tuple[str, ...], str] = {}
 EOF = b"# EOF\n"
 
 
@@ -69,15 +73,26 @@ def _fast_family(metric: Metric) -> bool:
 
 
 def _sample_lines(metric: Metric, out: list[str]) -> None:
+    prefixes = _prefixes
     for sample in metric.samples:
         labels = sample.labels
-        if labels:
-            text = ",".join([f'{k}="{v}"' for k, v in sorted(labels.items())])
-            if "\\" in text or "\n" in text or text.count('"') != 2 * len(labels):  # a value to escape
-                text = ",".join([f'{k}="{_value_escape(v)}"' for k, v in sorted(labels.items())])
-            out.append(f"{sample.name}{{{text}}} {floatToGoString(sample.value)}\n")
-        else:
-            out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+        key = (sample.name, *labels, *labels.values())  # the same length means as many labels: unambiguous
+        prefix = prefixes.get(key)
+        if prefix is None:
+            if len(prefixes) >= MAX_PREFIXES:
+                prefixes.clear()
+            prefix = prefixes[key] = _prefix(sample.name, labels)
+        out.append(f"{prefix}{floatToGoString(sample.value)}\n")
+
+
+def _prefix(name: str, labels: dict[str, str]) -> str:
+    """`name{labels} `: a sample line up to its value."""
+    if not labels:
+        return f"{name} "
+    text = ",".join([f'{k}="{v}"' for k, v in sorted(labels.items())])
+    if "\\" in text or "\n" in text or text.count('"') != 2 * len(labels):  # a value to escape
+        text = ",".join([f'{k}="{_value_escape(v)}"' for k, v in sorted(labels.items())])
+    return f"{name}{{{text}}} "
 
 
 class Families:

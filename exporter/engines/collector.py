@@ -42,6 +42,8 @@ T = TypeVar("T")
 # Engine targets found at run time (Kubernetes pods): each with the labels its series carry.
 DiscoveredTargets = Callable[[], Sequence[tuple[TargetConfig, Mapping[str, str]]]]
 NO_POD: Mapping[str, str] = dict.fromkeys(POD_LABELS, "")  # a configured target's, with discovery on
+MAX_LE_TEXTS = 10_000
+_le_texts: dict[float, str] = {}
 
 
 class EnginesCollector(Collector):
@@ -259,9 +261,19 @@ def _add_normalized(result: TargetResult, base: dict[str, str], family: Callable
         labels = {**clean(histogram.labels), **base}
         metric = family(histogram.family)
         for bound, count in histogram.buckets:
-            metric.add_sample(f"{histogram.family}_bucket", {**labels, "le": floatToGoString(bound)}, count)
+            metric.add_sample(f"{histogram.family}_bucket", {**labels, "le": _le(bound)}, count)
         metric.add_sample(f"{histogram.family}_count", labels, histogram.count)
         metric.add_sample(f"{histogram.family}_sum", labels, histogram.sum)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as its `le` label: engines use a few dozen bounds, written on every scrape."""
+    text = _le_texts.get(bound)
+    if text is None:
+        if len(_le_texts) >= MAX_LE_TEXTS:
+            _le_texts.clear()
+        text = _le_texts[bound] = floatToGoString(bound)
+    return text
 
 
 def _bounded_models(points, histograms) -> set[str]:

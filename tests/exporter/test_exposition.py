@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.openmetrics import exposition as om
 
+from exporter import exposition
 from exporter.config import Config
 from exporter.exposition import _fast_family, fast_encoder, render_openmetrics, render_text
 from exporter.registry import build_exporter
@@ -68,6 +69,19 @@ def test_awkward_families_render_byte_for_byte() -> None:
     families = Families(awkward_families())
     assert render_text(families) == generate_latest(families)
     assert render_openmetrics(families) == om.generate_latest(families)
+
+
+def test_remembered_series_prefixes_render_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each series' line up to its value is remembered (exposition._prefixes): a second rendering, and
+    renderings with the memory full and started anew, are still the library's, byte for byte."""
+    families = Families(awkward_families())
+    for limit in (100_000, 3):
+        monkeypatch.setattr(exposition, "MAX_PREFIXES", limit)
+        exposition._prefixes.clear()
+        for _ in range(2):
+            assert render_text(families) == generate_latest(families)
+            assert render_openmetrics(families) == om.generate_latest(families)
+        assert len(exposition._prefixes) <= limit
 
 
 def test_which_families_take_the_fast_path() -> None:
