@@ -7,6 +7,7 @@ action, NVLink), PCIe replays and throughput (20 ms per direction), compute proc
 and GPM.
 Every source keeps the Unix time of its last successful read (gpu_sample_timestamp_seconds{source});
 a failed read drops that source's values until it succeeds again, so nothing stale is served as fresh.
+The sources in SPACED_SOURCES are read at most that often, whatever the pass rate.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ DURATION_FIELDS = {  # NVML field ids; numbers for nvidia-ml-py versions that pr
     "hw_power_brake_slowdown": nvml_constant("NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN", 271),
 }
 RECOVERY_ACTION_FIELD = nvml_constant("NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 230)
+# Readings that cost the driver milliseconds of CPU per call and lose nothing when read less often than
+# every pass (bench/nvml_costs.py on an H100, driver 580: energy 3.2 ms, process utilization 2.5 ms, PCIe
+# throughput 0.6 ms a direction, against 0.7 ms for all seven field values): a counter, a window NVML keeps
+# for us (utilization samples since the last read), and a 20 ms sample of a gauge. At a pass a second they
+# were half of the exporter's CPU (bench/RESULTS.md, issue 16's GPU run).
+SPACED_SOURCES = {"energy": 5.0, "pcie": 5.0, "process_utilization": 5.0}  # source -> seconds between reads
 NVLINK_ERRORS = {
     "crc_flit": pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT,
     "crc_data": pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
@@ -95,6 +102,7 @@ class NvmlSampler:
         self.clock = clock
         self.passes = 0
         self._readings: dict[tuple[str, str], Reading] = {}  # (uuid, source) -> latest
+        self._read_at: dict[tuple[str, str], float] = {}  # (uuid, source) -> when last tried (SPACED_SOURCES)
         self._processes: list[GpuProcess] = []
         self._last_utilization_us: dict[str, int] = {}
         self._gpm: dict[str, GpmState] = {}
@@ -146,6 +154,8 @@ class NvmlSampler:
         processes: list[GpuProcess] = []
         for device in devices:
             for source, read in self._sources(device):
+                if not self._due(device, source):
+                    continue
                 samples = read(device)
                 previous = readings.get((device.uuid, source))
                 if samples is not None:
@@ -155,14 +165,26 @@ class NvmlSampler:
             processes += self._device_processes(device)
         live = {d.uuid for d in session.devices}
         self._readings = {key: r for key, r in readings.items() if key[0] in live}
+        self._read_at = {key: at for key, at in self._read_at.items() if key[0] in live}
         self._pid_table = {uuid: t for uuid, t in self._pid_table.items() if uuid in live}
         self._processes = processes
         self.passes += 1
+
+    def _due(self, device: Device, source: str) -> bool:
+        spacing = SPACED_SOURCES.get(source)
+        if spacing is None:
+            return True
+        now, key = self.clock(), (device.uuid, source)
+        if 0 <= now - self._read_at.get(key, float("-inf")) < spacing:  # a clock set back reads at once
+            return False
+        self._read_at[key] = now
+        return True
 
     def _forget_session(self) -> None:
         self.release()
         self._generation = self.session.generation
         self._readings = {}
+        self._read_at = {}
         self._pid_table = {}
         self._last_utilization_us = {}
 

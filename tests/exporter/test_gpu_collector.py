@@ -7,12 +7,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import psutil
 import pynvml
 import pytest
 
 from exporter.collectors.gpu import GpuCollector, GpuProcess
+from exporter.collectors.nvml_sampler import SPACED_SOURCES
 from tests.exporter.fake_nvml import FakeGpu, FakeMig, FakeNvml
 from tests.exporter.metrics_util import samples_of
 
@@ -331,6 +333,36 @@ def test_processes_are_labelled_without_secrets_and_capped() -> None:
         GpuProcess("0", UUID0, 9999991, 2**30),
     ]
     assert m.value("gpu_sample_timestamp_seconds", {"source": "processes"}) > 0
+
+
+def test_costly_readings_are_spaced_out_whatever_the_pass_rate() -> None:
+    """Energy, PCIe throughput and process utilization (milliseconds of driver CPU a call on an H100) are
+    read at most every SPACED_SOURCES seconds, the others on every pass; their timestamps say when."""
+    nvml = FakeNvml([FakeGpu(uuid=UUID0, processes=[(4242, 2**20)])])
+    collector = GpuCollector(nvml=nvml, start_threads=False, retry_seconds=0.0)
+    now = [1000.0]
+    collector.sampler.clock = lambda: now[0]
+
+    def passes(count: int) -> Counter[str]:
+        nvml.calls.clear()
+        for _ in range(count):
+            collector.sampler.run_once()
+            now[0] += 1.0
+        return Counter(name for _thread, name in nvml.calls)
+
+    assert set(SPACED_SOURCES.values()) == {5.0}
+    calls = passes(5)  # 1000 .. 1004
+    assert calls["nvmlDeviceGetTotalEnergyConsumption"] == 1
+    assert calls["nvmlDeviceGetPcieThroughput"] == 2  # one pass: TX and RX
+    assert calls["nvmlDeviceGetProcessUtilization"] == 1
+    assert calls["nvmlDeviceGetFieldValues"] == calls["nvmlDeviceGetComputeRunningProcesses"] == 5
+    m = samples_of(collector.collect())
+    assert m.value("gpu_sample_timestamp_seconds", {"source": "energy"}) == 1000.0
+    assert m.value("gpu_sample_timestamp_seconds", {"source": "fields"}) == 1004.0
+    assert m.value("gpu_energy_joules_total") == pytest.approx(123_456.789)  # served between reads
+    assert passes(1)["nvmlDeviceGetTotalEnergyConsumption"] == 1  # 1005: due again
+    now[0] = 900.0  # the clock set back: read at once, not after 100 s
+    assert passes(1)["nvmlDeviceGetTotalEnergyConsumption"] == 1
 
 
 def test_idle_gpu_process_utilization_not_found_means_zero_not_error() -> None:
