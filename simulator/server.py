@@ -255,13 +255,21 @@ def _prompt_ids(prompt: Any) -> list[int]:
 COMPLETION_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 
 
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a 128k-token prompt as text or token ids is a few MB
+
+
 async def read_body(receive: Any) -> bytes:
-    chunks = []
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ConnectionResetError("client went away before sending the body")
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:  # refused as it arrives: never held whole
+            limit = f"{MAX_BODY_BYTES >> 20} MiB"
+            raise RequestError(f"The request body is over {limit}.", 413, "PayloadTooLarge")
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 

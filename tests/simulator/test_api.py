@@ -138,6 +138,18 @@ def test_invalid_json_is_a_400(url: str) -> None:
     assert "JSON" in response.json()["error"]["message"]
 
 
+def test_a_body_over_the_budget_is_a_413_and_the_server_goes_on(url: str) -> None:
+    def endless() -> Iterator[bytes]:  # chunked: no Content-Length to refuse it by
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"a" * (1 << 20)
+
+    response = httpx.post(f"{url}/v1/completions", content=endless(), timeout=30)
+    assert response.status_code == 413
+    assert "over 32 MiB" in response.json()["error"]["message"]
+    assert httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=10).is_success
+
+
 def test_client_disconnect_aborts_the_request(url: str) -> None:
     body = {**CHAT, "max_tokens": 500, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as response:
