@@ -88,7 +88,13 @@ def assert_same(exported: Exposition, raw: Exposition, server: VllmServer) -> di
             le = floatToGoString(bound)
             assert value(exported, f"{family}_bucket", le=le, **mine) == cumulative, (family, le)
         seen[f"{family}_count"] = count
+        seen[f"{family}_sum"] = histogram.sum
     return seen
+
+
+def delta_of(before: dict[str, float] | None, after: dict[str, float] | None, key: str) -> float:
+    assert before is not None and after is not None, "the idle scrapes did not complete"
+    return after[key] - before[key]
 
 
 def test_exporter_equals_vllm_in_the_same_instant_under_queueing_and_preemption(live_vllm) -> None:
@@ -114,9 +120,11 @@ def test_exporter_equals_vllm_in_the_same_instant_under_queueing_and_preemption(
     missed = samples.count(None)
     samples = [s for s in samples if s is not None]
     assert len(samples) >= 3, f"too few scrapes completed while the load ran ({missed} did not)"
-    assert max(s["llm_requests_running"] for s in samples) == server.max_num_seqs
-    assert max(s["llm_requests_waiting"] for s in samples) > 0, "no queue seen beyond max_num_seqs"
-    assert max(s["llm_kv_cache_usage_ratio"] for s in samples) > 0.5
+    # The gauges' fullest moments (8 running, a queue, the cache over half) last milliseconds, and on 2 cores
+    # vLLM's API server, starved by its busy engine, often answers /metrics only after them (seen: every
+    # scrape of a burst read 0 running while its log said 1-6): the pressure is proved by counters instead,
+    # which no late answer can miss (the queue below, the preemptions further down).
+    assert delta_of(before, after, "llm_request_queue_time_seconds_sum") > 1.0, "no queue beyond max_num_seqs"
     assert after["llm_requests_running"] == after["llm_requests_waiting"] == 0
 
     def delta(key: str) -> float:

@@ -137,6 +137,7 @@ def scheduling(url: str, model: str, stop_body: dict) -> dict[str, float]:
     def counters() -> dict[str, float]:
         raw = parse(httpx.get(f"{url}/metrics", timeout=30).text)
         out = {"preemptions": sum(s.value for s in raw.samples("vllm:num_preemptions_total"))}
+        out["queue_seconds"] = sum(h.sum for h in raw.histograms("vllm:request_queue_time_seconds"))
         for s in raw.samples("vllm:request_success_total"):
             out[s.labels["finished_reason"]] = s.value
         return out
@@ -161,8 +162,11 @@ def test_scheduling_a_dashboard_sees_matches_live_vllm(live_vllm, start_simulato
     live = scheduling(live_vllm.url, live_vllm.model, STOP_EVERYWHERE)
     simulated = scheduling(sim_url, live_vllm.model, {})  # the simulator stops at its drawn length (<= 64)
     print(f"scheduling: live vLLM {live}; simulator {simulated}")
+    # The polled gauges' fullest moments last milliseconds, and on 2 cores vLLM's API server, starved by its
+    # busy engine, often answers /metrics only after them (seen: 0 running and 0 waiting over a whole burst
+    # with 40 preemptions): for vLLM the queue is proved by its queue-time counter, which nothing can miss.
+    assert simulated["running"] == MAX_NUM_SEQS and simulated["waiting"] > 0, simulated
     for name, seen in (("live vLLM", live), ("simulator", simulated)):
-        assert seen["running"] == MAX_NUM_SEQS, name
-        assert seen["waiting"] > 0, f"{name}: no queue beyond max_num_seqs"
+        assert seen["queue_seconds"] > 1.0, f"{name}: no queue beyond max_num_seqs"
         assert seen["preemptions"] > 0, f"{name}: a 768-token cache should force preemptions"
         assert seen["length"] == 32 and seen["stop"] == 2, name
