@@ -61,6 +61,8 @@ def classify(url: str) -> Verdicts:
         if not finite(result):
             verdicts.problems.append(f"PROBLEM (NaN or Inf) {where}: `{text}`")
         empty = [s for s in selectors(text) if not query(url, f"count({s})")]
+        if not result and not empty:  # a series between two scrapes when first asked: ask once more
+            result = query(url, text)
         if result:
             verdicts.answered.append(where)
         elif empty:

@@ -131,7 +131,9 @@ def chat_burst(
 
     async def main() -> list[dict]:
         gate = asyncio.Semaphore(concurrency)
-        limits = httpx.Limits(max_connections=concurrency)
+        # vLLM's uvicorn closes a connection idle for 5 s, httpx's pool reuses one idle for up to 5 s: at
+        # the same moment that is a ReadError (seen in CI); a shorter expiry never meets the server's close
+        limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=1.0)
         async with httpx.AsyncClient(timeout=300, limits=limits) as client:
             return await asyncio.gather(*(one(client, gate, i) for i in range(count)))
 
