@@ -18,6 +18,10 @@ here with pip). Its `--processes 2` runs a master and two worker processes.
 
 For ours, the report's `pool` gives the cost of running as a pool: the parent's CPU (setup, merging the
 workers' snapshots, /metrics) beside the workers', and the bytes the workers sent it.
+With cores to spare, give the server its own: `--client-cpus 6,7 --server-cpus 8` pins the clients
+(every process of each, workers included) to two cores and nginx to a third, so a 2-core client box is
+measured without the server taking a share of its cores. `--nginx PATH` names the binary (default: the
+one on PATH).
 Prints a Markdown block for bench/RESULTS.md.
 """
 
@@ -36,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +77,32 @@ def sse_body(tokens: int = OUTPUT_LEN) -> str:
     return "".join(lines)
 
 
+Cpus = set[int] | None  # the cores a process is pinned to; None: not pinned
+
+
+def pinned(cpus: Cpus) -> Callable[[], None] | None:
+    """A preexec_fn that pins the child (and all it starts) to cpus; None leaves it unpinned."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def cpu_list(text: str) -> set[int]:
+    """'6,7' or '6-9' or '6-7,10' as a set of core numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def cores(cpus: Cpus) -> str:
+    return ",".join(map(str, sorted(cpus))) if cpus else "any"
+
+
 @contextlib.contextmanager
-def nginx_mock(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("nginx")
+def nginx_mock(workdir: Path, binary: str | None, cpus: Cpus) -> Iterator[str]:
+    binary = binary or shutil.which("nginx")
     if binary is None:
         raise SystemExit("nginx not found: apt-get install nginx-light (Debian), or see the docstring")
     port = free_port()
@@ -109,7 +136,8 @@ http {{
 """
     (prefix / "nginx.conf").write_text(config)
     process = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=pinned(cpus))  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/", timeout=30, process=process)
         yield f"http://127.0.0.1:{port}"
@@ -126,14 +154,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, float, float, float]:
+Timed = tuple[subprocess.CompletedProcess, float, float, float]
+
+
+def timed(argv: list[str], timeout: float, cpus: Cpus) -> Timed:
     """The run, its processes' CPU seconds, and the load average before and after it."""
     before_load, before_cpu = load(), children_cpu()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                            preexec_fn=pinned(cpus))  # fmt: skip
     return result, children_cpu() - before_cpu, before_load, load()
 
 
-def ours(url: str, workdir: Path, duration: float, streams: int, workers: int) -> dict:
+def ours(url: str, workdir: Path, cpus: Cpus, duration: float, streams: int, workers: int) -> dict:
     report_path = workdir / f"ours-{workers}.json"
     argv = [
         sys.executable, "-m", "loadgen", "run", "--url", url, "--model", "m", "--concurrency", str(streams),
@@ -141,7 +173,7 @@ def ours(url: str, workdir: Path, duration: float, streams: int, workers: int) -
         "--input-len", str(PROMPT_LEN), "--metrics-address", "none", "--progress", "none",
         "--output-json", str(report_path),
     ]  # fmt: skip
-    result, cpu, load_before, load_after = timed(argv, duration * 4 + 120)
+    result, cpu, load_before, load_after = timed(argv, duration * 4 + 120, cpus)
     if result.returncode != 0:
         raise RuntimeError(f"loadgen failed: {result.stderr[-2000:]}")
     report = json.loads(report_path.read_text())
@@ -166,7 +198,7 @@ def ensure_locust() -> Path:
     return binary
 
 
-def locust(url: str, workdir: Path, duration: float, streams: int, processes: int) -> dict:
+def locust(url: str, workdir: Path, cpus: Cpus, duration: float, streams: int, processes: int) -> dict:
     prefix = workdir / f"locust-{processes}"
     argv = [
         str(ensure_locust()), "-f", str(ROOT / "bench" / "loadgen_locustfile.py"), "--headless",
@@ -174,7 +206,7 @@ def locust(url: str, workdir: Path, duration: float, streams: int, processes: in
         "--csv", str(prefix), "--only-summary", "--stop-timeout", "10",
         *(["--processes", str(processes)] if processes > 1 else []),
     ]  # fmt: skip
-    result, cpu, load_before, load_after = timed(argv, duration * 4 + 120)
+    result, cpu, load_before, load_after = timed(argv, duration * 4 + 120, cpus)
     with open(f"{prefix}_stats.csv") as handle:
         total = {row["Name"]: row for row in csv.DictReader(handle)}["Aggregated"]
     ok = int(total["Request Count"]) - int(total["Failure Count"])
@@ -205,34 +237,41 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument("--streams", type=int, default=50, help="closed-loop users (50)")
     parser.add_argument("--quick", action="store_true", help="one round of 8 s")
+    parser.add_argument("--client-cpus", type=cpu_list, help="pin the clients to these cores (e.g. 6,7)")
+    parser.add_argument("--server-cpus", type=cpu_list, help="pin nginx to these cores (e.g. 8)")
+    parser.add_argument("--nginx", help="the nginx binary (default: nginx on PATH)")
     args = parser.parse_args()
     duration, rounds = (8.0, 1) if args.quick else (args.duration, args.rounds)
     clients = [
-        ("ours-1", lambda url, w: ours(url, w, duration, args.streams, 1)),
-        ("ours-2", lambda url, w: ours(url, w, duration, args.streams, 2)),
-        ("locust-1", lambda url, w: locust(url, w, duration, args.streams, 1)),
-        ("locust-2", lambda url, w: locust(url, w, duration, args.streams, 2)),
+        ("ours-1", lambda url, w, cpus: ours(url, w, cpus, duration, args.streams, 1)),
+        ("ours-2", lambda url, w, cpus: ours(url, w, cpus, duration, args.streams, 2)),
+        ("locust-1", lambda url, w, cpus: locust(url, w, cpus, duration, args.streams, 1)),
+        ("locust-2", lambda url, w, cpus: locust(url, w, cpus, duration, args.streams, 2)),
     ]
     ensure_locust()
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, nginx_mock(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, nginx_mock(Path(tmp), args.nginx, args.server_cpus) as url:
         for round_number in range(1, rounds + 1):
             for name, run in clients:
                 log(f"round {round_number}: {name} (load {load():.1f})")
                 try:
-                    row = run(url, Path(tmp))
+                    row = run(url, Path(tmp), args.client_cpus)
                 except Exception as exc:  # one client's failure is reported, the others still run
                     row = {"tool": name, "error": str(exc)[-500:]}
                 row["round"] = round_number
                 rows.append(row)
                 log(f"  {row}")
-    print_markdown(rows, duration, args.streams)
+    print_markdown(rows, duration, args.streams, args.client_cpus, args.server_cpus)
     return 0
 
 
-def print_markdown(rows: list[dict], duration: float, streams: int) -> None:
+def print_markdown(
+    rows: list[dict], duration: float, streams: int, client_cpus: Cpus, server_cpus: Cpus
+) -> None:
     machine = f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}"
     setup = f"nginx mock (1 worker), Locust {locust_version()}, {streams} streams, {duration:g} s per run"
+    if client_cpus or server_cpus:
+        setup += f"; clients on cores {cores(client_cpus)}, nginx on cores {cores(server_cpus)}"
     print(f"\n{machine}; {setup}\n")
     head = (
         "| round | client | requests/s | CPU ms per request | load avg before / after | pool CPU s, bytes |"
