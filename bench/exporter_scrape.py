@@ -87,6 +87,7 @@ class Lane:
     scrapes: int = 0
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
+    warmup_latencies: list[float] = field(default_factory=list)  # seconds; a failed one is NaN
     fast_ages: list[float] = field(default_factory=list)
     slow_ages: list[float] = field(default_factory=list)
     rss_bytes: int = 0
@@ -150,8 +151,10 @@ def scrape_lane(lane: Lane, exporter: Exporter, phase: float, args: argparse.Nam
     count = max(1, int(args.window // lane.interval)) if args.window else args.scrapes
     assert exporter.handle is not None
     for _ in range(args.warmup):
-        with contextlib.suppress(Exception):
-            scraper.scrape()
+        try:
+            lane.warmup_latencies.append(scraper.scrape()[0])
+        except Exception:
+            lane.warmup_latencies.append(float("nan"))
     time.sleep(phase * lane.interval)
     cpu0, t0 = cpu_seconds(exporter.handle), time.monotonic()
     body = b""
@@ -342,6 +345,17 @@ def engine_lines(lanes: Sequence[Lane]) -> list[str]:
     return lines
 
 
+def warmup_lines(lanes: Sequence[Lane]) -> list[str]:
+    """The warm-up scrapes, which no figure counts (the first after an exporter starts is its coldest)."""
+    return [
+        f"- warm-up scrapes of {lane.name} at {lane.interval:g} s (not in the figures): "
+        + ", ".join(f"{latency * 1e3:.2f}" for latency in lane.warmup_latencies)
+        + " ms"
+        for lane in lanes
+        if lane.warmup_latencies
+    ]
+
+
 def report(lanes: Sequence[Lane], args: argparse.Namespace, stub: str) -> str:
     how = "one connection kept alive" if args.keep_alive else "a new connection each"
     what = "text 0.0.4 uncompressed" if args.plain else "Prometheus's Accept headers (OpenMetrics, gzip)"
@@ -353,7 +367,7 @@ def report(lanes: Sequence[Lane], args: argparse.Namespace, stub: str) -> str:
         "",
         *table(lanes),
     ]
-    extra = verdicts(lanes) + engine_lines(lanes)
+    extra = verdicts(lanes) + engine_lines(lanes) + warmup_lines(lanes)
     return "\n".join(lines + (["", *extra] if extra else []))
 
 
@@ -406,7 +420,9 @@ def main() -> int:
     )
     parser.add_argument("--window", type=float, help="scrape each lane for this many seconds instead")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="background window (default 20)")
-    parser.add_argument("--warmup", type=int, default=0, help="scrapes before the measured ones (default 0)")
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="scrapes before the measured ones, reported apart (default 0)"
+    )
     parser.add_argument("--engines", help="ours with 0 and these numbers of vLLM dp-2 targets, e.g. 1,8")
     parser.add_argument(
         "--against", action="append", default=[], help="also this git revision's exporter (repeatable)"

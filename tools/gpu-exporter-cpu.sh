@@ -28,8 +28,10 @@
 # Without NVML (no driver) both exporters degrade and the results say so: ours serves gpu_nvml_available 0,
 # nvitop-exporter exits at start ("did not run").
 #
-# Settings (environment): WINDOW (600 s), LATENCY_SCRAPES (200), NVML_STUB=N (no GPU: bench/nvml_stub.c
-# with N GPUs stands in for the driver, built with gcc: for trying the script on a CPU machine), PYTHON.
+# Settings (environment): WINDOW (600 s), LATENCY_SCRAPES (200), WARMUP (1 scrape per lane before the
+# measured ones, reported apart: the first scrape after an exporter starts is its coldest, for both
+# exporters), NVML_STUB=N (no GPU: bench/nvml_stub.c with N GPUs stands in for the driver, built with gcc:
+# for trying the script on a CPU machine), PYTHON.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -37,6 +39,7 @@ work=${WORK:-/tmp/gpu-exporter-cpu}
 out=${OUT:-$root/out/gpu-exporter-cpu}
 window=${WINDOW:-600}
 latency_scrapes=${LATENCY_SCRAPES:-200}
+warmup=${WARMUP:-1}
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
@@ -102,12 +105,12 @@ run() {
   say ""
   say "## $window s at 15 s and at 1 s, side by side (bench/exporter_scrape.py --window $window)"
   $python bench/exporter_scrape.py --window "$window" --interval 15 --interval 1 --idle-seconds 20 \
-    "${peer[@]}" "${stub_args[@]}" --json "$work/window.json" 2>&1 | tee -a "$results"
+    --warmup "$warmup" "${peer[@]}" "${stub_args[@]}" --json "$work/window.json" 2>&1 | tee -a "$results"
 
   say ""
   say "## Scrape latency, $latency_scrapes scrapes 0.2 s apart, Prometheus's kept connection (bench/exporter_scrape.py)"
   $python bench/exporter_scrape.py --scrapes "$latency_scrapes" --interval 0.2 --keep-alive --idle-seconds 10 \
-    "${peer[@]}" "${stub_args[@]}" --json "$work/latency.json" 2>&1 | tee -a "$results"
+    --warmup "$warmup" "${peer[@]}" "${stub_args[@]}" --json "$work/latency.json" 2>&1 | tee -a "$results"
   say ""
   say "done"
 }
