@@ -1,5 +1,6 @@
 # One image for the three llmobs processes; the compose file and the Helm chart pick one with `command`:
 #   llmobs-exporter (GPU host), llmobs-loadgen run|serve (anywhere), llmobs-simulator (demo, no GPU).
+# grafana/ is the dashboards as code: the load generator's reports and `llmobs snapshot` draw its panels.
 # The kubernetes extra adds gRPC for the kubelet's pod-resources API (GPU -> pod attribution).
 FROM python:3.11.13-slim-bookworm
 
@@ -10,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY exporter exporter
 COPY loadgen loadgen
 COPY simulator simulator
+COPY grafana grafana
 RUN pip install '.[kubernetes]' && useradd --system --uid 10001 --no-create-home llmobs && rm -rf /src
 
 WORKDIR /
