@@ -136,6 +136,28 @@ def first_present(exposition: Exposition, names: Sequence[str], histogram: bool)
     return None
 
 
+def labels_from_engine(
+    model: str | None, model_keys: Sequence[str] = ("model_name",), index_key: str | None = None
+) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """Our labels from an engine's: `model` from the first of `model_keys` it carries (else the target's
+    configured model), `engine_index` from `index_key` (a data-parallel rank or replica)."""
+
+    def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
+        result = {}
+        for key in model_keys:
+            if name := engine_labels.get(key):
+                result["model"] = name
+                break
+        else:
+            if model:
+                result["model"] = model
+        if index_key and (index := engine_labels.get(index_key)):
+            result["engine_index"] = index
+        return result
+
+    return labels
+
+
 def apply_table(exposition: Exposition, table: Table, out: Normalized) -> None:
     for family, names in table.names.items():
         histogram = FAMILIES[family].type == "histogram"

@@ -9,8 +9,6 @@ Finish reasons: `SUCCESS`/`FINISH` ended normally (`completed`: LMDeploy does no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from exporter.engines.base import (
     Engine,
     Scraped,
@@ -19,6 +17,7 @@ from exporter.engines.base import (
     add_info,
     apply_table,
     label_values,
+    labels_from_engine,
     models_seen,
 )
 from exporter.engines.schema import Normalized, finish_reason
@@ -51,12 +50,7 @@ class LmDeploy(Engine):
         assert exposition is not None
         out = Normalized()
 
-        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
-            result = {"model": engine_labels.get("model_name") or model or ""}
-            if "engine" in engine_labels:
-                result["engine_index"] = engine_labels["engine"]
-            return {k: v for k, v in result.items() if v}
-
+        labels = labels_from_engine(model, index_key="engine")
         apply_table(exposition, Table(NAMES, labels), out)
         if not exposition.has(P + "cached_tokens_total"):
             # No hit counter: queries alone would read as a 0 % hit ratio.

@@ -8,8 +8,6 @@ counter by `finished_reason`, and the error counter (no reason label) as `error`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from exporter.engines.base import (
     Engine,
     Scraped,
@@ -20,6 +18,7 @@ from exporter.engines.base import (
     apply_table,
     group,
     label_values,
+    labels_from_engine,
     models_seen,
 )
 from exporter.engines.schema import Normalized
@@ -50,10 +49,7 @@ class TrtllmServe(Engine):
         assert exposition is not None
         out = Normalized()
 
-        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
-            name = engine_labels.get("model_name") or model or ""
-            return {"model": name} if name else {}
-
+        labels = labels_from_engine(model)
         apply_table(exposition, Table(NAMES, labels), out)
         max_blocks = group(exposition.samples(P + "kv_cache_max_blocks"), labels)
         per_block = group(exposition.samples(P + "kv_cache_tokens_per_block"), labels)

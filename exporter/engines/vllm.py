@@ -22,6 +22,7 @@ from exporter.engines.base import (
     add_info,
     apply_table,
     label_values,
+    labels_from_engine,
     models_seen,
     optional_json,
 )
@@ -96,12 +97,7 @@ def normalize_vllm_names(
     assert exposition is not None
     out = Normalized()
 
-    def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
-        result = {"model": engine_labels.get("model_name") or model or ""}
-        if "engine" in engine_labels:
-            result["engine_index"] = engine_labels["engine"]
-        return {k: v for k, v in result.items() if v}
-
+    labels = labels_from_engine(model, index_key="engine")
     names = {family: [dialect.wire(name) for name in wire] for family, wire in dialect.names.items()}
     apply_table(exposition, Table(names, labels), out)
     finished(exposition, dialect, labels, out)

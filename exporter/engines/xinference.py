@@ -10,9 +10,16 @@ engine metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from exporter.engines.base import Engine, Scraped, Table, add_counted, add_info, apply_table, models_seen
+from exporter.engines.base import (
+    Engine,
+    Scraped,
+    Table,
+    add_counted,
+    add_info,
+    apply_table,
+    labels_from_engine,
+    models_seen,
+)
 from exporter.engines.schema import Normalized
 
 P = "xinference:"
@@ -35,14 +42,7 @@ class Xinference(Engine):
         assert exposition is not None
         out = Normalized()
 
-        def labels(engine_labels: Mapping[str, str]) -> dict[str, str]:
-            result = {
-                "model": engine_labels.get("model_uid") or engine_labels.get("model_name") or model or ""
-            }
-            if "replica_index" in engine_labels:
-                result["engine_index"] = engine_labels["replica_index"]
-            return {k: v for k, v in result.items() if v}
-
+        labels = labels_from_engine(model, ("model_uid", "model_name"), index_key="replica_index")
         apply_table(exposition, Table(NAMES, labels), out)
         # Requests (errors included) and, apart, failed requests: publishing both would count errors
         # twice, and total minus errors can go down between the two increments. So the total, as `other`.
