@@ -195,6 +195,16 @@ async def _second_request_dies(reader: asyncio.StreamReader, writer: asyncio.Str
         writer.close()
 
 
+async def _close(server: asyncio.Server) -> None:
+    """The server, and its handlers still waiting on kept connections, closed while their loop runs (a
+    handler left suspended is closed later by the garbage collector, on a loop already closed)."""
+    server.close()
+    handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+
+
 def test_a_resent_request_keeps_both_sends_and_the_report_counts_the_wait(run_loadgen):
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(asyncio.start_server(_second_request_dies, "127.0.0.1", 0))
@@ -206,9 +216,10 @@ def test_a_resent_request_keeps_both_sends_and_the_report_counts_the_wait(run_lo
             url=url, model="m", endpoint="completions", stream=False, concurrency=1, requests=6, output_len=1
         )
     finally:
-        loop.call_soon_threadsafe(server.close)
+        asyncio.run_coroutine_threadsafe(_close(server), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
+        loop.close()
     requests = result.phase["requests"]
     resent = [r for r in result.records if len(r["sends_ns"]) == 2]
     assert requests["succeeded"] == 6 and requests["retried_connections"] == len(resent) >= 2
