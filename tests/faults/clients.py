@@ -115,6 +115,17 @@ def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the server closed the connection (EOF or reset) within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
 def timed_scrapes(url: str, count: int, interval: float = 0.05, timeout: float = 10) -> list[float]:
     """Latencies (seconds) of count GETs of url over one kept-alive connection, as Prometheus scrapes."""
     latencies = []

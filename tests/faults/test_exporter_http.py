@@ -109,7 +109,7 @@ def test_beyond_the_connection_cap_the_longest_waiting_make_room(exp: Proc) -> N
     with clients.idle_connections(exp.port, 600) as idle:
         time.sleep(0.5)
         clients.timed_scrapes(exp.metrics_url, 10)  # each answered (a failure raises)
-        evicted = [sock for sock in idle[:100] if _closed_by_peer(sock)]
+        evicted = [sock for sock in idle[:100] if clients.closed_by_peer(sock, 2)]
     assert len(evicted) >= 85  # 600 + the scraper's connection - 512, the oldest first
     checks.wait_counter_increase(exp.metrics_url, before, CLOSED, {"reason": "evicted"}, 85)
     checks.assert_alive(exp)
@@ -195,16 +195,6 @@ def test_oversized_and_malformed_requests_get_an_answer_and_a_count(
     checks.assert_alive(exp)
 
 
-def _closed_by_peer(sock: socket.socket) -> bool:
-    sock.settimeout(2)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionError:
-        return True
-    except TimeoutError:
-        return False
-
-
 # In-process: the same server class with short timeouts, and an app whose answer is large.
 
 
@@ -226,7 +216,7 @@ def short_server(**limits: float) -> Iterator[ExporterServer]:
 def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
     with short_server(idle_timeout_seconds=0.5) as server, clients.idle_connections(server.port, 50) as idle:
         started = time.monotonic()
-        assert all(_closed_by_peer(sock) for sock in idle)
+        assert all(clients.closed_by_peer(sock, 2) for sock in idle)
         assert time.monotonic() - started < 3
         checks.wait_until(lambda: server.closed_by_reason()["idle_timeout"] == 50, 5, "not counted")
         checks.wait_until(lambda: server.stats.open_connections() == 0, 5, "not forgotten")
@@ -322,7 +312,7 @@ def test_at_the_cap_a_pipelining_connection_makes_room_before_a_new_one() -> Non
             time.sleep(0.5)
             answer = clients.raw_exchange(server.port, b"GET /small HTTP/1.1\r\nConnection: close\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 200 OK")
-            assert _drained_to_close(hurried) and not _closed_by_peer(fresh)
+            assert _drained_to_close(hurried) and not clients.closed_by_peer(fresh, 2)
             assert server.closed_by_reason()["evicted"] == 1 and server.closed_by_reason()["refused"] == 0
         finally:
             fresh.close()

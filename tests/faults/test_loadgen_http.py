@@ -5,7 +5,6 @@ within 10 s of when its connection began waiting for it, 256 connections, 1 MiB 
 
 from __future__ import annotations
 
-import socket
 import time
 
 import httpx
@@ -40,7 +39,7 @@ def test_500_slow_or_silent_clients_neither_stop_metrics_nor_take_the_file_descr
         during = served.resources()
         under_attack = clients.timed_scrapes(served.metrics_url, 10)
         slow.wait_all_closed(timeout=20)
-        assert all(_closed_by_peer(sock) for sock in silent)
+        assert all(clients.closed_by_peer(sock, 15) for sock in silent)
     latency = clients.percentile(under_attack, 50), clients.percentile(idle, 50)
     assert latency[0] < 3 * latency[1] + 0.05, (idle, under_attack)
     assert during.fds < start.fds + 256 + 10, (start, during)  # the cap, not one per client
@@ -66,13 +65,3 @@ def test_a_body_over_the_budget_is_refused_before_the_app_reads_it(served: Proc)
     assert chunked.status_code == 413  # no Content-Length: counted as it comes
     assert httpx.get(f"{served.url}/runs", timeout=5).status_code == 200
     checks.assert_alive(served)
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    sock.settimeout(15)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionError:
-        return True
-    except TimeoutError:
-        return False
