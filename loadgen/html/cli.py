@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from grafana.snapshot.page import Page, PlotlyMissing, require_plotly
+from grafana.errors import GrafanaError
+from grafana.snapshot.page import Page, require_plotly
 from grafana.snapshot.prometheus import Budget, Prometheus, PrometheusError, token_from_env
 from grafana.snapshot.resolve import ResolveError, parse_duration
 from loadgen.errors import LoadgenError
@@ -174,7 +175,7 @@ def write_run_report(report: dict, jsonl: str | None, output: HtmlOutput) -> boo
         else:
             page = _with_prometheus(data, output.prometheus)
         Path(output.path).write_text(page.render(), encoding="utf-8")
-    except (OSError, LoadgenError, PlotlyMissing) as exc:
+    except (OSError, LoadgenError, GrafanaError) as exc:  # GrafanaError: PlotlyMissing and the like
         print(f"llmobs-loadgen: HTML report not written: {exc}", file=sys.stderr)
         return False
     log.info("wrote the HTML report to %s", output.path)
@@ -199,7 +200,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         require_plotly() if args.command == "report" or args.output else None
         return _report(args) if args.command == "report" else _compare(args)
-    except (LoadgenError, PlotlyMissing, PrometheusError) as exc:
+    except (LoadgenError, GrafanaError) as exc:
         print(f"llmobs-loadgen {args.command}: {exc}", file=sys.stderr)
         return 2
 
