@@ -1,6 +1,8 @@
 # One image for the three llmobs processes; the compose file and the Helm chart pick one with `command`:
 #   llmobs-exporter (GPU host), llmobs-loadgen run|serve (anywhere), llmobs-simulator (demo, no GPU).
 # grafana/ is the dashboards as code: the load generator's reports and `llmobs snapshot` draw its panels.
+# Their HTML pages need the html extra (plotly, tens of MB), left out to keep the exporter's image small:
+# `llmobs-loadgen run` writes its JSON report here and says so if asked for HTML; add ',html' for pages.
 # The kubernetes extra adds gRPC for the kubelet's pod-resources API (GPU -> pod attribution).
 FROM python:3.11.13-slim-bookworm
 

@@ -135,16 +135,16 @@ def html_output(args: argparse.Namespace) -> HtmlOutput | None:
         if args.prometheus:
             raise LoadgenError("--prometheus adds to the HTML report: give --output-html FILE too")
         return None
-    require_plotly()
     folder = Path(args.output_html).resolve().parent
     if not folder.is_dir():
         raise LoadgenError(f"--output-html {args.output_html}: no folder {folder}")
     try:
+        require_plotly()
         source = PrometheusSource.from_args(args)
         if source is not None:
             with source.open() as prom:
                 prom.check()
-    except PrometheusError as exc:
+    except GrafanaError as exc:  # plotly missing, Prometheus unreachable: said before the run, as ours
         raise LoadgenError(str(exc)) from None
     return HtmlOutput(args.output_html, source)
 

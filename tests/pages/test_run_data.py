@@ -4,6 +4,7 @@ windows and samples, the gate grammar and a seeded bootstrap."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,6 +271,23 @@ def test_run_checks_its_prometheus_before_it_starts(
     args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     code = main(["run", "--url", "http://127.0.0.1:9", "--requests", "1", "--metrics-address", "none", *args])
     assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_run_without_plotly_says_so_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image leaves the html extra out: --output-html there is a one-line error, not a traceback."""
+    from loadgen.cli import main
+
+    monkeypatch.setitem(sys.modules, "plotly", None)  # import plotly... raises ImportError
+    monkeypatch.setitem(sys.modules, "plotly.offline", None)
+    html = str(tmp_path / "r.html")
+    code = main(["run", "--url", "http://127.0.0.1:9", "--requests", "1", "--metrics-address", "none",
+                 "--output-html", html])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "llmobs-loadgen: HTML pages need the plotly package" in err, err
+    assert "Traceback" not in err and "pip install 'llmobs[html]'" in err
     assert not (tmp_path / "r.html").exists()
 
 
