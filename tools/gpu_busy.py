@@ -56,9 +56,9 @@ def main() -> None:
     module, function = ctypes.c_void_p(), ctypes.c_void_p()
     check("cuModuleLoadData", cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(PTX)))
     check("cuModuleGetFunction", cuda.cuModuleGetFunction(ctypes.byref(function), module, b"spin"))
-    memory = ctypes.c_uint64()
-    check("cuMemAlloc", cuda.cuMemAlloc_v2(ctypes.byref(memory), ctypes.c_size_t(int(gib * 2**30))))
-    check("cuMemsetD8", cuda.cuMemsetD8_v2(memory, ctypes.c_ubyte(1), ctypes.c_size_t(int(gib * 2**30))))
+    memory, size = ctypes.c_uint64(), ctypes.c_size_t(int(gib * 2**30))
+    check("cuMemAlloc", cuda.cuMemAlloc_v2(ctypes.byref(memory), size))
+    check("cuMemsetD8", cuda.cuMemsetD8_v2(memory, ctypes.c_ubyte(1), size))
     iterations = ctypes.c_uint32(2_000_000)
     params = (ctypes.c_void_p * 2)(
         ctypes.cast(ctypes.byref(memory), ctypes.c_void_p),

@@ -14,10 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = ("exporter", "loadgen", "simulator", "grafana")
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+OURS = tuple(pattern.rstrip("*") for pattern in SETUPTOOLS["packages"]["find"]["include"])  # "exporter*"...
 
 PROBE = """
 import importlib, pkgutil, sys
